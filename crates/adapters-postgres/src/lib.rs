@@ -1,0 +1,1 @@
+//! Game Master PostgreSQL adapter: the runtime record store and the embedded migrations.

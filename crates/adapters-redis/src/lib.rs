@@ -1,0 +1,1 @@
+//! Game Master Redis adapter: the lobby events publisher (pipelined), plus the shared stream reader and offset store.

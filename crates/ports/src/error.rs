@@ -1,0 +1,81 @@
+//! The error every Game Master port returns.
+
+use domain_runtime::{GameId, RuntimeStatus, TransitionError};
+
+/// A boxed error source, kept so the whole cause chain prints.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong in a port call. [`Error::is_transient`] tells the failures worth
+/// retrying (the server is unreachable or slow) from the permanent ones.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No runtime record for the game.
+    #[error("no runtime record for game '{0}'")]
+    NotFound(GameId),
+    /// The compare-and-swap found another status than the one it expected.
+    #[error("game '{game_id}' is {actual}, not {expected} as the update expected")]
+    Conflict {
+        /// The game.
+        game_id: GameId,
+        /// The status the update expected.
+        expected: RuntimeStatus,
+        /// The status the record holds.
+        actual: RuntimeStatus,
+    },
+    /// The requested transition is not in the table.
+    #[error(transparent)]
+    InvalidTransition(#[from] TransitionError),
+    /// The input is invalid (it names the rule it breaks).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// A runtime record for the game already exists.
+    #[error("game '{0}' is already registered")]
+    AlreadyExists(GameId),
+    /// Transient: the server is unreachable, the connection was lost, the pool or a
+    /// statement timed out. Retrying may succeed.
+    #[error("unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+    /// The server answered with an error retrying will not fix (a missing table, a row that
+    /// breaks the domain's rules).
+    #[error("backend error: {0}")]
+    Backend(#[source] BoxError),
+}
+
+impl Error {
+    /// Whether retrying may succeed on its own.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+impl From<domain_runtime::InvalidGameId> for Error {
+    fn from(e: domain_runtime::InvalidGameId) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unavailable_is_transient() {
+        let game = || GameId::new("g").map_err(|e| e.to_string());
+        let Ok(g) = game() else { return };
+        assert!(Error::Unavailable("refused".into()).is_transient());
+        assert!(!Error::Backend("no table".into()).is_transient());
+        assert!(!Error::NotFound(g.clone()).is_transient());
+        assert!(!Error::Invalid("x".into()).is_transient());
+        let conflict = Error::Conflict {
+            game_id: g,
+            expected: RuntimeStatus::Running,
+            actual: RuntimeStatus::Stopped,
+        };
+        assert!(!conflict.is_transient());
+        assert_eq!(
+            conflict.to_string(),
+            "game 'g' is stopped, not running as the update expected"
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! Game Master ports: the traits the health-events worker and the binary talk to, the
+//! validated inputs they take, and the one typed error they return.
+//!
+//! Inputs validate themselves on construction ([`UpdateStatus::new`] checks the transition
+//! table, [`GameId`] rejects blanks), so an adapter never sees a request it would have to
+//! reject, and an invalid transition is refused before any SQL runs.
+//!
+//! With the `mocks` feature every trait has a mockall fake (`MockRuntimeRecordStore`,
+//! `MockLobbyEventsPublisher`, and the stream fakes re-exported from `stream-consumer`).
+
+mod error;
+mod lobby;
+mod records;
+
+pub use error::{BoxError, Error};
+pub use lobby::{
+    LobbyEvent, LobbyEventKind, LobbyEventsPublisher, PlayerTurnStats, RuntimeSnapshot,
+};
+#[cfg(feature = "mocks")]
+pub use lobby::MockLobbyEventsPublisher;
+pub use records::{
+    HealthObservation, NewRuntime, ObservationResult, RuntimeRecordStore, UpdateEngineHealth,
+    UpdateStatus,
+};
+#[cfg(feature = "mocks")]
+pub use records::MockRuntimeRecordStore;
+
+pub use stream_consumer::{EntryId, StreamError, StreamOffsetStore};
+#[cfg(feature = "mocks")]
+pub use stream_consumer::MockStreamOffsetStore;

@@ -1,0 +1,129 @@
+//! The runtime record store.
+
+use async_trait::async_trait;
+use domain_runtime::{
+    EngineHealth, GameId, HealthPlan, RuntimeRecord, RuntimeStatus, Transition, transition,
+};
+
+use crate::Error;
+
+/// A new runtime to register (`INSERT` with every other column defaulted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRuntime {
+    /// The game.
+    pub game_id: GameId,
+    /// Its first status.
+    pub status: RuntimeStatus,
+    /// Its current turn.
+    pub current_turn: u32,
+}
+
+/// A compare-and-swap status update, optionally writing the engine-health summary in the
+/// same statement. The transition was checked against the table when this was built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateStatus {
+    /// The game.
+    pub game_id: GameId,
+    /// The checked `expected → new` pair.
+    pub transition: Transition,
+    /// Summary written with the status, when given.
+    pub engine_health: Option<EngineHealth>,
+}
+
+impl UpdateStatus {
+    /// Checks `from → to` against the transition table.
+    ///
+    /// # Errors
+    /// [`Error::InvalidTransition`] for a self-transition or an undeclared pair.
+    pub fn new(
+        game_id: GameId,
+        from: RuntimeStatus,
+        to: RuntimeStatus,
+        engine_health: Option<EngineHealth>,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            game_id,
+            transition: transition(from, to)?,
+            engine_health,
+        })
+    }
+}
+
+/// A health-only update: writes the summary whatever the status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateEngineHealth {
+    /// The game.
+    pub game_id: GameId,
+    /// The summary to write.
+    pub engine_health: EngineHealth,
+}
+
+/// One decoded health event to apply: the game and the plan its event type maps to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthObservation {
+    /// The game.
+    pub game_id: GameId,
+    /// Summary plus optional CAS (from `domain_runtime::PLANS`).
+    pub plan: HealthPlan,
+}
+
+/// What applying one observation of a batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObservationResult {
+    /// Written; `record` is the row as stored right after this observation (later
+    /// observations of the same batch are not yet in it).
+    Applied {
+        /// The record after this observation.
+        record: RuntimeRecord,
+        /// The transition taken, when the compare-and-swap succeeded.
+        transitioned: Option<Transition>,
+    },
+    /// No runtime record exists for the game; nothing was written.
+    UnknownGame,
+}
+
+/// The Game Master's runtime records.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait RuntimeRecordStore: Send + Sync {
+    /// One record.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or a store failure.
+    async fn get(&self, game_id: &GameId) -> Result<RuntimeRecord, Error>;
+
+    /// Registers a new runtime.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`], or a store failure.
+    async fn register(&self, new: &NewRuntime) -> Result<RuntimeRecord, Error>;
+
+    /// Compare-and-swap of the status (plus the summary when given); sets `updated_at`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::Conflict`] when the record is not in the expected
+    /// status, or a store failure.
+    async fn update_status(&self, update: &UpdateStatus) -> Result<RuntimeRecord, Error>;
+
+    /// Writes the summary alone, whatever the status; sets `updated_at`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or a store failure.
+    async fn update_engine_health(
+        &self,
+        update: &UpdateEngineHealth,
+    ) -> Result<RuntimeRecord, Error>;
+
+    /// Applies a batch of observations in one transaction. For each observation, in
+    /// order: with a planned transition whose source is the status the record holds at
+    /// that point (after the batch's earlier observations), move the status and write the
+    /// summary; otherwise write the summary alone. Returns one result per observation, in
+    /// the same order. Either the whole batch is written or none of it.
+    ///
+    /// # Errors
+    /// A store failure; then nothing was written.
+    async fn apply_health_batch(
+        &self,
+        observations: &[HealthObservation],
+    ) -> Result<Vec<ObservationResult>, Error>;
+}

@@ -1,0 +1,173 @@
+//! The one helper every worker decodes stream entries with.
+//!
+//! A decoder asks for the fields it needs; everything else (extra fields, non-UTF-8 bytes
+//! in fields it does not read) is left alone. Each failure names the field, so the warning
+//! a worker logs says exactly what was wrong with the entry.
+
+use crate::entry::StreamEntry;
+
+/// Why an entry could not be decoded. Always permanent: retrying cannot fix the entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// A required field is absent.
+    #[error("missing {0}")]
+    Missing(&'static str),
+    /// A required field is empty or whitespace.
+    #[error("blank {0}")]
+    Blank(&'static str),
+    /// A field the decoder reads holds bytes that are not UTF-8.
+    #[error("{0} is not valid UTF-8")]
+    NotUtf8(&'static str),
+    /// A field that must be a decimal integer is not one (or does not fit 64 bits).
+    #[error("{field} is not an integer: {value:?}")]
+    NotInteger {
+        /// Field name.
+        field: &'static str,
+        /// The offending text, cut to 64 characters.
+        value: String,
+    },
+    /// A number outside the range the contract allows.
+    #[error("{field} is out of range: {value} ({rule})")]
+    OutOfRange {
+        /// Field name.
+        field: &'static str,
+        /// The value.
+        value: i64,
+        /// The rule it breaks, e.g. "must be > 0".
+        rule: &'static str,
+    },
+    /// A value the contract does not know (an unknown kind or event type, bad JSON…).
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Field name.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// Typed access to one entry's fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields<'a>(&'a StreamEntry);
+
+impl<'a> Fields<'a> {
+    /// Wraps an entry.
+    #[must_use]
+    pub fn new(entry: &'a StreamEntry) -> Self {
+        Self(entry)
+    }
+
+    /// A field as text, `None` when absent.
+    ///
+    /// # Errors
+    /// [`DecodeError::NotUtf8`] when present but not UTF-8.
+    pub fn optional_text(&self, name: &'static str) -> Result<Option<&'a str>, DecodeError> {
+        self.0
+            .field(name)
+            .map(|raw| std::str::from_utf8(raw).map_err(|_| DecodeError::NotUtf8(name)))
+            .transpose()
+    }
+
+    /// A required, non-blank text field (returned as given, not trimmed).
+    ///
+    /// # Errors
+    /// Missing, blank or not UTF-8.
+    pub fn required_text(&self, name: &'static str) -> Result<&'a str, DecodeError> {
+        let text = self.optional_text(name)?.ok_or(DecodeError::Missing(name))?;
+        if text.trim().is_empty() {
+            return Err(DecodeError::Blank(name));
+        }
+        Ok(text)
+    }
+
+    /// An optional decimal `i64`; absent or blank gives `None`.
+    ///
+    /// # Errors
+    /// Not UTF-8, or not an integer that fits 64 bits.
+    pub fn optional_i64(&self, name: &'static str) -> Result<Option<i64>, DecodeError> {
+        match self.optional_text(name)? {
+            None => Ok(None),
+            Some(text) if text.trim().is_empty() => Ok(None),
+            Some(text) => text.parse::<i64>().map(Some).map_err(|_| DecodeError::NotInteger {
+                field: name,
+                value: clip(text),
+            }),
+        }
+    }
+
+    /// A required decimal integer that must be `> 0` (timestamps in milliseconds).
+    ///
+    /// # Errors
+    /// Missing, blank, not an integer, or not positive.
+    pub fn required_positive_i64(&self, name: &'static str) -> Result<i64, DecodeError> {
+        self.required_text(name)?;
+        let value = self.optional_i64(name)?.ok_or(DecodeError::Blank(name))?;
+        if value <= 0 {
+            return Err(DecodeError::OutOfRange {
+                field: name,
+                value,
+                rule: "must be > 0",
+            });
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EntryId;
+    use proptest::prelude::*;
+
+    fn entry(pairs: &[(&str, &[u8])]) -> StreamEntry {
+        StreamEntry::from_pairs(EntryId::ZERO, pairs)
+    }
+
+    #[test]
+    fn required_text_errors_name_the_field() {
+        let e = entry(&[("a", b" "), ("b", b"\xff\xfe"), ("c", b"ok")]);
+        let f = Fields::new(&e);
+        assert_eq!(f.required_text("a"), Err(DecodeError::Blank("a")));
+        assert_eq!(f.required_text("b"), Err(DecodeError::NotUtf8("b")));
+        assert_eq!(f.required_text("z"), Err(DecodeError::Missing("z")));
+        assert_eq!(f.required_text("c"), Ok("ok"));
+    }
+
+    #[test]
+    fn positive_integers() {
+        let e = entry(&[
+            ("zero", b"0"),
+            ("neg", b"-5"),
+            ("big", b"99999999999999999999"),
+            ("float", b"1.5"),
+            ("ok", b"1700000000000"),
+        ]);
+        let f = Fields::new(&e);
+        assert!(matches!(f.required_positive_i64("zero"), Err(DecodeError::OutOfRange { .. })));
+        assert!(matches!(f.required_positive_i64("neg"), Err(DecodeError::OutOfRange { .. })));
+        assert!(matches!(f.required_positive_i64("big"), Err(DecodeError::NotInteger { .. })));
+        assert!(matches!(f.required_positive_i64("float"), Err(DecodeError::NotInteger { .. })));
+        assert_eq!(f.required_positive_i64("missing"), Err(DecodeError::Missing("missing")));
+        assert_eq!(f.required_positive_i64("ok"), Ok(1_700_000_000_000));
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(k in proptest::collection::vec(any::<u8>(), 0..8),
+                                                 v in proptest::collection::vec(any::<u8>(), 0..32)) {
+            let e = StreamEntry::from_pairs(EntryId::ZERO, &[(k.clone(), v)]);
+            let f = Fields::new(&e);
+            let _ = f.required_text("a");
+            let _ = f.required_positive_i64("a");
+            if let Ok(name) = std::str::from_utf8(&k) {
+                let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+                let _ = f.required_positive_i64(name);
+                let _ = f.optional_i64(name);
+            }
+        }
+    }
+}

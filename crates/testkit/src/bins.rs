@@ -1,0 +1,1 @@
+//! Locating the workspace binaries for end-to-end tests.
