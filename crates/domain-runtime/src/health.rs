@@ -245,15 +245,35 @@ mod tests {
         use RuntimeStatus as S;
         let expected = [
             (E::ContainerStarted, H::Healthy, None),
-            (E::ProbeRecovered, H::Healthy, Some((S::EngineUnreachable, S::Running))),
+            (
+                E::ProbeRecovered,
+                H::Healthy,
+                Some((S::EngineUnreachable, S::Running)),
+            ),
             (E::ProbeFailed, H::ProbeFailed, None),
             (E::InspectUnhealthy, H::InspectUnhealthy, None),
-            (E::ContainerExited, H::Exited, Some((S::Running, S::EngineUnreachable))),
-            (E::ContainerOom, H::Oom, Some((S::Running, S::EngineUnreachable))),
-            (E::ContainerDisappeared, H::Disappeared, Some((S::Running, S::EngineUnreachable))),
+            (
+                E::ContainerExited,
+                H::Exited,
+                Some((S::Running, S::EngineUnreachable)),
+            ),
+            (
+                E::ContainerOom,
+                H::Oom,
+                Some((S::Running, S::EngineUnreachable)),
+            ),
+            (
+                E::ContainerDisappeared,
+                H::Disappeared,
+                Some((S::Running, S::EngineUnreachable)),
+            ),
         ];
         for (event, summary, cas) in expected {
-            assert_eq!(PLANS.iter().filter(|(e, _)| *e == event).count(), 1, "{event}");
+            assert_eq!(
+                PLANS.iter().filter(|(e, _)| *e == event).count(),
+                1,
+                "{event}"
+            );
             let plan = event.plan();
             assert_eq!(plan.summary, summary, "{event}");
             assert_eq!(plan.transition.map(|t| (t.from(), t.to())), cas, "{event}");
@@ -266,7 +286,10 @@ mod tests {
             assert_eq!(event.as_str().parse::<HealthEventType>(), Ok(event));
         }
         for health in EngineHealth::ALL {
-            assert_eq!(EngineHealth::parse_stored(health.as_str()), Ok(Some(health)));
+            assert_eq!(
+                EngineHealth::parse_stored(health.as_str()),
+                Ok(Some(health))
+            );
         }
         assert_eq!(EngineHealth::parse_stored(""), Ok(None));
         assert_eq!(EngineHealth::wire(None), "");

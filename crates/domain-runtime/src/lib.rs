@@ -93,7 +93,11 @@ mod tests {
                     engine_health: None,
                 };
                 let out = apply_plan(before, plan);
-                assert_eq!(out.state.engine_health, Some(plan.summary), "{event} on {status}");
+                assert_eq!(
+                    out.state.engine_health,
+                    Some(plan.summary),
+                    "{event} on {status}"
+                );
                 let expected_status = match (event, status) {
                     (
                         HealthEventType::ContainerExited
@@ -123,10 +127,26 @@ mod tests {
             engine_health: None,
         };
         let steps = [
-            (HealthEventType::ContainerOom, RuntimeStatus::EngineUnreachable, true),
-            (HealthEventType::ContainerExited, RuntimeStatus::EngineUnreachable, false),
-            (HealthEventType::ProbeRecovered, RuntimeStatus::Running, true),
-            (HealthEventType::ProbeRecovered, RuntimeStatus::Running, false),
+            (
+                HealthEventType::ContainerOom,
+                RuntimeStatus::EngineUnreachable,
+                true,
+            ),
+            (
+                HealthEventType::ContainerExited,
+                RuntimeStatus::EngineUnreachable,
+                false,
+            ),
+            (
+                HealthEventType::ProbeRecovered,
+                RuntimeStatus::Running,
+                true,
+            ),
+            (
+                HealthEventType::ProbeRecovered,
+                RuntimeStatus::Running,
+                false,
+            ),
         ];
         for (event, status, moved) in steps {
             let out = apply_plan(state, event.plan());

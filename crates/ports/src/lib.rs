@@ -13,18 +13,18 @@ mod lobby;
 mod records;
 
 pub use error::{BoxError, Error};
+#[cfg(feature = "mocks")]
+pub use lobby::MockLobbyEventsPublisher;
 pub use lobby::{
     LobbyEvent, LobbyEventKind, LobbyEventsPublisher, PlayerTurnStats, RuntimeSnapshot,
 };
 #[cfg(feature = "mocks")]
-pub use lobby::MockLobbyEventsPublisher;
+pub use records::MockRuntimeRecordStore;
 pub use records::{
     HealthObservation, NewRuntime, ObservationResult, RuntimeRecordStore, UpdateEngineHealth,
     UpdateStatus,
 };
-#[cfg(feature = "mocks")]
-pub use records::MockRuntimeRecordStore;
 
-pub use stream_consumer::{EntryId, StreamError, StreamOffsetStore};
 #[cfg(feature = "mocks")]
 pub use stream_consumer::MockStreamOffsetStore;
+pub use stream_consumer::{EntryId, StreamError, StreamOffsetStore};

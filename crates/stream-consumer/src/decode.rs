@@ -77,7 +77,9 @@ impl<'a> Fields<'a> {
     /// # Errors
     /// Missing, blank or not UTF-8.
     pub fn required_text(&self, name: &'static str) -> Result<&'a str, DecodeError> {
-        let text = self.optional_text(name)?.ok_or(DecodeError::Missing(name))?;
+        let text = self
+            .optional_text(name)?
+            .ok_or(DecodeError::Missing(name))?;
         if text.trim().is_empty() {
             return Err(DecodeError::Blank(name));
         }
@@ -92,10 +94,13 @@ impl<'a> Fields<'a> {
         match self.optional_text(name)? {
             None => Ok(None),
             Some(text) if text.trim().is_empty() => Ok(None),
-            Some(text) => text.parse::<i64>().map(Some).map_err(|_| DecodeError::NotInteger {
-                field: name,
-                value: clip(text),
-            }),
+            Some(text) => text
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| DecodeError::NotInteger {
+                    field: name,
+                    value: clip(text),
+                }),
         }
     }
 
@@ -147,11 +152,26 @@ mod tests {
             ("ok", b"1700000000000"),
         ]);
         let f = Fields::new(&e);
-        assert!(matches!(f.required_positive_i64("zero"), Err(DecodeError::OutOfRange { .. })));
-        assert!(matches!(f.required_positive_i64("neg"), Err(DecodeError::OutOfRange { .. })));
-        assert!(matches!(f.required_positive_i64("big"), Err(DecodeError::NotInteger { .. })));
-        assert!(matches!(f.required_positive_i64("float"), Err(DecodeError::NotInteger { .. })));
-        assert_eq!(f.required_positive_i64("missing"), Err(DecodeError::Missing("missing")));
+        assert!(matches!(
+            f.required_positive_i64("zero"),
+            Err(DecodeError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            f.required_positive_i64("neg"),
+            Err(DecodeError::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            f.required_positive_i64("big"),
+            Err(DecodeError::NotInteger { .. })
+        ));
+        assert!(matches!(
+            f.required_positive_i64("float"),
+            Err(DecodeError::NotInteger { .. })
+        ));
+        assert_eq!(
+            f.required_positive_i64("missing"),
+            Err(DecodeError::Missing("missing"))
+        );
         assert_eq!(f.required_positive_i64("ok"), Ok(1_700_000_000_000));
     }
 

@@ -50,7 +50,10 @@ impl FromStr for EntryId {
             }
         };
         match s.split_once('-') {
-            Some((ms, seq)) => Ok(Self::new(digits(ms).ok_or_else(bad)?, digits(seq).ok_or_else(bad)?)),
+            Some((ms, seq)) => Ok(Self::new(
+                digits(ms).ok_or_else(bad)?,
+                digits(seq).ok_or_else(bad)?,
+            )),
             None => Ok(Self::new(digits(s).ok_or_else(bad)?, 0)),
         }
     }
@@ -104,11 +107,25 @@ mod tests {
     #[test]
     fn ids_parse_print_and_order() {
         assert_eq!("0-0".parse(), Ok(EntryId::ZERO));
-        assert_eq!("1700000000000-12".parse(), Ok(EntryId::new(1_700_000_000_000, 12)));
+        assert_eq!(
+            "1700000000000-12".parse(),
+            Ok(EntryId::new(1_700_000_000_000, 12))
+        );
         assert_eq!("5".parse(), Ok(EntryId::new(5, 0)));
         assert!(EntryId::new(1, 9) < EntryId::new(2, 0));
         assert!(EntryId::new(2, 0) < EntryId::new(2, 1));
-        for bad in ["", "-", "1-", "-1", "a-1", "1-b", "1-2-3", "+1-2", "18446744073709551616-0", " 1-2"] {
+        for bad in [
+            "",
+            "-",
+            "1-",
+            "-1",
+            "a-1",
+            "1-b",
+            "1-2-3",
+            "+1-2",
+            "18446744073709551616-0",
+            " 1-2",
+        ] {
             assert!(bad.parse::<EntryId>().is_err(), "{bad:?}");
         }
     }

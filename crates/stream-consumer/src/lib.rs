@@ -26,3 +26,17 @@ pub use entry::{EntryId, InvalidEntryId, StreamEntry};
 pub use ports::{BoxError, StreamError, StreamInfo, StreamOffsetStore, StreamReader};
 #[cfg(feature = "mocks")]
 pub use ports::{MockStreamOffsetStore, MockStreamReader};
+
+mod backoff;
+mod health;
+mod metrics;
+mod runtime;
+#[cfg(test)]
+mod runtime_tests;
+
+pub use backoff::Backoff;
+pub use health::ConsumerHealth;
+pub use metrics::{
+    BATCH_SIZE_BUCKETS, ConsumerLabel, ConsumerMetrics, LATENCY_BUCKETS, RetryLabels,
+};
+pub use runtime::{BatchHandler, BatchOutcome, Consumer, ConsumerConfig, Stage, Step, error_chain};

@@ -46,7 +46,7 @@ pub struct StreamInfo {
 }
 
 /// Reads a stream in batches.
-#[cfg_attr(feature = "mocks", mockall::automock)]
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait StreamReader: Send + Sync {
     /// `XREAD COUNT count BLOCK block STREAMS stream after`: up to `count` entries with ids
@@ -65,7 +65,7 @@ pub trait StreamReader: Send + Sync {
 }
 
 /// Persists, per consumer label, the id of the last entry the consumer finished.
-#[cfg_attr(feature = "mocks", mockall::automock)]
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait StreamOffsetStore: Send + Sync {
     /// The stored offset, `None` when the consumer never saved one.

@@ -1,0 +1,437 @@
+//! The consumer loop: one iteration is [`Consumer::step`]; [`Consumer::run`] repeats it.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::entry::{EntryId, StreamEntry};
+use crate::health::ConsumerHealth;
+use crate::metrics::{ConsumerMetrics, RetryLabels, label};
+use crate::ports::{BoxError, StreamOffsetStore, StreamReader};
+
+/// What a handler reports for one batch.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// How many entries, from the start of the batch, are finished: their effects are
+    /// durable and the offset may move past them.
+    pub finished: usize,
+    /// Set when the handler stopped early on a transient failure; the unfinished entries
+    /// are handed to it again after a backoff.
+    pub failure: Option<BoxError>,
+}
+
+impl BatchOutcome {
+    /// Every one of `n` entries is finished.
+    #[must_use]
+    pub fn done(n: usize) -> Self {
+        Self {
+            finished: n,
+            failure: None,
+        }
+    }
+
+    /// The first `finished` entries are done; the rest wait for a retry because of `error`.
+    #[must_use]
+    pub fn stopped(finished: usize, error: impl Into<BoxError>) -> Self {
+        Self {
+            finished,
+            failure: Some(error.into()),
+        }
+    }
+}
+
+/// A worker's logic, plugged into the runtime.
+#[async_trait]
+pub trait BatchHandler: Send {
+    /// Handles `batch` (entries in stream order). Permanent problems with an entry (it
+    /// cannot be decoded, it names an unknown game) are the handler's to log and count;
+    /// the entry still counts as finished. Only transient failures stop the batch.
+    async fn handle(&mut self, batch: &[StreamEntry]) -> BatchOutcome;
+}
+
+/// Settings of one consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Stream key to read.
+    pub stream: String,
+    /// Offset label (stable across stream renames), also the `consumer` metric label.
+    pub label: String,
+    /// Entries per `XREAD`.
+    pub batch_size: usize,
+    /// How long one `XREAD` may block; bounds how long a stop request waits for a read.
+    pub block: Duration,
+    /// Backoff between retries of transient failures.
+    pub backoff: Backoff,
+    /// How often to look at the stream's bounds (lag and trimmed-offset detection).
+    pub info_interval: Duration,
+}
+
+impl ConsumerConfig {
+    /// Defaults for `stream` and `label`: batches of 1000, 2 s block, 100 ms–5 s backoff,
+    /// stream bounds checked every second.
+    #[must_use]
+    pub fn new(stream: impl Into<String>, label: impl Into<String>) -> Self {
+        Self {
+            stream: stream.into(),
+            label: label.into(),
+            batch_size: 1000,
+            block: Duration::from_secs(2),
+            backoff: Backoff::default(),
+            info_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Where a transient failure happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Loading the stored offset.
+    LoadOffset,
+    /// Reading a batch.
+    Read,
+    /// The handler.
+    Handle,
+    /// Saving the offset.
+    SaveOffset,
+}
+
+impl Stage {
+    /// Metric and log spelling.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::LoadOffset => "load_offset",
+            Self::Read => "read",
+            Self::Handle => "handle",
+            Self::SaveOffset => "save_offset",
+        }
+    }
+}
+
+/// What one [`Consumer::step`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The read timed out with nothing new.
+    Idle,
+    /// `entries` were finished and the offset saved at `offset`.
+    Handled {
+        /// Entries finished in this step.
+        entries: usize,
+        /// The offset now stored.
+        offset: EntryId,
+    },
+    /// A transient failure at `stage`; call `step` again after `delay`.
+    Retry {
+        /// Where it failed.
+        stage: Stage,
+        /// Suggested wait (capped exponential backoff with jitter).
+        delay: Duration,
+    },
+    /// Cancelled while waiting for entries; nothing was in flight.
+    Cancelled,
+}
+
+/// A stream consumer: the reader, the offset store and the handler, driven one batch at a
+/// time. See the crate documentation for the steps.
+pub struct Consumer<R, O, H> {
+    reader: R,
+    offsets: O,
+    handler: H,
+    config: ConsumerConfig,
+    health: ConsumerHealth,
+    cancel: CancellationToken,
+    m: Handles,
+    /// Last finished entry; `None` until the stored offset is loaded.
+    position: Option<EntryId>,
+    /// Last offset known to be stored.
+    saved: Option<EntryId>,
+    /// Entries read but not finished (after a transient failure).
+    pending: Vec<StreamEntry>,
+    /// Consecutive failures.
+    attempt: u32,
+    last_info: Option<Instant>,
+    /// Highest deleted id already reported, so one trim is counted once.
+    reported_deleted: Option<EntryId>,
+}
+
+struct Handles {
+    metrics: ConsumerMetrics,
+    entries: Counter,
+    trimmed: Counter,
+    lag_ms: Gauge,
+    batch_size: Histogram,
+    handle_seconds: Histogram,
+}
+
+impl<R, O, H> Consumer<R, O, H>
+where
+    R: StreamReader,
+    O: StreamOffsetStore,
+    H: BatchHandler,
+{
+    /// Assembles a consumer. `metrics` are the process's shared families (see
+    /// [`ConsumerMetrics::register`]); `health` is what readiness reads.
+    pub fn new(
+        reader: R,
+        offsets: O,
+        handler: H,
+        config: ConsumerConfig,
+        metrics: ConsumerMetrics,
+        health: ConsumerHealth,
+    ) -> Self {
+        let l = label(&config.label);
+        let entries = metrics.entries.get_or_create(&l).clone();
+        let trimmed = metrics.trimmed.get_or_create(&l).clone();
+        let lag_ms = metrics.lag_ms.get_or_create(&l).clone();
+        let batch_size = metrics.batch_size.get_or_create(&l).clone();
+        let handle_seconds = metrics.handle_seconds.get_or_create(&l).clone();
+        let m = Handles {
+            metrics,
+            entries,
+            trimmed,
+            lag_ms,
+            batch_size,
+            handle_seconds,
+        };
+        Self {
+            reader,
+            offsets,
+            handler,
+            config,
+            health,
+            cancel: CancellationToken::new(),
+            m,
+            position: None,
+            saved: None,
+            pending: Vec::new(),
+            attempt: 0,
+            last_info: None,
+            reported_deleted: None,
+        }
+    }
+
+    /// The handler (tests inspect it).
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// The last finished entry, once the offset has been loaded.
+    pub fn position(&self) -> Option<EntryId> {
+        self.position
+    }
+
+    /// Runs [`Self::step`] until `cancel` fires, sleeping the suggested backoff after
+    /// each transient failure. On cancellation no new batch is read; the batch in the
+    /// handler finishes and its offset is saved before this returns.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        self.cancel = cancel.clone();
+        tracing::info!(stream = %self.config.stream, consumer = %self.config.label, "consumer started");
+        while !cancel.is_cancelled() {
+            match self.step().await {
+                Step::Retry { delay, .. } => {
+                    tokio::select! {
+                        () = cancel.cancelled() => {}
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Step::Idle | Step::Handled { .. } | Step::Cancelled => {}
+            }
+        }
+        // A batch finished just before the stop but whose offset save failed: one more try.
+        if let Some(position) = self.position.filter(|p| self.saved != Some(*p))
+            && let Err(error) = self.offsets.save(&self.config.label, position).await
+        {
+            tracing::warn!(error = %error, offset = %position, "offset not saved at shutdown; the entries after the stored offset will be handled again");
+        }
+        tracing::info!(consumer = %self.config.label, offset = ?self.position, "consumer stopped");
+    }
+
+    /// One iteration: load the offset if needed, save it if a previous save failed, read a
+    /// batch unless unfinished entries are waiting, hand it to the handler, save the
+    /// offset. Never sleeps: a transient failure returns [`Step::Retry`] with the wait.
+    pub async fn step(&mut self) -> Step {
+        // 1. The stored offset, once.
+        let position = match self.position {
+            Some(p) => p,
+            None => match self.offsets.load(&self.config.label).await {
+                Ok(stored) => {
+                    let p = stored.unwrap_or(EntryId::ZERO);
+                    tracing::info!(consumer = %self.config.label, offset = %p, stored = stored.is_some(), "offset loaded");
+                    self.position = Some(p);
+                    self.saved = Some(p);
+                    self.probe_stream(stored.is_some()).await;
+                    p
+                }
+                Err(e) => return self.retry(Stage::LoadOffset, &e.into()),
+            },
+        };
+
+        // 2. Progress whose offset save failed earlier is stored first.
+        if self.saved != Some(position) {
+            if let Err(e) = self.offsets.save(&self.config.label, position).await {
+                return self.retry(Stage::SaveOffset, &e.into());
+            }
+            self.saved = Some(position);
+        }
+
+        // 3. A new batch, unless entries from a failed attempt are waiting.
+        if self.pending.is_empty() {
+            if self
+                .last_info
+                .is_none_or(|at| at.elapsed() >= self.config.info_interval)
+            {
+                self.probe_stream(true).await;
+            }
+            let read = self.reader.read_after(
+                &self.config.stream,
+                position,
+                self.config.batch_size,
+                self.config.block,
+            );
+            let batch = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return Step::Cancelled,
+                r = read => r,
+            };
+            match batch {
+                Ok(entries) if entries.is_empty() => {
+                    self.recovered();
+                    self.m.lag_ms.set(0);
+                    return Step::Idle;
+                }
+                Ok(entries) => self.pending = entries,
+                Err(e) => return self.retry(Stage::Read, &e.into()),
+            }
+        }
+
+        // 4. The handler.
+        let started = Instant::now();
+        let outcome = self.handler.handle(&self.pending).await;
+        self.m
+            .handle_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let finished = outcome.finished.min(self.pending.len());
+        let failure = match outcome.failure {
+            None if finished < self.pending.len() => Some(BoxError::from(format!(
+                "handler finished {finished} of {} entries without reporting a failure",
+                self.pending.len()
+            ))),
+            other => other,
+        };
+        if finished > 0 {
+            let last = self.pending[finished - 1].id;
+            self.pending.drain(..finished);
+            self.position = Some(last);
+            self.m.entries.inc_by(finished as u64);
+            self.m.batch_size.observe(finished as f64);
+        }
+
+        // 5. The offset, once per batch.
+        let position = self.position.unwrap_or(position);
+        if finished > 0 {
+            if let Err(e) = self.offsets.save(&self.config.label, position).await {
+                return self.retry(Stage::SaveOffset, &e.into());
+            }
+            self.saved = Some(position);
+        }
+        if let Some(error) = failure {
+            return self.retry(Stage::Handle, &error);
+        }
+        self.recovered();
+        Step::Handled {
+            entries: finished,
+            offset: position,
+        }
+    }
+
+    fn retry(&mut self, stage: Stage, error: &BoxError) -> Step {
+        self.attempt = self.attempt.saturating_add(1);
+        let delay = self
+            .config
+            .backoff
+            .delay(self.attempt, rand::random::<f64>());
+        self.m
+            .metrics
+            .retries
+            .get_or_create(&RetryLabels {
+                consumer: self.config.label.clone(),
+                stage: stage.as_str().to_owned(),
+            })
+            .inc();
+        let message = error_chain(&**error);
+        tracing::warn!(
+            consumer = %self.config.label,
+            stage = stage.as_str(),
+            attempt = self.attempt,
+            retry_in_ms = delay.as_millis() as u64,
+            error = %message,
+            "transient failure; offset held, retrying"
+        );
+        self.health.failed(stage.as_str(), message);
+        Step::Retry { stage, delay }
+    }
+
+    fn recovered(&mut self) {
+        if self.attempt > 0 {
+            tracing::info!(consumer = %self.config.label, after_attempts = self.attempt, "consumer recovered");
+        }
+        self.attempt = 0;
+        self.health.succeeded();
+    }
+
+    /// Lag and trimmed-offset detection from `XINFO STREAM`. Best effort: a failure here
+    /// is logged at debug level; the read that follows reports the real problem.
+    async fn probe_stream(&mut self, detect_trim: bool) {
+        self.last_info = Some(Instant::now());
+        let Some(position) = self.position else {
+            return;
+        };
+        let info = match self.reader.info(&self.config.stream).await {
+            Ok(Some(info)) => info,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "stream info unavailable");
+                return;
+            }
+        };
+        let lag = info.last_generated.ms.saturating_sub(position.ms);
+        self.m.lag_ms.set(i64::try_from(lag).unwrap_or(i64::MAX));
+        let Some(deleted) = info.max_deleted else {
+            return;
+        };
+        let already = self.reported_deleted.is_some_and(|r| r >= deleted);
+        self.reported_deleted = Some(self.reported_deleted.map_or(deleted, |r| r.max(deleted)));
+        if detect_trim && deleted > position && !already {
+            self.m.trimmed.inc();
+            tracing::warn!(
+                consumer = %self.config.label,
+                stream = %self.config.stream,
+                offset = %position,
+                max_deleted = %deleted,
+                first_entry = ?info.first_entry.map(|id| id.to_string()),
+                "entries after the stored offset were trimmed before being read; continuing from the stream's first entry"
+            );
+        }
+    }
+}
+
+/// `error: cause: cause…` on one line.
+#[must_use]
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,498 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use mockall::predicate::{always, eq};
+use tokio_util::sync::CancellationToken;
+
+use crate::ports::{MockStreamOffsetStore, MockStreamReader};
+use crate::*;
+
+type Script = VecDeque<Box<dyn FnMut(&[StreamEntry]) -> BatchOutcome + Send>>;
+
+/// A handler that records every batch it was given and answers from a script (default:
+/// finish everything).
+#[derive(Default)]
+struct Recorder {
+    seen: Arc<Mutex<Vec<Vec<EntryId>>>>,
+    script: Script,
+}
+
+#[async_trait]
+impl BatchHandler for Recorder {
+    async fn handle(&mut self, batch: &[StreamEntry]) -> BatchOutcome {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(batch.iter().map(|e| e.id).collect());
+        match self.script.pop_front() {
+            Some(mut f) => f(batch),
+            None => BatchOutcome::done(batch.len()),
+        }
+    }
+}
+
+fn entries(ids: &[(u64, u64)]) -> Vec<StreamEntry> {
+    ids.iter()
+        .map(|&(ms, seq)| StreamEntry::from_pairs(EntryId::new(ms, seq), &[("k", "v")]))
+        .collect()
+}
+
+fn config() -> ConsumerConfig {
+    let mut c = ConsumerConfig::new("s", "test");
+    c.batch_size = 10;
+    c.block = Duration::from_millis(50);
+    c.backoff = Backoff {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+    };
+    c
+}
+
+fn no_info(reader: &mut MockStreamReader) {
+    reader.expect_info().returning(|_| Ok(None));
+}
+
+fn unavailable() -> StreamError {
+    StreamError::Unavailable("connection refused".into())
+}
+
+fn consumer(
+    reader: MockStreamReader,
+    offsets: MockStreamOffsetStore,
+    handler: Recorder,
+) -> (
+    Consumer<MockStreamReader, MockStreamOffsetStore, Recorder>,
+    ConsumerMetrics,
+    ConsumerHealth,
+) {
+    let metrics = ConsumerMetrics::default();
+    let health = ConsumerHealth::default();
+    let c = Consumer::new(
+        reader,
+        offsets,
+        handler,
+        config(),
+        metrics.clone(),
+        health.clone(),
+    );
+    (c, metrics, health)
+}
+
+#[tokio::test]
+async fn starts_at_zero_without_an_offset_and_saves_once_per_batch() {
+    let mut reader = MockStreamReader::new();
+    no_info(&mut reader);
+    reader
+        .expect_read_after()
+        .with(eq("s"), eq(EntryId::ZERO), eq(10), always())
+        .times(1)
+        .returning(|_, _, _, _| Ok(entries(&[(1, 0), (1, 1), (2, 0)])));
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets
+        .expect_load()
+        .with(eq("test"))
+        .returning(|_| Ok(None));
+    offsets
+        .expect_save()
+        .with(eq("test"), eq(EntryId::new(2, 0)))
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let (mut c, metrics, health) = consumer(reader, offsets, Recorder::default());
+
+    let step = c.step().await;
+    assert_eq!(
+        step,
+        Step::Handled {
+            entries: 3,
+            offset: EntryId::new(2, 0)
+        }
+    );
+    assert_eq!(metrics.entries("test"), 3);
+    assert!(health.check().is_ok());
+}
+
+#[tokio::test]
+async fn resumes_after_the_stored_offset_and_idles_on_an_empty_read() {
+    let mut reader = MockStreamReader::new();
+    no_info(&mut reader);
+    reader
+        .expect_read_after()
+        .with(eq("s"), eq(EntryId::new(7, 3)), eq(10), always())
+        .returning(|_, _, _, _| Ok(vec![]));
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets
+        .expect_load()
+        .times(1)
+        .returning(|_| Ok(Some(EntryId::new(7, 3))));
+    offsets.expect_save().never();
+    let (mut c, _, _) = consumer(reader, offsets, Recorder::default());
+    assert_eq!(c.step().await, Step::Idle);
+    assert_eq!(c.step().await, Step::Idle);
+    assert_eq!(c.position(), Some(EntryId::new(7, 3)));
+}
+
+#[tokio::test]
+async fn a_handler_failure_holds_the_offset_at_the_last_finished_entry_and_retries_the_rest() {
+    let mut reader = MockStreamReader::new();
+    no_info(&mut reader);
+    reader
+        .expect_read_after()
+        .times(1)
+        .returning(|_, _, _, _| Ok(entries(&[(1, 0), (2, 0), (3, 0)])));
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(None));
+    let saved = Arc::new(Mutex::new(Vec::new()));
+    let saved_in = saved.clone();
+    offsets.expect_save().returning(move |_, id| {
+        saved_in.lock().unwrap().push(id);
+        Ok(())
+    });
+    let mut handler = Recorder::default();
+    handler.script.push_back(Box::new(|_| {
+        BatchOutcome::stopped(1, "database unavailable")
+    }));
+    handler
+        .script
+        .push_back(Box::new(|_| BatchOutcome::stopped(0, "still unavailable")));
+    let seen = handler.seen.clone();
+    let (mut c, metrics, health) = consumer(reader, offsets, handler);
+
+    let Step::Retry { stage, delay } = c.step().await else {
+        panic!("expected a retry")
+    };
+    assert_eq!(stage, Stage::Handle);
+    assert!(delay >= Duration::from_millis(50) && delay <= Duration::from_millis(100));
+    assert!(
+        health
+            .check()
+            .is_err_and(|r| r.contains("database unavailable"))
+    );
+
+    let Step::Retry { delay, .. } = c.step().await else {
+        panic!("expected a retry")
+    };
+    assert!(delay >= Duration::from_millis(100) && delay <= Duration::from_millis(200));
+
+    assert_eq!(
+        c.step().await,
+        Step::Handled {
+            entries: 2,
+            offset: EntryId::new(3, 0)
+        }
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            vec![EntryId::new(1, 0), EntryId::new(2, 0), EntryId::new(3, 0)],
+            vec![EntryId::new(2, 0), EntryId::new(3, 0)],
+            vec![EntryId::new(2, 0), EntryId::new(3, 0)],
+        ]
+    );
+    assert_eq!(
+        *saved.lock().unwrap(),
+        vec![EntryId::new(1, 0), EntryId::new(3, 0)]
+    );
+    assert_eq!(metrics.retries("test", "handle"), 2);
+    assert!(health.check().is_ok());
+}
+
+#[tokio::test]
+async fn a_handler_that_stops_short_without_a_reason_is_retried_not_skipped() {
+    let mut reader = MockStreamReader::new();
+    no_info(&mut reader);
+    reader
+        .expect_read_after()
+        .times(1)
+        .returning(|_, _, _, _| Ok(entries(&[(1, 0), (2, 0)])));
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(None));
+    offsets.expect_save().returning(|_, _| Ok(()));
+    let mut handler = Recorder::default();
+    handler.script.push_back(Box::new(|_| BatchOutcome {
+        finished: 1,
+        failure: None,
+    }));
+    let (mut c, _, _) = consumer(reader, offsets, handler);
+    assert!(matches!(
+        c.step().await,
+        Step::Retry {
+            stage: Stage::Handle,
+            ..
+        }
+    ));
+    assert_eq!(c.position(), Some(EntryId::new(1, 0)));
+}
+
+#[tokio::test]
+async fn read_and_load_failures_back_off_and_recover() {
+    let mut reader = MockStreamReader::new();
+    no_info(&mut reader);
+    let mut calls = 0;
+    reader.expect_read_after().returning(move |_, _, _, _| {
+        calls += 1;
+        if calls <= 2 {
+            Err(unavailable())
+        } else {
+            Ok(vec![])
+        }
+    });
+    let mut offsets = MockStreamOffsetStore::new();
+    let mut loads = 0;
+    offsets.expect_load().returning(move |_| {
+        loads += 1;
+        if loads == 1 {
+            Err(unavailable())
+        } else {
+            Ok(None)
+        }
+    });
+    let (mut c, metrics, health) = consumer(reader, offsets, Recorder::default());
+    assert!(matches!(
+        c.step().await,
+        Step::Retry {
+            stage: Stage::LoadOffset,
+            ..
+        }
+    ));
+    assert!(matches!(
+        c.step().await,
+        Step::Retry {
+            stage: Stage::Read,
+            ..
+        }
+    ));
+    assert!(health.check().is_err());
+    let Step::Retry { delay, .. } = c.step().await else {
+        panic!("expected a retry")
+    };
+    // Third consecutive failure: ceiling 400 ms, so at least 200 ms.
+    assert!(delay >= Duration::from_millis(200), "{delay:?}");
+    assert_eq!(c.step().await, Step::Idle);
+    assert!(health.check().is_ok());
+    assert_eq!(metrics.retries("test", "read"), 2);
+    assert_eq!(metrics.retries("test", "load_offset"), 1);
+}
+
+#[tokio::test]
+async fn a_failed_offset_save_is_retried_without_handling_the_batch_again() {
+    let mut reader = MockStreamReader::new();
+    no_info(&mut reader);
+    let mut reads = 0;
+    reader.expect_read_after().returning(move |_, after, _, _| {
+        reads += 1;
+        match reads {
+            1 => Ok(entries(&[(1, 0), (2, 0)])),
+            _ => {
+                assert_eq!(after, EntryId::new(2, 0));
+                Ok(vec![])
+            }
+        }
+    });
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(None));
+    let mut saves = 0;
+    offsets.expect_save().returning(move |_, id| {
+        assert_eq!(id, EntryId::new(2, 0));
+        saves += 1;
+        if saves == 1 {
+            Err(unavailable())
+        } else {
+            Ok(())
+        }
+    });
+    let handler = Recorder::default();
+    let seen = handler.seen.clone();
+    let (mut c, _, _) = consumer(reader, offsets, handler);
+    assert!(matches!(
+        c.step().await,
+        Step::Retry {
+            stage: Stage::SaveOffset,
+            ..
+        }
+    ));
+    assert_eq!(c.step().await, Step::Idle);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_stored_offset_below_trimmed_entries_is_detected_once_and_reading_goes_on() {
+    let mut reader = MockStreamReader::new();
+    reader.expect_info().returning(|_| {
+        Ok(Some(StreamInfo {
+            length: 3,
+            first_entry: Some(EntryId::new(20, 0)),
+            last_generated: EntryId::new(30, 0),
+            max_deleted: Some(EntryId::new(19, 0)),
+        }))
+    });
+    reader
+        .expect_read_after()
+        .with(always(), eq(EntryId::new(5, 0)), always(), always())
+        .times(1)
+        .returning(|_, _, _, _| Ok(entries(&[(20, 0)])));
+    reader
+        .expect_read_after()
+        .with(always(), eq(EntryId::new(20, 0)), always(), always())
+        .returning(|_, _, _, _| Ok(vec![]));
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets
+        .expect_load()
+        .returning(|_| Ok(Some(EntryId::new(5, 0))));
+    offsets.expect_save().returning(|_, _| Ok(()));
+    let (mut c, metrics, _) = consumer(reader, offsets, Recorder::default());
+    assert!(matches!(c.step().await, Step::Handled { entries: 1, .. }));
+    assert_eq!(metrics.trimmed("test"), 1);
+    assert_eq!(metrics.lag_ms("test"), 25);
+    assert_eq!(c.step().await, Step::Idle);
+    assert_eq!(metrics.trimmed("test"), 1);
+}
+
+#[tokio::test]
+async fn a_fresh_consumer_on_a_trimmed_stream_is_not_a_detection() {
+    let mut reader = MockStreamReader::new();
+    reader.expect_info().returning(|_| {
+        Ok(Some(StreamInfo {
+            length: 1,
+            first_entry: Some(EntryId::new(20, 0)),
+            last_generated: EntryId::new(20, 0),
+            max_deleted: Some(EntryId::new(19, 0)),
+        }))
+    });
+    reader
+        .expect_read_after()
+        .returning(|_, _, _, _| Ok(vec![]));
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(None));
+    let (mut c, metrics, _) = consumer(reader, offsets, Recorder::default());
+    assert_eq!(c.step().await, Step::Idle);
+    assert_eq!(metrics.trimmed("test"), 0);
+}
+
+/// A reader that blocks like `XREAD BLOCK` and then returns one scripted batch.
+struct SlowReader {
+    batches: Mutex<VecDeque<Vec<StreamEntry>>>,
+}
+
+#[async_trait]
+impl StreamReader for SlowReader {
+    async fn read_after(
+        &self,
+        _: &str,
+        _: EntryId,
+        _: usize,
+        block: Duration,
+    ) -> Result<Vec<StreamEntry>, StreamError> {
+        let next = self.batches.lock().unwrap().pop_front();
+        match next {
+            Some(batch) => Ok(batch),
+            None => {
+                tokio::time::sleep(block).await;
+                Ok(vec![])
+            }
+        }
+    }
+
+    async fn info(&self, _: &str) -> Result<Option<StreamInfo>, StreamError> {
+        Ok(None)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_stops_promptly_and_saves_the_offset_of_the_batch_in_flight() {
+    let reader = SlowReader {
+        batches: Mutex::new(VecDeque::from([entries(&[(1, 0), (2, 0)])])),
+    };
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(None));
+    let saved = Arc::new(Mutex::new(Vec::new()));
+    let saved_in = saved.clone();
+    offsets.expect_save().returning(move |_, id| {
+        saved_in.lock().unwrap().push(id);
+        Ok(())
+    });
+    let cancel = CancellationToken::new();
+    let mut handler = Recorder::default();
+    // The stop request arrives while the batch is in the handler.
+    let cancel_in = cancel.clone();
+    handler.script.push_back(Box::new(move |batch| {
+        cancel_in.cancel();
+        BatchOutcome::done(batch.len())
+    }));
+    let mut cfg = config();
+    cfg.block = Duration::from_secs(5);
+    let c = Consumer::new(
+        reader,
+        offsets,
+        handler,
+        cfg,
+        ConsumerMetrics::default(),
+        ConsumerHealth::default(),
+    );
+    let started = tokio::time::Instant::now();
+    c.run(cancel).await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(*saved.lock().unwrap(), vec![EntryId::new(2, 0)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_stops_during_a_blocking_read_without_waiting_for_it() {
+    let reader = SlowReader {
+        batches: Mutex::new(VecDeque::new()),
+    };
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(None));
+    offsets.expect_save().never();
+    let mut cfg = config();
+    cfg.block = Duration::from_secs(60);
+    let c = Consumer::new(
+        reader,
+        offsets,
+        Recorder::default(),
+        cfg,
+        ConsumerMetrics::default(),
+        ConsumerHealth::default(),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(c.run(cancel.clone()));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    cancel.cancel();
+    let started = tokio::time::Instant::now();
+    task.await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_waits_the_backoff_between_retries() {
+    let mut reader = MockStreamReader::new();
+    no_info(&mut reader);
+    let times = Arc::new(Mutex::new(Vec::new()));
+    let times_in = times.clone();
+    let cancel = CancellationToken::new();
+    let cancel_in = cancel.clone();
+    reader.expect_read_after().returning(move |_, _, _, _| {
+        let mut t = times_in.lock().unwrap();
+        t.push(tokio::time::Instant::now());
+        if t.len() == 5 {
+            cancel_in.cancel();
+        }
+        Err(unavailable())
+    });
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(None));
+    let (c, _, _) = consumer(reader, offsets, Recorder::default());
+    c.run(cancel).await;
+    let t = times.lock().unwrap();
+    let gaps: Vec<Duration> = t.windows(2).map(|w| w[1] - w[0]).collect();
+    // Ceilings 100, 200, 400, 800 ms (cap 1 s); each wait is in the upper half.
+    for (gap, ceiling) in gaps.iter().zip([100u64, 200, 400, 800]) {
+        let ceiling = Duration::from_millis(ceiling);
+        assert!(
+            *gap >= ceiling / 2 && *gap <= ceiling,
+            "{gap:?} vs {ceiling:?}"
+        );
+    }
+}
