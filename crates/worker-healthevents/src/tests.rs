@@ -1,0 +1,538 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::UNIX_EPOCH;
+
+use domain_runtime::{
+    EngineHealth, HealthEventType, HealthState, RuntimeRecord, RuntimeStatus, apply_plan,
+    transition,
+};
+use ports::{MockLobbyEventsPublisher, MockRuntimeRecordStore};
+use stream_consumer::decode::DecodeError;
+
+use super::*;
+
+const NOW: u64 = 1_800_000_000_000;
+
+fn gid(s: &str) -> GameId {
+    GameId::new(s).unwrap()
+}
+
+fn entry(seq: u64, pairs: &[(&str, &[u8])]) -> StreamEntry {
+    StreamEntry::from_pairs(EntryId::new(1, seq), pairs)
+}
+
+fn event(seq: u64, game: &str, event_type: &str) -> StreamEntry {
+    entry(
+        seq,
+        &[
+            ("game_id", game.as_bytes()),
+            ("container_id", b"c-1"),
+            ("event_type", event_type.as_bytes()),
+            ("occurred_at_ms", b"1700000000000"),
+            ("details", b"{}"),
+        ],
+    )
+}
+
+/// A store fake that behaves like the real one: it folds observations over in-memory
+/// records with the domain's `apply_plan`.
+fn store_over(
+    records: Arc<Mutex<HashMap<GameId, HealthState>>>,
+    calls: Arc<Mutex<usize>>,
+) -> MockRuntimeRecordStore {
+    let mut store = MockRuntimeRecordStore::new();
+    store.expect_apply_health_batch().returning(move |obs| {
+        *calls.lock().unwrap() += 1;
+        let mut records = records.lock().unwrap();
+        Ok(obs
+            .iter()
+            .map(|o| match records.get_mut(&o.game_id) {
+                None => ObservationResult::UnknownGame,
+                Some(state) => {
+                    let out = apply_plan(*state, o.plan);
+                    *state = out.state;
+                    ObservationResult::Applied {
+                        record: RuntimeRecord {
+                            game_id: o.game_id.clone(),
+                            status: out.state.status,
+                            engine_health: out.state.engine_health,
+                            current_turn: 7,
+                            created_at: UNIX_EPOCH,
+                            updated_at: UNIX_EPOCH,
+                        },
+                        transitioned: out.transitioned,
+                    }
+                }
+            })
+            .collect())
+    });
+    store
+}
+
+type Published = Arc<Mutex<Vec<LobbyEvent>>>;
+
+fn recording_publisher(published: Published) -> MockLobbyEventsPublisher {
+    let mut p = MockLobbyEventsPublisher::new();
+    p.expect_publish().returning(move |events| {
+        published.lock().unwrap().extend_from_slice(events);
+        Ok(())
+    });
+    p
+}
+
+struct Harness {
+    records: Arc<Mutex<HashMap<GameId, HealthState>>>,
+    published: Published,
+    applies: Arc<Mutex<usize>>,
+    metrics: WorkerMetrics,
+}
+
+impl Harness {
+    fn new(games: &[(&str, RuntimeStatus)]) -> Self {
+        let records = games
+            .iter()
+            .map(|(g, s)| {
+                (
+                    gid(g),
+                    HealthState {
+                        status: *s,
+                        engine_health: None,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            records: Arc::new(Mutex::new(records)),
+            published: Arc::default(),
+            applies: Arc::default(),
+            metrics: WorkerMetrics::default(),
+        }
+    }
+
+    fn worker(&self) -> HealthEventsWorker<MockRuntimeRecordStore, MockLobbyEventsPublisher> {
+        HealthEventsWorker::new(
+            store_over(self.records.clone(), self.applies.clone()),
+            recording_publisher(self.published.clone()),
+            Arc::new(|| NOW),
+            self.metrics.clone(),
+        )
+    }
+
+    fn published(&self) -> Vec<(String, RuntimeStatus, Option<EngineHealth>)> {
+        self.published
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let s = e.snapshot();
+                (s.game_id.to_string(), s.runtime_status, s.engine_health)
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn every_event_type_on_every_status_writes_publishes_and_counts_per_the_spec() {
+    for event_type in HealthEventType::ALL {
+        for status in RuntimeStatus::ALL {
+            let h = Harness::new(&[("g", status)]);
+            let mut w = h.worker();
+            let outcome = w.handle(&[event(1, "g", event_type.as_str())]).await;
+            assert_eq!(outcome.finished, 1);
+            assert!(outcome.failure.is_none());
+
+            let plan = event_type.plan();
+            let expected_status = match plan.transition {
+                Some(t) if t.from() == status => t.to(),
+                _ => status,
+            };
+            let state = h.records.lock().unwrap()[&gid("g")];
+            assert_eq!(state.status, expected_status, "{event_type} on {status}");
+            assert_eq!(state.engine_health, Some(plan.summary));
+            // First event per game publishes, with what the store holds.
+            assert_eq!(
+                h.published(),
+                vec![("g".to_owned(), expected_status, Some(plan.summary))],
+                "{event_type} on {status}"
+            );
+            let snapshot = h.published.lock().unwrap()[0].snapshot().clone();
+            assert_eq!(snapshot.occurred_at_ms, NOW);
+            assert_eq!(snapshot.current_turn, 7);
+            assert!(snapshot.player_turn_stats.is_empty());
+            assert_eq!(h.metrics.consumed_count(Outcome::Applied), 1);
+            assert_eq!(
+                h.metrics
+                    .published_count(ports::LobbyEventKind::RuntimeSnapshotUpdate),
+                1
+            );
+            if expected_status != status {
+                let t = transition(status, expected_status).unwrap();
+                assert_eq!(h.metrics.transition_count(t), 1);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_decode_failure_is_skipped_counted_and_finished() {
+    let good = |seq| event(seq, "g", "probe_failed");
+    let cases: Vec<(StreamEntry, Outcome)> = vec![
+        (
+            entry(
+                1,
+                &[("event_type", b"probe_failed"), ("occurred_at_ms", b"5")],
+            ),
+            Outcome::Malformed,
+        ),
+        (
+            entry(
+                2,
+                &[
+                    ("game_id", b"  "),
+                    ("event_type", b"probe_failed"),
+                    ("occurred_at_ms", b"5"),
+                ],
+            ),
+            Outcome::Malformed,
+        ),
+        (
+            entry(3, &[("game_id", b"g"), ("occurred_at_ms", b"5")]),
+            Outcome::Malformed,
+        ),
+        (
+            entry(
+                4,
+                &[
+                    ("game_id", b"g"),
+                    ("event_type", b""),
+                    ("occurred_at_ms", b"5"),
+                ],
+            ),
+            Outcome::Malformed,
+        ),
+        (
+            entry(5, &[("game_id", b"g"), ("event_type", b"probe_failed")]),
+            Outcome::Malformed,
+        ),
+        (
+            entry(
+                6,
+                &[
+                    ("game_id", b"g"),
+                    ("event_type", b"probe_failed"),
+                    ("occurred_at_ms", b"soon"),
+                ],
+            ),
+            Outcome::Malformed,
+        ),
+        (
+            entry(
+                7,
+                &[
+                    ("game_id", b"g"),
+                    ("event_type", b"probe_failed"),
+                    ("occurred_at_ms", b"0"),
+                ],
+            ),
+            Outcome::Malformed,
+        ),
+        (
+            entry(
+                8,
+                &[
+                    ("game_id", b"g"),
+                    ("event_type", b"probe_failed"),
+                    ("occurred_at_ms", b"-3"),
+                ],
+            ),
+            Outcome::Malformed,
+        ),
+        (
+            entry(
+                9,
+                &[
+                    ("game_id", b"g"),
+                    ("event_type", b"probe_failed"),
+                    ("occurred_at_ms", b"18446744073709551616"),
+                ],
+            ),
+            Outcome::Malformed,
+        ),
+        (
+            entry(
+                10,
+                &[
+                    ("game_id", b"\xff\xfe"),
+                    ("event_type", b"probe_failed"),
+                    ("occurred_at_ms", b"5"),
+                ],
+            ),
+            Outcome::Malformed,
+        ),
+        (
+            entry(
+                11,
+                &[
+                    ("game_id", b"g"),
+                    ("event_type", b"container_paused"),
+                    ("occurred_at_ms", b"5"),
+                ],
+            ),
+            Outcome::UnknownEventType,
+        ),
+    ];
+    let h = Harness::new(&[("g", RuntimeStatus::Running)]);
+    let mut w = h.worker();
+    let mut batch: Vec<StreamEntry> = cases.iter().map(|(e, _)| e.clone()).collect();
+    batch.push(good(12));
+    let outcome = w.handle(&batch).await;
+    assert_eq!(outcome.finished, batch.len());
+    assert_eq!(h.metrics.consumed_count(Outcome::Malformed), 10);
+    assert_eq!(h.metrics.consumed_count(Outcome::UnknownEventType), 1);
+    assert_eq!(h.metrics.consumed_count(Outcome::Applied), 1);
+    assert_eq!(h.published().len(), 1);
+    for (entry, expected) in &cases {
+        assert_eq!(
+            decode(entry).unwrap_err().outcome(),
+            *expected,
+            "{:?}",
+            entry.id
+        );
+    }
+    assert!(matches!(
+        decode(&cases[8].0),
+        Err(SkipReason::Malformed {
+            error: DecodeError::NotInteger { .. },
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn fields_the_game_master_does_not_read_are_no_reason_to_skip() {
+    let h = Harness::new(&[("g", RuntimeStatus::Running)]);
+    let mut w = h.worker();
+    let odd = [
+        entry(
+            1,
+            &[
+                ("game_id", b"g"),
+                ("event_type", b"probe_failed"),
+                ("occurred_at_ms", b"5"),
+            ],
+        ),
+        entry(
+            2,
+            &[
+                ("game_id", b"g"),
+                ("event_type", b"container_oom"),
+                ("occurred_at_ms", b"6"),
+                ("container_id", b"\xff"),
+                ("details", b"\xc3\x28"),
+                ("extra", b"x"),
+            ],
+        ),
+    ];
+    assert_eq!(w.handle(&odd).await.finished, 2);
+    assert_eq!(h.metrics.consumed_count(Outcome::Applied), 2);
+}
+
+#[tokio::test]
+async fn an_unknown_game_is_skipped_and_counted_without_a_snapshot() {
+    let h = Harness::new(&[("known", RuntimeStatus::Running)]);
+    let mut w = h.worker();
+    let outcome = w
+        .handle(&[
+            event(1, "ghost", "container_oom"),
+            event(2, "known", "container_oom"),
+        ])
+        .await;
+    assert_eq!(outcome.finished, 2);
+    assert_eq!(h.metrics.consumed_count(Outcome::UnknownGame), 1);
+    assert_eq!(
+        h.published(),
+        vec![(
+            "known".into(),
+            RuntimeStatus::EngineUnreachable,
+            Some(EngineHealth::Oom)
+        )]
+    );
+}
+
+#[tokio::test]
+async fn debounce_first_publishes_repeats_are_suppressed_status_changes_publish() {
+    let h = Harness::new(&[
+        ("g", RuntimeStatus::EngineUnreachable),
+        ("h", RuntimeStatus::Running),
+    ]);
+    let mut w = h.worker();
+    // container_started: healthy (first → publish); again: suppressed; probe_recovered:
+    // still healthy but the status moves → publish; again: suppressed; probe_failed:
+    // summary differs → publish.
+    let batch = [
+        event(1, "g", "container_started"),
+        event(2, "g", "container_started"),
+        event(3, "h", "probe_failed"),
+    ];
+    assert_eq!(w.handle(&batch).await.finished, 3);
+    let batch = [
+        event(4, "g", "probe_recovered"),
+        event(5, "g", "probe_recovered"),
+        event(6, "g", "probe_failed"),
+        event(7, "h", "probe_failed"),
+    ];
+    assert_eq!(w.handle(&batch).await.finished, 4);
+    use EngineHealth::{Healthy, ProbeFailed};
+    use RuntimeStatus::{EngineUnreachable, Running};
+    assert_eq!(
+        h.published(),
+        vec![
+            ("g".into(), EngineUnreachable, Some(Healthy)),
+            ("h".into(), Running, Some(ProbeFailed)),
+            ("g".into(), Running, Some(Healthy)),
+            ("g".into(), Running, Some(ProbeFailed)),
+        ]
+    );
+    assert_eq!(h.metrics.consumed_count(Outcome::Applied), 7);
+}
+
+#[tokio::test]
+async fn a_failed_publish_is_retried_without_reapplying_and_is_not_remembered_until_it_succeeds() {
+    let h = Harness::new(&[("g", RuntimeStatus::Running)]);
+    let mut publisher = MockLobbyEventsPublisher::new();
+    let mut seq = mockall::Sequence::new();
+    publisher
+        .expect_publish()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Err(ports::Error::Unavailable("connection reset".into())));
+    let published = h.published.clone();
+    publisher
+        .expect_publish()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |e| {
+            published.lock().unwrap().extend_from_slice(e);
+            Ok(())
+        });
+    let mut w = HealthEventsWorker::new(
+        store_over(h.records.clone(), h.applies.clone()),
+        publisher,
+        Arc::new(|| NOW),
+        h.metrics.clone(),
+    );
+    let batch = [
+        event(1, "g", "container_oom"),
+        event(2, "g", "container_exited"),
+    ];
+    let first = w.handle(&batch).await;
+    assert_eq!(first.finished, 0);
+    assert!(first.failure.is_some());
+    assert_eq!(*h.applies.lock().unwrap(), 1);
+
+    let second = w.handle(&batch).await;
+    assert_eq!(second.finished, 2);
+    assert!(second.failure.is_none());
+    assert_eq!(
+        *h.applies.lock().unwrap(),
+        1,
+        "the batch must not be applied twice"
+    );
+    assert_eq!(
+        h.published(),
+        vec![
+            (
+                "g".into(),
+                RuntimeStatus::EngineUnreachable,
+                Some(EngineHealth::Oom)
+            ),
+            (
+                "g".into(),
+                RuntimeStatus::EngineUnreachable,
+                Some(EngineHealth::Exited)
+            ),
+        ]
+    );
+    // Only now is `exited` remembered: a repeat is suppressed.
+    assert_eq!(
+        w.handle(&[event(3, "g", "container_exited")])
+            .await
+            .finished,
+        1
+    );
+    assert_eq!(h.published().len(), 2);
+    assert_eq!(h.metrics.consumed_count(Outcome::Applied), 3);
+}
+
+#[tokio::test]
+async fn a_failed_publish_with_a_longer_retry_batch_publishes_then_applies_the_rest() {
+    let h = Harness::new(&[("g", RuntimeStatus::Running)]);
+    let mut publisher = MockLobbyEventsPublisher::new();
+    let mut calls = 0;
+    let published = h.published.clone();
+    publisher.expect_publish().returning(move |e| {
+        calls += 1;
+        if calls == 1 {
+            return Err(ports::Error::Unavailable("down".into()));
+        }
+        published.lock().unwrap().extend_from_slice(e);
+        Ok(())
+    });
+    let mut w = HealthEventsWorker::new(
+        store_over(h.records.clone(), h.applies.clone()),
+        publisher,
+        Arc::new(|| NOW),
+        h.metrics.clone(),
+    );
+    assert_eq!(w.handle(&[event(1, "g", "probe_failed")]).await.finished, 0);
+    let longer = [
+        event(1, "g", "probe_failed"),
+        event(2, "g", "container_started"),
+    ];
+    assert_eq!(w.handle(&longer).await.finished, 2);
+    assert_eq!(*h.applies.lock().unwrap(), 2);
+    assert_eq!(h.published().len(), 2);
+}
+
+#[tokio::test]
+async fn a_store_failure_holds_the_whole_batch_and_publishes_nothing() {
+    let mut store = MockRuntimeRecordStore::new();
+    store
+        .expect_apply_health_batch()
+        .returning(|_| Err(ports::Error::Unavailable("pool timed out".into())));
+    let mut publisher = MockLobbyEventsPublisher::new();
+    publisher.expect_publish().never();
+    let metrics = WorkerMetrics::default();
+    let mut w = HealthEventsWorker::new(store, publisher, Arc::new(|| NOW), metrics.clone());
+    let outcome = w
+        .handle(&[
+            entry(1, &[("game_id", b"")]),
+            event(2, "g", "container_oom"),
+        ])
+        .await;
+    assert_eq!(outcome.finished, 0);
+    assert!(
+        outcome
+            .failure
+            .unwrap()
+            .to_string()
+            .contains("pool timed out")
+    );
+    // Nothing is counted until the batch is finished, so a retry counts each entry once.
+    assert_eq!(metrics.consumed_count(Outcome::Malformed), 0);
+    assert_eq!(metrics.consumed_count(Outcome::Applied), 0);
+}
+
+#[tokio::test]
+async fn a_batch_of_only_bad_entries_never_touches_the_store() {
+    let mut store = MockRuntimeRecordStore::new();
+    store.expect_apply_health_batch().never();
+    let mut publisher = MockLobbyEventsPublisher::new();
+    publisher.expect_publish().never();
+    let metrics = WorkerMetrics::default();
+    let mut w = HealthEventsWorker::new(store, publisher, Arc::new(|| NOW), metrics.clone());
+    assert_eq!(w.handle(&[entry(1, &[("x", b"y")])]).await.finished, 1);
+    assert_eq!(metrics.consumed_count(Outcome::Malformed), 1);
+}
