@@ -1,0 +1,309 @@
+//! The `runtime:health_events` entry the Runtime Manager publishes, validated when it is
+//! built.
+
+use domain_runtime::{GameId, HealthEventType, InvalidGameId, UnknownEventType};
+
+use crate::snapshot::HealthSnapshot;
+
+/// Wire field names of a `runtime:health_events` entry. Frozen: the Game Master reads them.
+pub mod fields {
+    /// The game whose container was observed.
+    pub const GAME_ID: &str = "game_id";
+    /// The engine container's id.
+    pub const CONTAINER_ID: &str = "container_id";
+    /// One of the seven health event types.
+    pub const EVENT_TYPE: &str = "event_type";
+    /// Observation time, decimal milliseconds since the Unix epoch.
+    pub const OCCURRED_AT_MS: &str = "occurred_at_ms";
+    /// Observer-specific JSON object text.
+    pub const DETAILS: &str = "details";
+}
+
+/// The details written when the publisher was given none; matches the SQL default of
+/// `health_snapshots.details`.
+pub const EMPTY_DETAILS: &str = "{}";
+
+/// Why a health event cannot be published.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidHealthEvent {
+    /// The game id is blank or too long.
+    #[error(transparent)]
+    GameId(#[from] InvalidGameId),
+    /// The container id is empty or only whitespace.
+    #[error("container_id is blank")]
+    BlankContainerId,
+    /// The event type names none of the seven known types.
+    #[error(transparent)]
+    EventType(#[from] UnknownEventType),
+    /// The observation time is zero or negative.
+    #[error("occurred_at_ms must be positive, got {0}")]
+    NonPositiveOccurredAt(i64),
+    /// The details are not valid JSON.
+    #[error("details are not valid JSON: {0}")]
+    DetailsNotJson(String),
+    /// The details are valid JSON but not an object.
+    #[error("details must be a JSON object, got a JSON {0}")]
+    DetailsNotObject(&'static str),
+}
+
+/// One health observation, ready to be published. Every value of this type has a valid
+/// game id, a non-blank container id, a known event type, a positive time and details that
+/// are a JSON object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthEventEnvelope {
+    game_id: GameId,
+    container_id: String,
+    event_type: HealthEventType,
+    occurred_at_ms: i64,
+    details: String,
+}
+
+impl HealthEventEnvelope {
+    /// Validates and builds an envelope. `details` that are absent, empty or only
+    /// whitespace become [`EMPTY_DETAILS`]; other details are kept as given (trimmed) once
+    /// they are known to be a JSON object.
+    ///
+    /// # Errors
+    /// [`InvalidHealthEvent`] naming the first field that is wrong.
+    pub fn new(
+        game_id: impl Into<String>,
+        container_id: impl Into<String>,
+        event_type: HealthEventType,
+        occurred_at_ms: i64,
+        details: Option<&str>,
+    ) -> Result<Self, InvalidHealthEvent> {
+        let game_id = GameId::new(game_id)?;
+        let container_id = container_id.into();
+        if container_id.trim().is_empty() {
+            return Err(InvalidHealthEvent::BlankContainerId);
+        }
+        if occurred_at_ms <= 0 {
+            return Err(InvalidHealthEvent::NonPositiveOccurredAt(occurred_at_ms));
+        }
+        let details = validate_details(details)?;
+        Ok(Self {
+            game_id,
+            container_id,
+            event_type,
+            occurred_at_ms,
+            details,
+        })
+    }
+
+    /// Like [`new`](Self::new), with the event type given by its wire spelling.
+    ///
+    /// # Errors
+    /// [`InvalidHealthEvent::EventType`] for an unknown type, otherwise as
+    /// [`new`](Self::new).
+    pub fn parse(
+        game_id: impl Into<String>,
+        container_id: impl Into<String>,
+        event_type: &str,
+        occurred_at_ms: i64,
+        details: Option<&str>,
+    ) -> Result<Self, InvalidHealthEvent> {
+        let event_type = event_type.parse::<HealthEventType>()?;
+        Self::new(game_id, container_id, event_type, occurred_at_ms, details)
+    }
+
+    /// The game whose container was observed.
+    #[must_use]
+    pub fn game_id(&self) -> &GameId {
+        &self.game_id
+    }
+
+    /// The engine container's id.
+    #[must_use]
+    pub fn container_id(&self) -> &str {
+        &self.container_id
+    }
+
+    /// What was observed.
+    #[must_use]
+    pub fn event_type(&self) -> HealthEventType {
+        self.event_type
+    }
+
+    /// When it was observed, in milliseconds since the Unix epoch (always positive).
+    #[must_use]
+    pub fn occurred_at_ms(&self) -> i64 {
+        self.occurred_at_ms
+    }
+
+    /// The details: JSON object text, [`EMPTY_DETAILS`] when none were given.
+    #[must_use]
+    pub fn details(&self) -> &str {
+        &self.details
+    }
+
+    /// The `health_snapshots` row this envelope upserts.
+    #[must_use]
+    pub fn snapshot(&self) -> HealthSnapshot {
+        HealthSnapshot::from_envelope(self)
+    }
+
+    /// The exact field/value pairs to XADD, in [`fields`] order. Every value is a string;
+    /// the time is a decimal integer.
+    #[must_use]
+    pub fn wire_fields(&self) -> [(&'static str, String); 5] {
+        [
+            (fields::GAME_ID, self.game_id.as_str().to_owned()),
+            (fields::CONTAINER_ID, self.container_id.clone()),
+            (fields::EVENT_TYPE, self.event_type.as_str().to_owned()),
+            (fields::OCCURRED_AT_MS, self.occurred_at_ms.to_string()),
+            (fields::DETAILS, self.details.clone()),
+        ]
+    }
+}
+
+fn validate_details(details: Option<&str>) -> Result<String, InvalidHealthEvent> {
+    let text = details.map(str::trim).unwrap_or_default();
+    if text.is_empty() {
+        return Ok(EMPTY_DETAILS.to_owned());
+    }
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| InvalidHealthEvent::DetailsNotJson(e.to_string()))?;
+    match value {
+        serde_json::Value::Object(_) => Ok(text.to_owned()),
+        serde_json::Value::Array(_) => Err(InvalidHealthEvent::DetailsNotObject("array")),
+        serde_json::Value::String(_) => Err(InvalidHealthEvent::DetailsNotObject("string")),
+        serde_json::Value::Number(_) => Err(InvalidHealthEvent::DetailsNotObject("number")),
+        serde_json::Value::Bool(_) => Err(InvalidHealthEvent::DetailsNotObject("boolean")),
+        serde_json::Value::Null => Err(InvalidHealthEvent::DetailsNotObject("null")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{SnapshotSource, SnapshotStatus};
+
+    fn envelope(details: Option<&str>) -> Result<HealthEventEnvelope, InvalidHealthEvent> {
+        HealthEventEnvelope::new(
+            "g-1",
+            "c-1",
+            HealthEventType::ProbeFailed,
+            1_700_000_000_123,
+            details,
+        )
+    }
+
+    #[test]
+    fn absent_or_blank_details_become_an_empty_object() {
+        for details in [None, Some(""), Some("  \n")] {
+            let env = envelope(details).unwrap();
+            assert_eq!(env.details(), "{}", "{details:?}");
+        }
+        let env = envelope(Some(r#" {"attempts": 3} "#)).unwrap();
+        assert_eq!(env.details(), r#"{"attempts": 3}"#);
+        assert_eq!(envelope(Some("{}")).unwrap().details(), "{}");
+    }
+
+    #[test]
+    fn every_invalid_field_is_a_typed_error() {
+        let ok = |g: &str, c: &str, e: &str, t: i64, d: Option<&str>| {
+            HealthEventEnvelope::parse(g, c, e, t, d)
+        };
+        assert_eq!(
+            ok("", "c", "probe_failed", 1, None),
+            Err(InvalidHealthEvent::GameId(InvalidGameId::Blank))
+        );
+        assert_eq!(
+            ok(" \t", "c", "probe_failed", 1, None),
+            Err(InvalidHealthEvent::GameId(InvalidGameId::Blank))
+        );
+        assert_eq!(
+            ok("g", "", "probe_failed", 1, None),
+            Err(InvalidHealthEvent::BlankContainerId)
+        );
+        assert_eq!(
+            ok("g", "  ", "probe_failed", 1, None),
+            Err(InvalidHealthEvent::BlankContainerId)
+        );
+        assert_eq!(
+            ok("g", "c", "container_restarted", 1, None),
+            Err(InvalidHealthEvent::EventType(UnknownEventType(
+                "container_restarted".into()
+            )))
+        );
+        assert_eq!(
+            ok("g", "c", "probe_failed", 0, None),
+            Err(InvalidHealthEvent::NonPositiveOccurredAt(0))
+        );
+        assert_eq!(
+            ok("g", "c", "probe_failed", -5, None),
+            Err(InvalidHealthEvent::NonPositiveOccurredAt(-5))
+        );
+        assert!(matches!(
+            ok("g", "c", "probe_failed", 1, Some("{not json")),
+            Err(InvalidHealthEvent::DetailsNotJson(_))
+        ));
+        for (details, kind) in [
+            ("[1, 2]", "array"),
+            (r#""text""#, "string"),
+            ("42", "number"),
+            ("true", "boolean"),
+            ("null", "null"),
+        ] {
+            assert_eq!(
+                ok("g", "c", "probe_failed", 1, Some(details)),
+                Err(InvalidHealthEvent::DetailsNotObject(kind)),
+                "{details}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_read_clearly() {
+        let err = envelope(Some("[]")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "details must be a JSON object, got a JSON array"
+        );
+        let err = HealthEventEnvelope::parse("g", "c", "nope", 1, None).unwrap_err();
+        assert_eq!(err.to_string(), r#"unknown health event type "nope""#);
+    }
+
+    #[test]
+    fn wire_fields_are_exactly_the_frozen_contract() {
+        let env = envelope(None).unwrap();
+        let wire = env.wire_fields();
+        let names: Vec<&str> = wire.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            names,
+            [
+                "game_id",
+                "container_id",
+                "event_type",
+                "occurred_at_ms",
+                "details"
+            ]
+        );
+        let values: Vec<&str> = wire.iter().map(|(_, value)| value.as_str()).collect();
+        assert_eq!(
+            values,
+            ["g-1", "c-1", "probe_failed", "1700000000123", "{}"]
+        );
+    }
+
+    #[test]
+    fn the_snapshot_copies_the_envelope_and_maps_the_event_type() {
+        let env = HealthEventEnvelope::new(
+            "g-1",
+            "c-9",
+            HealthEventType::ContainerOom,
+            42,
+            Some(r#"{"exit_code":137}"#),
+        )
+        .unwrap();
+        let snapshot = env.snapshot();
+        assert_eq!(snapshot.game_id.as_str(), "g-1");
+        assert_eq!(snapshot.container_id, "c-9");
+        assert_eq!(snapshot.status, SnapshotStatus::Oom);
+        assert_eq!(snapshot.source, SnapshotSource::DockerEvent);
+        assert_eq!(snapshot.details, r#"{"exit_code":137}"#);
+        assert_eq!(snapshot.observed_at_ms, 42);
+        assert_eq!(HealthSnapshot::from(&env), snapshot);
+    }
+}

@@ -1,0 +1,251 @@
+//! The `runtime:job_results` contract (Runtime Manager → Lobby): one result per decodable
+//! stop job.
+
+use std::fmt;
+use std::str::FromStr;
+
+use domain_runtime::GameId;
+
+/// Wire field names of a `runtime:job_results` entry. Frozen: the Lobby reads them.
+pub mod fields {
+    /// The game the job was about.
+    pub const GAME_ID: &str = "game_id";
+    /// `success` or `failure`.
+    pub const OUTCOME: &str = "outcome";
+    /// A machine-readable code; empty on a plain success.
+    pub const ERROR_CODE: &str = "error_code";
+    /// A human-readable explanation; may be empty.
+    pub const ERROR_MESSAGE: &str = "error_message";
+    /// The engine container's id; only on success.
+    pub const CONTAINER_ID: &str = "container_id";
+    /// The engine's endpoint; only on success.
+    pub const ENGINE_ENDPOINT: &str = "engine_endpoint";
+}
+
+/// The error code of a successful job that found nothing to do: the runtime was already
+/// stopped or removed. Replays of a stop job end this way.
+pub const ERROR_CODE_REPLAY_NO_OP: &str = "replay_no_op";
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobOutcome {
+    /// The runtime is stopped (now, or already was).
+    Success,
+    /// The runtime could not be stopped.
+    Failure,
+}
+
+impl JobOutcome {
+    /// Every outcome, in declaration order.
+    pub const ALL: [Self; 2] = [Self::Success, Self::Failure];
+
+    /// The wire spelling.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+}
+
+impl fmt::Display for JobOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that names no job outcome.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job outcome {0:?}")]
+pub struct UnknownJobOutcome(pub String);
+
+impl FromStr for JobOutcome {
+    type Err = UnknownJobOutcome;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|outcome| outcome.as_str() == s)
+            .ok_or_else(|| UnknownJobOutcome(s.to_owned()))
+    }
+}
+
+/// The result of one stop job. Build it with [`success`](Self::success),
+/// [`replay_no_op`](Self::replay_no_op) or [`failure`](Self::failure); whatever the
+/// fields hold, [`wire_fields`](Self::wire_fields) sends the container fields only on
+/// success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobResult {
+    /// The game the job was about.
+    pub game_id: GameId,
+    /// How it ended.
+    pub outcome: JobOutcome,
+    /// Empty on a plain success, [`ERROR_CODE_REPLAY_NO_OP`] on a replay, the failure's
+    /// code otherwise.
+    pub error_code: String,
+    /// A human-readable explanation; may be empty.
+    pub error_message: String,
+    /// The engine container's id (may be empty for a removed runtime).
+    pub container_id: String,
+    /// The engine's endpoint (may be empty for a removed runtime).
+    pub engine_endpoint: String,
+}
+
+impl JobResult {
+    /// The runtime was running and is now stopped.
+    #[must_use]
+    pub fn success(
+        game_id: GameId,
+        container_id: impl Into<String>,
+        engine_endpoint: impl Into<String>,
+    ) -> Self {
+        Self {
+            game_id,
+            outcome: JobOutcome::Success,
+            error_code: String::new(),
+            error_message: String::new(),
+            container_id: container_id.into(),
+            engine_endpoint: engine_endpoint.into(),
+        }
+    }
+
+    /// The runtime was already stopped or removed: a success with
+    /// [`ERROR_CODE_REPLAY_NO_OP`]. The container fields are whatever the record still
+    /// holds (empty for a removed runtime).
+    #[must_use]
+    pub fn replay_no_op(
+        game_id: GameId,
+        container_id: impl Into<String>,
+        engine_endpoint: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            error_code: ERROR_CODE_REPLAY_NO_OP.to_owned(),
+            error_message: message.into(),
+            ..Self::success(game_id, container_id, engine_endpoint)
+        }
+    }
+
+    /// The runtime could not be stopped.
+    #[must_use]
+    pub fn failure(
+        game_id: GameId,
+        error_code: impl Into<String>,
+        error_message: impl Into<String>,
+    ) -> Self {
+        Self {
+            game_id,
+            outcome: JobOutcome::Failure,
+            error_code: error_code.into(),
+            error_message: error_message.into(),
+            container_id: String::new(),
+            engine_endpoint: String::new(),
+        }
+    }
+
+    /// Whether this is the success a replayed job ends with.
+    #[must_use]
+    pub fn is_replay_no_op(&self) -> bool {
+        self.outcome == JobOutcome::Success && self.error_code == ERROR_CODE_REPLAY_NO_OP
+    }
+
+    /// The exact field/value pairs to XADD: `game_id`, `outcome`, `error_code`,
+    /// `error_message`, then `container_id` and `engine_endpoint` on success only.
+    #[must_use]
+    pub fn wire_fields(&self) -> Vec<(&'static str, String)> {
+        let mut wire = vec![
+            (fields::GAME_ID, self.game_id.as_str().to_owned()),
+            (fields::OUTCOME, self.outcome.as_str().to_owned()),
+            (fields::ERROR_CODE, self.error_code.clone()),
+            (fields::ERROR_MESSAGE, self.error_message.clone()),
+        ];
+        if self.outcome == JobOutcome::Success {
+            wire.push((fields::CONTAINER_ID, self.container_id.clone()));
+            wire.push((fields::ENGINE_ENDPOINT, self.engine_endpoint.clone()));
+        }
+        wire
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn game() -> GameId {
+        GameId::new("g-1").unwrap()
+    }
+
+    fn pairs(result: &JobResult) -> Vec<(&'static str, String)> {
+        result.wire_fields()
+    }
+
+    fn expect(result: &JobResult, expected: &[(&str, &str)]) {
+        let wire = pairs(result);
+        let wire: Vec<(&str, &str)> = wire.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(wire, expected);
+    }
+
+    #[test]
+    fn outcomes_round_trip() {
+        for outcome in JobOutcome::ALL {
+            assert_eq!(outcome.as_str().parse::<JobOutcome>(), Ok(outcome));
+        }
+        assert_eq!(
+            "ok".parse::<JobOutcome>(),
+            Err(UnknownJobOutcome("ok".into()))
+        );
+    }
+
+    #[test]
+    fn a_plain_success_has_all_six_fields_and_an_empty_code() {
+        let result = JobResult::success(game(), "c-1", "http://engine:8080");
+        assert!(!result.is_replay_no_op());
+        expect(
+            &result,
+            &[
+                ("game_id", "g-1"),
+                ("outcome", "success"),
+                ("error_code", ""),
+                ("error_message", ""),
+                ("container_id", "c-1"),
+                ("engine_endpoint", "http://engine:8080"),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_replay_is_a_success_with_replay_no_op() {
+        let result = JobResult::replay_no_op(game(), "", "", "runtime already removed");
+        assert!(result.is_replay_no_op());
+        expect(
+            &result,
+            &[
+                ("game_id", "g-1"),
+                ("outcome", "success"),
+                ("error_code", "replay_no_op"),
+                ("error_message", "runtime already removed"),
+                ("container_id", ""),
+                ("engine_endpoint", ""),
+            ],
+        );
+    }
+
+    #[test]
+    fn a_failure_never_carries_container_fields() {
+        let mut result = JobResult::failure(game(), "docker_unavailable", "daemon timed out");
+        assert!(!result.is_replay_no_op());
+        result.container_id = "c-1".into();
+        result.engine_endpoint = "http://engine:8080".into();
+        expect(
+            &result,
+            &[
+                ("game_id", "g-1"),
+                ("outcome", "failure"),
+                ("error_code", "docker_unavailable"),
+                ("error_message", "daemon timed out"),
+            ],
+        );
+    }
+}

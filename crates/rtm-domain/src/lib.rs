@@ -1,0 +1,34 @@
+//! Runtime Manager domain: the vocabulary of the two Runtime Manager workers this project
+//! builds, as pure data and pure functions.
+//!
+//! - The health publisher (SPEC §RTM, seed 003) validates a [`HealthEventEnvelope`] on
+//!   construction, upserts the [`HealthSnapshot`] that [`snapshot_mapping`] derives from it,
+//!   and then appends the envelope's [`wire_fields`](HealthEventEnvelope::wire_fields) to
+//!   `runtime:health_events`.
+//! - The stop-jobs consumer (seed 004) decodes a [`StopJob`] from `runtime:stop_jobs`, asks
+//!   the stop orchestrator to act, and publishes one [`JobResult`] on `runtime:job_results`.
+//!
+//! The health event types are the Game Master's own [`HealthEventType`], re-exported: both
+//! ends of `runtime:health_events` share one definition, so they cannot drift. Nothing here
+//! does I/O; the adapters and workers that do live in other crates.
+
+mod envelope;
+mod job_result;
+mod snapshot;
+mod stop;
+
+pub use domain_runtime::{GameId, HealthEventType, InvalidGameId, UnknownEventType};
+pub use envelope::{EMPTY_DETAILS, HealthEventEnvelope, InvalidHealthEvent};
+pub use job_result::{ERROR_CODE_REPLAY_NO_OP, JobOutcome, JobResult, UnknownJobOutcome};
+pub use snapshot::{
+    HealthSnapshot, SNAPSHOT_MAPPINGS, SnapshotMapping, SnapshotSource, SnapshotStatus,
+    UnknownSnapshotSource, UnknownSnapshotStatus, snapshot_mapping,
+};
+pub use stop::{InvalidStopJob, StopJob, StopReason, UnknownStopReason};
+
+/// Wire field names of `runtime:health_events`.
+pub use envelope::fields as health_event_fields;
+/// Wire field names of `runtime:job_results`.
+pub use job_result::fields as job_result_fields;
+/// Wire field names of `runtime:stop_jobs`.
+pub use stop::fields as stop_job_fields;

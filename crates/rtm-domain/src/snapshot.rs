@@ -1,0 +1,297 @@
+//! The `health_snapshots` row: its status and source vocabularies and the table that maps
+//! each health event type onto them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use domain_runtime::{GameId, HealthEventType};
+
+use crate::envelope::HealthEventEnvelope;
+
+/// The health a snapshot records, as stored in `health_snapshots.status`.
+///
+/// There is no `recovered` status: a `probe_recovered` event collapses to
+/// [`SnapshotStatus::Healthy`], overwriting the previous `probe_failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SnapshotStatus {
+    /// The container runs and answers probes.
+    Healthy,
+    /// The engine's probe failed.
+    ProbeFailed,
+    /// Docker inspect reported the container unhealthy.
+    InspectUnhealthy,
+    /// The container exited.
+    Exited,
+    /// The container was killed for running out of memory.
+    Oom,
+    /// The container vanished from Docker.
+    ContainerDisappeared,
+}
+
+impl SnapshotStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [Self; 6] = [
+        Self::Healthy,
+        Self::ProbeFailed,
+        Self::InspectUnhealthy,
+        Self::Exited,
+        Self::Oom,
+        Self::ContainerDisappeared,
+    ];
+
+    /// The database spelling.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::ProbeFailed => "probe_failed",
+            Self::InspectUnhealthy => "inspect_unhealthy",
+            Self::Exited => "exited",
+            Self::Oom => "oom",
+            Self::ContainerDisappeared => "container_disappeared",
+        }
+    }
+}
+
+impl fmt::Display for SnapshotStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that names no snapshot status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown health snapshot status {0:?}")]
+pub struct UnknownSnapshotStatus(pub String);
+
+impl FromStr for SnapshotStatus {
+    type Err = UnknownSnapshotStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownSnapshotStatus(s.to_owned()))
+    }
+}
+
+/// Which Runtime Manager observer produced a snapshot, as stored in
+/// `health_snapshots.source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SnapshotSource {
+    /// The Docker events listener (or the start service, for `container_started`).
+    DockerEvent,
+    /// The periodic Docker inspect worker.
+    Inspect,
+    /// The engine's HTTP probe.
+    Probe,
+}
+
+impl SnapshotSource {
+    /// Every source, in declaration order.
+    pub const ALL: [Self; 3] = [Self::DockerEvent, Self::Inspect, Self::Probe];
+
+    /// The database spelling.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::DockerEvent => "docker_event",
+            Self::Inspect => "inspect",
+            Self::Probe => "probe",
+        }
+    }
+}
+
+impl fmt::Display for SnapshotSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that names no snapshot source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown health snapshot source {0:?}")]
+pub struct UnknownSnapshotSource(pub String);
+
+impl FromStr for SnapshotSource {
+    type Err = UnknownSnapshotSource;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|source| source.as_str() == s)
+            .ok_or_else(|| UnknownSnapshotSource(s.to_owned()))
+    }
+}
+
+/// One row of [`SNAPSHOT_MAPPINGS`]: an event type and how a snapshot records it.
+pub type SnapshotMapping = (HealthEventType, SnapshotStatus, SnapshotSource);
+
+/// The event type → (status, source) table, as data. Rows are in the declaration order of
+/// [`HealthEventType`], one per event type; a compile-time check below enforces both, so
+/// [`snapshot_mapping`] can index the table directly and a new event type in
+/// `domain-runtime` fails this crate's build until it gets a row.
+pub const SNAPSHOT_MAPPINGS: [SnapshotMapping; HealthEventType::ALL.len()] = [
+    (
+        HealthEventType::ContainerStarted,
+        SnapshotStatus::Healthy,
+        SnapshotSource::DockerEvent,
+    ),
+    (
+        HealthEventType::ContainerExited,
+        SnapshotStatus::Exited,
+        SnapshotSource::DockerEvent,
+    ),
+    (
+        HealthEventType::ContainerOom,
+        SnapshotStatus::Oom,
+        SnapshotSource::DockerEvent,
+    ),
+    (
+        HealthEventType::ContainerDisappeared,
+        SnapshotStatus::ContainerDisappeared,
+        SnapshotSource::DockerEvent,
+    ),
+    (
+        HealthEventType::InspectUnhealthy,
+        SnapshotStatus::InspectUnhealthy,
+        SnapshotSource::Inspect,
+    ),
+    (
+        HealthEventType::ProbeFailed,
+        SnapshotStatus::ProbeFailed,
+        SnapshotSource::Probe,
+    ),
+    (
+        HealthEventType::ProbeRecovered,
+        SnapshotStatus::Healthy,
+        SnapshotSource::Probe,
+    ),
+];
+
+// Row `i` must describe the event type whose discriminant is `i`.
+const _: () = {
+    let mut i = 0;
+    while i < SNAPSHOT_MAPPINGS.len() {
+        assert!(
+            SNAPSHOT_MAPPINGS[i].0 as usize == i,
+            "SNAPSHOT_MAPPINGS rows must follow HealthEventType's declaration order"
+        );
+        i += 1;
+    }
+};
+
+/// The snapshot status and source that `event_type` is recorded as (see
+/// [`SNAPSHOT_MAPPINGS`]).
+#[must_use]
+pub const fn snapshot_mapping(event_type: HealthEventType) -> (SnapshotStatus, SnapshotSource) {
+    let (_, status, source) = SNAPSHOT_MAPPINGS[event_type as usize];
+    (status, source)
+}
+
+/// The latest health observation of one game's engine container: the row the publisher
+/// upserts into `health_snapshots` before it appends the event to the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSnapshot {
+    /// The game the container runs.
+    pub game_id: GameId,
+    /// The engine container's id.
+    pub container_id: String,
+    /// The observed health.
+    pub status: SnapshotStatus,
+    /// The observer that saw it.
+    pub source: SnapshotSource,
+    /// Observer-specific details: JSON object text, `{}` when there are none.
+    pub details: String,
+    /// When it was observed, in milliseconds since the Unix epoch.
+    pub observed_at_ms: i64,
+}
+
+impl HealthSnapshot {
+    /// The snapshot an envelope upserts: status and source from [`snapshot_mapping`],
+    /// everything else copied.
+    #[must_use]
+    pub fn from_envelope(envelope: &HealthEventEnvelope) -> Self {
+        let (status, source) = snapshot_mapping(envelope.event_type());
+        Self {
+            game_id: envelope.game_id().clone(),
+            container_id: envelope.container_id().to_owned(),
+            status,
+            source,
+            details: envelope.details().to_owned(),
+            observed_at_ms: envelope.occurred_at_ms(),
+        }
+    }
+}
+
+impl From<&HealthEventEnvelope> for HealthSnapshot {
+    fn from(envelope: &HealthEventEnvelope) -> Self {
+        Self::from_envelope(envelope)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_type_maps_as_the_seed_publisher_does() {
+        use HealthEventType as E;
+        use SnapshotSource as Src;
+        use SnapshotStatus as St;
+        let expected = [
+            (E::ContainerStarted, St::Healthy, Src::DockerEvent),
+            (E::ContainerExited, St::Exited, Src::DockerEvent),
+            (E::ContainerOom, St::Oom, Src::DockerEvent),
+            (
+                E::ContainerDisappeared,
+                St::ContainerDisappeared,
+                Src::DockerEvent,
+            ),
+            (E::InspectUnhealthy, St::InspectUnhealthy, Src::Inspect),
+            (E::ProbeFailed, St::ProbeFailed, Src::Probe),
+            (E::ProbeRecovered, St::Healthy, Src::Probe),
+        ];
+        assert_eq!(expected.len(), HealthEventType::ALL.len());
+        for (event, status, source) in expected {
+            assert_eq!(snapshot_mapping(event), (status, source), "{event}");
+            let rows = SNAPSHOT_MAPPINGS
+                .iter()
+                .filter(|(e, _, _)| *e == event)
+                .count();
+            assert_eq!(rows, 1, "{event}");
+        }
+    }
+
+    #[test]
+    fn every_status_is_reachable_from_some_event_type() {
+        for status in SnapshotStatus::ALL {
+            assert!(
+                HealthEventType::ALL
+                    .into_iter()
+                    .any(|e| snapshot_mapping(e).0 == status),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn wire_strings_round_trip_and_unknown_is_a_typed_error() {
+        for status in SnapshotStatus::ALL {
+            assert_eq!(status.as_str().parse::<SnapshotStatus>(), Ok(status));
+            assert_eq!(status.to_string(), status.as_str());
+        }
+        for source in SnapshotSource::ALL {
+            assert_eq!(source.as_str().parse::<SnapshotSource>(), Ok(source));
+            assert_eq!(source.to_string(), source.as_str());
+        }
+        assert_eq!(
+            "disappeared".parse::<SnapshotStatus>(),
+            Err(UnknownSnapshotStatus("disappeared".into()))
+        );
+        assert_eq!(
+            "docker".parse::<SnapshotSource>(),
+            Err(UnknownSnapshotSource("docker".into()))
+        );
+    }
+}

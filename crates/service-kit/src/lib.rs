@@ -1,0 +1,65 @@
+//! What every galaxy binary (`gamemaster`, `lobby`, the Runtime Manager's) shares, so each
+//! job lives in one place:
+//!
+//! - [`settings`]: the common settings (URLs, HTTP address, log format, shutdown timeout,
+//!   batch tuning), each a flag and an environment variable under the service's prefix,
+//!   with defaults shown by `--help`;
+//! - [`ops`]: the HTTP server for `/healthz`, `/readyz` and `/metrics`;
+//! - [`telemetry`]: logging set-up (human-readable on a terminal, JSON on request);
+//! - [`shutdown`]: SIGTERM / SIGINT turned into a cancellation token;
+//! - [`StartupError`]: a failure before the service runs, printed as one line on stderr
+//!   with exit code 2.
+
+pub mod ops;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+
+use std::fmt;
+use std::process::ExitCode;
+
+/// A failure before the service runs: a bad setting, an unreachable server. Printed as one
+/// line on stderr, exit code 2; never a panic or a backtrace.
+#[derive(Debug)]
+pub struct StartupError(pub String);
+
+impl StartupError {
+    /// Wraps a message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+
+    /// The exit code for start-up failures.
+    pub const EXIT_CODE: u8 = 2;
+
+    /// Prints `<service>: <message>` on stderr and returns exit code 2.
+    #[must_use]
+    pub fn report(&self, service: &str) -> ExitCode {
+        eprintln!("{service}: {}", self.0.replace('\n', " "));
+        ExitCode::from(Self::EXIT_CODE)
+    }
+}
+
+impl fmt::Display for StartupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartupError {}
+
+/// `error: cause: cause…` on one line, for messages that must fit a log field or stderr.
+#[must_use]
+pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text.replace('\n', " ")
+}
