@@ -1,1 +1,65 @@
-//! Game Master PostgreSQL adapter: the runtime record store and the embedded migrations.
+//! Game Master PostgreSQL adapter: [`PgRuntimeRecordStore`], the `runtime_records` store
+//! behind `ports::RuntimeRecordStore`, and [`migrate`], which applies the embedded
+//! migrations from `migrations/gamemaster/`.
+//!
+//! 1. [`migrate`] runs the Game Master's migrations through `pg_kit::migrate`, under the
+//!    advisory lock [`MIGRATION_LOCK_KEY`], so concurrent instances are safe and running
+//!    twice is harmless.
+//! 2. Single-record calls (`get`, `register`, `update_status`, `update_engine_health`) are
+//!    one cached statement each; the compare-and-swap is `UPDATE … WHERE status = $from`.
+//! 3. `apply_health_batch` locks the batch's rows in `game_id` order, folds the
+//!    observations in Rust with `domain_runtime::apply_plan`, writes every touched row
+//!    with one `UPDATE … FROM unnest(…)` and commits: a few round trips per batch,
+//!    whatever its size (see `docs/decisions/0002-postgres-access.md`).
+//! 4. Failures map to `ports::Error`: transient ones (per `pg_kit`) to
+//!    `Error::Unavailable`, the rest to `Error::Backend`.
+
+mod store;
+
+pub use store::PgRuntimeRecordStore;
+
+use pg_kit::{MigrateError, Pool};
+
+/// The SQL files of `migrations/gamemaster/`, compiled in (private: only [`migrate`] runs
+/// them).
+mod embedded {
+    refinery::embed_migrations!("../../migrations/gamemaster");
+}
+
+/// The `pg_advisory_lock` key the Game Master's migrations run under ("galaxy" in ASCII,
+/// then service number 1). Other services use their own key.
+pub const MIGRATION_LOCK_KEY: i64 = 0x6761_6c61_7879_0001;
+
+/// Applies the Game Master's schema (embedded at build time) to the pool's database,
+/// under [`MIGRATION_LOCK_KEY`].
+///
+/// # Errors
+/// [`MigrateError`]; [`MigrateError::is_transient`] tells whether retrying may help.
+pub async fn migrate(pool: &Pool) -> Result<refinery::Report, MigrateError> {
+    pg_kit::migrate(pool, &embedded::migrations::runner(), MIGRATION_LOCK_KEY).await
+}
+
+/// Checks that the Game Master's schema is in place, so `gamemaster run` against an
+/// unmigrated database stops at start with a clear message instead of retrying forever.
+///
+/// # Errors
+/// `Error::Backend` naming the fix (`gamemaster migrate`) when `runtime_records` is
+/// missing; `Error::Unavailable` when the server cannot be asked.
+pub async fn check_schema(pool: &Pool) -> Result<(), ports::Error> {
+    let client = pool.get().await.map_err(store::store_error)?;
+    let statement = client
+        .prepare_cached("SELECT to_regclass('runtime_records') IS NOT NULL")
+        .await
+        .map_err(store::store_error)?;
+    let row = client
+        .query_one(&statement, &[])
+        .await
+        .map_err(store::store_error)?;
+    if row.try_get::<_, bool>(0).unwrap_or(false) {
+        Ok(())
+    } else {
+        Err(ports::Error::Backend(
+            "the runtime_records table is missing: run `gamemaster migrate` first".into(),
+        ))
+    }
+}

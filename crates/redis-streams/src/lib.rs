@@ -1,1 +1,33 @@
-//! Shared Redis plumbing on fred: clients with a reconnect policy, the batch stream reader, the offset store and pipelined XADD.
+//! Shared Redis plumbing on fred, used by every service (Game Master, Lobby, Runtime
+//! Manager):
+//!
+//!  1. [`connect`] builds a client from a URL with a reconnect policy, timeouts and a
+//!     connection check at start-up (a wrong URL or an unreachable server fails at once,
+//!     with a message naming `host:port`, never the password);
+//!  2. [`RedisStreamReader`] implements the consumer runtime's
+//!     [`StreamReader`](stream_consumer::StreamReader) with `XREAD COUNT n BLOCK ms` on a
+//!     client of its own, handing on every entry as raw bytes;
+//!  3. [`RedisOffsetStore`] implements [`StreamOffsetStore`](stream_consumer::StreamOffsetStore)
+//!     with plain strings under `<service>:stream_offsets:<label>`;
+//!  4. [`StreamWriter`] appends batches of entries with pipelined `XADD`s, one round trip
+//!     per batch.
+//!
+//! Errors follow the consumer runtime's split: connection problems and timeouts are
+//! [`StreamError::Unavailable`](stream_consumer::StreamError::Unavailable) (retry), replies
+//! that make no sense (`WRONGTYPE`, a garbage offset) are
+//! [`StreamError::Protocol`](stream_consumer::StreamError::Protocol). fred types never leave
+//! this crate. See `docs/decisions/0003-redis-access.md` for the reasons.
+
+mod client;
+mod error;
+mod offsets;
+mod reader;
+mod reply;
+mod settings;
+mod writer;
+
+pub use client::{ConnectError, RedisClient, connect};
+pub use offsets::RedisOffsetStore;
+pub use reader::RedisStreamReader;
+pub use settings::{MAX_BLOCK, RedisSettings};
+pub use writer::StreamWriter;

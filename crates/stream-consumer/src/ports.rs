@@ -40,8 +40,9 @@ pub struct StreamInfo {
     pub first_entry: Option<EntryId>,
     /// Id of the last entry ever added (still the stream's top when that entry was deleted).
     pub last_generated: EntryId,
-    /// The highest id ever removed by `XDEL` or trimming, when the server reports it
-    /// (Redis ≥ 7.0). An offset below it means entries were removed before being read.
+    /// The highest id ever removed by `XDEL`, when the server reports it (Redis ≥ 7.0;
+    /// 7.0 does not count trimmed entries here, so the runtime also compares the first
+    /// entry with its offset). An offset below it means entries were removed unread.
     pub max_deleted: Option<EntryId>,
 }
 

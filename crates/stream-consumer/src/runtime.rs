@@ -1,6 +1,8 @@
 //! The consumer loop: one iteration is [`Consumer::step`]; [`Consumer::run`] repeats it.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use prometheus_client::metrics::counter::Counter;
@@ -401,22 +403,38 @@ where
         };
         let lag = info.last_generated.ms.saturating_sub(position.ms);
         self.m.lag_ms.set(i64::try_from(lag).unwrap_or(i64::MAX));
-        let Some(deleted) = info.max_deleted else {
+
+        // Two signs of entries removed before being read: an `XDEL`ed id above the offset
+        // (Redis reports the highest deleted id), or a first entry beyond the one right
+        // after the offset (trimming moves the head; Redis 7.0 does not count trimmed ids
+        // as deleted). The second can misfire only when the stream was trimmed exactly up
+        // to the offset and the next entry has a later millisecond.
+        let deleted_above = info.max_deleted.filter(|d| *d > position);
+        let next = EntryId::new(position.ms, position.seq.saturating_add(1));
+        let head_beyond = info.first_entry.filter(|first| *first > next);
+        let evidence = deleted_above.max(head_beyond);
+        if !detect_trim {
+            // A consumer without a stored offset never claimed to have read what was
+            // removed before it started: remember what is gone already.
+            self.reported_deleted = evidence.max(self.reported_deleted);
+            return;
+        }
+        let Some(evidence) = evidence else {
             return;
         };
-        let already = self.reported_deleted.is_some_and(|r| r >= deleted);
-        self.reported_deleted = Some(self.reported_deleted.map_or(deleted, |r| r.max(deleted)));
-        if detect_trim && deleted > position && !already {
-            self.m.trimmed.inc();
-            tracing::warn!(
-                consumer = %self.config.label,
-                stream = %self.config.stream,
-                offset = %position,
-                max_deleted = %deleted,
-                first_entry = ?info.first_entry.map(|id| id.to_string()),
-                "entries after the stored offset were trimmed before being read; continuing from the stream's first entry"
-            );
+        if self.reported_deleted.is_some_and(|r| r >= evidence) {
+            return;
         }
+        self.reported_deleted = Some(evidence);
+        self.m.trimmed.inc();
+        tracing::warn!(
+            consumer = %self.config.label,
+            stream = %self.config.stream,
+            offset = %position,
+            first_entry = ?info.first_entry.map(|id| id.to_string()),
+            max_deleted = ?info.max_deleted.map(|id| id.to_string()),
+            "entries after the stored offset were removed before being read; continuing from the stream's first entry"
+        );
     }
 }
 

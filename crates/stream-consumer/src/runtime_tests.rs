@@ -352,6 +352,53 @@ async fn a_stored_offset_below_trimmed_entries_is_detected_once_and_reading_goes
 }
 
 #[tokio::test]
+async fn trimming_seen_only_as_a_moved_head_is_detected_too() {
+    // Redis 7.0 leaves max-deleted-entry-id at 0-0 after XTRIM / MAXLEN.
+    let mut reader = MockStreamReader::new();
+    reader.expect_info().returning(|_| {
+        Ok(Some(StreamInfo {
+            length: 2,
+            first_entry: Some(EntryId::new(20, 0)),
+            last_generated: EntryId::new(21, 0),
+            max_deleted: None,
+        }))
+    });
+    reader
+        .expect_read_after()
+        .returning(|_, _, _, _| Ok(vec![]));
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets
+        .expect_load()
+        .returning(|_| Ok(Some(EntryId::new(5, 0))));
+    let (mut c, metrics, _) = consumer(reader, offsets, Recorder::default());
+    assert_eq!(c.step().await, Step::Idle);
+    assert_eq!(metrics.trimmed("test"), 1);
+}
+
+#[tokio::test]
+async fn a_head_right_after_the_offset_is_not_a_detection() {
+    let mut reader = MockStreamReader::new();
+    reader.expect_info().returning(|_| {
+        Ok(Some(StreamInfo {
+            length: 2,
+            first_entry: Some(EntryId::new(5, 1)),
+            last_generated: EntryId::new(21, 0),
+            max_deleted: None,
+        }))
+    });
+    reader
+        .expect_read_after()
+        .returning(|_, _, _, _| Ok(vec![]));
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets
+        .expect_load()
+        .returning(|_| Ok(Some(EntryId::new(5, 0))));
+    let (mut c, metrics, _) = consumer(reader, offsets, Recorder::default());
+    assert_eq!(c.step().await, Step::Idle);
+    assert_eq!(metrics.trimmed("test"), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_fresh_consumer_on_a_trimmed_stream_is_not_a_detection() {
     let mut reader = MockStreamReader::new();
     reader.expect_info().returning(|_| {
@@ -368,6 +415,9 @@ async fn a_fresh_consumer_on_a_trimmed_stream_is_not_a_detection() {
     let mut offsets = MockStreamOffsetStore::new();
     offsets.expect_load().returning(|_| Ok(None));
     let (mut c, metrics, _) = consumer(reader, offsets, Recorder::default());
+    assert_eq!(c.step().await, Step::Idle);
+    // Later probes, still at 0-0 (say the handler is failing), do not misfire either.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(c.step().await, Step::Idle);
     assert_eq!(metrics.trimmed("test"), 0);
 }

@@ -7,6 +7,7 @@
 //! `redis://127.0.0.1:6379`).
 
 pub mod bins;
+pub mod http;
 pub mod pg;
 pub mod redis;
 
@@ -20,6 +21,31 @@ pub fn unique_name(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let salt: u32 = rand::random();
     format!("{prefix}_{}_{n}_{salt:08x}", std::process::id())
+}
+
+/// Polls `check` every 50 ms until it returns `true` or `timeout` passes.
+///
+/// # Errors
+/// `what` did not happen in time.
+pub async fn eventually<F, Fut>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut check: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("{what}: not within {timeout:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, release).

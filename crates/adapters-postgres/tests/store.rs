@@ -1,0 +1,539 @@
+//! `PgRuntimeRecordStore` against a real server, each test on a fresh database.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use adapters_postgres::PgRuntimeRecordStore;
+use domain_runtime::{EngineHealth, GameId, HealthEventType, RuntimeRecord, RuntimeStatus};
+use pg_kit::PgSettings;
+use ports::{
+    Error, HealthObservation, NewRuntime, ObservationResult, RuntimeRecordStore,
+    UpdateEngineHealth, UpdateStatus,
+};
+use testkit::pg::{TestDb, ThrowawayPostgres};
+use tokio_postgres::NoTls;
+
+use RuntimeStatus::{EngineUnreachable, Finished, Running, Stopped};
+
+async fn fresh_store() -> (TestDb, PgRuntimeRecordStore) {
+    let db = TestDb::create().await.unwrap();
+    let pool = pg_kit::connect(db.url(), &PgSettings::default())
+        .await
+        .unwrap();
+    adapters_postgres::migrate(&pool).await.unwrap();
+    (db, PgRuntimeRecordStore::new(pool))
+}
+
+/// A plain connection of its own, for playing "another flow" and for looking under the
+/// store.
+async fn raw_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+fn game(id: &str) -> GameId {
+    GameId::new(id).unwrap()
+}
+
+async fn register(store: &PgRuntimeRecordStore, id: &str, status: RuntimeStatus) -> RuntimeRecord {
+    store
+        .register(&NewRuntime {
+            game_id: game(id),
+            status,
+            current_turn: 7,
+        })
+        .await
+        .unwrap()
+}
+
+fn observation(id: &str, event: HealthEventType) -> HealthObservation {
+    HealthObservation {
+        game_id: game(id),
+        plan: event.plan(),
+    }
+}
+
+fn applied(result: &ObservationResult) -> (&RuntimeRecord, bool) {
+    match result {
+        ObservationResult::Applied {
+            record,
+            transitioned,
+        } => (record, transitioned.is_some()),
+        ObservationResult::UnknownGame => panic!("expected Applied, got UnknownGame"),
+    }
+}
+
+#[tokio::test]
+async fn register_then_get_returns_the_defaults() {
+    let (_db, store) = fresh_store().await;
+    let registered = register(&store, "g-1", Running).await;
+    assert_eq!(registered.status, Running);
+    assert_eq!(registered.engine_health, None);
+    assert_eq!(registered.current_turn, 7);
+    assert_eq!(registered.created_at, registered.updated_at);
+
+    let fetched = store.get(&game("g-1")).await.unwrap();
+    assert_eq!(fetched, registered);
+}
+
+#[tokio::test]
+async fn registering_twice_is_already_exists() {
+    let (_db, store) = fresh_store().await;
+    register(&store, "g-1", Running).await;
+    let err = store
+        .register(&NewRuntime {
+            game_id: game("g-1"),
+            status: Stopped,
+            current_turn: 0,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::AlreadyExists(ref g) if g.as_str() == "g-1"),
+        "{err:?}"
+    );
+    assert_eq!(store.get(&game("g-1")).await.unwrap().status, Running);
+}
+
+#[tokio::test]
+async fn get_of_an_unknown_game_is_not_found() {
+    let (_db, store) = fresh_store().await;
+    let err = store.get(&game("nope")).await.unwrap_err();
+    assert!(
+        matches!(err, Error::NotFound(ref g) if g.as_str() == "nope"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_table_accepts_the_insert_other_tools_use() {
+    let (db, store) = fresh_store().await;
+    let client = raw_client(db.url()).await;
+    client
+        .execute(
+            "INSERT INTO runtime_records (game_id, status, current_turn) VALUES ($1, $2, $3)",
+            &[&"ext-1", &"generation_in_progress", &3_i32],
+        )
+        .await
+        .unwrap();
+    let record = store.get(&game("ext-1")).await.unwrap();
+    assert_eq!(record.status, RuntimeStatus::GenerationInProgress);
+    assert_eq!(record.engine_health, None);
+    assert_eq!(record.current_turn, 3);
+
+    let bad = client
+        .execute(
+            "INSERT INTO runtime_records (game_id, status, current_turn) VALUES ('x', 'paused', 0)",
+            &[],
+        )
+        .await;
+    assert!(bad.is_err(), "the status CHECK rejects unknown statuses");
+}
+
+#[tokio::test]
+async fn a_successful_cas_writes_status_and_summary_and_advances_updated_at() {
+    let (_db, store) = fresh_store().await;
+    let before = register(&store, "g-1", Running).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+
+    let update = UpdateStatus::new(
+        game("g-1"),
+        Running,
+        EngineUnreachable,
+        Some(EngineHealth::Oom),
+    )
+    .unwrap();
+    let after = store.update_status(&update).await.unwrap();
+    assert_eq!(after.status, EngineUnreachable);
+    assert_eq!(after.engine_health, Some(EngineHealth::Oom));
+    assert!(after.updated_at > before.updated_at);
+    assert_eq!(after.created_at, before.created_at);
+    assert_eq!(store.get(&game("g-1")).await.unwrap(), after);
+
+    // Without a summary the stored one is kept.
+    let back = UpdateStatus::new(game("g-1"), EngineUnreachable, Running, None).unwrap();
+    let record = store.update_status(&back).await.unwrap();
+    assert_eq!(record.status, Running);
+    assert_eq!(record.engine_health, Some(EngineHealth::Oom));
+}
+
+#[tokio::test]
+async fn a_cas_from_the_wrong_status_is_a_conflict_naming_the_actual_status() {
+    let (_db, store) = fresh_store().await;
+    let before = register(&store, "g-1", Stopped).await;
+    let update = UpdateStatus::new(
+        game("g-1"),
+        Running,
+        EngineUnreachable,
+        Some(EngineHealth::Oom),
+    )
+    .unwrap();
+    let err = store.update_status(&update).await.unwrap_err();
+    match err {
+        Error::Conflict {
+            game_id,
+            expected,
+            actual,
+        } => {
+            assert_eq!(game_id.as_str(), "g-1");
+            assert_eq!(expected, Running);
+            assert_eq!(actual, Stopped);
+        }
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(
+        store.get(&game("g-1")).await.unwrap(),
+        before,
+        "nothing written"
+    );
+
+    let missing = UpdateStatus::new(game("ghost"), Running, Stopped, None).unwrap();
+    let err = store.update_status(&missing).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_invalid_transition_is_rejected_before_any_sql() {
+    let (_db, store) = fresh_store().await;
+    let before = register(&store, "g-1", Finished).await;
+    for (from, to) in [
+        (Finished, Running),
+        (Running, Running),
+        (Stopped, EngineUnreachable),
+    ] {
+        let err = UpdateStatus::new(game("g-1"), from, to, Some(EngineHealth::Healthy))
+            .expect_err("not in the table");
+        assert!(matches!(err, Error::InvalidTransition(_)), "{err:?}");
+    }
+    // No request could be built, so the store was never asked: the row is untouched.
+    assert_eq!(store.get(&game("g-1")).await.unwrap(), before);
+}
+
+#[tokio::test]
+async fn a_health_only_update_works_on_every_status() {
+    let (_db, store) = fresh_store().await;
+    for status in RuntimeStatus::ALL {
+        let id = format!("g-{status}");
+        let before = register(&store, &id, status).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let after = store
+            .update_engine_health(&UpdateEngineHealth {
+                game_id: game(&id),
+                engine_health: EngineHealth::ProbeFailed,
+            })
+            .await
+            .unwrap();
+        assert_eq!(after.status, status, "{status}: status untouched");
+        assert_eq!(
+            after.engine_health,
+            Some(EngineHealth::ProbeFailed),
+            "{status}"
+        );
+        assert!(
+            after.updated_at > before.updated_at,
+            "{status}: updated_at set"
+        );
+    }
+    let err = store
+        .update_engine_health(&UpdateEngineHealth {
+            game_id: game("ghost"),
+            engine_health: EngineHealth::Healthy,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_concurrent_cas_racers_exactly_one_wins() {
+    let (_db, store) = fresh_store().await;
+    let store = Arc::new(store);
+    for round in 0..20 {
+        let id = format!("race-{round}");
+        register(&store, &id, Running).await;
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let racer = |to: RuntimeStatus| {
+            let (store, barrier, id) = (Arc::clone(&store), Arc::clone(&barrier), id.clone());
+            tokio::spawn(async move {
+                let update = UpdateStatus::new(game(&id), Running, to, None).unwrap();
+                barrier.wait().await;
+                store.update_status(&update).await
+            })
+        };
+        let (a, b) = (racer(Stopped), racer(Finished));
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        let (winner, loser) = match (a, b) {
+            (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+            (a, b) => panic!("round {round}: expected one winner, got {a:?} and {b:?}"),
+        };
+        match loser {
+            Error::Conflict {
+                expected, actual, ..
+            } => {
+                assert_eq!(expected, Running);
+                assert_eq!(actual, winner.status, "round {round}");
+            }
+            other => panic!("round {round}: expected Conflict, got {other:?}"),
+        }
+        assert_eq!(store.get(&game(&id)).await.unwrap().status, winner.status);
+    }
+}
+
+#[tokio::test]
+async fn observations_of_one_game_in_a_batch_each_see_the_previous_ones_state() {
+    let (_db, store) = fresh_store().await;
+    let before = register(&store, "g-1", Running).await;
+    let batch = [
+        observation("g-1", HealthEventType::ContainerOom),
+        observation("g-1", HealthEventType::ContainerExited),
+        observation("g-1", HealthEventType::ProbeRecovered),
+    ];
+    let results = store.apply_health_batch(&batch).await.unwrap();
+    assert_eq!(results.len(), 3);
+
+    let expected = [
+        (EngineUnreachable, EngineHealth::Oom, true),
+        (EngineUnreachable, EngineHealth::Exited, false),
+        (Running, EngineHealth::Healthy, true),
+    ];
+    let mut stamps = Vec::new();
+    for (result, (status, health, moved)) in results.iter().zip(expected) {
+        let (record, transitioned) = applied(result);
+        assert_eq!(record.status, status);
+        assert_eq!(record.engine_health, Some(health));
+        assert_eq!(transitioned, moved, "{status} {health}");
+        assert_eq!(record.current_turn, 7);
+        assert_eq!(record.created_at, before.created_at);
+        assert!(record.updated_at > before.updated_at);
+        stamps.push(record.updated_at);
+    }
+    assert!(
+        stamps.windows(2).all(|w| w[0] == w[1]),
+        "one transaction, one timestamp"
+    );
+
+    let stored = store.get(&game("g-1")).await.unwrap();
+    assert_eq!(
+        &stored,
+        applied(&results[2]).0,
+        "the last result is what is stored"
+    );
+}
+
+#[tokio::test]
+async fn unknown_games_in_a_batch_are_reported_and_not_created() {
+    let (_db, store) = fresh_store().await;
+    register(&store, "known", Running).await;
+    let batch = [
+        observation("ghost-1", HealthEventType::ContainerOom),
+        observation("known", HealthEventType::ProbeFailed),
+        observation("ghost-2", HealthEventType::ContainerStarted),
+        observation("ghost-1", HealthEventType::ProbeRecovered),
+    ];
+    let results = store.apply_health_batch(&batch).await.unwrap();
+    assert_eq!(results[0], ObservationResult::UnknownGame);
+    let (record, moved) = applied(&results[1]);
+    assert_eq!(
+        (record.status, record.engine_health, moved),
+        (Running, Some(EngineHealth::ProbeFailed), false)
+    );
+    assert_eq!(results[2], ObservationResult::UnknownGame);
+    assert_eq!(results[3], ObservationResult::UnknownGame);
+    assert!(matches!(
+        store.get(&game("ghost-1")).await,
+        Err(Error::NotFound(_))
+    ));
+
+    let only_unknown = store
+        .apply_health_batch(&[observation("ghost-3", HealthEventType::ContainerOom)])
+        .await
+        .unwrap();
+    assert_eq!(only_unknown, [ObservationResult::UnknownGame]);
+    assert!(store.apply_health_batch(&[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_across_many_games_keeps_each_games_order() {
+    let (_db, store) = fresh_store().await;
+    let games = 300;
+    for i in 0..games {
+        let status = if i % 3 == 0 { Stopped } else { Running };
+        register(&store, &format!("g-{i:04}"), status).await;
+    }
+    // Interleave three events per game across the whole batch.
+    let events = [
+        HealthEventType::ContainerExited,
+        HealthEventType::ProbeRecovered,
+        HealthEventType::ContainerDisappeared,
+    ];
+    let batch: Vec<_> = events
+        .iter()
+        .flat_map(|event| (0..games).map(move |i| observation(&format!("g-{i:04}"), *event)))
+        .collect();
+    let results = store.apply_health_batch(&batch).await.unwrap();
+    assert_eq!(results.len(), batch.len());
+    for i in 0..games {
+        let last = applied(&results[2 * games + i]).0;
+        let expected = if i % 3 == 0 {
+            Stopped
+        } else {
+            EngineUnreachable
+        };
+        assert_eq!(last.status, expected, "game {i}");
+        assert_eq!(last.engine_health, Some(EngineHealth::Disappeared));
+        assert_eq!(&store.get(&last.game_id).await.unwrap(), last);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_over_the_same_games_do_not_deadlock() {
+    let (_db, store) = fresh_store().await;
+    let store = Arc::new(store);
+    let ids: Vec<String> = (0..20).map(|i| format!("g-{i:02}")).collect();
+    for id in &ids {
+        register(&store, id, Running).await;
+    }
+    let forward: Vec<_> = ids
+        .iter()
+        .map(|id| observation(id, HealthEventType::ProbeFailed))
+        .collect();
+    let backward: Vec<_> = forward.iter().rev().cloned().collect();
+    let mut tasks = Vec::new();
+    for batch in [forward, backward] {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                store.apply_health_batch(&batch).await?;
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("batches finish")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_waits_for_a_row_locked_by_another_flow_and_then_sees_its_status() {
+    let (db, store) = fresh_store().await;
+    register(&store, "g-1", Running).await;
+
+    // Another flow (an admin stop) holds the row in an open transaction.
+    let mut other = raw_client(db.url()).await;
+    let tx = other.transaction().await.unwrap();
+    tx.execute(
+        "UPDATE runtime_records SET status = 'stopped', updated_at = now() WHERE game_id = 'g-1'",
+        &[],
+    )
+    .await
+    .unwrap();
+
+    let batch_store = store.clone();
+    let batch = tokio::spawn(async move {
+        batch_store
+            .apply_health_batch(&[observation("g-1", HealthEventType::ContainerOom)])
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!batch.is_finished(), "the batch waits for the row lock");
+
+    tx.commit().await.unwrap();
+    let results = tokio::time::timeout(Duration::from_secs(5), batch)
+        .await
+        .expect("the batch proceeds after the commit")
+        .unwrap()
+        .unwrap();
+    let (record, moved) = applied(&results[0]);
+    assert_eq!(
+        record.status, Stopped,
+        "the CAS saw the committed status and fell back"
+    );
+    assert_eq!(record.engine_health, Some(EngineHealth::Oom));
+    assert!(!moved);
+    assert_eq!(&store.get(&game("g-1")).await.unwrap(), record);
+}
+
+#[tokio::test]
+async fn a_server_that_goes_away_is_unavailable_not_not_found() {
+    let server = ThrowawayPostgres::start().await.unwrap();
+    let settings = PgSettings::default().connect_timeout(Duration::from_secs(2));
+    let pool = pg_kit::connect(&server.url("postgres"), &settings)
+        .await
+        .unwrap();
+    adapters_postgres::migrate(&pool).await.unwrap();
+    let store = PgRuntimeRecordStore::new(pool);
+    register(&store, "g-1", Running).await;
+
+    server.stop().await.unwrap();
+
+    let err = store.get(&game("g-1")).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "get: {err:?}");
+    assert!(err.is_transient());
+    let batch = [observation("g-1", HealthEventType::ContainerOom)];
+    let err = store.apply_health_batch(&batch).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable(_)), "batch: {err:?}");
+    let update = UpdateStatus::new(game("g-1"), Running, Stopped, None).unwrap();
+    let err = store.update_status(&update).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Unavailable(_)),
+        "update_status: {err:?}"
+    );
+
+    // Nothing was written while it was away; once back, the same store works again.
+    server.start_again().await.unwrap();
+    let started = SystemTime::now();
+    let results = loop {
+        match store.apply_health_batch(&batch).await {
+            Ok(results) => break results,
+            Err(e) if e.is_transient() && started.elapsed().unwrap() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("after restart: {e:?}"),
+        }
+    };
+    let (record, moved) = applied(&results[0]);
+    assert_eq!((record.status, moved), (EngineUnreachable, true));
+}
+
+/// Not a pass/fail test: prints how many observations per second one connection applies
+/// in batches of 1000 (run with `--release -- --ignored --nocapture`).
+#[tokio::test]
+#[ignore = "measurement; run explicitly"]
+async fn measure_batch_throughput() {
+    let (db, store) = fresh_store().await;
+    let client = raw_client(db.url()).await;
+    client
+        .execute(
+            "INSERT INTO runtime_records (game_id, status, current_turn) \
+             SELECT 'g-' || i, 'running', 0 FROM generate_series(0, 4999) AS i",
+            &[],
+        )
+        .await
+        .unwrap();
+    let events = [
+        HealthEventType::ContainerOom,
+        HealthEventType::ProbeFailed,
+        HealthEventType::ProbeRecovered,
+        HealthEventType::ContainerStarted,
+    ];
+    let batches: Vec<Vec<HealthObservation>> = (0..50)
+        .map(|b| {
+            (0..1000)
+                .map(|i| observation(&format!("g-{}", (b * 997 + i * 7) % 5000), events[i % 4]))
+                .collect()
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    for batch in &batches {
+        store.apply_health_batch(batch).await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let per_second = 50_000.0 / elapsed.as_secs_f64();
+    eprintln!("50 batches of 1000: {elapsed:?}, {per_second:.0} observations/s on one connection");
+}
