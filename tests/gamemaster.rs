@@ -1,0 +1,334 @@
+//! The real `gamemaster` binary against real servers: a throwaway PostgreSQL cluster (so
+//! the test can stop it) and a throwaway Redis (so the fixed offset key
+//! `gamemaster:stream_offsets:health_events` belongs to this test alone).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use e2e::{entries, pg_client, runtime_rows};
+use fred::interfaces::KeysInterface;
+use testkit::bins::{Process, run};
+use testkit::pg::ThrowawayPostgres;
+use testkit::redis::{TestRedis, ThrowawayRedis};
+use testkit::{eventually, free_port, http};
+
+const OFFSET_KEY: &str = "gamemaster:stream_offsets:health_events";
+const HEALTH: &str = "runtime:health_events";
+const LOBBY: &str = "gm:lobby_events";
+
+async fn offset(redis: &TestRedis) -> Option<String> {
+    redis
+        .client()
+        .get::<Option<String>, _>(OFFSET_KEY)
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn health_event(redis: &TestRedis, game: &str, event_type: &str) -> String {
+    redis
+        .xadd(
+            HEALTH,
+            &[
+                ("game_id", game),
+                ("container_id", "c-1"),
+                ("event_type", event_type),
+                ("occurred_at_ms", "1700000000000"),
+                ("details", "{}"),
+            ],
+        )
+        .await
+        .unwrap()
+}
+
+/// A start-up failure case: arguments, environment, a word the error must contain.
+type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+
+/// A tracing line: `2026-11-22T08:08:37.475391Z  INFO …`.
+fn is_log_line(line: &str) -> bool {
+    line.len() > 20 && line.as_bytes()[4] == b'-' && line.as_bytes()[10] == b'T'
+}
+
+fn snapshot_of(fields: &e2e::Fields) -> (String, String, String) {
+    (
+        fields["game_id"].clone(),
+        fields["runtime_status"].clone(),
+        fields["engine_health_summary"].clone(),
+    )
+}
+
+fn triple(g: &str, s: &str, h: &str) -> (String, String, String) {
+    (g.to_owned(), s.to_owned(), h.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gamemaster_applies_publishes_survives_a_database_outage_and_drains_on_sigterm() {
+    let pg = ThrowawayPostgres::start().await.unwrap();
+    let admin = pg_client(&pg.admin_url()).await.unwrap();
+    admin.batch_execute("CREATE DATABASE gm").await.unwrap();
+    let db_url = pg.url("gm");
+    let redis_server = ThrowawayRedis::start().await.unwrap();
+    let redis = TestRedis::connect_to(&redis_server.url()).await.unwrap();
+
+    // Migrate twice: harmless.
+    let env = [("GAMEMASTER_POSTGRES_URL", db_url.as_str())];
+    for _ in 0..2 {
+        let (code, stderr) = run("gamemaster", &["migrate"], &env, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(code, 0, "{stderr}");
+    }
+    let db = pg_client(&db_url).await.unwrap();
+    db.batch_execute(
+        "INSERT INTO runtime_records (game_id, status, current_turn) VALUES
+           ('g1', 'running', 3), ('g2', 'running', 0), ('g3', 'generation_in_progress', 9)",
+    )
+    .await
+    .unwrap();
+
+    let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr_text = http_addr.to_string();
+    let redis_url = redis_server.url();
+    let mut gm = Process::spawn(
+        "gamemaster",
+        &["run"],
+        &[
+            ("GAMEMASTER_POSTGRES_URL", &db_url),
+            ("GAMEMASTER_REDIS_URL", &redis_url),
+            ("GAMEMASTER_HTTP_ADDR", &addr_text),
+            ("GAMEMASTER_READ_BLOCK", "200ms"),
+            ("GAMEMASTER_LOG_FORMAT", "json"),
+            ("GAMEMASTER_POSTGRES_STATEMENT_TIMEOUT", "2s"),
+            ("RUST_LOG", "info"),
+        ],
+    )
+    .unwrap();
+    eventually("gamemaster ready", Duration::from_secs(20), || async {
+        matches!(http::get(http_addr, "/readyz").await, Ok((200, _)))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gm.stderr()));
+
+    // A scripted sequence: valid and malformed entries interleaved, several games.
+    health_event(&redis, "g1", "container_oom").await;
+    redis
+        .xadd(HEALTH, &[("game_id", "g2"), ("event_type", "probe_failed")])
+        .await
+        .unwrap();
+    health_event(&redis, "g1", "probe_recovered").await;
+    health_event(&redis, "g2", "probe_failed").await;
+    health_event(&redis, "ghost", "container_exited").await;
+    health_event(&redis, "g2", "probe_failed").await;
+    health_event(&redis, "g3", "container_exited").await;
+    let last = health_event(&redis, "g2", "container_flooded").await;
+
+    eventually(
+        "offset reaches the last entry",
+        Duration::from_secs(20),
+        || async { offset(&redis).await.as_deref() == Some(last.as_str()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gm.stderr()));
+
+    let rows = runtime_rows(&db).await.unwrap();
+    assert_eq!(rows["g1"], ("running".into(), "healthy".into()));
+    assert_eq!(rows["g2"], ("running".into(), "probe_failed".into()));
+    assert_eq!(
+        rows["g3"],
+        ("generation_in_progress".into(), "exited".into())
+    );
+
+    let published = entries(&redis, LOBBY).await.unwrap();
+    assert_eq!(
+        published
+            .iter()
+            .map(|(_, f)| snapshot_of(f))
+            .collect::<Vec<_>>(),
+        vec![
+            triple("g1", "engine_unreachable", "oom"),
+            triple("g1", "running", "healthy"),
+            triple("g2", "running", "probe_failed"),
+            triple("g3", "generation_in_progress", "exited"),
+        ]
+    );
+    let first = &published[0].1;
+    assert_eq!(first["kind"], "runtime_snapshot_update");
+    assert_eq!(first["current_turn"], "3");
+    assert!(first["occurred_at_ms"].parse::<u64>().unwrap() > 1_700_000_000_000);
+
+    let (code, metrics) = http::get(http_addr, "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    for line in [
+        r#"gamemaster_health_events_consumed_total{outcome="applied"} 5"#,
+        r#"gamemaster_health_events_consumed_total{outcome="malformed"} 1"#,
+        r#"gamemaster_health_events_consumed_total{outcome="unknown_event_type"} 1"#,
+        r#"gamemaster_health_events_consumed_total{outcome="unknown_game"} 1"#,
+        r#"gamemaster_lobby_events_published_total{kind="runtime_snapshot_update"} 4"#,
+        r#"gamemaster_runtime_status_transitions_total{from="running",to="engine_unreachable"} 1"#,
+        r#"gamemaster_runtime_status_transitions_total{from="engine_unreachable",to="running"} 1"#,
+        r#"gamemaster_stream_consumer_entries_total{consumer="health_events"} 8"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+
+    // PostgreSQL goes away: the offset holds, readiness says why, nothing is lost.
+    pg.stop().await.unwrap();
+    let during = health_event(&redis, "g2", "container_started").await;
+    eventually("readyz turns 503", Duration::from_secs(20), || async {
+        matches!(http::get(http_addr, "/readyz").await, Ok((503, _)))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gm.stderr()));
+    let (_, reason) = http::get(http_addr, "/readyz").await.unwrap();
+    assert!(reason.contains("postgres"), "{reason}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(offset(&redis).await.as_deref(), Some(last.as_str()));
+    assert!(gm.pid().is_some(), "gamemaster must keep running");
+
+    pg.start_again().await.unwrap();
+    eventually(
+        "offset catches up after the outage",
+        Duration::from_secs(30),
+        || async { offset(&redis).await.as_deref() == Some(during.as_str()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gm.stderr()));
+    let db = pg_client(&db_url).await.unwrap();
+    assert_eq!(
+        runtime_rows(&db).await.unwrap()["g2"],
+        ("running".into(), "healthy".into())
+    );
+    let published = entries(&redis, LOBBY).await.unwrap();
+    assert_eq!(
+        snapshot_of(&published.last().unwrap().1),
+        triple("g2", "running", "healthy")
+    );
+    eventually("readyz back to 200", Duration::from_secs(20), || async {
+        matches!(http::get(http_addr, "/readyz").await, Ok((200, _)))
+    })
+    .await
+    .unwrap();
+    let (_, metrics) = http::get(http_addr, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains(
+            r#"gamemaster_stream_consumer_retries_total{consumer="health_events",stage="handle"}"#
+        ),
+        "{metrics}"
+    );
+
+    // SIGTERM: exit 0 with the offset saved.
+    let final_id = health_event(&redis, "g1", "probe_failed").await;
+    eventually("last event handled", Duration::from_secs(20), || async {
+        offset(&redis).await.as_deref() == Some(final_id.as_str())
+    })
+    .await
+    .unwrap();
+    gm.terminate().unwrap();
+    let code = gm.wait(Duration::from_secs(15)).await.unwrap();
+    assert_eq!(code, 0, "{}", gm.stderr());
+    assert_eq!(offset(&redis).await.as_deref(), Some(final_id.as_str()));
+    let logs = gm.stderr();
+    assert!(
+        logs.contains(r#""stream_entry_id""#) && logs.contains(r#""game_id":"ghost""#),
+        "JSON logs carry stream_entry_id and game_id:\n{logs}"
+    );
+    redis.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_settings_and_unreachable_servers_are_one_line_and_exit_2() {
+    let closed = format!("127.0.0.1:{}", free_port());
+    let redis_closed = format!("redis://{closed}");
+    let pg_closed = format!("postgres://postgres:secret@{closed}/gm");
+    // (arguments, environment, what the error line must mention)
+    let cases: Vec<Case> = vec![
+        (
+            vec!["run"],
+            vec![("GAMEMASTER_POSTGRES_URL", "not a url")],
+            "postgres",
+        ),
+        (vec!["run", "--batch-size", "0"], vec![], "batch-size"),
+        (
+            vec!["run", "--health-events-stream", "has space"],
+            vec![],
+            "stream",
+        ),
+        (vec!["run", "--http-addr", "nowhere"], vec![], "http-addr"),
+        (
+            vec!["run"],
+            vec![("GAMEMASTER_POSTGRES_URL", pg_closed.as_str())],
+            "PostgreSQL",
+        ),
+        (
+            vec!["migrate"],
+            vec![("GAMEMASTER_POSTGRES_URL", pg_closed.as_str())],
+            "PostgreSQL",
+        ),
+        (
+            vec!["run"],
+            vec![
+                (
+                    "GAMEMASTER_POSTGRES_URL",
+                    "postgres://postgres@127.0.0.1:5432/postgres",
+                ),
+                ("GAMEMASTER_REDIS_URL", redis_closed.as_str()),
+            ],
+            "Redis",
+        ),
+    ];
+    let empty = testkit::pg::TestDb::create().await.unwrap();
+    let redis_url = testkit::redis::redis_url();
+    let unmigrated = vec![
+        ("GAMEMASTER_POSTGRES_URL", empty.url()),
+        ("GAMEMASTER_REDIS_URL", redis_url.as_str()),
+    ];
+    let mut cases = cases;
+    cases.push((vec!["run"], unmigrated, "gamemaster migrate"));
+    for (args, env, mentions) in cases {
+        let (code, stderr) = run("gamemaster", &args, &env, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(code, 2, "{args:?} {env:?}: {stderr}");
+        // Log lines (timestamped) may come first; the error itself is one plain line.
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !is_log_line(l))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{args:?} {env:?}: one line expected, got:\n{stderr}"
+        );
+        assert!(lines[0].contains(mentions), "{args:?}: {stderr}");
+        assert!(!stderr.contains("secret"), "the password leaked: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    empty.drop_db().await.unwrap();
+}
+
+#[test]
+fn run_help_lists_every_setting_with_its_environment_variable() {
+    let output = std::process::Command::new(testkit::bins::binary("gamemaster").unwrap())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    for env in [
+        "GAMEMASTER_REDIS_URL",
+        "GAMEMASTER_POSTGRES_URL",
+        "GAMEMASTER_HEALTH_EVENTS_STREAM",
+        "GAMEMASTER_LOBBY_EVENTS_STREAM",
+        "GAMEMASTER_HTTP_ADDR",
+        "GAMEMASTER_LOG_FORMAT",
+        "GAMEMASTER_SHUTDOWN_TIMEOUT",
+        "GAMEMASTER_BATCH_SIZE",
+        "GAMEMASTER_READ_BLOCK",
+        "runtime:health_events",
+        "127.0.0.1:8080",
+    ] {
+        assert!(text.contains(env), "--help lacks {env}:\n{text}");
+    }
+}
