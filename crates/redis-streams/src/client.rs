@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::clients::Client;
-use fred::interfaces::{ClientLike, EventInterface};
+use fred::interfaces::{ClientLike, EventInterface, KeysInterface, StreamsInterface};
 use fred::prelude::{Builder, Config, Options, ReconnectPolicy, ServerConfig, TcpConfig};
 use fred::types::config::UnresponsiveConfig;
 use stream_consumer::{BoxError, StreamError};
@@ -181,6 +181,35 @@ impl RedisClient {
             .await
             .map_err(|e| stream_error("PING", &e))?;
         Ok(())
+    }
+
+    /// `DEL key …`: removes keys (tools and demos resetting their own state). Returns how
+    /// many existed.
+    ///
+    /// # Errors
+    /// [`StreamError::Unavailable`] when the server cannot be reached.
+    pub async fn delete(&self, keys: &[String]) -> Result<u64, StreamError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.inner
+            .with_options(&self.options(None))
+            .del(keys.to_vec())
+            .await
+            .map_err(|e| stream_error("DEL", &e))
+    }
+
+    /// `XLEN stream`: entries in a stream (0 when it does not exist).
+    ///
+    /// # Errors
+    /// [`StreamError::Unavailable`] when the server cannot be reached,
+    /// [`StreamError::Protocol`] when the key is not a stream.
+    pub async fn stream_len(&self, stream: &str) -> Result<u64, StreamError> {
+        self.inner
+            .with_options(&self.options(None))
+            .xlen(stream)
+            .await
+            .map_err(|e| stream_error("XLEN", &e))
     }
 
     /// Closes the connection and stops reconnecting. Later commands fail as

@@ -71,6 +71,12 @@ impl Process {
         self.child.id()
     }
 
+    /// Everything written to stdout so far.
+    #[must_use]
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("stdout")).unwrap_or_default()
+    }
+
     /// Everything written to stderr so far.
     #[must_use]
     pub fn stderr(&self) -> String {

@@ -1,0 +1,245 @@
+//! `galaxy-bench`: measures the Game Master worker as built against a seed-shaped
+//! baseline on the same data, in the same run, and reports ratios and medians.
+//!
+//! Phases (each can be skipped):
+//!  1. *Drain*: G games, N preloaded events with the realistic mix; rounds alternate the
+//!     worker (a) and the baseline (b), which replays the Go worker's I/O pattern (one
+//!     entry per XREAD; get → CAS-or-fallback → get → XADD → offset SET, each awaited).
+//!     Every round checks that (a) and (b) left identical rows and identical per-game
+//!     snapshot sequences; a difference is reported instead of a number.
+//!  2. *Latency*: a paced producer at several rates while the worker runs; XADD →
+//!     snapshot-published latency percentiles.
+//!  3. *Scale*: the real `gamemaster` binary draining N events over 1,000 and over
+//!     100,000 games; throughput and peak RSS.
+
+mod baseline;
+mod drain;
+mod fixture;
+mod latency;
+mod scale;
+mod workload;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
+
+/// What the command line asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Admin URL of the PostgreSQL server (the bench creates its own database).
+    pub postgres_admin_url: String,
+    /// Name of the bench's database (dropped and created).
+    pub database: String,
+    /// Redis URL (a database number keeps the bench's fixed keys apart).
+    pub redis_url: String,
+    /// Games in the drain phase.
+    pub games: usize,
+    /// Events preloaded for the drain phase.
+    pub events: usize,
+    /// Rounds of (a) then (b).
+    pub rounds: usize,
+    /// Worker batch size.
+    pub batch_size: usize,
+    /// Rates for the latency phase (events/s); empty skips it.
+    pub latency_rates: Vec<u64>,
+    /// Seconds per latency rate.
+    pub latency_seconds: u64,
+    /// Game counts for the scale phase; empty skips it.
+    pub scale_games: Vec<usize>,
+    /// Events per scale run.
+    pub scale_events: usize,
+    /// Workload seed.
+    pub seed: u64,
+}
+
+fn command() -> Command {
+    let env = |name: &str| format!("GALAXY_BENCH_{name}");
+    Command::new("galaxy-bench")
+        .about("Benchmark of the Game Master worker against a seed-shaped baseline")
+        .arg(
+            Arg::new("postgres_url")
+                .long("postgres-url")
+                .env("GALAXY_POSTGRES_URL")
+                .default_value("postgres://postgres@127.0.0.1:5432/postgres")
+                .help("Admin URL of the PostgreSQL server; the bench creates its own database"),
+        )
+        .arg(
+            Arg::new("database")
+                .long("database")
+                .env(env("DATABASE"))
+                .default_value("galaxy_bench")
+                .help("The bench's database (dropped and re-created)"),
+        )
+        .arg(
+            Arg::new("redis_url")
+                .long("redis-url")
+                .env(env("REDIS_URL"))
+                .default_value("redis://127.0.0.1:6379/13")
+                .help("Redis URL; the database number keeps the bench's keys apart"),
+        )
+        .arg(
+            Arg::new("games")
+                .long("games")
+                .default_value("1000")
+                .value_parser(value_parser!(usize)),
+        )
+        .arg(
+            Arg::new("events")
+                .long("events")
+                .default_value("100000")
+                .value_parser(value_parser!(usize)),
+        )
+        .arg(
+            Arg::new("rounds")
+                .long("rounds")
+                .default_value("3")
+                .value_parser(value_parser!(usize)),
+        )
+        .arg(
+            Arg::new("batch_size")
+                .long("batch-size")
+                .default_value("1000")
+                .value_parser(value_parser!(usize)),
+        )
+        .arg(
+            Arg::new("latency_rates")
+                .long("latency-rates")
+                .default_value("1000,5000,20000")
+                .value_delimiter(',')
+                .value_parser(value_parser!(u64))
+                .action(ArgAction::Append),
+        )
+        .arg(
+            Arg::new("latency_seconds")
+                .long("latency-seconds")
+                .default_value("10")
+                .value_parser(value_parser!(u64)),
+        )
+        .arg(
+            Arg::new("scale_games")
+                .long("scale-games")
+                .default_value("1000,100000")
+                .value_delimiter(',')
+                .value_parser(value_parser!(usize))
+                .action(ArgAction::Append),
+        )
+        .arg(
+            Arg::new("scale_events")
+                .long("scale-events")
+                .default_value("100000")
+                .value_parser(value_parser!(usize)),
+        )
+        .arg(
+            Arg::new("skip")
+                .long("skip")
+                .value_delimiter(',')
+                .action(ArgAction::Append)
+                .value_parser(["latency", "scale"])
+                .help("Phases to skip"),
+        )
+        .arg(
+            Arg::new("seed")
+                .long("seed")
+                .default_value("42")
+                .value_parser(value_parser!(u64)),
+        )
+}
+
+fn options(m: &ArgMatches) -> Options {
+    let text = |id: &str| m.get_one::<String>(id).cloned().unwrap_or_default();
+    let number = |id: &str| m.get_one::<usize>(id).copied().unwrap_or(0);
+    let skipped = |phase: &str| {
+        m.get_many::<String>("skip")
+            .is_some_and(|mut s| s.any(|p| p == phase))
+    };
+    Options {
+        postgres_admin_url: text("postgres_url"),
+        database: text("database"),
+        redis_url: text("redis_url"),
+        games: number("games").max(1),
+        events: number("events").max(1),
+        rounds: number("rounds").max(1),
+        batch_size: number("batch_size").clamp(1, 10_000),
+        latency_rates: if skipped("latency") {
+            Vec::new()
+        } else {
+            m.get_many::<u64>("latency_rates")
+                .map(|r| r.copied().collect())
+                .unwrap_or_default()
+        },
+        latency_seconds: m
+            .get_one::<u64>("latency_seconds")
+            .copied()
+            .unwrap_or(10)
+            .max(1),
+        scale_games: if skipped("scale") {
+            Vec::new()
+        } else {
+            m.get_many::<usize>("scale_games")
+                .map(|g| g.copied().collect())
+                .unwrap_or_default()
+        },
+        scale_events: number("scale_events").max(1),
+        seed: m.get_one::<u64>("seed").copied().unwrap_or(42),
+    }
+}
+
+fn main() -> ExitCode {
+    let matches = match service_kit::settings::parse(command()) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let opts = options(&matches);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return service_kit::StartupError::new(e.to_string()).report("galaxy-bench"),
+    };
+    match runtime.block_on(run(&opts)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("galaxy-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs every phase; `Ok(false)` when a semantic check failed.
+async fn run(opts: &Options) -> anyhow::Result<bool> {
+    let fx = fixture::Fixture::create(opts).await?;
+    println!(
+        "galaxy-bench: database {}, redis {}",
+        opts.database, opts.redis_url
+    );
+    let mut ok = drain::run(&fx, opts).await?;
+    if !opts.latency_rates.is_empty() {
+        latency::run(&fx, opts).await?;
+    }
+    if !opts.scale_games.is_empty() {
+        ok &= scale::run(&fx, opts).await?;
+    }
+    fx.cleanup().await?;
+    Ok(ok)
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+#[must_use]
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Events per second.
+#[must_use]
+pub fn rate(events: usize, took: Duration) -> f64 {
+    events as f64 / took.as_secs_f64().max(1e-9)
+}

@@ -1,0 +1,104 @@
+//! The event mix and the preloading of a stream.
+
+use domain_runtime::HealthEventType as E;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use redis_streams::{RedisClient, StreamWriter};
+use stream_consumer::EntryId;
+
+/// The realistic mix, in percent.
+pub const MIX: [(E, u32); 7] = [
+    (E::ProbeFailed, 30),
+    (E::ProbeRecovered, 30),
+    (E::InspectUnhealthy, 20),
+    (E::ContainerStarted, 8),
+    (E::ContainerExited, 5),
+    (E::ContainerOom, 4),
+    (E::ContainerDisappeared, 3),
+];
+
+/// The id of game `i` (0-based), matching `Fixture::seed_games`.
+#[must_use]
+pub fn game_id(i: usize) -> String {
+    format!("g{:06}", i + 1)
+}
+
+/// `n` events over `games` games, reproducible from `seed`.
+#[must_use]
+pub fn events(n: usize, games: usize, seed: u64) -> Vec<(usize, E)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let game = rng.random_range(0..games);
+            let mut pick = rng.random_range(0..100u32);
+            let kind = MIX
+                .iter()
+                .find(|(_, share)| {
+                    if pick < *share {
+                        true
+                    } else {
+                        pick -= share;
+                        false
+                    }
+                })
+                .map_or(E::ProbeFailed, |(k, _)| *k);
+            (game, kind)
+        })
+        .collect()
+}
+
+/// The wire fields of one health event.
+#[must_use]
+pub fn fields(game: usize, kind: E, at_ms: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("game_id", game_id(game)),
+        ("container_id", format!("c-{game}")),
+        ("event_type", kind.as_str().to_owned()),
+        ("occurred_at_ms", at_ms.to_string()),
+        ("details", "{}".to_owned()),
+    ]
+}
+
+/// Appends `events` to `stream` in pipelined chunks; returns the last id.
+///
+/// # Errors
+/// Redis failed.
+pub async fn preload(
+    redis: &RedisClient,
+    stream: &str,
+    events: &[(usize, E)],
+) -> anyhow::Result<EntryId> {
+    let writer = StreamWriter::new(redis.clone(), stream);
+    let now = now_ms();
+    let mut last = EntryId::ZERO;
+    for chunk in events.chunks(1000) {
+        let entries: Vec<_> = chunk.iter().map(|(g, k)| fields(*g, *k, now)).collect();
+        if let Some(id) = writer.append(&entries).await?.last() {
+            last = *id;
+        }
+    }
+    Ok(last)
+}
+
+/// Milliseconds since the epoch.
+#[must_use]
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mix_adds_up_and_a_seed_reproduces_the_workload() {
+        assert_eq!(MIX.iter().map(|(_, s)| s).sum::<u32>(), 100);
+        assert_eq!(events(500, 10, 7), events(500, 10, 7));
+        assert_ne!(events(500, 10, 7), events(500, 10, 8));
+        let sample = events(100_000, 1000, 1);
+        let oom = sample.iter().filter(|(_, k)| *k == E::ContainerOom).count();
+        assert!((3_500..4_500).contains(&oom), "{oom}");
+    }
+}

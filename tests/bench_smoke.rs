@@ -1,0 +1,55 @@
+//! `galaxy-bench` works: a tiny run of every phase (a few hundred events). Not a timed
+//! test: it proves the benchmark runs and that its semantic check passes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use testkit::bins::Process;
+use testkit::redis::ThrowawayRedis;
+
+#[tokio::test]
+async fn a_tiny_benchmark_runs_every_phase_and_finds_the_worker_and_baseline_identical() {
+    let redis = ThrowawayRedis::start().await.unwrap();
+    let database = testkit::unique_name("bench_smoke");
+    let redis_url = redis.url();
+    let mut bench = Process::spawn(
+        "galaxy-bench",
+        &[
+            "--events",
+            "300",
+            "--games",
+            "20",
+            "--rounds",
+            "1",
+            "--latency-rates",
+            "200",
+            "--latency-seconds",
+            "1",
+            "--scale-games",
+            "20",
+            "--scale-events",
+            "300",
+            "--database",
+            &database,
+            "--redis-url",
+            &redis_url,
+        ],
+        &[],
+    )
+    .unwrap();
+    let code = bench.wait(Duration::from_secs(120)).await.unwrap();
+    let report = bench.stdout();
+    assert_eq!(code, 0, "{report}\n{}", bench.stderr());
+    for expected in [
+        "identical runtime_records rows and identical per-game snapshot sequences",
+        "| median |",
+        "| 200 | 200 |",
+        "| 20 |",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in:\n{report}"
+        );
+    }
+}
