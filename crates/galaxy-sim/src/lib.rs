@@ -1,0 +1,482 @@
+//! `galaxy-sim`: a fleet of game engines played through the Runtime Manager's real health
+//! publisher against a running Game Master, with an oracle that says what the Game Master
+//! must end up holding.
+//!
+//! 1. **Connect and prepare**: the Game Master's database (both the Game Master's and the
+//!    Runtime Manager's migrations are applied; each is idempotent and runs under its own
+//!    advisory lock) and Redis.
+//! 2. **Register** the fleet: one `running` runtime record per game, ids
+//!    `<prefix>-<n>` with a prefix of the run's own.
+//! 3. **Play** every game at once for the run's duration ([`fleet`]): health observations
+//!    through [`rtm_adapters::RtmHealthEventPublisher`] (snapshot upsert, then XADD),
+//!    paced to the target rate, and direct status changes standing in for the Game
+//!    Master's other flows (turn generation, admin stops and restarts, finished games),
+//!    each made only once the Game Master has consumed the game's earlier events. The
+//!    [`model`] follows both, per game, in the same order.
+//! 4. **Drain**: wait until the Game Master's offset reaches the stream's last entry.
+//! 5. **Judge**: compare every runtime record (status, engine health) with the model and
+//!    print the [`report`]: throughput, lag, the fleet by status × health, the verdict.
+//!    Exit 0 only when every game matches.
+
+pub mod fleet;
+pub mod gm;
+pub mod model;
+pub mod pacer;
+pub mod report;
+pub mod script;
+pub mod settings;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use adapters_postgres::PgRuntimeRecordStore;
+use anyhow::{Context, bail};
+use domain_runtime::{EngineHealth, GameId, RuntimeStatus};
+use pg_kit::{PgSettings, Pool};
+use ports::{NewRuntime, RuntimeRecordStore};
+use redis_streams::{RedisSettings, RedisStreamReader, StreamWriter};
+use rtm_adapters::{PgHealthSnapshotStore, RtmHealthEventPublisher};
+use service_kit::{StartupError, one_line};
+use stream_consumer::{EntryId, StreamReader};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::fleet::{Counters, Divergence, Fleet, GameRun};
+use crate::gm::Progress;
+use crate::model::{GameModel, ModelCounts};
+use crate::pacer::Pacer;
+use crate::report::Report;
+use crate::script::{FlowKind, GameScript};
+pub use crate::settings::Settings;
+
+/// The binary's name, as it prefixes its stderr lines.
+pub const NAME: &str = "galaxy-sim";
+
+/// Exit code of a run in which a game diverged or that could not finish.
+pub const EXIT_FAILED: u8 = 1;
+
+/// Why a run ends without a verdict.
+#[derive(Debug)]
+enum Failure {
+    /// Before anything was published: exit 2.
+    Startup(StartupError),
+    /// During the run: exit 1.
+    Run(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Run(e)
+    }
+}
+
+fn startup(what: &str, error: &(dyn std::error::Error + 'static)) -> Failure {
+    Failure::Startup(StartupError::new(format!("{what}: {}", one_line(error))))
+}
+
+/// Runs the simulation, prints the summary on stdout, and returns the exit code: 0 when
+/// every game converged, 1 when one did not or the run failed, 2 for a start-up failure.
+/// SIGINT or SIGTERM ends publishing early; the drain and the verdict still happen.
+pub async fn run(settings: Settings) -> ExitCode {
+    let stop = CancellationToken::new();
+    tokio::spawn(service_kit::shutdown::cancel_on_signal(stop.clone()));
+    match simulate(&settings, stop).await {
+        Ok(report) => {
+            println!("{report}");
+            if report.converged() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{NAME}: {}", report.failure_line());
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+        Err(Failure::Startup(e)) => e.report(NAME),
+        Err(Failure::Run(e)) => {
+            eprintln!("{NAME}: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// A prefix no earlier run used: `sim-` and the start time in base 36.
+fn default_prefix() -> String {
+    let mut ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut digits = Vec::new();
+    while ms > 0 {
+        let d = u32::try_from(ms % 36).unwrap_or(0);
+        digits.push(char::from_digit(d, 36).unwrap_or('0'));
+        ms /= 36;
+    }
+    format!("sim-{}", digits.iter().rev().collect::<String>())
+}
+
+/// Game number `index` of `games`, zero-padded so ids sort in fleet order.
+fn game_name(prefix: &str, index: u32, games: u32) -> String {
+    let width = games.saturating_sub(1).max(1).to_string().len();
+    format!("{prefix}-{index:0width$}")
+}
+
+async fn simulate(settings: &Settings, stop: CancellationToken) -> Result<Report, Failure> {
+    // 1. Connect and prepare.
+    let pg = PgSettings::default()
+        .max_connections(usize::try_from(settings.postgres_pool_size).unwrap_or(16))
+        .application_name(NAME);
+    let pool = pg_kit::connect(&settings.postgres_url, &pg)
+        .await
+        .map_err(|e| startup("PostgreSQL", &e))?;
+    adapters_postgres::migrate(&pool)
+        .await
+        .map_err(|e| startup("Game Master migrations", &e))?;
+    rtm_adapters::migrate(&pool)
+        .await
+        .map_err(|e| startup("Runtime Manager migrations", &e))?;
+    let redis = redis_streams::connect(&settings.redis_url, RedisSettings::default(), NAME)
+        .await
+        .map_err(|e| startup("Redis", &e))?;
+    let streams = RedisStreamReader::connect(
+        &settings.redis_url,
+        RedisSettings::default(),
+        &format!("{NAME}-info"),
+    )
+    .await
+    .map_err(|e| startup("Redis", &e))?;
+    let gm_before = match &settings.gamemaster_metrics_url {
+        Some(url) => Some(
+            gm::scrape(url)
+                .await
+                .map_err(|e| startup("Game Master metrics", e.as_ref()))?,
+        ),
+        None => None,
+    };
+    let lobby_before = stream_length(&streams, &settings.lobby_events_stream).await;
+
+    // 2. Register the fleet.
+    let seed = settings.seed.unwrap_or_else(rand::random);
+    let prefix = settings.game_prefix.clone().unwrap_or_else(default_prefix);
+    let records = PgRuntimeRecordStore::new(pool.clone());
+    let games = register(&records, &prefix, settings.games, seed).await?;
+    println!(
+        "{NAME}: {} games registered ({} … {}), seed {seed}; publishing for {:?} at up to {}/s",
+        report::thousands(u64::from(settings.games)),
+        games.first().map_or("", |(g, _, _)| g.as_str()),
+        games.last().map_or("", |(g, _, _)| g.as_str()),
+        settings.duration,
+        report::thousands(u64::from(settings.rate)),
+    );
+
+    // 3. Play.
+    let watch_stop = CancellationToken::new();
+    let progress = Arc::new(Progress::default());
+    let gm_offset = gm::watch_offset(redis.clone(), Arc::clone(&progress), watch_stop.clone());
+    let gm_peak_lag = Arc::new(AtomicU64::new(0));
+    if let Some(url) = settings.gamemaster_metrics_url.clone() {
+        let peak = Arc::clone(&gm_peak_lag);
+        let stop = watch_stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                if let Ok(m) = gm::scrape(&url).await {
+                    peak.fetch_max(report_whole(m.lag_ms), Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    let fleet = Arc::new(Fleet {
+        publisher: RtmHealthEventPublisher::new(
+            PgHealthSnapshotStore::new(pool.clone()),
+            StreamWriter::new(redis.clone(), settings.health_events_stream.clone()),
+        ),
+        records,
+        pacer: Pacer::start(settings.rate, stop.clone()),
+        gm_offset: gm_offset.clone(),
+        progress: Arc::clone(&progress),
+        counters: Counters::default(),
+        stop: stop.clone(),
+        drain_timeout: settings.drain_timeout,
+    });
+    let (drain_tx, drain_rx) = watch::channel(None);
+    let status = report::status_line(
+        Arc::clone(&fleet),
+        settings.duration,
+        drain_rx,
+        watch_stop.clone(),
+    );
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for (game_id, script, model) in games {
+        let fleet = Arc::clone(&fleet);
+        tasks.spawn(async move {
+            let result = fleet.drive(game_id, script, model).await;
+            if result.is_err() {
+                fleet.stop.cancel();
+            }
+            result
+        });
+    }
+    tokio::select! {
+        () = tokio::time::sleep(settings.duration) => {}
+        () = stop.cancelled() => {}
+    }
+    stop.cancel();
+    let mut runs = Vec::new();
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.context("a game task panicked") {
+            Ok(Ok(run)) => runs.push(run),
+            Ok(Err(e)) | Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    let publishing = started.elapsed();
+    runs.sort_by(|a, b| a.game_id.cmp(&b.game_id));
+    let stop_playing = || {
+        watch_stop.cancel();
+    };
+    if let Some(e) = failure {
+        stop_playing();
+        let _ = status.await;
+        return Err(Failure::Run(e));
+    }
+
+    // 4. Drain.
+    let drained_from = Instant::now();
+    let target = match streams.info(&settings.health_events_stream).await {
+        Ok(Some(info)) => info.last_generated.max(progress.newest()),
+        _ => progress.newest(),
+    };
+    drain_tx.send_replace(Some(target));
+    let drained = wait_for_offset(gm_offset, target, settings.drain_timeout).await;
+    let drain = drained_from.elapsed();
+    stop_playing();
+    let _ = status.await;
+    drained?;
+
+    // 5. Judge.
+    let tampered = tamper(&pool, &runs, settings.tamper).await?;
+    let rows = read_rows(&pool, &runs).await?;
+    let mut divergences = Vec::new();
+    let mut table = HashMap::new();
+    let mut counts = ModelCounts::default();
+    for run in &runs {
+        counts += run.model.counts();
+        let actual = rows.get(run.game_id.as_str());
+        if let Some((status, health)) = actual
+            && let (Ok(s), Ok(h)) = (
+                status.parse::<RuntimeStatus>(),
+                EngineHealth::parse_stored(health),
+            )
+        {
+            *table.entry((s, h)).or_insert(0_u64) += 1;
+        }
+        let expected = run.model.state();
+        let matches = actual.is_some_and(|(status, health)| {
+            status == expected.status.as_str()
+                && health == EngineHealth::wire(expected.engine_health)
+        });
+        if !matches {
+            divergences.push(Divergence {
+                game_id: run.game_id.clone(),
+                expected,
+                actual: actual.cloned(),
+                noticed: run.divergence.as_ref().and_then(|d| d.noticed.clone()),
+            });
+        }
+    }
+    let gm = match (&settings.gamemaster_metrics_url, gm_before) {
+        (Some(url), Some(before)) => gm::scrape(url).await.ok().map(|after| after.since(&before)),
+        _ => None,
+    };
+    let lobby_after = stream_length(&streams, &settings.lobby_events_stream).await;
+    streams.quit().await;
+    redis.quit().await;
+
+    Ok(Report {
+        games: settings.games,
+        game_range: (
+            runs.first()
+                .map(|r| r.game_id.to_string())
+                .unwrap_or_default(),
+            runs.last()
+                .map(|r| r.game_id.to_string())
+                .unwrap_or_default(),
+        ),
+        seed,
+        rate: settings.rate,
+        publishing,
+        published: fleet.counters.published.load(Ordering::Relaxed),
+        flows: FlowKind::ALL
+            .iter()
+            .zip(&fleet.counters.flows)
+            .map(|(kind, n)| (*kind, n.load(Ordering::Relaxed)))
+            .collect(),
+        model: counts,
+        gm,
+        gm_peak_lag_ms: settings
+            .gamemaster_metrics_url
+            .as_ref()
+            .map(|_| gm_peak_lag.load(Ordering::Relaxed)),
+        peak_lag_ms: progress.peak_lag_ms(),
+        drain,
+        lobby_growth: lobby_before
+            .zip(lobby_after)
+            .map(|(before, after)| after.saturating_sub(before)),
+        table,
+        divergences,
+        tampered,
+    })
+}
+
+fn report_whole(v: f64) -> u64 {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let n = v.max(0.0).round() as u64;
+    n
+}
+
+/// The stream's length; `Some(0)` when it does not exist yet, `None` when it cannot be
+/// read.
+async fn stream_length(streams: &RedisStreamReader, stream: &str) -> Option<u64> {
+    match streams.info(stream).await {
+        Ok(Some(info)) => Some(info.length),
+        Ok(None) => Some(0),
+        Err(_) => None,
+    }
+}
+
+/// Registers the fleet, `running` at a seeded turn, and returns each game with its script
+/// and its model, in fleet order.
+async fn register(
+    records: &PgRuntimeRecordStore,
+    prefix: &str,
+    games: u32,
+    seed: u64,
+) -> Result<Vec<(GameId, GameScript, GameModel)>, Failure> {
+    let mut fleet = Vec::new();
+    let mut inserts = JoinSet::new();
+    for index in 0..games {
+        let game_id =
+            GameId::new(game_name(prefix, index, games)).map_err(|e| startup("game id", &e))?;
+        let mut script = GameScript::new(seed, index);
+        let new = NewRuntime {
+            game_id: game_id.clone(),
+            status: RuntimeStatus::Running,
+            current_turn: script.initial_turn(),
+        };
+        let records = records.clone();
+        inserts.spawn(async move { records.register(&new).await });
+        fleet.push((
+            game_id,
+            script,
+            GameModel::registered(RuntimeStatus::Running),
+        ));
+    }
+    while let Some(joined) = inserts.join_next().await {
+        match joined {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(startup("register the fleet", &e)),
+            Err(e) => return Err(startup("register the fleet", &e)),
+        }
+    }
+    Ok(fleet)
+}
+
+/// Waits until the Game Master's offset reaches `target`.
+async fn wait_for_offset(
+    mut offset: watch::Receiver<EntryId>,
+    target: EntryId,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let reached = tokio::time::timeout(timeout, offset.wait_for(|o| *o >= target))
+        .await
+        .map(|r| r.is_ok());
+    match reached {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(anyhow::anyhow!("the offset watcher stopped").into()),
+        Err(_) => Err(anyhow::anyhow!(
+            "the Game Master did not drain the stream within {timeout:?}: its offset is {}, the last entry {target}",
+            *offset.borrow()
+        )
+        .into()),
+    }
+}
+
+/// `--tamper`: moves the status of the first `n` games somewhere the model does not
+/// expect, straight in the table, as a bug or a stray writer would.
+async fn tamper(pool: &Pool, runs: &[GameRun], n: u32) -> anyhow::Result<Vec<String>> {
+    let mut tampered = Vec::new();
+    if n == 0 {
+        return Ok(tampered);
+    }
+    let client = pool.get().await.context("tamper: no connection")?;
+    for run in runs.iter().take(usize::try_from(n).unwrap_or(usize::MAX)) {
+        let wrong = if run.model.status() == RuntimeStatus::Stopped {
+            RuntimeStatus::Running
+        } else {
+            RuntimeStatus::Stopped
+        };
+        client
+            .execute(
+                "UPDATE runtime_records SET status = $2, updated_at = now() WHERE game_id = $1",
+                &[&run.game_id.as_str(), &wrong.as_str()],
+            )
+            .await
+            .with_context(|| format!("tamper with {}", run.game_id))?;
+        tampered.push(run.game_id.to_string());
+    }
+    Ok(tampered)
+}
+
+/// `(status, engine_health)` of every game of the run, by id.
+async fn read_rows(
+    pool: &Pool,
+    runs: &[GameRun],
+) -> anyhow::Result<BTreeMap<String, (String, String)>> {
+    let ids: Vec<&str> = runs.iter().map(|r| r.game_id.as_str()).collect();
+    let client = pool
+        .get()
+        .await
+        .context("read the runtime records: no connection")?;
+    let rows = client
+        .query(
+            "SELECT game_id, status, engine_health FROM runtime_records WHERE game_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .context("read the runtime records")?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let game: String = row.try_get(0)?;
+        let status: String = row.try_get(1)?;
+        let health: String = row.try_get(2)?;
+        out.insert(game, (status, health));
+    }
+    if out.is_empty() && !runs.is_empty() {
+        bail!("none of the run's runtime records were found");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn game_names_sort_in_fleet_order() {
+        assert_eq!(game_name("p", 7, 200), "p-007");
+        assert_eq!(game_name("p", 0, 1), "p-0");
+        assert_eq!(game_name("p", 29, 30), "p-29");
+        assert!(default_prefix().starts_with("sim-"));
+        assert!(GameId::new(game_name(&default_prefix(), 99_999, 100_000)).is_ok());
+    }
+}

@@ -1,0 +1,74 @@
+//! `health_snapshots` on PostgreSQL: one row per game, replaced on every observation.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use pg_kit::{PgError, Pool};
+use rtm_ports::{Error, HealthSnapshot, HealthSnapshotStore};
+
+/// Inserts the game's row or replaces every observed column of the one it has. Details go
+/// in as text and are cast to `jsonb` by the server (which rejects text that is not JSON;
+/// the envelope already checked it is an object).
+const UPSERT: &str = "INSERT INTO health_snapshots \
+     (game_id, container_id, status, source, details, observed_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, now()) \
+     ON CONFLICT (game_id) DO UPDATE SET \
+       container_id = EXCLUDED.container_id, \
+       status = EXCLUDED.status, \
+       source = EXCLUDED.source, \
+       details = EXCLUDED.details, \
+       observed_at = EXCLUDED.observed_at, \
+       updated_at = now()";
+
+/// The `health_snapshots` store behind [`HealthSnapshotStore`], on a `pg_kit` pool (its
+/// timeouts bound every call). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PgHealthSnapshotStore {
+    pool: Pool,
+}
+
+impl PgHealthSnapshotStore {
+    /// A store on `pool`, whose database has the Runtime Manager's schema
+    /// ([`crate::migrate`]).
+    #[must_use]
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+}
+
+#[async_trait]
+impl HealthSnapshotStore for PgHealthSnapshotStore {
+    async fn upsert(&self, snapshot: &HealthSnapshot) -> Result<(), Error> {
+        let context = |e: PgError| {
+            let message = format!("upsert health snapshot of game '{}': {e}", snapshot.game_id);
+            if e.is_transient() {
+                Error::Unavailable(message.into())
+            } else {
+                Error::Backend(message.into())
+            }
+        };
+        let client = self.pool.get().await.map_err(|e| context(e.into()))?;
+        let statement = client
+            .prepare_cached(UPSERT)
+            .await
+            .map_err(|e| context(e.into()))?;
+        // The envelope guarantees a positive time.
+        let millis = u64::try_from(snapshot.observed_at_ms).unwrap_or_default();
+        let observed_at: SystemTime = UNIX_EPOCH + Duration::from_millis(millis);
+        client
+            .execute(
+                &statement,
+                &[
+                    &snapshot.game_id.as_str(),
+                    &snapshot.container_id,
+                    &snapshot.status.as_str(),
+                    &snapshot.source.as_str(),
+                    &snapshot.details,
+                    &observed_at,
+                ],
+            )
+            .await
+            .map_err(|e| context(e.into()))?;
+        Ok(())
+    }
+}
