@@ -39,6 +39,20 @@ impl Check {
     }
 }
 
+impl Check {
+    /// A check that runs `run` on a fresh clone of `value` (a pool, a client, a health
+    /// handle) each time it is asked: the usual shape of a readiness probe, without the
+    /// clone-into-closure boilerplate.
+    pub fn with<T, F, Fut>(name: &'static str, value: T, run: F) -> Self
+    where
+        T: Clone + Send + Sync + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        Self::new(name, move || run(value.clone()))
+    }
+}
+
 /// How long one readiness check may take before it counts as failed.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -192,7 +206,7 @@ mod tests {
                     }
                 }
             }),
-            Check::new("redis", || async { Ok(()) }),
+            Check::with("redis", Arc::new(()), |_unit| async { Ok(()) }),
         ];
         let server = OpsServer::bind("127.0.0.1:0".parse().unwrap(), registry, checks)
             .await

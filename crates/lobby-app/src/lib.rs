@@ -1,0 +1,291 @@
+//! The `lobby` binary's wiring: settings → PostgreSQL pool, Redis clients, the gmevents
+//! worker inside the stream-consumer runtime, the ops HTTP server, and a drain on SIGTERM /
+//! SIGINT. Everything reusable lives in the crates it links; this crate only connects
+//! them.
+//!
+//! Subcommands:
+//! - `lobby migrate`: applies the Lobby's schema (safe to run twice, or concurrently);
+//! - `lobby seed-game <GAME_ID>… [--status running]`: creates games the Lobby does not
+//!   know yet. The Lobby's own flows that create games (drafts, enrollment, start) are not
+//!   part of this project, and an event for an unknown game is skipped (SPEC §Lobby), so
+//!   operators, demos and tests create the games the Game Master runs this way;
+//! - `lobby run`: consumes `gm:lobby_events` until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+
+use clap::{Arg, ArgAction, ArgMatches, Command, builder::PossibleValuesParser};
+use lobby_adapters_postgres::PgLobbyStore;
+use lobby_domain::{GameId, GameStatus};
+use lobby_ports::{Error, GameStore, NewGame};
+use pg_kit::{PgSettings, Pool};
+use prometheus_client::registry::Registry;
+use redis_streams::{RedisOffsetStore, RedisSettings, RedisStreamReader};
+use service_kit::ops::{Check, OpsServer};
+use service_kit::settings::{CommonSettings, Defaults, postgres_url_arg, stream_arg};
+use service_kit::shutdown::{Drain, cancel_on_signal, serve_and_drain};
+use service_kit::{StartupError, one_line, telemetry};
+use stream_consumer::{Consumer, ConsumerConfig, ConsumerHealth, ConsumerMetrics};
+use tokio_util::sync::CancellationToken;
+use worker_gmevents::{GmEventsWorker, OFFSET_LABEL, WorkerMetrics, system_clock};
+
+/// The service name: log target, metric prefix, offset-key prefix, stderr prefix.
+pub const SERVICE: &str = "lobby";
+
+const DEFAULTS: Defaults = Defaults {
+    env_prefix: "LOBBY",
+    postgres_url: "postgres://postgres@127.0.0.1:5432/lobby",
+    http_addr: "127.0.0.1:8081",
+};
+
+/// The command line: `migrate`, `seed-game` and `run`, every setting also an environment
+/// variable.
+#[must_use]
+pub fn command() -> Command {
+    let statuses: Vec<&'static str> = GameStatus::ALL.iter().map(|s| s.as_str()).collect();
+    Command::new(SERVICE)
+        .about("Game Lobby: applies the Game Master's runtime snapshots to games, finishes games and updates player careers")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(
+            Command::new("migrate")
+                .about("Apply the Lobby schema to the database LOBBY_POSTGRES_URL names (safe to run twice, or from two places at once)")
+                .arg(postgres_url_arg(&DEFAULTS)),
+        )
+        .subcommand(
+            Command::new("seed-game")
+                .about("Create games the Lobby does not know yet (games that exist are left alone), so the Game Master's events for them apply")
+                .arg(postgres_url_arg(&DEFAULTS))
+                .arg(
+                    Arg::new("status")
+                        .long("status")
+                        .default_value(GameStatus::Running.as_str())
+                        .value_parser(PossibleValuesParser::new(statuses))
+                        .help("Status the new games start in"),
+                )
+                .arg(
+                    Arg::new("game_id")
+                        .value_name("GAME_ID")
+                        .required(true)
+                        .action(ArgAction::Append)
+                        .help("Ids of the games to create (the Game Master's game ids)"),
+                ),
+        )
+        .subcommand(
+            Command::new("run")
+                .about("Consume the Game Master's events until SIGTERM or SIGINT")
+                .args(CommonSettings::args(&DEFAULTS))
+                .arg(stream_arg(
+                    DEFAULTS.env_prefix,
+                    "gm_events_stream",
+                    "gm-events-stream",
+                    "GM_EVENTS_STREAM",
+                    "gm:lobby_events",
+                    "Stream the Game Master publishes runtime snapshots and finished games on",
+                )),
+        )
+}
+
+/// Runs the parsed command; the exit code is 0 on success, 2 for a start-up failure (one
+/// line on stderr), 1 when a stop could not drain in time.
+pub async fn main(matches: ArgMatches) -> ExitCode {
+    let result = match matches.subcommand() {
+        Some(("migrate", m)) => migrate(m).await,
+        Some(("seed-game", m)) => seed_game(m).await,
+        Some(("run", m)) => run(m).await,
+        _ => Err(StartupError::new("unknown command (see lobby --help)")),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => e.report(SERVICE),
+    }
+}
+
+fn postgres_url(m: &ArgMatches) -> String {
+    m.get_one::<String>("postgres_url")
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn connect_pg(url: &str, settings: &PgSettings) -> Result<Pool, StartupError> {
+    pg_kit::connect(url, settings)
+        .await
+        .map_err(|e| StartupError::new(format!("PostgreSQL: {}", one_line(&e))))
+}
+
+/// The schema check, as a start-up error that names the fix.
+async fn check_schema(pool: &Pool) -> Result<(), StartupError> {
+    lobby_adapters_postgres::check_schema(pool)
+        .await
+        .map_err(|e| match e {
+            Error::Backend(reason) => StartupError::new(reason.to_string()),
+            other => StartupError::new(format!("PostgreSQL: {}", one_line(&other))),
+        })
+}
+
+async fn migrate(m: &ArgMatches) -> Result<ExitCode, StartupError> {
+    telemetry::init(telemetry::LogFormat::Text);
+    let settings = PgSettings::default().application_name(SERVICE);
+    let pool = connect_pg(&postgres_url(m), &settings).await?;
+    let report = lobby_adapters_postgres::migrate(&pool)
+        .await
+        .map_err(|e| StartupError::new(format!("migration failed: {}", one_line(&e))))?;
+    let applied = report.applied_migrations().len();
+    tracing::info!(applied, "Lobby schema is up to date");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn seed_game(m: &ArgMatches) -> Result<ExitCode, StartupError> {
+    telemetry::init(telemetry::LogFormat::Text);
+    let status: GameStatus = m
+        .get_one::<String>("status")
+        .map_or(Ok(GameStatus::Running), |s| s.parse())
+        .map_err(|e| StartupError::new(e.to_string()))?;
+    let ids = m
+        .get_many::<String>("game_id")
+        .into_iter()
+        .flatten()
+        .map(|raw| {
+            GameId::new(raw.as_str()).map_err(|e| StartupError::new(format!("{e}: {raw:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let settings = PgSettings::default().application_name(SERVICE);
+    let pool = connect_pg(&postgres_url(m), &settings).await?;
+    check_schema(&pool).await?;
+    let store = PgLobbyStore::new(pool);
+    for game_id in ids {
+        let new = NewGame { game_id, status };
+        match store.create(&new).await {
+            Ok(game) => println!("created {} ({})", game.game_id, game.status),
+            Err(Error::AlreadyExists(id)) => {
+                let existing = store
+                    .get(&id)
+                    .await
+                    .map_err(|e| StartupError::new(one_line(&e)))?;
+                println!("exists {id} ({}), left alone", existing.status);
+            }
+            Err(e) => return Err(StartupError::new(format!("PostgreSQL: {}", one_line(&e)))),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
+    let settings = CommonSettings::from_matches(m);
+    let stream = m
+        .get_one::<String>("gm_events_stream")
+        .cloned()
+        .unwrap_or_default();
+    telemetry::init(settings.log_format);
+
+    // Connections, each checked once so a wrong URL fails here with a clear line.
+    let pg_settings = PgSettings::default()
+        .max_connections(settings.postgres_pool_size)
+        .statement_timeout(settings.statement_timeout)
+        .application_name(SERVICE);
+    let pool = connect_pg(&settings.postgres_url, &pg_settings).await?;
+    check_schema(&pool).await?;
+    let redis_settings = RedisSettings::default();
+    let redis = redis_streams::connect(&settings.redis_url, redis_settings, SERVICE)
+        .await
+        .map_err(|e| StartupError::new(format!("Redis: {}", one_line(&e))))?;
+    let reader = RedisStreamReader::connect(
+        &settings.redis_url,
+        redis_settings,
+        &format!("{SERVICE}-reader"),
+    )
+    .await
+    .map_err(|e| StartupError::new(format!("Redis: {}", one_line(&e))))?;
+
+    // Metrics, the worker, the consumer.
+    let mut registry = Registry::with_prefix(SERVICE);
+    let consumer_metrics = ConsumerMetrics::register(&mut registry);
+    let worker_metrics = WorkerMetrics::register(&mut registry);
+    let health = ConsumerHealth::default();
+    let store = PgLobbyStore::new(pool.clone());
+    let worker = GmEventsWorker::new(store.clone(), store, system_clock(), worker_metrics);
+    let mut config = ConsumerConfig::new(stream.clone(), OFFSET_LABEL);
+    config.batch_size = settings.batch_size;
+    config.block = settings.read_block;
+    let consumer = Consumer::new(
+        reader,
+        RedisOffsetStore::new(redis.clone(), SERVICE),
+        worker,
+        config,
+        consumer_metrics,
+        health.clone(),
+    );
+
+    // Ops endpoints.
+    let checks = vec![
+        Check::with("postgres", pool, |pool| async move {
+            pg_kit::ping(&pool, pg_kit::DEFAULT_PING_TIMEOUT)
+                .await
+                .map_err(|e| one_line(&e))
+        }),
+        Check::with("redis", redis.clone(), |redis| async move {
+            redis.ping().await.map_err(|e| one_line(&e))
+        }),
+        Check::with("consumer", health, |health| async move { health.check() }),
+    ];
+    let ops = OpsServer::bind(settings.http_addr, registry, checks).await?;
+    tracing::info!(
+        gm_events_stream = %stream,
+        http_addr = %settings.http_addr,
+        "lobby running"
+    );
+
+    // Run until a signal, then drain within the shutdown timeout.
+    let stop = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(stop.clone()));
+    let drain = serve_and_drain(
+        ops,
+        stop.clone(),
+        settings.shutdown_timeout,
+        consumer.run(stop),
+    )
+    .await;
+    redis.quit().await;
+    if drain == Drain::Finished {
+        tracing::info!("lobby stopped");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use service_kit::settings::parse_from;
+
+    #[test]
+    fn the_command_line_is_well_formed_and_defaults_to_the_lobby() {
+        command().debug_assert();
+        let m = parse_from(command(), ["lobby", "run"]).unwrap();
+        let (_, run) = m.subcommand().unwrap();
+        let s = CommonSettings::from_matches(run);
+        assert_eq!(s.postgres_url, "postgres://postgres@127.0.0.1:5432/lobby");
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:8081");
+        assert_eq!(
+            run.get_one::<String>("gm_events_stream").unwrap(),
+            "gm:lobby_events"
+        );
+    }
+
+    #[test]
+    fn seed_game_takes_ids_and_a_known_status() {
+        let m = parse_from(
+            command(),
+            ["lobby", "seed-game", "g1", "g2", "--status", "paused"],
+        )
+        .unwrap();
+        let (_, seed) = m.subcommand().unwrap();
+        let ids: Vec<&String> = seed.get_many::<String>("game_id").unwrap().collect();
+        assert_eq!(ids, ["g1", "g2"]);
+        assert_eq!(seed.get_one::<String>("status").unwrap(), "paused");
+        assert!(parse_from(command(), ["lobby", "seed-game", "g1", "--status", "won"]).is_err());
+        assert!(parse_from(command(), ["lobby", "seed-game"]).is_err());
+    }
+}

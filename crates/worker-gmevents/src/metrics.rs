@@ -1,0 +1,218 @@
+//! Step 5: the worker's counters (`lobby_gm_events_consumed_total{outcome}`,
+//! `lobby_game_status_transitions_total{from,to,trigger}`,
+//! `lobby_capability_evaluations_total{outcome}`, `lobby_gm_events_errors_total{stage}`).
+
+use lobby_domain::Transition;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+/// How one entry ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A snapshot update: snapshot written, stats recorded.
+    Applied,
+    /// A snapshot update older than the stored snapshot: stats recorded, snapshot kept.
+    Stale,
+    /// A `game_finished` that moved the game to `finished` (and was evaluated).
+    Finished,
+    /// A `game_finished` for a game already finished: a replay (evaluated behind the
+    /// guard, so nothing changed twice).
+    Replayed,
+    /// A `game_finished` for a game neither running nor paused: left alone.
+    UnexpectedStatus,
+    /// Skipped: a field missing or malformed.
+    Malformed,
+    /// Skipped: a `kind` the contract does not know.
+    UnknownKind,
+    /// Skipped: a game the Lobby does not know.
+    UnknownGame,
+}
+
+impl Outcome {
+    /// Every outcome.
+    pub const ALL: [Self; 8] = [
+        Self::Applied,
+        Self::Stale,
+        Self::Finished,
+        Self::Replayed,
+        Self::UnexpectedStatus,
+        Self::Malformed,
+        Self::UnknownKind,
+        Self::UnknownGame,
+    ];
+
+    /// Label spelling.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Stale => "stale",
+            Self::Finished => "finished",
+            Self::Replayed => "replayed",
+            Self::UnexpectedStatus => "unexpected_status",
+            Self::Malformed => "malformed",
+            Self::UnknownKind => "unknown_kind",
+            Self::UnknownGame => "unknown_game",
+        }
+    }
+}
+
+/// How one capability evaluation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvaluationOutcome {
+    /// The game was folded into the careers now.
+    Evaluated,
+    /// The guard showed it was done before.
+    AlreadyEvaluated,
+}
+
+impl EvaluationOutcome {
+    /// Label spelling.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Evaluated => "evaluated",
+            Self::AlreadyEvaluated => "already_evaluated",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct TransitionLabels {
+    from: &'static str,
+    to: &'static str,
+    trigger: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StageLabel {
+    stage: &'static str,
+}
+
+/// The worker's metric families; cheap to clone (shared counters).
+#[derive(Debug, Clone, Default)]
+pub struct WorkerMetrics {
+    consumed: Family<OutcomeLabel, Counter>,
+    transitions: Family<TransitionLabels, Counter>,
+    evaluations: Family<OutcomeLabel, Counter>,
+    errors: Family<StageLabel, Counter>,
+}
+
+impl WorkerMetrics {
+    /// Creates the families and registers them in `registry` (which carries the `lobby`
+    /// prefix).
+    #[must_use]
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "gm_events_consumed",
+            "Game Master events consumed, by outcome (applied, stale, finished, replayed, unexpected_status, malformed, unknown_kind, unknown_game)",
+            m.consumed.clone(),
+        );
+        registry.register(
+            "game_status_transitions",
+            "Game status transitions made by Game Master events, by from, to and trigger",
+            m.transitions.clone(),
+        );
+        registry.register(
+            "capability_evaluations",
+            "Capability evaluations of finished games, by outcome (evaluated, already_evaluated)",
+            m.evaluations.clone(),
+        );
+        registry.register(
+            "gm_events_errors",
+            "Failures of the gm events worker that held the offset, by stage (apply, finish, evaluate)",
+            m.errors.clone(),
+        );
+        // Every outcome appears in /metrics from the start, at 0.
+        for outcome in Outcome::ALL {
+            drop(m.consumed.get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            }));
+        }
+        for outcome in [
+            EvaluationOutcome::Evaluated,
+            EvaluationOutcome::AlreadyEvaluated,
+        ] {
+            drop(m.evaluations.get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            }));
+        }
+        m
+    }
+
+    pub(crate) fn consumed(&self, outcome: Outcome) {
+        self.consumed
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn transition(&self, t: Transition) {
+        self.transitions
+            .get_or_create(&TransitionLabels {
+                from: t.from().as_str(),
+                to: t.to().as_str(),
+                trigger: t.trigger().as_str(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn evaluation(&self, outcome: EvaluationOutcome) {
+        self.evaluations
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn error(&self, stage: &'static str) {
+        self.errors.get_or_create(&StageLabel { stage }).inc();
+    }
+
+    /// Entries consumed with `outcome` so far.
+    #[must_use]
+    pub fn consumed_count(&self, outcome: Outcome) -> u64 {
+        self.consumed
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            })
+            .get()
+    }
+
+    /// Transitions taken so far.
+    #[must_use]
+    pub fn transition_count(&self, t: Transition) -> u64 {
+        self.transitions
+            .get_or_create(&TransitionLabels {
+                from: t.from().as_str(),
+                to: t.to().as_str(),
+                trigger: t.trigger().as_str(),
+            })
+            .get()
+    }
+
+    /// Evaluations with `outcome` so far.
+    #[must_use]
+    pub fn evaluation_count(&self, outcome: EvaluationOutcome) -> u64 {
+        self.evaluations
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.as_str(),
+            })
+            .get()
+    }
+
+    /// Failures at `stage` (`apply`, `finish`, `evaluate`) so far.
+    #[must_use]
+    pub fn error_count(&self, stage: &'static str) -> u64 {
+        self.errors.get_or_create(&StageLabel { stage }).get()
+    }
+}

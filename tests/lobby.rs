@@ -1,0 +1,596 @@
+//! The Game Master → Game Lobby contract end to end, with the real `gamemaster` and `lobby`
+//! binaries: health events in, the Lobby's games mirroring the Game Master's records out,
+//! then a `game_finished` that finishes the game and updates the careers exactly once, also
+//! when the Lobby's offset is reset and the stream replayed.
+//!
+//! A throwaway Redis keeps the fixed offset keys (`gamemaster:stream_offsets:health_events`,
+//! `lobby:stream_offsets:gm_lobby_events`) this test's own; each service gets a fresh
+//! database on the shared PostgreSQL server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use adapters_redis::wire;
+use e2e::{entries, pg_client};
+use fred::interfaces::KeysInterface;
+use testkit::bins::{Process, run};
+use testkit::pg::TestDb;
+use testkit::redis::{TestRedis, ThrowawayRedis};
+use testkit::{eventually, free_port, http};
+
+const GM_OFFSET: &str = "gamemaster:stream_offsets:health_events";
+const LOBBY_OFFSET: &str = "lobby:stream_offsets:gm_lobby_events";
+const HEALTH: &str = "runtime:health_events";
+const LOBBY: &str = "gm:lobby_events";
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn offset(redis: &TestRedis, key: &str) -> Option<String> {
+    redis
+        .client()
+        .get::<Option<String>, _>(key)
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn wait_for_offset(redis: &TestRedis, key: &str, id: &str, process: &Process) {
+    eventually(&format!("{key} reaches {id}"), WAIT, || async {
+        offset(redis, key).await.as_deref() == Some(id)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", process.stderr()));
+}
+
+async fn health_event(redis: &TestRedis, game: &str, event_type: &str) -> String {
+    redis
+        .xadd(
+            HEALTH,
+            &[
+                ("game_id", game),
+                ("container_id", "c-1"),
+                ("event_type", event_type),
+                ("occurred_at_ms", "1700000000000"),
+                ("details", "{}"),
+            ],
+        )
+        .await
+        .unwrap()
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// `player_turn_stats` as the Game Master writes it.
+fn player_stats(players: &[(&str, i64, i64, i64)]) -> String {
+    let lines: Vec<serde_json::Value> = players
+        .iter()
+        .map(|(user, planets, population, ships)| {
+            serde_json::json!({
+                wire::stats::USER_ID: user,
+                wire::stats::PLANETS: planets,
+                wire::stats::POPULATION: population,
+                wire::stats::SHIPS_BUILT: ships,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(lines).to_string()
+}
+
+/// An event on `gm:lobby_events` with exactly the fields the Game Master's publisher writes
+/// (`adapters_redis::wire`).
+#[allow(clippy::too_many_arguments)]
+async fn gm_event(
+    redis: &TestRedis,
+    kind: &str,
+    game: &str,
+    turn: u32,
+    runtime_status: &str,
+    summary: &str,
+    occurred_at_ms: i64,
+    stats: &str,
+    finished_at_ms: Option<i64>,
+) -> String {
+    let turn = turn.to_string();
+    let occurred = occurred_at_ms.to_string();
+    let finished = finished_at_ms.map(|ms| ms.to_string());
+    let mut fields = vec![
+        (wire::KIND, kind),
+        (wire::GAME_ID, game),
+        (wire::CURRENT_TURN, turn.as_str()),
+        (wire::RUNTIME_STATUS, runtime_status),
+        (wire::ENGINE_HEALTH_SUMMARY, summary),
+        (wire::OCCURRED_AT_MS, occurred.as_str()),
+        (wire::PLAYER_TURN_STATS, stats),
+    ];
+    if let Some(finished) = &finished {
+        fields.push((wire::FINISHED_AT_MS, finished.as_str()));
+    }
+    redis.xadd(LOBBY, &fields).await.unwrap()
+}
+
+/// `(runtime_status, engine_health_summary, current_turn)` of every Lobby game.
+async fn lobby_snapshots(db: &tokio_postgres::Client) -> BTreeMap<String, (String, String, i64)> {
+    db.query(
+        "SELECT game_id, runtime_status, engine_health_summary, current_turn FROM games",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+    .collect()
+}
+
+/// `(status, engine_health, current_turn)` of every Game Master record.
+async fn gm_records(db: &tokio_postgres::Client) -> BTreeMap<String, (String, String, i64)> {
+    db.query(
+        "SELECT game_id, status, engine_health, current_turn::bigint FROM runtime_records",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+    .collect()
+}
+
+/// `(games_finished, best_planets, best_population, most_ships_built)` per player.
+async fn careers(db: &tokio_postgres::Client) -> BTreeMap<String, (i64, i64, i64, i64)> {
+    db.query(
+        "SELECT user_id, games_finished, best_planets, best_population, most_ships_built \
+         FROM player_careers",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3), r.get(4))))
+    .collect()
+}
+
+struct Lobby {
+    process: Process,
+    http: SocketAddr,
+}
+
+async fn start_lobby(db_url: &str, redis_url: &str) -> Lobby {
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr = http.to_string();
+    let process = Process::spawn(
+        "lobby",
+        &["run"],
+        &[
+            ("LOBBY_POSTGRES_URL", db_url),
+            ("LOBBY_REDIS_URL", redis_url),
+            ("LOBBY_HTTP_ADDR", &addr),
+            ("LOBBY_READ_BLOCK", "200ms"),
+            ("LOBBY_LOG_FORMAT", "json"),
+            ("RUST_LOG", "info"),
+        ],
+    )
+    .unwrap();
+    eventually("lobby ready", WAIT, || async {
+        matches!(http::get(http, "/readyz").await, Ok((200, _)))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", process.stderr()));
+    Lobby { process, http }
+}
+
+async fn stop(mut process: Process) -> String {
+    process.terminate().unwrap();
+    let code = process.wait(Duration::from_secs(15)).await.unwrap();
+    let logs = process.stderr();
+    assert_eq!(code, 0, "SIGTERM must exit 0:\n{logs}");
+    logs
+}
+
+async fn metrics(addr: SocketAddr) -> String {
+    let (code, text) = http::get(addr, "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    text
+}
+
+/// Each of `lines` is a whole line of the exposition (so `… 1` does not match `… 12`).
+fn assert_metrics(text: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(
+            text.lines().any(|l| l == *line),
+            "missing {line} in\n{text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lobby_mirrors_the_game_master_and_finishes_games_once_across_replays() {
+    let redis_server = ThrowawayRedis::start().await.unwrap();
+    let redis_url = redis_server.url();
+    let redis = TestRedis::connect_to(&redis_url).await.unwrap();
+    let gm_db = TestDb::create().await.unwrap();
+    let lobby_db = TestDb::create().await.unwrap();
+
+    // Both schemas; the Lobby's twice (harmless).
+    let (code, stderr) = run(
+        "gamemaster",
+        &["migrate"],
+        &[("GAMEMASTER_POSTGRES_URL", gm_db.url())],
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let lobby_env = [("LOBBY_POSTGRES_URL", lobby_db.url())];
+    for _ in 0..2 {
+        let (code, stderr) = run("lobby", &["migrate"], &lobby_env, WAIT).await.unwrap();
+        assert_eq!(code, 0, "{stderr}");
+    }
+
+    // The Game Master's runtimes, and the Lobby's games for three of them (g4 is a game
+    // the Lobby does not know).
+    let gm = pg_client(gm_db.url()).await.unwrap();
+    gm.batch_execute(
+        "INSERT INTO runtime_records (game_id, status, current_turn) VALUES
+           ('g1', 'running', 3), ('g2', 'running', 0), ('g3', 'generation_in_progress', 9),
+           ('g4', 'running', 1)",
+    )
+    .await
+    .unwrap();
+    let seed = ["seed-game", "g1", "g2", "g3", "--status", "running"];
+    let lobby_bin = testkit::bins::binary("lobby").unwrap();
+    let seeded = std::process::Command::new(&lobby_bin)
+        .args(seed)
+        .env("LOBBY_POSTGRES_URL", lobby_db.url())
+        .output()
+        .unwrap();
+    assert!(seeded.status.success(), "{seeded:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&seeded.stdout),
+        "created g1 (running)\ncreated g2 (running)\ncreated g3 (running)\n"
+    );
+    let again = std::process::Command::new(&lobby_bin)
+        .args(["seed-game", "g1"])
+        .env("LOBBY_POSTGRES_URL", lobby_db.url())
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        "exists g1 (running), left alone\n"
+    );
+    let lobby_sql = pg_client(lobby_db.url()).await.unwrap();
+
+    // Both services.
+    let gm_http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let gm_addr = gm_http.to_string();
+    let gm_process = Process::spawn(
+        "gamemaster",
+        &["run"],
+        &[
+            ("GAMEMASTER_POSTGRES_URL", gm_db.url()),
+            ("GAMEMASTER_REDIS_URL", &redis_url),
+            ("GAMEMASTER_HTTP_ADDR", &gm_addr),
+            ("GAMEMASTER_READ_BLOCK", "200ms"),
+        ],
+    )
+    .unwrap();
+    eventually("gamemaster ready", WAIT, || async {
+        matches!(http::get(gm_http, "/readyz").await, Ok((200, _)))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gm_process.stderr()));
+    let lobby = start_lobby(lobby_db.url(), &redis_url).await;
+
+    // A scripted sequence of health events over four games.
+    health_event(&redis, "g1", "container_started").await;
+    health_event(&redis, "g2", "probe_failed").await;
+    health_event(&redis, "g1", "container_oom").await;
+    health_event(&redis, "g3", "inspect_unhealthy").await;
+    health_event(&redis, "g4", "container_exited").await;
+    health_event(&redis, "g2", "probe_failed").await;
+    health_event(&redis, "g1", "probe_recovered").await;
+    health_event(&redis, "g2", "container_disappeared").await;
+    let last_health = health_event(&redis, "g3", "container_started").await;
+    // A malformed entry on the Lobby's stream, between the Game Master's.
+    redis
+        .xadd(
+            LOBBY,
+            &[
+                (wire::KIND, wire::KIND_RUNTIME_SNAPSHOT_UPDATE),
+                (wire::GAME_ID, "g2"),
+            ],
+        )
+        .await
+        .unwrap();
+
+    // Drained: the Game Master's offset at the last health event, then the Lobby's at the
+    // last entry of its stream.
+    wait_for_offset(&redis, GM_OFFSET, &last_health, &gm_process).await;
+    let published = entries(&redis, LOBBY).await.unwrap();
+    let (last_published, _) = published.last().unwrap().clone();
+    wait_for_offset(&redis, LOBBY_OFFSET, &last_published, &lobby.process).await;
+
+    let gm_state = gm_records(&gm).await;
+    let lobby_state = lobby_snapshots(&lobby_sql).await;
+    assert_eq!(lobby_state.len(), 3);
+    for (game, snapshot) in &lobby_state {
+        assert_eq!(snapshot, &gm_state[game], "game {game}");
+    }
+    assert_eq!(
+        lobby_state["g2"],
+        ("engine_unreachable".into(), "disappeared".into(), 0)
+    );
+    let snapshots_for_known = published
+        .iter()
+        .filter(|(_, f)| {
+            f.get("kind").map(String::as_str) == Some(wire::KIND_RUNTIME_SNAPSHOT_UPDATE)
+                && f.contains_key("occurred_at_ms")
+                && f["game_id"] != "g4"
+        })
+        .count();
+    // g1: healthy, oom, healthy; g2: probe_failed (once), disappeared; g3: two summaries.
+    assert_eq!(snapshots_for_known, 7, "{published:?}");
+    assert_metrics(
+        &metrics(lobby.http).await,
+        &[
+            &format!(
+                r#"lobby_gm_events_consumed_total{{outcome="applied"}} {snapshots_for_known}"#
+            ),
+            r#"lobby_gm_events_consumed_total{outcome="unknown_game"} 1"#,
+            r#"lobby_gm_events_consumed_total{outcome="malformed"} 1"#,
+            &format!(
+                r#"lobby_stream_consumer_entries_total{{consumer="gm_lobby_events"}} {}"#,
+                published.len()
+            ),
+        ],
+    );
+
+    // Engine stats for g1, then the game finishes (the Game Master's binary has no path
+    // that emits game_finished yet, so the test writes it with the wire fields).
+    let t = now_ms() + 10_000;
+    gm_event(
+        &redis,
+        wire::KIND_RUNTIME_SNAPSHOT_UPDATE,
+        "g1",
+        12,
+        "running",
+        "healthy",
+        t,
+        &player_stats(&[("alice", 3, 120, 2), ("bob", 5, 40, 1)]),
+        None,
+    )
+    .await;
+    let finished_at = t + 500;
+    let finish_id = gm_event(
+        &redis,
+        wire::KIND_GAME_FINISHED,
+        "g1",
+        40,
+        "finished",
+        "healthy",
+        t + 1_000,
+        &player_stats(&[("alice", 7, 90, 6), ("bob", 4, 60, 1)]),
+        Some(finished_at),
+    )
+    .await;
+    wait_for_offset(&redis, LOBBY_OFFSET, &finish_id, &lobby.process).await;
+
+    let check_finished = || async {
+        let row = lobby_sql
+            .query_one(
+                "SELECT status, runtime_status, current_turn, \
+                 (extract(epoch FROM finished_at) * 1000)::bigint, snapshot_observed_at_ms \
+                 FROM games WHERE game_id = 'g1'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "finished");
+        assert_eq!(row.get::<_, String>(1), "finished");
+        assert_eq!(row.get::<_, i64>(2), 40);
+        assert_eq!(row.get::<_, i64>(3), finished_at);
+        assert_eq!(row.get::<_, i64>(4), t + 1_000);
+        let stats = lobby_sql
+            .query(
+                "SELECT user_id, initial_planets, initial_population, max_planets, \
+                 max_population, max_ships_built FROM game_player_stats \
+                 WHERE game_id = 'g1' ORDER BY user_id",
+                &[],
+            )
+            .await
+            .unwrap();
+        let stats: Vec<(String, i64, i64, i64, i64, i64)> = stats
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+            .collect();
+        assert_eq!(
+            stats,
+            vec![
+                ("alice".into(), 3, 120, 7, 120, 6),
+                ("bob".into(), 5, 40, 5, 60, 1),
+            ]
+        );
+        let expected: BTreeMap<String, (i64, i64, i64, i64)> = [
+            ("alice".to_owned(), (1, 7, 120, 6)),
+            ("bob".to_owned(), (1, 5, 60, 1)),
+        ]
+        .into();
+        assert_eq!(careers(&lobby_sql).await, expected);
+        let guards: i64 = lobby_sql
+            .query_one("SELECT count(*) FROM evaluation_guards", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(guards, 1);
+    };
+    check_finished().await;
+    assert_metrics(
+        &metrics(lobby.http).await,
+        &[
+            r#"lobby_gm_events_consumed_total{outcome="finished"} 1"#,
+            r#"lobby_game_status_transitions_total{from="running",to="finished",trigger="runtime_event"} 1"#,
+            r#"lobby_capability_evaluations_total{outcome="evaluated"} 1"#,
+        ],
+    );
+    let logs = stop(lobby.process).await;
+    assert!(
+        logs.contains(r#""stream_entry_id""#) && logs.contains(r#""game_id":"g4""#),
+        "JSON logs carry stream_entry_id and game_id:\n{logs}"
+    );
+
+    // Replays: the offset deleted, then reset to 0-0; each time the whole stream is handled
+    // again by a fresh process, and nothing changes.
+    for reset in ["DEL", "SET 0-0"] {
+        if reset == "DEL" {
+            let _: i64 = redis.client().del(LOBBY_OFFSET).await.unwrap();
+        } else {
+            let _: () = redis
+                .client()
+                .set(LOBBY_OFFSET, "0-0", None, None, false)
+                .await
+                .unwrap();
+        }
+        let lobby = start_lobby(lobby_db.url(), &redis_url).await;
+        wait_for_offset(&redis, LOBBY_OFFSET, &finish_id, &lobby.process).await;
+        check_finished().await;
+        let lobby_state = lobby_snapshots(&lobby_sql).await;
+        for game in ["g2", "g3"] {
+            assert_eq!(lobby_state[game], gm_state[game], "{reset}: game {game}");
+        }
+        assert_metrics(
+            &metrics(lobby.http).await,
+            &[
+                r#"lobby_gm_events_consumed_total{outcome="replayed"} 1"#,
+                r#"lobby_gm_events_consumed_total{outcome="finished"} 0"#,
+                r#"lobby_capability_evaluations_total{outcome="already_evaluated"} 1"#,
+                r#"lobby_capability_evaluations_total{outcome="evaluated"} 0"#,
+                r#"lobby_gm_events_consumed_total{outcome="malformed"} 1"#,
+            ],
+        );
+        stop(lobby.process).await;
+    }
+
+    stop(gm_process).await;
+    redis.cleanup().await.unwrap();
+    drop(lobby_sql);
+    drop(gm);
+    lobby_db.drop_db().await.unwrap();
+    gm_db.drop_db().await.unwrap();
+}
+
+/// Arguments, environment, and what the one stderr line must mention.
+type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+
+#[tokio::test]
+async fn bad_settings_and_unreachable_servers_are_one_line_and_exit_2() {
+    let closed = format!("127.0.0.1:{}", free_port());
+    let redis_closed = format!("redis://{closed}");
+    let pg_closed = format!("postgres://postgres:secret@{closed}/lobby");
+    let empty = TestDb::create().await.unwrap();
+    let migrated = TestDb::create().await.unwrap();
+    let (code, stderr) = run(
+        "lobby",
+        &["migrate"],
+        &[("LOBBY_POSTGRES_URL", migrated.url())],
+        WAIT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let redis_url = testkit::redis::redis_url();
+    let cases: Vec<Case<'_>> = vec![
+        (
+            vec!["run"],
+            vec![("LOBBY_POSTGRES_URL", "not a url")],
+            "postgres",
+        ),
+        (vec!["run", "--batch-size", "0"], vec![], "batch-size"),
+        (
+            vec!["run", "--gm-events-stream", "has space"],
+            vec![],
+            "stream",
+        ),
+        (vec!["run", "--http-addr", "nowhere"], vec![], "http-addr"),
+        (
+            vec!["run"],
+            vec![("LOBBY_POSTGRES_URL", pg_closed.as_str())],
+            "PostgreSQL",
+        ),
+        (
+            vec!["migrate"],
+            vec![("LOBBY_POSTGRES_URL", pg_closed.as_str())],
+            "PostgreSQL",
+        ),
+        (
+            vec!["run"],
+            vec![
+                ("LOBBY_POSTGRES_URL", migrated.url()),
+                ("LOBBY_REDIS_URL", redis_closed.as_str()),
+            ],
+            "Redis",
+        ),
+        (
+            vec!["run"],
+            vec![
+                ("LOBBY_POSTGRES_URL", empty.url()),
+                ("LOBBY_REDIS_URL", redis_url.as_str()),
+            ],
+            "lobby migrate",
+        ),
+        (
+            vec!["seed-game", "g1"],
+            vec![("LOBBY_POSTGRES_URL", empty.url())],
+            "lobby migrate",
+        ),
+        (vec!["seed-game", "g1", "--status", "won"], vec![], "status"),
+    ];
+    for (args, env, mentions) in cases {
+        let (code, stderr) = run("lobby", &args, &env, WAIT).await.unwrap();
+        assert_eq!(code, 2, "{args:?} {env:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{args:?} {env:?}: one line expected, got:\n{stderr}"
+        );
+        assert!(lines[0].contains(mentions), "{args:?}: {stderr}");
+        assert!(!stderr.contains("secret"), "the password leaked: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    empty.drop_db().await.unwrap();
+    migrated.drop_db().await.unwrap();
+}
+
+#[test]
+fn run_help_lists_every_setting_with_its_environment_variable() {
+    let output = std::process::Command::new(testkit::bins::binary("lobby").unwrap())
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    for env in [
+        "LOBBY_REDIS_URL",
+        "LOBBY_POSTGRES_URL",
+        "LOBBY_GM_EVENTS_STREAM",
+        "LOBBY_HTTP_ADDR",
+        "LOBBY_LOG_FORMAT",
+        "LOBBY_SHUTDOWN_TIMEOUT",
+        "LOBBY_BATCH_SIZE",
+        "LOBBY_READ_BLOCK",
+        "gm:lobby_events",
+        "127.0.0.1:8081",
+        "postgres://postgres@127.0.0.1:5432/lobby",
+    ] {
+        assert!(text.contains(env), "--help lacks {env}:\n{text}");
+    }
+}
