@@ -51,6 +51,8 @@ pub struct Options {
     pub scale_events: usize,
     /// Workload seed.
     pub seed: u64,
+    /// Run the baseline in the drain phase (off only for profiling the worker).
+    pub baseline: bool,
 }
 
 fn command() -> Command {
@@ -135,8 +137,8 @@ fn command() -> Command {
                 .long("skip")
                 .value_delimiter(',')
                 .action(ArgAction::Append)
-                .value_parser(["latency", "scale"])
-                .help("Phases to skip"),
+                .value_parser(["baseline", "latency", "scale"])
+                .help("Phases to skip (baseline: time the worker alone, for profiling; then no ratio and no equality check)"),
         )
         .arg(
             Arg::new("seed")
@@ -182,6 +184,7 @@ fn options(m: &ArgMatches) -> Options {
         },
         scale_events: number("scale_events").max(1),
         seed: m.get_one::<u64>("seed").copied().unwrap_or(42),
+        baseline: !skipped("baseline"),
     }
 }
 
