@@ -66,3 +66,40 @@ pub async fn pg_client(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     tokio::spawn(connection);
     Ok(client)
 }
+
+/// A tracing line on stderr: `2026-11-22T08:08:37.475391Z  INFO …`.
+fn is_log_line(line: &str) -> bool {
+    let b = line.as_bytes();
+    b.len() > 20 && b[4] == b'-' && b[10] == b'T'
+}
+
+/// Runs `binary` with `args` and `env`, expecting a start-up failure: exit code 2, and,
+/// after any log lines, exactly one plain line on stderr that mentions `mentions`, with no
+/// panic and no password (`secret`) in it.
+///
+/// # Errors
+/// The binary could not be run; the expectations themselves are asserted.
+pub async fn assert_startup_error(
+    binary: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    mentions: &str,
+) -> anyhow::Result<()> {
+    let (code, stderr) =
+        testkit::bins::run(binary, args, env, std::time::Duration::from_secs(30)).await?;
+    assert_eq!(code, 2, "{args:?} {env:?}: {stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !is_log_line(l))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{args:?} {env:?}: one line expected, got:\n{stderr}"
+    );
+    assert!(stderr.trim_end().ends_with(lines[0]), "{stderr}");
+    assert!(lines[0].contains(mentions), "{args:?}: {stderr}");
+    assert!(!stderr.contains("secret"), "the password leaked: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    Ok(())
+}

@@ -8,14 +8,10 @@ use std::process::ExitCode;
 use adapters_postgres::PgRuntimeRecordStore;
 use adapters_redis::RedisLobbyEventsPublisher;
 use clap::{ArgMatches, Command};
-use pg_kit::PgSettings;
 use prometheus_client::registry::Registry;
-use redis_streams::{RedisOffsetStore, RedisSettings, RedisStreamReader};
-use service_kit::ops::{Check, OpsServer};
+use service_kit::consumer::{self, Backends};
 use service_kit::settings::{CommonSettings, Defaults, postgres_url_arg, stream_arg};
 use service_kit::{StartupError, one_line, telemetry};
-use stream_consumer::{Consumer, ConsumerConfig, ConsumerHealth, ConsumerMetrics};
-use tokio_util::sync::CancellationToken;
 use worker_healthevents::{HealthEventsWorker, OFFSET_LABEL, WorkerMetrics, system_clock};
 
 /// The service name: log target, metric prefix, offset-key prefix, stderr prefix.
@@ -77,28 +73,15 @@ pub async fn main(matches: ArgMatches) -> ExitCode {
     }
 }
 
-fn pg_settings(s: &CommonSettings) -> PgSettings {
-    PgSettings::default()
-        .max_connections(s.postgres_pool_size)
-        .statement_timeout(s.statement_timeout)
-        .application_name(SERVICE)
-}
-
 async fn migrate(m: &ArgMatches) -> Result<ExitCode, StartupError> {
-    telemetry::init(telemetry::LogFormat::Text);
     let url = m
         .get_one::<String>("postgres_url")
         .cloned()
         .unwrap_or_default();
-    let pool = pg_kit::connect(&url, &PgSettings::default().application_name(SERVICE))
-        .await
-        .map_err(|e| StartupError::new(format!("PostgreSQL: {}", one_line(&e))))?;
-    let report = adapters_postgres::migrate(&pool)
-        .await
-        .map_err(|e| StartupError::new(format!("migration failed: {}", one_line(&e))))?;
-    let applied = report.applied_migrations().len();
-    tracing::info!(applied, "Game Master schema is up to date");
-    Ok(ExitCode::SUCCESS)
+    consumer::migrate(SERVICE, &url, |pool| async move {
+        adapters_postgres::migrate(&pool).await
+    })
+    .await
 }
 
 async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
@@ -108,107 +91,30 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
     let lobby_stream = stream("lobby_events_stream");
     telemetry::init(settings.log_format);
 
-    // Connections, each checked once so a wrong URL fails here with a clear line.
-    let pool = pg_kit::connect(&settings.postgres_url, &pg_settings(&settings))
-        .await
-        .map_err(|e| StartupError::new(format!("PostgreSQL: {}", one_line(&e))))?;
-    let redis_settings = RedisSettings::default();
-    let redis = redis_streams::connect(&settings.redis_url, redis_settings, SERVICE)
-        .await
-        .map_err(|e| StartupError::new(format!("Redis: {}", one_line(&e))))?;
-    let reader = RedisStreamReader::connect(
-        &settings.redis_url,
-        redis_settings,
-        &format!("{SERVICE}-reader"),
-    )
-    .await
-    .map_err(|e| StartupError::new(format!("Redis: {}", one_line(&e))))?;
-    adapters_postgres::check_schema(&pool)
+    let backends = Backends::connect(SERVICE, &settings).await?;
+    adapters_postgres::check_schema(&backends.pool)
         .await
         .map_err(|e| match e {
             ports::Error::Backend(reason) => StartupError::new(reason.to_string()),
             other => StartupError::new(format!("PostgreSQL: {}", one_line(&other))),
         })?;
 
-    // Metrics, the worker, the consumer.
     let mut registry = Registry::with_prefix(SERVICE);
-    let consumer_metrics = ConsumerMetrics::register(&mut registry);
-    let worker_metrics = WorkerMetrics::register(&mut registry);
-    let health = ConsumerHealth::default();
     let worker = HealthEventsWorker::new(
-        PgRuntimeRecordStore::new(pool.clone()),
-        RedisLobbyEventsPublisher::new(redis.clone(), lobby_stream.clone()),
+        PgRuntimeRecordStore::new(backends.pool.clone()),
+        RedisLobbyEventsPublisher::new(backends.redis.clone(), lobby_stream.clone()),
         system_clock(),
-        worker_metrics,
+        WorkerMetrics::register(&mut registry),
     );
-    let mut config = ConsumerConfig::new(health_stream.clone(), OFFSET_LABEL);
-    config.batch_size = settings.batch_size;
-    config.block = settings.read_block;
-    let consumer = Consumer::new(
-        reader,
-        RedisOffsetStore::new(redis.clone(), SERVICE),
+    tracing::info!(lobby_events_stream = %lobby_stream, "publishing runtime snapshots");
+    consumer::run(
+        SERVICE,
+        &settings,
+        backends,
+        &health_stream,
+        OFFSET_LABEL,
+        registry,
         worker,
-        config,
-        consumer_metrics,
-        health.clone(),
-    );
-
-    // Ops endpoints.
-    let checks = vec![
-        Check::new("postgres", {
-            let pool = pool.clone();
-            move || {
-                let pool = pool.clone();
-                async move {
-                    pg_kit::ping(&pool, pg_kit::DEFAULT_PING_TIMEOUT)
-                        .await
-                        .map_err(|e| one_line(&e))
-                }
-            }
-        }),
-        Check::new("redis", {
-            let redis = redis.clone();
-            move || {
-                let redis = redis.clone();
-                async move { redis.ping().await.map_err(|e| one_line(&e)) }
-            }
-        }),
-        Check::new("consumer", move || {
-            let health = health.clone();
-            async move { health.check() }
-        }),
-    ];
-    let ops = OpsServer::bind(settings.http_addr, registry, checks).await?;
-    tracing::info!(
-        health_events_stream = %health_stream,
-        lobby_events_stream = %lobby_stream,
-        http_addr = %settings.http_addr,
-        "gamemaster running"
-    );
-
-    // Run until a signal, then drain within the shutdown timeout.
-    let stop = CancellationToken::new();
-    let ops_stop = CancellationToken::new();
-    tokio::spawn(service_kit::shutdown::cancel_on_signal(stop.clone()));
-    let ops_task = tokio::spawn(ops.serve(ops_stop.clone()));
-    let consumer_task = tokio::spawn(consumer.run(stop.clone()));
-    let drained = tokio::select! {
-        joined = consumer_task => joined.is_ok(),
-        () = async {
-            stop.cancelled().await;
-            tokio::time::sleep(settings.shutdown_timeout).await;
-        } => {
-            tracing::error!(timeout = ?settings.shutdown_timeout, "drain did not finish in time; exiting with the offset at the last finished batch");
-            false
-        }
-    };
-    ops_stop.cancel();
-    let _ = ops_task.await;
-    redis.quit().await;
-    if drained {
-        tracing::info!("gamemaster stopped");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        Ok(ExitCode::from(1))
-    }
+    )
+    .await
 }

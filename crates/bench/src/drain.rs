@@ -81,7 +81,12 @@ pub async fn run(fx: &Fixture, opts: &Options) -> anyhow::Result<bool> {
         let snaps_a = fx.snapshots(&lobby_a).await?;
 
         if !opts.baseline {
-            fx.del(&[lobby_a, lobby_b, format!("{svc_a}:stream_offsets:{OFFSET_LABEL}")]).await?;
+            fx.del(&[
+                lobby_a,
+                lobby_b,
+                format!("{svc_a}:stream_offsets:{OFFSET_LABEL}"),
+            ])
+            .await?;
             let ra = rate(opts.events, took_a);
             println!("| {round} | {ra:.0} | (skipped) | |");
             a_rates.push(ra);

@@ -19,13 +19,9 @@ use lobby_domain::{GameId, GameStatus};
 use lobby_ports::{Error, GameStore, NewGame};
 use pg_kit::{PgSettings, Pool};
 use prometheus_client::registry::Registry;
-use redis_streams::{RedisOffsetStore, RedisSettings, RedisStreamReader};
-use service_kit::ops::{Check, OpsServer};
+use service_kit::consumer::{self, Backends};
 use service_kit::settings::{CommonSettings, Defaults, postgres_url_arg, stream_arg};
-use service_kit::shutdown::{Drain, cancel_on_signal, serve_and_drain};
 use service_kit::{StartupError, one_line, telemetry};
-use stream_consumer::{Consumer, ConsumerConfig, ConsumerHealth, ConsumerMetrics};
-use tokio_util::sync::CancellationToken;
 use worker_gmevents::{GmEventsWorker, OFFSET_LABEL, WorkerMetrics, system_clock};
 
 /// The service name: log target, metric prefix, offset-key prefix, stderr prefix.
@@ -107,12 +103,6 @@ fn postgres_url(m: &ArgMatches) -> String {
         .unwrap_or_default()
 }
 
-async fn connect_pg(url: &str, settings: &PgSettings) -> Result<Pool, StartupError> {
-    pg_kit::connect(url, settings)
-        .await
-        .map_err(|e| StartupError::new(format!("PostgreSQL: {}", one_line(&e))))
-}
-
 /// The schema check, as a start-up error that names the fix.
 async fn check_schema(pool: &Pool) -> Result<(), StartupError> {
     lobby_adapters_postgres::check_schema(pool)
@@ -124,15 +114,10 @@ async fn check_schema(pool: &Pool) -> Result<(), StartupError> {
 }
 
 async fn migrate(m: &ArgMatches) -> Result<ExitCode, StartupError> {
-    telemetry::init(telemetry::LogFormat::Text);
-    let settings = PgSettings::default().application_name(SERVICE);
-    let pool = connect_pg(&postgres_url(m), &settings).await?;
-    let report = lobby_adapters_postgres::migrate(&pool)
-        .await
-        .map_err(|e| StartupError::new(format!("migration failed: {}", one_line(&e))))?;
-    let applied = report.applied_migrations().len();
-    tracing::info!(applied, "Lobby schema is up to date");
-    Ok(ExitCode::SUCCESS)
+    consumer::migrate(SERVICE, &postgres_url(m), |pool| async move {
+        lobby_adapters_postgres::migrate(&pool).await
+    })
+    .await
 }
 
 async fn seed_game(m: &ArgMatches) -> Result<ExitCode, StartupError> {
@@ -150,7 +135,7 @@ async fn seed_game(m: &ArgMatches) -> Result<ExitCode, StartupError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let settings = PgSettings::default().application_name(SERVICE);
-    let pool = connect_pg(&postgres_url(m), &settings).await?;
+    let pool = consumer::connect_postgres(&postgres_url(m), &settings).await?;
     check_schema(&pool).await?;
     let store = PgLobbyStore::new(pool);
     for game_id in ids {
@@ -178,80 +163,26 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
         .unwrap_or_default();
     telemetry::init(settings.log_format);
 
-    // Connections, each checked once so a wrong URL fails here with a clear line.
-    let pg_settings = PgSettings::default()
-        .max_connections(settings.postgres_pool_size)
-        .statement_timeout(settings.statement_timeout)
-        .application_name(SERVICE);
-    let pool = connect_pg(&settings.postgres_url, &pg_settings).await?;
-    check_schema(&pool).await?;
-    let redis_settings = RedisSettings::default();
-    let redis = redis_streams::connect(&settings.redis_url, redis_settings, SERVICE)
-        .await
-        .map_err(|e| StartupError::new(format!("Redis: {}", one_line(&e))))?;
-    let reader = RedisStreamReader::connect(
-        &settings.redis_url,
-        redis_settings,
-        &format!("{SERVICE}-reader"),
+    let backends = Backends::connect(SERVICE, &settings).await?;
+    check_schema(&backends.pool).await?;
+    let mut registry = Registry::with_prefix(SERVICE);
+    let store = PgLobbyStore::new(backends.pool.clone());
+    let worker = GmEventsWorker::new(
+        store.clone(),
+        store,
+        system_clock(),
+        WorkerMetrics::register(&mut registry),
+    );
+    consumer::run(
+        SERVICE,
+        &settings,
+        backends,
+        &stream,
+        OFFSET_LABEL,
+        registry,
+        worker,
     )
     .await
-    .map_err(|e| StartupError::new(format!("Redis: {}", one_line(&e))))?;
-
-    // Metrics, the worker, the consumer.
-    let mut registry = Registry::with_prefix(SERVICE);
-    let consumer_metrics = ConsumerMetrics::register(&mut registry);
-    let worker_metrics = WorkerMetrics::register(&mut registry);
-    let health = ConsumerHealth::default();
-    let store = PgLobbyStore::new(pool.clone());
-    let worker = GmEventsWorker::new(store.clone(), store, system_clock(), worker_metrics);
-    let mut config = ConsumerConfig::new(stream.clone(), OFFSET_LABEL);
-    config.batch_size = settings.batch_size;
-    config.block = settings.read_block;
-    let consumer = Consumer::new(
-        reader,
-        RedisOffsetStore::new(redis.clone(), SERVICE),
-        worker,
-        config,
-        consumer_metrics,
-        health.clone(),
-    );
-
-    // Ops endpoints.
-    let checks = vec![
-        Check::with("postgres", pool, |pool| async move {
-            pg_kit::ping(&pool, pg_kit::DEFAULT_PING_TIMEOUT)
-                .await
-                .map_err(|e| one_line(&e))
-        }),
-        Check::with("redis", redis.clone(), |redis| async move {
-            redis.ping().await.map_err(|e| one_line(&e))
-        }),
-        Check::with("consumer", health, |health| async move { health.check() }),
-    ];
-    let ops = OpsServer::bind(settings.http_addr, registry, checks).await?;
-    tracing::info!(
-        gm_events_stream = %stream,
-        http_addr = %settings.http_addr,
-        "lobby running"
-    );
-
-    // Run until a signal, then drain within the shutdown timeout.
-    let stop = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(stop.clone()));
-    let drain = serve_and_drain(
-        ops,
-        stop.clone(),
-        settings.shutdown_timeout,
-        consumer.run(stop),
-    )
-    .await;
-    redis.quit().await;
-    if drain == Drain::Finished {
-        tracing::info!("lobby stopped");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        Ok(ExitCode::from(1))
-    }
 }
 
 #[cfg(test)]

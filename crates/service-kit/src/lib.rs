@@ -7,9 +7,12 @@
 //! - [`ops`]: the HTTP server for `/healthz`, `/readyz` and `/metrics`;
 //! - [`telemetry`]: logging set-up (human-readable on a terminal, JSON on request);
 //! - [`shutdown`]: SIGTERM / SIGINT turned into a cancellation token;
+//! - [`consumer`]: the start-up and run sequence of a stream-consumer service (connect,
+//!   check, serve the ops endpoints, run the consumer, drain), and `migrate`;
 //! - [`StartupError`]: a failure before the service runs, printed as one line on stderr
 //!   with exit code 2.
 
+pub mod consumer;
 pub mod ops;
 pub mod settings;
 pub mod shutdown;

@@ -1,0 +1,158 @@
+//! The sequence every stream-consumer binary runs, written once: connect PostgreSQL and
+//! Redis (each checked, each failure one line), apply or check the schema, run the
+//! consumer inside the ops server, drain on SIGTERM / SIGINT.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use pg_kit::{MigrateError, PgSettings, Pool};
+use prometheus_client::registry::Registry;
+use redis_streams::{RedisClient, RedisOffsetStore, RedisSettings, RedisStreamReader};
+use stream_consumer::{BatchHandler, Consumer, ConsumerConfig, ConsumerHealth, ConsumerMetrics};
+use tokio_util::sync::CancellationToken;
+
+use crate::ops::{Check, OpsServer};
+use crate::settings::CommonSettings;
+use crate::shutdown::{Drain, cancel_on_signal, serve_and_drain};
+use crate::{StartupError, one_line, telemetry};
+
+/// Connects the pool `url` names and checks one connection.
+///
+/// # Errors
+/// One line naming host, port and database (never the password).
+pub async fn connect_postgres(url: &str, settings: &PgSettings) -> Result<Pool, StartupError> {
+    pg_kit::connect(url, settings)
+        .await
+        .map_err(|e| StartupError::new(format!("PostgreSQL: {}", one_line(&e))))
+}
+
+/// `<service> migrate`: connects and applies the service's migrations (`apply`).
+///
+/// # Errors
+/// The server is unreachable or a migration failed.
+pub async fn migrate<F, Fut>(service: &str, url: &str, apply: F) -> Result<ExitCode, StartupError>
+where
+    F: FnOnce(Pool) -> Fut,
+    Fut: Future<Output = Result<refinery::Report, MigrateError>>,
+{
+    telemetry::init(telemetry::LogFormat::Text);
+    let pool = connect_postgres(url, &PgSettings::default().application_name(service)).await?;
+    let report = apply(pool)
+        .await
+        .map_err(|e| StartupError::new(format!("migration failed: {}", one_line(&e))))?;
+    tracing::info!(
+        applied = report.applied_migrations().len(),
+        "{service} schema is up to date"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a consumer service talks to, each connection checked once at start.
+pub struct Backends {
+    /// The service's database.
+    pub pool: Pool,
+    /// Commands: offsets, publishing, readiness pings.
+    pub redis: RedisClient,
+    /// The blocking stream reader, on its own connection.
+    pub reader: RedisStreamReader,
+}
+
+impl Backends {
+    /// Connects PostgreSQL (pool sized and timed by `settings`) and two Redis clients.
+    ///
+    /// # Errors
+    /// A one-line start-up error for the first server that cannot be reached.
+    pub async fn connect(service: &str, settings: &CommonSettings) -> Result<Self, StartupError> {
+        let pg = PgSettings::default()
+            .max_connections(settings.postgres_pool_size)
+            .statement_timeout(settings.statement_timeout)
+            .application_name(service);
+        let pool = connect_postgres(&settings.postgres_url, &pg).await?;
+        let redis_error =
+            |e: redis_streams::ConnectError| StartupError::new(format!("Redis: {}", one_line(&e)));
+        let redis = redis_streams::connect(&settings.redis_url, RedisSettings::default(), service)
+            .await
+            .map_err(redis_error)?;
+        let reader = RedisStreamReader::connect(
+            &settings.redis_url,
+            RedisSettings::default(),
+            &format!("{service}-reader"),
+        )
+        .await
+        .map_err(redis_error)?;
+        Ok(Self {
+            pool,
+            redis,
+            reader,
+        })
+    }
+}
+
+/// Runs `handler` on `stream` (offset `<service>:stream_offsets:<label>`) until SIGTERM or
+/// SIGINT, serving `/healthz`, `/readyz` (PostgreSQL, Redis, the consumer) and `/metrics`
+/// from `registry` plus the consumer runtime's own metrics; then drains within the
+/// shutdown timeout. Exit code 0 after a clean drain, 1 when it timed out.
+///
+/// # Errors
+/// The ops address cannot be bound.
+pub async fn run<H>(
+    service: &'static str,
+    settings: &CommonSettings,
+    backends: Backends,
+    stream: &str,
+    label: &str,
+    mut registry: Registry,
+    handler: H,
+) -> Result<ExitCode, StartupError>
+where
+    H: BatchHandler + 'static,
+{
+    let Backends {
+        pool,
+        redis,
+        reader,
+    } = backends;
+    let consumer_metrics = ConsumerMetrics::register(&mut registry);
+    let health = ConsumerHealth::default();
+    let mut config = ConsumerConfig::new(stream, label);
+    config.batch_size = settings.batch_size;
+    config.block = settings.read_block;
+    let consumer = Consumer::new(
+        reader,
+        RedisOffsetStore::new(redis.clone(), service),
+        handler,
+        config,
+        consumer_metrics,
+        health.clone(),
+    );
+    let checks = vec![
+        Check::with("postgres", pool, |pool| async move {
+            pg_kit::ping(&pool, pg_kit::DEFAULT_PING_TIMEOUT)
+                .await
+                .map_err(|e| one_line(&e))
+        }),
+        Check::with("redis", redis.clone(), |redis| async move {
+            redis.ping().await.map_err(|e| one_line(&e))
+        }),
+        Check::with("consumer", health, |health| async move { health.check() }),
+    ];
+    let ops = OpsServer::bind(settings.http_addr, registry, checks).await?;
+    tracing::info!(%stream, http_addr = %settings.http_addr, "{service} running");
+
+    let stop = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(stop.clone()));
+    let drain = serve_and_drain(
+        ops,
+        stop.clone(),
+        settings.shutdown_timeout,
+        consumer.run(stop),
+    )
+    .await;
+    redis.quit().await;
+    if drain == Drain::Finished {
+        tracing::info!("{service} stopped");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(1))
+    }
+}
