@@ -52,8 +52,14 @@ const WRITE_HEALTH: &str = concat!(
 
 /// Locks the batch's rows in a fixed order, so two concurrent batches that share games
 /// cannot deadlock.
-const LOCK_BATCH: &str = "SELECT game_id, status, engine_health, current_turn, created_at \
-     FROM runtime_records WHERE game_id = ANY($1) ORDER BY game_id FOR NO KEY UPDATE";
+///
+/// A join on `unnest($1)` rather than `game_id = ANY($1)`: once PostgreSQL switches a
+/// prepared statement to its generic plan (after five runs), `= ANY($param)` compares
+/// every row with every id one by one (measured: 1.7 ms per batch became 11–19 ms), while
+/// the join stays an index lookup per id.
+const LOCK_BATCH: &str = "SELECT r.game_id, r.status, r.engine_health, r.current_turn, r.created_at \
+     FROM unnest($1::text[]) AS u(game_id) JOIN runtime_records AS r ON r.game_id = u.game_id \
+     ORDER BY r.game_id FOR NO KEY UPDATE OF r";
 
 /// Writes the batch's final state of every touched game in one statement.
 const WRITE_BATCH: &str = "UPDATE runtime_records AS r \
