@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
 # The whole path on local servers (run by `make demo`, after scripts/services.sh):
 #
-#   galaxy-sim (Runtime Manager publisher, simulated fleet)
-#     --XADD--> runtime:health_events --> gamemaster run --> gm:lobby_events
+#   galaxy-sim (Runtime Manager publisher, simulated fleet, the Game Master's other flows)
+#     --XADD--> runtime:health_events --> gamemaster run --> gm:lobby_events --> lobby run
 #
-#  1. build the release binaries (gamemaster, galaxy-sim);
-#  2. recreate the demo database (galaxy_demo) and the demo's Redis keys;
-#  3. gamemaster migrate, then gamemaster run in the background (logs in .demo/);
-#  4. wait for /readyz, run galaxy-sim (about 200 games for about 20 s): it waits for the
-#     Game Master to drain, prints the summary and the convergence verdict;
-#  5. stop the Game Master with SIGTERM and check that it exits 0.
+#  1. build the release binaries (gamemaster, lobby, galaxy-sim);
+#  2. recreate the demo databases (galaxy_demo for the Game Master and the Runtime
+#     Manager, galaxy_demo_lobby for the Lobby) and the demo's Redis keys;
+#  3. gamemaster migrate and lobby migrate, then gamemaster run and lobby run in the
+#     background (logs in .demo/);
+#  4. wait for both /readyz, run galaxy-sim (about 200 games for about 20 s): it creates
+#     the games in the Lobby as it registers them, waits for the Game Master and then the
+#     Lobby to drain, prints the summary and the convergence verdict for both;
+#  5. stop the Lobby and the Game Master with SIGTERM and check that both exit 0.
 #
-# Exits 0 only when every game converged and the Game Master stopped cleanly.
+# Exits 0 only when every game converged in both services, every career is as predicted,
+# and both services stopped cleanly.
 #
 #   GALAXY_POSTGRES_URL   admin URL of the local server (default postgres://postgres@127.0.0.1:5432/postgres)
 #   GALAXY_REDIS_URL      the local Redis (default redis://127.0.0.1:6379)
 #   GALAXY_DEMO_DATABASE  demo database, dropped and recreated each run (default galaxy_demo)
+#   GALAXY_DEMO_LOBBY_DATABASE  the Lobby's demo database, likewise (default galaxy_demo_lobby)
 #   GALAXY_DEMO_REDIS_DB  Redis database number the demo uses (default 9, off the default db 0)
 #   GALAXY_DEMO_HTTP_PORT the Game Master's ops port (default: the first free one from 18080)
+#   GALAXY_DEMO_LOBBY_HTTP_PORT the Lobby's ops port (default: the next free one after it)
 #   GALAXY_DEMO_GAMES / GALAXY_DEMO_DURATION / GALAXY_DEMO_RATE   fleet size, run time, events/s
 #   any GALAXY_SIM_* variable is passed on to galaxy-sim (e.g. GALAXY_SIM_SEED=42 to replay)
 set -euo pipefail
@@ -26,6 +32,7 @@ cd "$(dirname "$0")/.."
 POSTGRES_URL=${GALAXY_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 REDIS_URL=${GALAXY_REDIS_URL:-redis://127.0.0.1:6379}
 DATABASE=${GALAXY_DEMO_DATABASE:-galaxy_demo}
+LOBBY_DATABASE=${GALAXY_DEMO_LOBBY_DATABASE:-galaxy_demo_lobby}
 REDIS_DB=${GALAXY_DEMO_REDIS_DB:-9}
 GAMES=${GALAXY_DEMO_GAMES:-200}
 DURATION=${GALAXY_DEMO_DURATION:-20s}
@@ -35,6 +42,7 @@ BIN=target/release
 HEALTH_STREAM=runtime:health_events
 LOBBY_STREAM=gm:lobby_events
 OFFSET_KEY=gamemaster:stream_offsets:health_events
+LOBBY_OFFSET_KEY=lobby:stream_offsets:gm_lobby_events
 
 say() { printf '\033[1mdemo:\033[0m %s\n' "$*" >&2; }
 fail() { say "$*"; exit 1; }
@@ -66,29 +74,37 @@ done
 mkdir -p "$DEMO_DIR"
 
 GM_PID=
-cleanup() {
-  if [[ -n $GM_PID ]] && kill -0 "$GM_PID" 2>/dev/null; then
-    say "stopping the Game Master (pid $GM_PID)"
-    kill -TERM "$GM_PID" 2>/dev/null || true
-    for _ in $(seq 1 150); do kill -0 "$GM_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$GM_PID" 2>/dev/null || true
+LOBBY_PID=
+stop_leftover() { # name pid: SIGTERM, up to 15 s, then SIGKILL
+  if [[ -n $2 ]] && kill -0 "$2" 2>/dev/null; then
+    say "stopping $1 (pid $2)"
+    kill -TERM "$2" 2>/dev/null || true
+    for _ in $(seq 1 150); do kill -0 "$2" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$2" 2>/dev/null || true
   fi
+}
+cleanup() {
+  stop_leftover "the Lobby" "$LOBBY_PID"
+  stop_leftover "the Game Master" "$GM_PID"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # 1. Binaries.
-say "building the release binaries (gamemaster, galaxy-sim)"
-cargo build --release --bins -p app -p galaxy-sim
+say "building the release binaries (gamemaster, lobby, galaxy-sim)"
+cargo build --release --bins -p app -p lobby-app -p galaxy-sim
 
-# 2. A fresh database and fresh Redis keys: the demo's own state, nothing else is touched.
+# 2. Fresh databases and fresh Redis keys: the demo's own state, nothing else is touched.
 DEMO_PG_URL=$(with_database "$POSTGRES_URL" "$DATABASE")
+DEMO_LOBBY_PG_URL=$(with_database "$POSTGRES_URL" "$LOBBY_DATABASE")
 DEMO_REDIS_URL=$(with_redis_db "$REDIS_URL" "$REDIS_DB")
-say "recreating database $DATABASE and the demo's keys in Redis database ${DEMO_REDIS_URL##*/}"
+say "recreating databases $DATABASE and $LOBBY_DATABASE and the demo's keys in Redis database ${DEMO_REDIS_URL##*/}"
 PGOPTIONS="-c client_min_messages=warning" psql "$POSTGRES_URL" -qX -v ON_ERROR_STOP=1 \
   -c "DROP DATABASE IF EXISTS \"$DATABASE\" WITH (FORCE)" \
-  -c "CREATE DATABASE \"$DATABASE\"" >/dev/null
-redis-cli -u "$DEMO_REDIS_URL" DEL "$HEALTH_STREAM" "$LOBBY_STREAM" "$OFFSET_KEY" >/dev/null
+  -c "CREATE DATABASE \"$DATABASE\"" \
+  -c "DROP DATABASE IF EXISTS \"$LOBBY_DATABASE\" WITH (FORCE)" \
+  -c "CREATE DATABASE \"$LOBBY_DATABASE\"" >/dev/null
+redis-cli -u "$DEMO_REDIS_URL" DEL "$HEALTH_STREAM" "$LOBBY_STREAM" "$OFFSET_KEY" "$LOBBY_OFFSET_KEY" >/dev/null
 
 # 3. The Game Master.
 PORT=${GALAXY_DEMO_HTTP_PORT:-}
@@ -116,7 +132,33 @@ for _ in $(seq 1 100); do
 done
 [[ $(http_status "$HTTP_ADDR" /readyz) == 200 ]] || fail "the Game Master is not ready after 10 s; see $DEMO_DIR/gamemaster.log"
 
-# 4. The simulated fleet.
+# 3b. The Lobby, on its own database and the next free port.
+LOBBY_PORT=${GALAXY_DEMO_LOBBY_HTTP_PORT:-}
+if [[ -z $LOBBY_PORT ]]; then
+  for candidate in $(seq $((PORT + 1)) $((PORT + 100))); do
+    if port_free "$candidate"; then LOBBY_PORT=$candidate; break; fi
+  done
+  [[ -n $LOBBY_PORT ]] || fail "no free port after $PORT for the Lobby's ops server"
+fi
+LOBBY_HTTP_ADDR=127.0.0.1:$LOBBY_PORT
+export LOBBY_POSTGRES_URL=$DEMO_LOBBY_PG_URL
+export LOBBY_REDIS_URL=$DEMO_REDIS_URL
+export LOBBY_HTTP_ADDR
+export LOBBY_GM_EVENTS_STREAM=$LOBBY_STREAM
+"$BIN/lobby" migrate >"$DEMO_DIR/lobby-migrate.log" 2>&1 ||
+  fail "lobby migrate failed: $(tail -n 1 "$DEMO_DIR/lobby-migrate.log")"
+say "starting the Lobby on $LOBBY_HTTP_ADDR (logs in $DEMO_DIR/lobby.log)"
+RUST_LOG=${RUST_LOG:-info} "$BIN/lobby" run >"$DEMO_DIR/lobby.log" 2>&1 &
+LOBBY_PID=$!
+for _ in $(seq 1 100); do
+  [[ $(http_status "$LOBBY_HTTP_ADDR" /readyz) == 200 ]] && break
+  kill -0 "$LOBBY_PID" 2>/dev/null || fail "the Lobby exited at start: $(tail -n 1 "$DEMO_DIR/lobby.log")"
+  sleep 0.1
+done
+[[ $(http_status "$LOBBY_HTTP_ADDR" /readyz) == 200 ]] || fail "the Lobby is not ready after 10 s; see $DEMO_DIR/lobby.log"
+
+# 4. The simulated fleet. galaxy-sim creates its games in the Lobby (running) as it
+#    registers them with the Game Master, so the Lobby knows every game it hears about.
 say "running galaxy-sim: $GAMES games for $DURATION at up to $RATE events/s"
 sim_status=0
 GALAXY_SIM_POSTGRES_URL=$DEMO_PG_URL \
@@ -124,12 +166,22 @@ GALAXY_SIM_POSTGRES_URL=$DEMO_PG_URL \
   GALAXY_SIM_HEALTH_EVENTS_STREAM=$HEALTH_STREAM \
   GALAXY_SIM_LOBBY_EVENTS_STREAM=$LOBBY_STREAM \
   GALAXY_SIM_GAMEMASTER_METRICS_URL="http://$HTTP_ADDR/metrics" \
+  GALAXY_SIM_LOBBY_POSTGRES_URL=$DEMO_LOBBY_PG_URL \
+  GALAXY_SIM_LOBBY_METRICS_URL="http://$LOBBY_HTTP_ADDR/metrics" \
   GALAXY_SIM_GAMES=${GALAXY_SIM_GAMES:-$GAMES} \
   GALAXY_SIM_DURATION=${GALAXY_SIM_DURATION:-$DURATION} \
   GALAXY_SIM_RATE=${GALAXY_SIM_RATE:-$RATE} \
   "$BIN/galaxy-sim" || sim_status=$?
 
-# 5. A clean stop.
+# 5. A clean stop: the Lobby first (it reads what the Game Master wrote), then the Game Master.
+kill -TERM "$LOBBY_PID"
+lobby_status=0
+wait "$LOBBY_PID" || lobby_status=$?
+LOBBY_PID=
+if ((lobby_status != 0)); then
+  fail "the Lobby exited with $lobby_status after SIGTERM; see $DEMO_DIR/lobby.log"
+fi
+say "the Lobby drained and exited 0 on SIGTERM"
 kill -TERM "$GM_PID"
 gm_status=0
 wait "$GM_PID" || gm_status=$?
@@ -141,4 +193,4 @@ say "the Game Master drained and exited 0 on SIGTERM"
 if ((sim_status != 0)); then
   fail "galaxy-sim exited with $sim_status: the run did not converge"
 fi
-say "converged ✔  (database $DATABASE and Redis database ${DEMO_REDIS_URL##*/} keep the run's state for a look)"
+say "converged ✔  (databases $DATABASE and $LOBBY_DATABASE and Redis database ${DEMO_REDIS_URL##*/} keep the run's state for a look)"

@@ -198,10 +198,18 @@ impl GmMetrics {
 /// The server cannot be reached, does not answer 200 within two seconds, or the reply is
 /// not HTTP.
 pub async fn scrape(url: &MetricsUrl) -> anyhow::Result<GmMetrics> {
-    let body = tokio::time::timeout(Duration::from_secs(2), http_get(url))
+    Ok(GmMetrics::parse(&fetch(url).await?))
+}
+
+/// Fetches a metrics page (the Game Master's or the Lobby's).
+///
+/// # Errors
+/// The server cannot be reached, does not answer 200 within two seconds, or the reply is
+/// not HTTP.
+pub async fn fetch(url: &MetricsUrl) -> anyhow::Result<String> {
+    tokio::time::timeout(Duration::from_secs(2), http_get(url))
         .await
-        .with_context(|| format!("GET {url}: no answer within 2s"))??;
-    Ok(GmMetrics::parse(&body))
+        .with_context(|| format!("GET {url}: no answer within 2s"))?
 }
 
 /// A plain HTTP/1.0 GET (so the server answers with the whole body and closes, never

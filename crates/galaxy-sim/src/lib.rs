@@ -13,15 +13,28 @@
 //!    Master's other flows (turn generation, admin stops and restarts, finished games),
 //!    each made only once the Game Master has consumed the game's earlier events. The
 //!    [`model`] follows both, per game, in the same order.
-//! 4. **Drain**: wait until the Game Master's offset reaches the stream's last entry.
-//! 5. **Judge**: compare every runtime record (status, engine health) with the model and
-//!    print the [`report`]: throughput, lag, the fleet by status × health, the verdict.
-//!    Exit 0 only when every game matches.
+//!    Each direct flow also publishes, through the Game Master's own lobby events
+//!    publisher, the `runtime_snapshot_update` or `game_finished` the real flow would.
+//! 4. **Drain**: optionally finish a few more games (`--finish-games`), then wait until
+//!    the Game Master's offset reaches the health stream's last entry and, with a Lobby,
+//!    until the Lobby's offset reaches the lobby events stream's last entry.
+//! 5. **Judge**: compare every runtime record (status, engine health, turn) with the
+//!    model; with a Lobby, also every Lobby game's snapshot with its runtime record, the
+//!    Lobby statuses and every player's career ([`lobby`]). Print the [`report`]:
+//!    throughput, lag, the fleet by status × health, the Lobby's view beside the Game
+//!    Master's, one line per check, the verdict. Exit 0 only when everything matches.
+//!
+//! With `--lobby-postgres-url`, the simulator creates the fleet's games in the Lobby
+//! (`running`, through the Lobby's own store) as it registers them with the Game Master,
+//! and announces each registration with a first `runtime_snapshot_update` carrying the
+//! players' opening stats.
 
 pub mod fleet;
 pub mod gm;
+pub mod lobby;
 pub mod model;
 pub mod pacer;
+pub mod players;
 pub mod report;
 pub mod script;
 pub mod settings;
@@ -33,10 +46,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapters_postgres::PgRuntimeRecordStore;
+use adapters_redis::RedisLobbyEventsPublisher;
 use anyhow::{Context, bail};
 use domain_runtime::{EngineHealth, GameId, RuntimeStatus};
+use lobby_adapters_postgres::PgLobbyStore;
 use pg_kit::{PgSettings, Pool};
-use ports::{NewRuntime, RuntimeRecordStore};
+use ports::{LobbyEvent, LobbyEventsPublisher, NewRuntime, RuntimeRecordStore};
 use redis_streams::{RedisSettings, RedisStreamReader, StreamWriter};
 use rtm_adapters::{PgHealthSnapshotStore, RtmHealthEventPublisher};
 use service_kit::{StartupError, one_line};
@@ -46,11 +61,13 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::fleet::{Counters, Divergence, Fleet, GameRun};
+use crate::fleet::{Counters, Divergence, Fleet, GameRun, Stored};
 use crate::gm::Progress;
+use crate::lobby::GmRow;
 use crate::model::{GameModel, ModelCounts};
 use crate::pacer::Pacer;
-use crate::report::Report;
+use crate::players::Roster;
+use crate::report::{LobbyReport, Report};
 use crate::script::{FlowKind, GameScript};
 pub use crate::settings::Settings;
 
@@ -155,18 +172,50 @@ async fn simulate(settings: &Settings, stop: CancellationToken) -> Result<Report
         ),
         None => None,
     };
+    let lobby_store = match &settings.lobby_postgres_url {
+        Some(url) => {
+            let lobby_pool = pg_kit::connect(url, &pg)
+                .await
+                .map_err(|e| startup("Lobby PostgreSQL", &e))?;
+            lobby_adapters_postgres::migrate(&lobby_pool)
+                .await
+                .map_err(|e| startup("Lobby migrations", &e))?;
+            Some(PgLobbyStore::new(lobby_pool))
+        }
+        None => None,
+    };
+    let lobby_metrics_before = match &settings.lobby_metrics_url {
+        Some(url) => Some(
+            lobby::scrape(url)
+                .await
+                .map_err(|e| startup("Lobby metrics", e.as_ref()))?,
+        ),
+        None => None,
+    };
     let lobby_before = stream_length(&streams, &settings.lobby_events_stream).await;
+    let lobby_events =
+        RedisLobbyEventsPublisher::new(redis.clone(), settings.lobby_events_stream.clone());
 
     // 2. Register the fleet.
     let seed = settings.seed.unwrap_or_else(rand::random);
     let prefix = settings.game_prefix.clone().unwrap_or_else(default_prefix);
     let records = PgRuntimeRecordStore::new(pool.clone());
-    let games = register(&records, &prefix, settings.games, seed).await?;
+    let mut games = register(&records, &prefix, settings.games, seed).await?;
+    if let Some(store) = &lobby_store {
+        let ids: Vec<GameId> = games.iter().map(|g| g.game_id.clone()).collect();
+        lobby::create_games(store, &ids)
+            .await
+            .map_err(|e| startup("create the fleet in the Lobby", e.as_ref()))?;
+    }
+    let counters = Counters::default();
+    announce(&lobby_events, &mut games, &counters)
+        .await
+        .map_err(|e| startup("announce the fleet to the Lobby", e.as_ref()))?;
     println!(
         "{NAME}: {} games registered ({} … {}), seed {seed}; publishing for {:?} at up to {}/s",
         report::thousands(u64::from(settings.games)),
-        games.first().map_or("", |(g, _, _)| g.as_str()),
-        games.last().map_or("", |(g, _, _)| g.as_str()),
+        games.first().map_or("", |g| g.game_id.as_str()),
+        games.last().map_or("", |g| g.game_id.as_str()),
         settings.duration,
         report::thousands(u64::from(settings.rate)),
     );
@@ -176,8 +225,13 @@ async fn simulate(settings: &Settings, stop: CancellationToken) -> Result<Report
     let progress = Arc::new(Progress::default());
     let gm_offset = gm::watch_offset(redis.clone(), Arc::clone(&progress), watch_stop.clone());
     let gm_peak_lag = Arc::new(AtomicU64::new(0));
-    if let Some(url) = settings.gamemaster_metrics_url.clone() {
-        let peak = Arc::clone(&gm_peak_lag);
+    let lobby_peak_lag = Arc::new(AtomicU64::new(0));
+    if settings.gamemaster_metrics_url.is_some() || settings.lobby_metrics_url.is_some() {
+        let (gm_url, lobby_url) = (
+            settings.gamemaster_metrics_url.clone(),
+            settings.lobby_metrics_url.clone(),
+        );
+        let (gm_peak, lobby_peak) = (Arc::clone(&gm_peak_lag), Arc::clone(&lobby_peak_lag));
         let stop = watch_stop.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -186,8 +240,15 @@ async fn simulate(settings: &Settings, stop: CancellationToken) -> Result<Report
                     () = stop.cancelled() => break,
                     _ = tick.tick() => {}
                 }
-                if let Ok(m) = gm::scrape(&url).await {
-                    peak.fetch_max(report_whole(m.lag_ms), Ordering::Relaxed);
+                if let Some(url) = &gm_url
+                    && let Ok(m) = gm::scrape(url).await
+                {
+                    gm_peak.fetch_max(report_whole(m.lag_ms), Ordering::Relaxed);
+                }
+                if let Some(url) = &lobby_url
+                    && let Ok(m) = lobby::scrape(url).await
+                {
+                    lobby_peak.fetch_max(report_whole(m.lag_ms), Ordering::Relaxed);
                 }
             }
         });
@@ -198,10 +259,12 @@ async fn simulate(settings: &Settings, stop: CancellationToken) -> Result<Report
             StreamWriter::new(redis.clone(), settings.health_events_stream.clone()),
         ),
         records,
+        pool: pool.clone(),
+        lobby_events,
         pacer: Pacer::start(settings.rate, stop.clone()),
         gm_offset: gm_offset.clone(),
         progress: Arc::clone(&progress),
-        counters: Counters::default(),
+        counters,
         stop: stop.clone(),
         drain_timeout: settings.drain_timeout,
     });
@@ -214,10 +277,12 @@ async fn simulate(settings: &Settings, stop: CancellationToken) -> Result<Report
     );
     let started = Instant::now();
     let mut tasks = JoinSet::new();
-    for (game_id, script, model) in games {
+    for game in games {
         let fleet = Arc::clone(&fleet);
         tasks.spawn(async move {
-            let result = fleet.drive(game_id, script, model).await;
+            let result = fleet
+                .drive(game.game_id, game.script, game.roster, game.model)
+                .await;
             if result.is_err() {
                 fleet.stop.cancel();
             }
@@ -250,7 +315,15 @@ async fn simulate(settings: &Settings, stop: CancellationToken) -> Result<Report
         return Err(Failure::Run(e));
     }
 
-    // 4. Drain.
+    // 4. Finish a few more games, then drain.
+    let end_finished = match finish_more(&fleet, &mut runs, settings.finish_games).await {
+        Ok(n) => n,
+        Err(e) => {
+            stop_playing();
+            let _ = status.await;
+            return Err(Failure::Run(e));
+        }
+    };
     let drained_from = Instant::now();
     let target = match streams.info(&settings.health_events_stream).await {
         Ok(Some(info)) => info.last_generated.max(progress.newest()),
@@ -262,6 +335,21 @@ async fn simulate(settings: &Settings, stop: CancellationToken) -> Result<Report
     stop_playing();
     let _ = status.await;
     drained?;
+    let lobby_drain = match &lobby_store {
+        Some(_) => {
+            let target = match streams.info(&settings.lobby_events_stream).await {
+                Ok(Some(info)) => info.last_generated,
+                Ok(None) => EntryId::ZERO,
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context("read the lobby events stream's last entry")
+                        .into());
+                }
+            };
+            Some(lobby::wait_for_lobby(redis.clone(), target, settings.drain_timeout).await?)
+        }
+        None => None,
+    };
 
     // 5. Judge.
     let tampered = tamper(&pool, &runs, settings.tamper).await?;
@@ -272,7 +360,7 @@ async fn simulate(settings: &Settings, stop: CancellationToken) -> Result<Report
     for run in &runs {
         counts += run.model.counts();
         let actual = rows.get(run.game_id.as_str());
-        if let Some((status, health)) = actual
+        if let Some((status, health, _)) = actual
             && let (Ok(s), Ok(h)) = (
                 status.parse::<RuntimeStatus>(),
                 EngineHealth::parse_stored(health),
@@ -281,19 +369,48 @@ async fn simulate(settings: &Settings, stop: CancellationToken) -> Result<Report
             *table.entry((s, h)).or_insert(0_u64) += 1;
         }
         let expected = run.model.state();
-        let matches = actual.is_some_and(|(status, health)| {
+        let matches = actual.is_some_and(|(status, health, turn)| {
             status == expected.status.as_str()
                 && health == EngineHealth::wire(expected.engine_health)
+                && *turn == run.model.current_turn()
         });
         if !matches {
             divergences.push(Divergence {
                 game_id: run.game_id.clone(),
                 expected,
-                actual: actual.cloned(),
+                actual: actual.map(|(status, health, _)| (status.clone(), health.clone())),
+                turns: actual
+                    .filter(|(_, _, turn)| *turn != run.model.current_turn())
+                    .map(|(_, _, turn)| (run.model.current_turn(), *turn)),
                 noticed: run.divergence.as_ref().and_then(|d| d.noticed.clone()),
             });
         }
     }
+    let lobby = match (&lobby_store, lobby_drain) {
+        (Some(store), Some(drain)) => {
+            let games = lobby::read_games(store, &runs).await?;
+            let careers = lobby::read_careers(store, &lobby::players(&runs)).await?;
+            let expected = model::expected_careers(runs.iter().map(|r| &r.model));
+            let metrics = match (&settings.lobby_metrics_url, &lobby_metrics_before) {
+                (Some(url), Some(before)) => lobby::scrape(url)
+                    .await
+                    .ok()
+                    .map(|after| after.since(before)),
+                _ => None,
+            };
+            Some(LobbyReport {
+                check: lobby::check(&runs, &rows, &games, &expected, &careers),
+                gm_statuses: lobby::gm_status_counts(&rows),
+                metrics,
+                peak_lag_ms: settings
+                    .lobby_metrics_url
+                    .as_ref()
+                    .map(|_| lobby_peak_lag.load(Ordering::Relaxed)),
+                drain,
+            })
+        }
+        _ => None,
+    };
     let gm = match (&settings.gamemaster_metrics_url, gm_before) {
         (Some(url), Some(before)) => gm::scrape(url).await.ok().map(|after| after.since(&before)),
         _ => None,
@@ -332,10 +449,95 @@ async fn simulate(settings: &Settings, stop: CancellationToken) -> Result<Report
         lobby_growth: lobby_before
             .zip(lobby_after)
             .map(|(before, after)| after.saturating_sub(before)),
+        flow_snapshots: fleet.counters.lobby_snapshots.load(Ordering::Relaxed),
+        flow_finished: fleet.counters.lobby_finished.load(Ordering::Relaxed),
+        end_finished,
         table,
         divergences,
         tampered,
+        lobby,
     })
+}
+
+/// One game of the fleet before it plays.
+#[derive(Debug)]
+struct Game {
+    game_id: GameId,
+    script: GameScript,
+    roster: Roster,
+    model: GameModel,
+    current_turn: u32,
+}
+
+/// Announces every registered game on the lobby events stream, as the Game Master does
+/// when it registers a runtime: a `runtime_snapshot_update` with the record as stored
+/// (`running`, no summary yet, its turn) and the players' opening stats. Published in
+/// chunks, each in one round trip.
+async fn announce(
+    publisher: &RedisLobbyEventsPublisher,
+    games: &mut [Game],
+    counters: &Counters,
+) -> anyhow::Result<()> {
+    for chunk in games.chunks_mut(500) {
+        let at_ms = fleet::now_ms();
+        let mut events = Vec::with_capacity(chunk.len());
+        for game in chunk.iter_mut() {
+            let stats = game.roster.current();
+            game.model
+                .observe_stats(&stats)
+                .with_context(|| format!("stats of game {}", game.game_id))?;
+            let stored = Stored {
+                status: RuntimeStatus::Running,
+                engine_health: None,
+                current_turn: game.current_turn,
+            };
+            events.push(LobbyEvent::SnapshotUpdate(fleet::snapshot(
+                &game.game_id,
+                stored,
+                stats,
+                at_ms,
+            )));
+        }
+        publisher
+            .publish(&events)
+            .await
+            .context("publish the registration snapshots")?;
+        counters
+            .lobby_snapshots
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// `--finish-games`: once publishing has stopped, finishes the first `n` games that are
+/// not finished (and did not diverge), in fleet order, through the same flow the scripts
+/// use: wait for the Game Master to consume the game's events, compare-and-swap to
+/// `finished`, publish `game_finished`. Returns how many were finished.
+async fn finish_more(fleet: &Fleet, runs: &mut [GameRun], n: u32) -> anyhow::Result<u64> {
+    let mut finished = 0;
+    let wanted = usize::try_from(n).unwrap_or(usize::MAX);
+    for run in runs
+        .iter_mut()
+        .filter(|r| r.divergence.is_none() && r.model.status() != RuntimeStatus::Finished)
+        .take(wanted)
+    {
+        if let Some(id) = run.last_appended {
+            fleet.wait_consumed(&run.game_id, id).await?;
+        }
+        let transition = domain_runtime::transition(run.model.status(), RuntimeStatus::Finished)
+            .with_context(|| format!("finish game {}", run.game_id))?;
+        run.divergence = fleet
+            .flow(
+                &run.game_id,
+                FlowKind::GameFinished,
+                transition,
+                &mut run.model,
+                &mut run.roster,
+            )
+            .await?;
+        finished += 1;
+    }
+    Ok(finished)
 }
 
 fn report_whole(v: f64) -> u64 {
@@ -354,32 +556,36 @@ async fn stream_length(streams: &RedisStreamReader, stream: &str) -> Option<u64>
     }
 }
 
-/// Registers the fleet, `running` at a seeded turn, and returns each game with its script
-/// and its model, in fleet order.
+/// Registers the fleet, `running` at a seeded turn, and returns each game with its script,
+/// its players and its model, in fleet order.
 async fn register(
     records: &PgRuntimeRecordStore,
     prefix: &str,
     games: u32,
     seed: u64,
-) -> Result<Vec<(GameId, GameScript, GameModel)>, Failure> {
+) -> Result<Vec<Game>, Failure> {
     let mut fleet = Vec::new();
     let mut inserts = JoinSet::new();
+    let pool = players::pool_size(games);
     for index in 0..games {
         let game_id =
             GameId::new(game_name(prefix, index, games)).map_err(|e| startup("game id", &e))?;
         let mut script = GameScript::new(seed, index);
+        let current_turn = script.initial_turn();
         let new = NewRuntime {
             game_id: game_id.clone(),
             status: RuntimeStatus::Running,
-            current_turn: script.initial_turn(),
+            current_turn,
         };
         let records = records.clone();
         inserts.spawn(async move { records.register(&new).await });
-        fleet.push((
+        fleet.push(Game {
             game_id,
             script,
-            GameModel::registered(RuntimeStatus::Running),
-        ));
+            roster: Roster::new(seed, index, prefix, pool),
+            model: GameModel::registered(RuntimeStatus::Running, current_turn),
+            current_turn,
+        });
     }
     while let Some(joined) = inserts.join_next().await {
         match joined {
@@ -437,11 +643,8 @@ async fn tamper(pool: &Pool, runs: &[GameRun], n: u32) -> anyhow::Result<Vec<Str
     Ok(tampered)
 }
 
-/// `(status, engine_health)` of every game of the run, by id.
-async fn read_rows(
-    pool: &Pool,
-    runs: &[GameRun],
-) -> anyhow::Result<BTreeMap<String, (String, String)>> {
+/// `(status, engine_health, current_turn)` of every game of the run, by id.
+async fn read_rows(pool: &Pool, runs: &[GameRun]) -> anyhow::Result<BTreeMap<String, GmRow>> {
     let ids: Vec<&str> = runs.iter().map(|r| r.game_id.as_str()).collect();
     let client = pool
         .get()
@@ -449,7 +652,7 @@ async fn read_rows(
         .context("read the runtime records: no connection")?;
     let rows = client
         .query(
-            "SELECT game_id, status, engine_health FROM runtime_records WHERE game_id = ANY($1)",
+            "SELECT game_id, status, engine_health, current_turn FROM runtime_records WHERE game_id = ANY($1)",
             &[&ids],
         )
         .await
@@ -459,7 +662,10 @@ async fn read_rows(
         let game: String = row.try_get(0)?;
         let status: String = row.try_get(1)?;
         let health: String = row.try_get(2)?;
-        out.insert(game, (status, health));
+        let turn: i32 = row.try_get(3)?;
+        let turn =
+            u32::try_from(turn).with_context(|| format!("game {game}: stored turn {turn}"))?;
+        out.insert(game, (status, health, turn));
     }
     if out.is_empty() && !runs.is_empty() {
         bail!("none of the run's runtime records were found");

@@ -1,15 +1,28 @@
-//! The oracle: what the Game Master must end up holding for each game.
+//! The oracle: what the Game Master and the Lobby must end up holding for each game.
 //!
 //! The model never re-implements the SPEC table. A health event goes through
 //! [`domain_runtime::apply_plan`], the same function the Game Master's store folds its
 //! batches with; a direct flow (turn generation, an admin stop, a finished game) moves the
-//! status along a [`Transition`] the table has already checked. What makes the prediction
-//! exact is the order in which the two kinds of change reach a game; see
-//! `docs/decisions/0010-rtm-publisher-and-simulator.md` and [`crate::fleet`].
+//! status along a [`Transition`] the table has already checked, and a generated turn
+//! moves the current turn. What makes the prediction exact is the order in which the two
+//! kinds of change reach a game; see `docs/decisions/0010-rtm-publisher-and-simulator.md`
+//! and [`crate::fleet`].
+//!
+//! For the Lobby the model keeps the players' stats the way the Lobby folds them
+//! ([`lobby_domain::apply_observations`]: initial frozen, maxima raised), and predicts
+//! the careers with [`lobby_domain::fold_finished_game_into_careers`], once per finished
+//! game (see [`expected_careers`]).
+
+use std::collections::BTreeMap;
 
 use domain_runtime::{
     EngineHealth, HealthEventType, HealthState, PlanOutcome, RuntimeStatus, Transition, apply_plan,
 };
+use lobby_domain::{
+    CareerRecord, InvalidPlayerStats, PlayerObservedStats, PlayerStatsAggregate, UserId,
+    apply_observations, fold_finished_game_into_careers,
+};
+use ports::PlayerTurnStats;
 
 /// Counters the model keeps per game, summed over the fleet for the summary.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,23 +56,97 @@ impl std::ops::AddAssign for ModelCounts {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GameModel {
     state: HealthState,
+    /// The game's current turn.
+    current_turn: u32,
     /// The last summary the Game Master published for the game (its debounce memory).
     last_published: Option<EngineHealth>,
     counts: ModelCounts,
+    /// The players' stats as the Lobby folds them from every event that carried some.
+    stats: BTreeMap<UserId, PlayerStatsAggregate>,
+    /// When the game finished, once its `game_finished` was published.
+    finished_at_ms: Option<i64>,
+}
+
+/// Whether `transition` is a turn being generated (`generation_in_progress → running`),
+/// the one flow that moves the current turn on.
+#[must_use]
+pub fn generates_turn(transition: Transition) -> bool {
+    transition.from() == RuntimeStatus::GenerationInProgress
+        && transition.to() == RuntimeStatus::Running
 }
 
 impl GameModel {
-    /// A freshly registered game: `status`, no engine-health observation yet.
+    /// A freshly registered game: `status` at `current_turn`, no engine-health observation
+    /// yet, no stats, not finished.
     #[must_use]
-    pub fn registered(status: RuntimeStatus) -> Self {
+    pub fn registered(status: RuntimeStatus, current_turn: u32) -> Self {
         Self {
             state: HealthState {
                 status,
                 engine_health: None,
             },
+            current_turn,
             last_published: None,
             counts: ModelCounts::default(),
+            stats: BTreeMap::new(),
+            finished_at_ms: None,
         }
+    }
+
+    /// The predicted current turn.
+    #[must_use]
+    pub fn current_turn(&self) -> u32 {
+        self.current_turn
+    }
+
+    /// When the game finished, if it did.
+    #[must_use]
+    pub fn finished_at_ms(&self) -> Option<i64> {
+        self.finished_at_ms
+    }
+
+    /// Records the players' stats one published event carried, as the Lobby folds them.
+    ///
+    /// # Errors
+    /// A stats line the Lobby would refuse (a blank user id).
+    pub fn observe_stats(&mut self, stats: &[PlayerTurnStats]) -> Result<(), InvalidPlayerStats> {
+        let observed = stats
+            .iter()
+            .map(|s| {
+                PlayerObservedStats::new(
+                    &s.user_id,
+                    i64::try_from(s.planets).unwrap_or(i64::MAX),
+                    i64::try_from(s.population).unwrap_or(i64::MAX),
+                    i64::try_from(s.ships_built).unwrap_or(i64::MAX),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        apply_observations(&mut self.stats, &observed);
+        Ok(())
+    }
+
+    /// Records that the game's `game_finished` was published with this finish time.
+    pub fn finish(&mut self, finished_at_ms: i64) {
+        self.finished_at_ms.get_or_insert(finished_at_ms);
+    }
+
+    /// The game's result per player as capability evaluation reads it: the best value of
+    /// each component the Lobby saw in the game.
+    #[must_use]
+    pub fn final_stats(&self) -> Vec<PlayerObservedStats> {
+        self.stats
+            .iter()
+            .filter_map(|(user, aggregate)| {
+                let max = aggregate.max();
+                PlayerObservedStats::new(
+                    user.as_str(),
+                    max.planets(),
+                    max.population(),
+                    max.ships_built(),
+                )
+                .ok()
+            })
+            .collect()
     }
 
     /// Status and summary as predicted.
@@ -116,9 +203,31 @@ impl GameModel {
             });
         }
         self.state.status = transition.to();
+        if generates_turn(transition) {
+            self.current_turn = self.current_turn.saturating_add(1);
+        }
         self.counts.flows += 1;
         Ok(())
     }
+}
+
+/// The careers the Lobby must hold for the players of `games`: every finished game folded
+/// once, with [`fold_finished_game_into_careers`] on its final stats. Players of no
+/// finished game have no career record.
+#[must_use]
+pub fn expected_careers<'a>(
+    games: impl IntoIterator<Item = &'a GameModel>,
+) -> BTreeMap<UserId, CareerRecord> {
+    let mut careers = BTreeMap::new();
+    for game in games {
+        if game.finished_at_ms.is_none() {
+            continue;
+        }
+        for career in fold_finished_game_into_careers(&careers, &game.final_stats()) {
+            careers.insert(career.user_id.clone(), career);
+        }
+    }
+    careers
 }
 
 /// A direct change proposed from a status the model is not in.
@@ -176,7 +285,7 @@ mod tests {
         for (event, summary, cas) in SPEC {
             for status in S::ALL {
                 for before in [None, Some(H::Healthy), Some(H::Oom)] {
-                    let mut model = GameModel::registered(status);
+                    let mut model = GameModel::registered(status, 0);
                     model.state.engine_health = before;
                     let outcome = model.observe(event);
                     let expected_status = match cas {
@@ -200,7 +309,7 @@ mod tests {
 
     #[test]
     fn snapshots_follow_the_game_masters_debounce() {
-        let mut model = GameModel::registered(S::Running);
+        let mut model = GameModel::registered(S::Running, 0);
         // The first event always publishes; a repeated summary does not, unless the
         // status moved; a new summary does.
         let steps = [
@@ -227,7 +336,7 @@ mod tests {
 
     #[test]
     fn a_flow_moves_only_from_its_source_and_keeps_the_summary() {
-        let mut model = GameModel::registered(S::Running);
+        let mut model = GameModel::registered(S::Running, 0);
         model.observe(E::ProbeFailed);
         let start_turn = domain_runtime::transition(S::Running, S::GenerationInProgress).unwrap();
         model.apply_flow(start_turn).unwrap();
@@ -240,5 +349,81 @@ mod tests {
         let err = model.apply_flow(start_turn).unwrap_err();
         assert_eq!(err.status, S::GenerationInProgress);
         assert_eq!(model.counts().flows, 1);
+    }
+
+    #[test]
+    fn a_generated_turn_moves_the_turn_and_no_other_flow_does() {
+        let t = |from, to| domain_runtime::transition(from, to).unwrap();
+        let mut model = GameModel::registered(S::Running, 7);
+        model
+            .apply_flow(t(S::Running, S::GenerationInProgress))
+            .unwrap();
+        model
+            .apply_flow(t(S::GenerationInProgress, S::GenerationFailed))
+            .unwrap();
+        model
+            .apply_flow(t(S::GenerationFailed, S::Running))
+            .unwrap();
+        assert_eq!(
+            model.current_turn(),
+            7,
+            "a resumed turn is not a generated one"
+        );
+        model
+            .apply_flow(t(S::Running, S::GenerationInProgress))
+            .unwrap();
+        model
+            .apply_flow(t(S::GenerationInProgress, S::Running))
+            .unwrap();
+        assert_eq!(model.current_turn(), 8);
+        assert!(generates_turn(t(S::GenerationInProgress, S::Running)));
+        assert!(!generates_turn(t(S::Stopped, S::Running)));
+    }
+
+    fn stats(user: &str, planets: u64, population: u64, ships_built: u64) -> PlayerTurnStats {
+        PlayerTurnStats {
+            user_id: user.to_owned(),
+            planets,
+            population,
+            ships_built,
+        }
+    }
+
+    #[test]
+    fn careers_fold_each_finished_game_once_with_its_best_values() {
+        let mut a = GameModel::registered(S::Running, 0);
+        a.observe_stats(&[stats("u1", 3, 100, 1), stats("u2", 1, 50, 0)])
+            .unwrap();
+        a.observe_stats(&[stats("u1", 2, 300, 4), stats("u2", 5, 40, 2)])
+            .unwrap();
+        a.finish(10);
+        a.finish(11);
+        assert_eq!(
+            a.finished_at_ms(),
+            Some(10),
+            "the first finish time is kept"
+        );
+        let mut b = GameModel::registered(S::Running, 0);
+        b.observe_stats(&[stats("u1", 9, 10, 0)]).unwrap();
+        b.finish(20);
+        let mut unfinished = GameModel::registered(S::Running, 0);
+        unfinished
+            .observe_stats(&[stats("u3", 99, 99, 99), stats("u1", 99, 99, 99)])
+            .unwrap();
+
+        let careers = expected_careers([&a, &unfinished, &b]);
+        let row = |u: &str| {
+            let c = &careers[&UserId::new(u).unwrap()];
+            (
+                c.games_finished,
+                c.best_planets,
+                c.best_population,
+                c.most_ships_built,
+            )
+        };
+        assert_eq!(careers.len(), 2, "u3 finished no game");
+        assert_eq!(row("u1"), (2, 9, 300, 4));
+        assert_eq!(row("u2"), (1, 5, 50, 2));
+        assert!(a.observe_stats(&[stats(" ", 1, 1, 1)]).is_err());
     }
 }

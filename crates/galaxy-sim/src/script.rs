@@ -312,7 +312,7 @@ mod tests {
     /// Plays `steps` actions of one game against the model, as the fleet does.
     fn play(seed: u64, index: u32, steps: usize) -> Vec<Action> {
         let mut script = GameScript::new(seed, index);
-        let mut model = GameModel::registered(S::Running);
+        let mut model = GameModel::registered(S::Running, 0);
         (0..steps)
             .map(|_| {
                 let action = script.next(model.status());
@@ -359,7 +359,7 @@ mod tests {
         let mut statuses = std::collections::HashSet::new();
         for index in 0..50 {
             let mut script = GameScript::new(1, index);
-            let mut model = GameModel::registered(S::Running);
+            let mut model = GameModel::registered(S::Running, 0);
             for _ in 0..3_000 {
                 match script.next(model.status()) {
                     Action::Observe(o) => {

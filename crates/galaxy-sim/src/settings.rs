@@ -73,15 +73,18 @@ fn game_prefix(s: &str) -> Result<String, String> {
 }
 
 /// Plays a fleet of game engines through the Runtime Manager's health publisher against a
-/// running Game Master, predicts what the Game Master must end up with, and checks it.
+/// running Game Master (and, optionally, a running Lobby), predicts what both must end up
+/// with, and checks it.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "galaxy-sim",
     version,
     about = "Simulates Runtime Manager health traffic and other Game Master flows for a fleet of games, \
-             waits for the Game Master to drain, and checks every runtime record against a model",
-    after_help = "Exit status: 0 when every game converged, 1 when a game diverged or the run failed, \
-                  2 for a bad setting or a server that cannot be reached at start-up."
+             waits for the Game Master (and the Lobby, when given) to drain, and checks every runtime \
+             record, Lobby game and player career against a model",
+    after_help = "Exit status: 0 when every game converged (in the Game Master and, when given, the Lobby), \
+                  1 when something diverged or the run failed, 2 for a bad setting or a server that \
+                  cannot be reached at start-up."
 )]
 pub struct Settings {
     /// PostgreSQL URL of the Game Master's database (where runtime_records lives). The
@@ -114,7 +117,9 @@ pub struct Settings {
     )]
     pub health_events_stream: String,
 
-    /// Stream the Game Master publishes snapshots on (read for the summary only).
+    /// Stream the Game Master publishes snapshots on (its GAMEMASTER_LOBBY_EVENTS_STREAM;
+    /// the Lobby's LOBBY_GM_EVENTS_STREAM). The simulator's stand-ins for the Game
+    /// Master's other flows publish there too, through the Game Master's own publisher.
     #[arg(
         long,
         env = "GALAXY_SIM_LOBBY_EVENTS_STREAM",
@@ -161,8 +166,33 @@ pub struct Settings {
     #[arg(long, env = "GALAXY_SIM_GAMEMASTER_METRICS_URL", value_parser = metrics_url)]
     pub gamemaster_metrics_url: Option<MetricsUrl>,
 
+    /// PostgreSQL URL of the Lobby's database. When given, the fleet's games are created
+    /// there (`running`) as they are registered, and after the drain every Lobby game,
+    /// its runtime snapshot and every player's career are checked; `lobby run` must be
+    /// consuming the lobby events stream on the same Redis. Without it the Lobby is left
+    /// out of the run and of the verdict.
+    #[arg(
+        long,
+        env = "GALAXY_SIM_LOBBY_POSTGRES_URL",
+        hide_env_values = true,
+        value_parser = url(&["postgres", "postgresql"])
+    )]
+    pub lobby_postgres_url: Option<String>,
+
+    /// The Lobby's /metrics URL, e.g. http://127.0.0.1:8081/metrics; when given, the
+    /// summary adds what the Lobby counted (entries by outcome, career evaluations).
+    #[arg(long, env = "GALAXY_SIM_LOBBY_METRICS_URL", value_parser = metrics_url)]
+    pub lobby_metrics_url: Option<MetricsUrl>,
+
+    /// Games finished at the end of the run, on top of those the scripts finish: when
+    /// publishing stops, the first this-many games not finished yet (in fleet order) are
+    /// finished through the same flow, so even a short run ends games and updates careers.
+    #[arg(long, env = "GALAXY_SIM_FINISH_GAMES", default_value_t = 0)]
+    pub finish_games: u32,
+
     /// Longest wait for the Game Master to consume a game's events (before a direct flow)
-    /// or the whole stream (at the end).
+    /// or the whole stream (at the end), and for the Lobby to consume the lobby events
+    /// stream.
     #[arg(long, env = "GALAXY_SIM_DRAIN_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub drain_timeout: Duration,
 
@@ -206,6 +236,9 @@ mod tests {
         assert_eq!(s.health_events_stream, "runtime:health_events");
         assert_eq!(s.seed, None);
         assert_eq!(s.tamper, 0);
+        assert_eq!(s.finish_games, 0);
+        assert_eq!(s.lobby_events_stream, "gm:lobby_events");
+        assert!(s.lobby_postgres_url.is_none() && s.lobby_metrics_url.is_none());
         Settings::command().debug_assert();
     }
 
@@ -221,6 +254,9 @@ mod tests {
             &["--health-events-stream", "has space"],
             &["--gamemaster-metrics-url", "https://x:1/metrics"],
             &["--gamemaster-metrics-url", "http://nohost"],
+            &["--lobby-metrics-url", "127.0.0.1:8081"],
+            &["--lobby-postgres-url", "redis://x"],
+            &["--finish-games", "-1"],
             &["--game-prefix", "a b"],
             &["--seed", "-1"],
         ] {
