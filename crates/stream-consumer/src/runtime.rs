@@ -152,7 +152,8 @@ pub struct Consumer<R, O, H> {
     position: Option<EntryId>,
     /// Last offset known to be stored.
     saved: Option<EntryId>,
-    /// Entries read but not finished (after a transient failure).
+    /// Entries read but not finished: the next batch, read ahead while the handler worked
+    /// on the previous one, or what is left of a batch after a transient failure.
     pending: Vec<StreamEntry>,
     /// Consecutive failures.
     attempt: u32,
@@ -281,14 +282,14 @@ where
             self.saved = Some(position);
         }
 
-        // 3. A new batch, unless entries from a failed attempt are waiting.
+        // 3. A new batch, unless entries are waiting (read ahead, or left by a failure).
+        if self
+            .last_info
+            .is_none_or(|at| at.elapsed() >= self.config.info_interval)
+        {
+            self.probe_stream(true).await;
+        }
         if self.pending.is_empty() {
-            if self
-                .last_info
-                .is_none_or(|at| at.elapsed() >= self.config.info_interval)
-            {
-                self.probe_stream(true).await;
-            }
             let read = self.reader.read_after(
                 &self.config.stream,
                 position,
@@ -311,9 +312,20 @@ where
             }
         }
 
-        // 4. The handler.
+        // 4. The handler, while the next batch is read ahead (without blocking) on the
+        //    reader's own connection: the read overlaps the handler's database and publish
+        //    work instead of following it.
         let started = Instant::now();
-        let outcome = self.handler.handle(&self.pending).await;
+        let after = self.pending.last().map_or(position, |e| e.id);
+        let (outcome, ahead) = tokio::join!(
+            self.handler.handle(&self.pending),
+            self.reader.read_after(
+                &self.config.stream,
+                after,
+                self.config.batch_size,
+                Duration::ZERO
+            ),
+        );
         self.m
             .handle_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -331,6 +343,13 @@ where
             self.position = Some(last);
             self.m.entries.inc_by(finished as u64);
             self.m.batch_size.observe(finished as f64);
+        }
+        match ahead {
+            // Only a batch that follows straight on from a finished one is kept; after a
+            // failure the unfinished entries come first and the next read starts after them.
+            Ok(next) if self.pending.is_empty() => self.pending = next,
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "read-ahead failed; the next read will retry"),
         }
 
         // 5. The offset, once per batch.

@@ -56,6 +56,19 @@ fn no_info(reader: &mut MockStreamReader) {
     reader.expect_info().returning(|_| Ok(None));
 }
 
+/// The non-blocking read-ahead (block 0) finds nothing new.
+fn nothing_ahead(reader: &mut MockStreamReader) {
+    reader
+        .expect_read_after()
+        .withf(|_, _, _, block| block.is_zero())
+        .returning(|_, _, _, _| Ok(vec![]));
+}
+
+/// A blocking read (the consumer's own, not the read-ahead).
+fn blocking() -> impl Fn(&str, &EntryId, &usize, &Duration) -> bool {
+    |_, _, _, block| !block.is_zero()
+}
+
 fn unavailable() -> StreamError {
     StreamError::Unavailable("connection refused".into())
 }
@@ -86,9 +99,10 @@ fn consumer(
 async fn starts_at_zero_without_an_offset_and_saves_once_per_batch() {
     let mut reader = MockStreamReader::new();
     no_info(&mut reader);
+    nothing_ahead(&mut reader);
     reader
         .expect_read_after()
-        .with(eq("s"), eq(EntryId::ZERO), eq(10), always())
+        .with(eq("s"), eq(EntryId::ZERO), eq(10), eq(Duration::from_millis(50)))
         .times(1)
         .returning(|_, _, _, _| Ok(entries(&[(1, 0), (1, 1), (2, 0)])));
     let mut offsets = MockStreamOffsetStore::new();
@@ -116,6 +130,95 @@ async fn starts_at_zero_without_an_offset_and_saves_once_per_batch() {
 }
 
 #[tokio::test]
+async fn the_next_batch_is_read_ahead_while_the_handler_works_and_handed_on_without_a_read() {
+    let mut reader = MockStreamReader::new();
+    no_info(&mut reader);
+    let mut seq = mockall::Sequence::new();
+    // Step 1: a blocking read, then the read-ahead after its last entry finds more.
+    reader
+        .expect_read_after()
+        .with(eq("s"), eq(EntryId::ZERO), eq(10), eq(Duration::from_millis(50)))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _, _| Ok(entries(&[(1, 0), (2, 0)])));
+    reader
+        .expect_read_after()
+        .with(eq("s"), eq(EntryId::new(2, 0)), eq(10), eq(Duration::ZERO))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _, _| Ok(entries(&[(3, 0)])));
+    // Step 2: no blocking read; the read-ahead after 3-0 finds nothing.
+    reader
+        .expect_read_after()
+        .with(eq("s"), eq(EntryId::new(3, 0)), eq(10), eq(Duration::ZERO))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _, _| Ok(vec![]));
+    // Step 3: back to a blocking read.
+    reader
+        .expect_read_after()
+        .with(eq("s"), eq(EntryId::new(3, 0)), eq(10), eq(Duration::from_millis(50)))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _, _| Ok(vec![]));
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(None));
+    offsets.expect_save().returning(|_, _| Ok(()));
+    let handler = Recorder::default();
+    let seen = handler.seen.clone();
+    let (mut c, _, _) = consumer(reader, offsets, handler);
+    assert!(matches!(c.step().await, Step::Handled { entries: 2, .. }));
+    assert_eq!(
+        c.step().await,
+        Step::Handled {
+            entries: 1,
+            offset: EntryId::new(3, 0)
+        }
+    );
+    assert_eq!(c.step().await, Step::Idle);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_batch_read_ahead_is_dropped_when_the_handler_fails() {
+    let mut reader = MockStreamReader::new();
+    no_info(&mut reader);
+    reader
+        .expect_read_after()
+        .withf(blocking())
+        .times(1)
+        .returning(|_, _, _, _| Ok(entries(&[(1, 0), (2, 0)])));
+    reader
+        .expect_read_after()
+        .withf(|_, after, _, block| block.is_zero() && *after == EntryId::new(2, 0))
+        .returning(|_, _, _, _| Ok(entries(&[(3, 0)])));
+    reader
+        .expect_read_after()
+        .withf(|_, after, _, block| block.is_zero() && *after == EntryId::new(3, 0))
+        .returning(|_, _, _, _| Ok(vec![]));
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(None));
+    offsets.expect_save().returning(|_, _| Ok(()));
+    let mut handler = Recorder::default();
+    handler
+        .script
+        .push_back(Box::new(|_| BatchOutcome::stopped(1, "down")));
+    let seen = handler.seen.clone();
+    let (mut c, _, _) = consumer(reader, offsets, handler);
+    assert!(matches!(c.step().await, Step::Retry { .. }));
+    // The unfinished entry comes back first, then the one read ahead (read again).
+    assert!(matches!(c.step().await, Step::Handled { entries: 1, .. }));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            vec![EntryId::new(1, 0), EntryId::new(2, 0)],
+            vec![EntryId::new(2, 0)],
+        ]
+    );
+    assert_eq!(c.step().await, Step::Handled { entries: 1, offset: EntryId::new(3, 0) });
+}
+
+#[tokio::test]
 async fn resumes_after_the_stored_offset_and_idles_on_an_empty_read() {
     let mut reader = MockStreamReader::new();
     no_info(&mut reader);
@@ -139,8 +242,10 @@ async fn resumes_after_the_stored_offset_and_idles_on_an_empty_read() {
 async fn a_handler_failure_holds_the_offset_at_the_last_finished_entry_and_retries_the_rest() {
     let mut reader = MockStreamReader::new();
     no_info(&mut reader);
+    nothing_ahead(&mut reader);
     reader
         .expect_read_after()
+        .withf(blocking())
         .times(1)
         .returning(|_, _, _, _| Ok(entries(&[(1, 0), (2, 0), (3, 0)])));
     let mut offsets = MockStreamOffsetStore::new();
@@ -204,8 +309,10 @@ async fn a_handler_failure_holds_the_offset_at_the_last_finished_entry_and_retri
 async fn a_handler_that_stops_short_without_a_reason_is_retried_not_skipped() {
     let mut reader = MockStreamReader::new();
     no_info(&mut reader);
+    nothing_ahead(&mut reader);
     reader
         .expect_read_after()
+        .withf(blocking())
         .times(1)
         .returning(|_, _, _, _| Ok(entries(&[(1, 0), (2, 0)])));
     let mut offsets = MockStreamOffsetStore::new();
