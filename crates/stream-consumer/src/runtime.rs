@@ -25,6 +25,12 @@ pub struct BatchOutcome {
     /// Set when the handler stopped early on a transient failure; the unfinished entries
     /// are handed to it again after a backoff.
     pub failure: Option<BoxError>,
+    /// Set when the entries after `finished` are still being worked on in the background
+    /// (say, their snapshots are being published while the next batch is applied). They
+    /// are handed back on the next call, ahead of any new entries, without a backoff; the
+    /// handler then finishes them. At shutdown they are handed back alone, so the handler
+    /// finishes them before the offset is saved.
+    pub in_flight: bool,
 }
 
 impl BatchOutcome {
@@ -34,6 +40,7 @@ impl BatchOutcome {
         Self {
             finished: n,
             failure: None,
+            in_flight: false,
         }
     }
 
@@ -43,6 +50,17 @@ impl BatchOutcome {
         Self {
             finished,
             failure: Some(error.into()),
+            in_flight: false,
+        }
+    }
+
+    /// The first `finished` entries are done; the rest are still in flight.
+    #[must_use]
+    pub fn in_flight(finished: usize) -> Self {
+        Self {
+            finished,
+            failure: None,
+            in_flight: true,
         }
     }
 }
@@ -153,8 +171,11 @@ pub struct Consumer<R, O, H> {
     /// Last offset known to be stored.
     saved: Option<EntryId>,
     /// Entries read but not finished: the next batch, read ahead while the handler worked
-    /// on the previous one, or what is left of a batch after a transient failure.
+    /// on the previous one, what the handler still has in flight, or what is left of a
+    /// batch after a transient failure.
     pending: Vec<StreamEntry>,
+    /// How many leading entries of `pending` the handler has in flight.
+    in_flight: usize,
     /// Consecutive failures.
     attempt: u32,
     last_info: Option<Instant>,
@@ -212,6 +233,7 @@ where
             position: None,
             saved: None,
             pending: Vec::new(),
+            in_flight: 0,
             attempt: 0,
             last_info: None,
             reported_deleted: None,
@@ -243,6 +265,20 @@ where
                     }
                 }
                 Step::Idle | Step::Handled { .. } | Step::Cancelled => {}
+            }
+        }
+        // Work the handler still has in flight is finished before the offset is saved; the
+        // entries read ahead behind it are left for the next start.
+        if self.in_flight > 0 {
+            self.pending.truncate(self.in_flight);
+            let outcome = self.handler.handle(&self.pending).await;
+            let finished = outcome.finished.min(self.pending.len());
+            if let Some(last) = finished.checked_sub(1).map(|i| self.pending[i].id) {
+                self.position = Some(last);
+                self.m.entries.inc_by(finished as u64);
+            }
+            if let Some(error) = outcome.failure {
+                tracing::warn!(error = %error_chain(&*error), "in-flight work did not finish at shutdown; it will be redone after the stored offset");
             }
         }
         // A batch finished just before the stop but whose offset save failed: one more try.
@@ -331,10 +367,12 @@ where
             .observe(started.elapsed().as_secs_f64());
         let finished = outcome.finished.min(self.pending.len());
         let failure = match outcome.failure {
-            None if finished < self.pending.len() => Some(BoxError::from(format!(
-                "handler finished {finished} of {} entries without reporting a failure",
-                self.pending.len()
-            ))),
+            None if finished < self.pending.len() && !outcome.in_flight => {
+                Some(BoxError::from(format!(
+                    "handler finished {finished} of {} entries without reporting a failure",
+                    self.pending.len()
+                )))
+            }
             other => other,
         };
         if finished > 0 {
@@ -344,10 +382,16 @@ where
             self.m.entries.inc_by(finished as u64);
             self.m.batch_size.observe(finished as f64);
         }
+        self.in_flight = if failure.is_none() && outcome.in_flight {
+            self.pending.len()
+        } else {
+            0
+        };
         match ahead {
-            // Only a batch that follows straight on from a finished one is kept; after a
-            // failure the unfinished entries come first and the next read starts after them.
-            Ok(next) if self.pending.is_empty() => self.pending = next,
+            // A batch read ahead follows on from the entries given to the handler; it is
+            // kept unless the handler failed (then the unfinished entries are retried
+            // alone, and the next read starts after them).
+            Ok(next) if failure.is_none() => self.pending.extend(next),
             Ok(_) => {}
             Err(error) => tracing::debug!(%error, "read-ahead failed; the next read will retry"),
         }

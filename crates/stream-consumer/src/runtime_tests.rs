@@ -102,7 +102,12 @@ async fn starts_at_zero_without_an_offset_and_saves_once_per_batch() {
     nothing_ahead(&mut reader);
     reader
         .expect_read_after()
-        .with(eq("s"), eq(EntryId::ZERO), eq(10), eq(Duration::from_millis(50)))
+        .with(
+            eq("s"),
+            eq(EntryId::ZERO),
+            eq(10),
+            eq(Duration::from_millis(50)),
+        )
         .times(1)
         .returning(|_, _, _, _| Ok(entries(&[(1, 0), (1, 1), (2, 0)])));
     let mut offsets = MockStreamOffsetStore::new();
@@ -137,7 +142,12 @@ async fn the_next_batch_is_read_ahead_while_the_handler_works_and_handed_on_with
     // Step 1: a blocking read, then the read-ahead after its last entry finds more.
     reader
         .expect_read_after()
-        .with(eq("s"), eq(EntryId::ZERO), eq(10), eq(Duration::from_millis(50)))
+        .with(
+            eq("s"),
+            eq(EntryId::ZERO),
+            eq(10),
+            eq(Duration::from_millis(50)),
+        )
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _, _, _| Ok(entries(&[(1, 0), (2, 0)])));
@@ -157,7 +167,12 @@ async fn the_next_batch_is_read_ahead_while_the_handler_works_and_handed_on_with
     // Step 3: back to a blocking read.
     reader
         .expect_read_after()
-        .with(eq("s"), eq(EntryId::new(3, 0)), eq(10), eq(Duration::from_millis(50)))
+        .with(
+            eq("s"),
+            eq(EntryId::new(3, 0)),
+            eq(10),
+            eq(Duration::from_millis(50)),
+        )
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _, _, _| Ok(vec![]));
@@ -215,7 +230,129 @@ async fn a_batch_read_ahead_is_dropped_when_the_handler_fails() {
             vec![EntryId::new(2, 0)],
         ]
     );
-    assert_eq!(c.step().await, Step::Handled { entries: 1, offset: EntryId::new(3, 0) });
+    assert_eq!(
+        c.step().await,
+        Step::Handled {
+            entries: 1,
+            offset: EntryId::new(3, 0)
+        }
+    );
+}
+
+#[tokio::test]
+async fn entries_in_flight_come_back_first_with_the_next_batch_and_the_offset_waits_for_them() {
+    let mut reader = MockStreamReader::new();
+    no_info(&mut reader);
+    reader
+        .expect_read_after()
+        .withf(blocking())
+        .times(1)
+        .returning(|_, _, _, _| Ok(entries(&[(1, 0), (2, 0)])));
+    reader
+        .expect_read_after()
+        .withf(|_, after, _, block| block.is_zero() && *after == EntryId::new(2, 0))
+        .returning(|_, _, _, _| Ok(entries(&[(3, 0)])));
+    reader
+        .expect_read_after()
+        .withf(|_, after, _, block| block.is_zero() && *after == EntryId::new(3, 0))
+        .returning(|_, _, _, _| Ok(vec![]));
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(None));
+    let saved = Arc::new(Mutex::new(Vec::new()));
+    let saved_in = saved.clone();
+    offsets.expect_save().returning(move |_, id| {
+        saved_in.lock().unwrap().push(id);
+        Ok(())
+    });
+    let mut handler = Recorder::default();
+    // First call: everything goes in flight. Second: those two finish, the third goes in
+    // flight. Third: it finishes.
+    handler
+        .script
+        .push_back(Box::new(|_| BatchOutcome::in_flight(0)));
+    handler
+        .script
+        .push_back(Box::new(|_| BatchOutcome::in_flight(2)));
+    let seen = handler.seen.clone();
+    let (mut c, _, health) = consumer(reader, offsets, handler);
+    assert_eq!(
+        c.step().await,
+        Step::Handled {
+            entries: 0,
+            offset: EntryId::ZERO
+        }
+    );
+    assert!(health.check().is_ok());
+    assert_eq!(
+        c.step().await,
+        Step::Handled {
+            entries: 2,
+            offset: EntryId::new(2, 0)
+        }
+    );
+    assert_eq!(
+        c.step().await,
+        Step::Handled {
+            entries: 1,
+            offset: EntryId::new(3, 0)
+        }
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            vec![EntryId::new(1, 0), EntryId::new(2, 0)],
+            vec![EntryId::new(1, 0), EntryId::new(2, 0), EntryId::new(3, 0)],
+            vec![EntryId::new(3, 0)],
+        ]
+    );
+    assert_eq!(
+        *saved.lock().unwrap(),
+        vec![EntryId::new(2, 0), EntryId::new(3, 0)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_shutdown_work_in_flight_is_finished_before_the_offset_is_saved() {
+    let reader = SlowReader {
+        batches: Mutex::new(VecDeque::from([
+            entries(&[(1, 0), (2, 0)]),
+            entries(&[(3, 0)]),
+        ])),
+    };
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(None));
+    let saved = Arc::new(Mutex::new(Vec::new()));
+    let saved_in = saved.clone();
+    offsets.expect_save().returning(move |_, id| {
+        saved_in.lock().unwrap().push(id);
+        Ok(())
+    });
+    let cancel = CancellationToken::new();
+    let mut handler = Recorder::default();
+    let cancel_in = cancel.clone();
+    handler.script.push_back(Box::new(move |_| {
+        cancel_in.cancel();
+        BatchOutcome::in_flight(0)
+    }));
+    let seen = handler.seen.clone();
+    let c = Consumer::new(
+        reader,
+        offsets,
+        handler,
+        config(),
+        ConsumerMetrics::default(),
+        ConsumerHealth::default(),
+    );
+    c.run(cancel).await;
+    // The in-flight pair is handed back alone (not with 3-0, read ahead) and finished.
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            vec![EntryId::new(1, 0), EntryId::new(2, 0)],
+            vec![EntryId::new(1, 0), EntryId::new(2, 0)],
+        ]
+    );
+    assert_eq!(*saved.lock().unwrap(), vec![EntryId::new(2, 0)]);
 }
 
 #[tokio::test]
@@ -322,6 +459,7 @@ async fn a_handler_that_stops_short_without_a_reason_is_retried_not_skipped() {
     handler.script.push_back(Box::new(|_| BatchOutcome {
         finished: 1,
         failure: None,
+        in_flight: false,
     }));
     let (mut c, _, _) = consumer(reader, offsets, handler);
     assert!(matches!(

@@ -19,16 +19,18 @@
 //!  3. **Decides publication** per applied observation: a `runtime_snapshot_update` when
 //!     the status changed, or when the summary differs from the last one published for the
 //!     game (the first event per game after a start always publishes).
-//!  4. **Publishes** the batch's snapshots on `gm:lobby_events` in one pipelined round trip,
-//!     in stream order, each carrying what the database held after its write and the Game
-//!     Master's clock. A summary is remembered as published only once its publish
-//!     succeeded.
+//!  4. **Publishes** the batch's snapshots on `gm:lobby_events` in one round trip, in
+//!     stream order, each carrying what the database held after its write and the Game
+//!     Master's clock. The publish runs in the background while the next batch is read
+//!     and applied; the batch's entries are finished (and the offset moves past them)
+//!     only once it succeeded, and only then are its summaries remembered as published.
 //!  5. **Counts** one "consumed" per entry, by outcome, and one "published" per snapshot.
 //!
 //! A database or Redis failure (step 2 or 4) stops the batch without finishing it, so the
 //! runtime holds the offset and retries: nothing is lost. When the database write
 //! succeeded but the publish failed, the retry publishes the same snapshots again without
-//! applying the batch a second time.
+//! applying the batch a second time. Snapshots of one batch always go out after those of
+//! the batch before it.
 
 mod decode;
 mod metrics;
@@ -44,6 +46,7 @@ use ports::{
     RuntimeSnapshot,
 };
 use stream_consumer::{BatchHandler, BatchOutcome, EntryId, StreamEntry};
+use tokio::task::JoinHandle;
 
 pub use decode::{HealthEvent, SkipReason, decode};
 pub use metrics::{Outcome, WorkerMetrics};
@@ -67,125 +70,63 @@ pub fn system_clock() -> Clock {
 /// The worker. Plug it into a [`stream_consumer::Consumer`].
 pub struct HealthEventsWorker<S, P> {
     store: S,
-    publisher: P,
+    publisher: Arc<P>,
     clock: Clock,
     metrics: WorkerMetrics,
     /// Last summary published per game (process memory; empty after a start).
     last_published: HashMap<GameId, EngineHealth>,
-    /// Snapshots of entries already applied to the database but not yet published.
-    unpublished: Option<Unpublished>,
+    /// Snapshots of entries already applied to the database whose publish has not been
+    /// seen to succeed yet.
+    outbox: Option<Outbox>,
 }
 
-/// What a failed publish leaves behind for the retry.
-struct Unpublished {
+/// Snapshots on their way to the lobby events stream.
+struct Outbox {
     /// The last entry whose database write these snapshots reflect.
     through: EntryId,
-    events: Vec<LobbyEvent>,
+    events: Arc<Vec<LobbyEvent>>,
+    /// The publish under way; `None` after it failed (then the events are sent again).
+    sending: Option<JoinHandle<Result<(), ports::Error>>>,
 }
 
 impl<S, P> HealthEventsWorker<S, P>
 where
     S: RuntimeRecordStore,
-    P: LobbyEventsPublisher,
+    P: LobbyEventsPublisher + 'static,
 {
     /// Assembles the worker.
     pub fn new(store: S, publisher: P, clock: Clock, metrics: WorkerMetrics) -> Self {
         Self {
             store,
-            publisher,
+            publisher: Arc::new(publisher),
             clock,
             metrics,
             last_published: HashMap::new(),
-            unpublished: None,
+            outbox: None,
         }
     }
 
-    /// Publishes `events` and, once they are out, remembers their summaries.
-    async fn publish(
+    /// Step 3: which applied observations publish a snapshot, in stream order. `pending`
+    /// are snapshots not yet published that will go out before these (their summaries
+    /// count as published for the debounce).
+    fn decide(
         &mut self,
-        events: Vec<LobbyEvent>,
-        through: EntryId,
-    ) -> Result<(), ports::Error> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        if let Err(error) = self.publisher.publish(&events).await {
-            self.metrics.error("publish");
-            self.unpublished = Some(Unpublished { through, events });
-            return Err(error);
-        }
-        for event in &events {
-            let snapshot = event.snapshot();
-            if let Some(summary) = snapshot.engine_health {
-                self.last_published
-                    .insert(snapshot.game_id.clone(), summary);
-            }
-            self.metrics.published(event.kind());
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl<S, P> BatchHandler for HealthEventsWorker<S, P>
-where
-    S: RuntimeRecordStore,
-    P: LobbyEventsPublisher,
-{
-    async fn handle(&mut self, batch: &[StreamEntry]) -> BatchOutcome {
-        // A retry after a failed publish: the leading entries are in the database already;
-        // publish their snapshots, do not apply them again.
-        let mut done = 0;
-        if let Some(Unpublished { through, events }) = self.unpublished.take() {
-            if let Err(error) = self.publish(events, through).await {
-                return BatchOutcome::stopped(0, error);
-            }
-            done = batch.iter().take_while(|e| e.id <= through).count();
-        }
-        let entries = &batch[done..];
-        let Some(last) = entries.last().map(|e| e.id) else {
-            return BatchOutcome::done(done);
-        };
-
-        // 1. Decode.
-        let decoded: Vec<Result<HealthEvent, SkipReason>> = entries.iter().map(decode).collect();
-        let observations: Vec<HealthObservation> = decoded
-            .iter()
-            .filter_map(|d| d.as_ref().ok())
-            .map(|event| HealthObservation {
-                game_id: event.game_id.clone(),
-                plan: event.event_type.plan(),
-            })
-            .collect();
-
-        // 2. Apply, one transaction for the batch.
-        let results = if observations.is_empty() {
-            Vec::new()
-        } else {
-            match self.store.apply_health_batch(&observations).await {
-                Ok(results) if results.len() == observations.len() => results,
-                Ok(results) => {
-                    self.metrics.error("apply");
-                    let error = format!(
-                        "store returned {} results for {} observations",
-                        results.len(),
-                        observations.len()
-                    );
-                    return BatchOutcome::stopped(done, error);
-                }
-                Err(error) => {
-                    self.metrics.error("apply");
-                    return BatchOutcome::stopped(done, error);
-                }
-            }
-        };
-
-        // 3. Decide publication, in stream order; count every entry once.
+        entries: &[StreamEntry],
+        decoded: &[Result<HealthEvent, SkipReason>],
+        results: Vec<ObservationResult>,
+        pending: &[LobbyEvent],
+    ) -> Vec<LobbyEvent> {
         let now_ms = (self.clock)();
         let mut results = results.into_iter();
         let mut events = Vec::new();
-        let mut batch_published: HashMap<&GameId, EngineHealth> = HashMap::new();
-        for (entry, decoded) in entries.iter().zip(&decoded) {
+        let mut ahead: HashMap<GameId, EngineHealth> = pending
+            .iter()
+            .filter_map(|e| {
+                let s = e.snapshot();
+                s.engine_health.map(|h| (s.game_id.clone(), h))
+            })
+            .collect();
+        for (entry, decoded) in entries.iter().zip(decoded) {
             let event = match decoded {
                 Err(reason) => {
                     tracing::warn!(
@@ -228,16 +169,16 @@ where
                     "runtime status changed by health event"
                 );
             }
-            let previous = batch_published
+            let previous = ahead
                 .get(&event.game_id)
                 .or_else(|| self.last_published.get(&event.game_id))
                 .copied();
-            let summary_changed = previous != record.engine_health || previous.is_none();
+            let summary_changed = previous.is_none() || previous != record.engine_health;
             if transitioned.is_none() && !summary_changed {
                 continue;
             }
             if let Some(summary) = record.engine_health {
-                batch_published.insert(&event.game_id, summary);
+                ahead.insert(event.game_id.clone(), summary);
             }
             events.push(LobbyEvent::SnapshotUpdate(RuntimeSnapshot {
                 game_id: record.game_id,
@@ -248,12 +189,153 @@ where
                 player_turn_stats: Vec::new(),
             }));
         }
+        events
+    }
+}
 
-        // 4. Publish, pipelined; 5. counted in `publish`.
-        match self.publish(events, last).await {
-            Ok(()) => BatchOutcome::done(batch.len()),
-            Err(error) => BatchOutcome::stopped(done, error),
+/// Step 4's second half: waits for the outbox's publish (sending it again after a
+/// failure); once it is out, remembers its summaries, counts it (step 5) and empties it.
+async fn settle<P: LobbyEventsPublisher + 'static>(
+    outbox: &mut Option<Outbox>,
+    publisher: &Arc<P>,
+    metrics: &WorkerMetrics,
+    last_published: &mut HashMap<GameId, EngineHealth>,
+) -> Result<(), ports::Error> {
+    let Some(pending) = outbox.as_mut() else {
+        return Ok(());
+    };
+    let result = match pending.sending.take() {
+        Some(task) => task
+            .await
+            .unwrap_or_else(|e| Err(ports::Error::Backend(Box::new(e)))),
+        None => publisher.publish(&pending.events).await,
+    };
+    if let Err(error) = result {
+        metrics.error("publish");
+        return Err(error);
+    }
+    for event in pending.events.iter() {
+        let snapshot = event.snapshot();
+        if let Some(summary) = snapshot.engine_health {
+            last_published.insert(snapshot.game_id.clone(), summary);
         }
+        metrics.published(event.kind());
+    }
+    *outbox = None;
+    Ok(())
+}
+
+/// Step 2: one transaction for the batch (nothing to do for an empty one).
+async fn apply<S: RuntimeRecordStore>(
+    store: &S,
+    observations: &[HealthObservation],
+) -> Result<Vec<ObservationResult>, ports::Error> {
+    if observations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let results = store.apply_health_batch(observations).await?;
+    if results.len() != observations.len() {
+        return Err(ports::Error::Backend(
+            format!(
+                "store returned {} results for {} observations",
+                results.len(),
+                observations.len()
+            )
+            .into(),
+        ));
+    }
+    Ok(results)
+}
+
+#[async_trait]
+impl<S, P> BatchHandler for HealthEventsWorker<S, P>
+where
+    S: RuntimeRecordStore,
+    P: LobbyEventsPublisher + 'static,
+{
+    async fn handle(&mut self, batch: &[StreamEntry]) -> BatchOutcome {
+        // Entries up to the outbox's `through` are in the database already; only their
+        // snapshots are still on their way.
+        let applied_before = self.outbox.as_ref().map_or(0, |o| {
+            batch.iter().take_while(|e| e.id <= o.through).count()
+        });
+        let fresh = &batch[applied_before..];
+
+        // 1. Decode.
+        let decoded: Vec<Result<HealthEvent, SkipReason>> = fresh.iter().map(decode).collect();
+        let observations: Vec<HealthObservation> = decoded
+            .iter()
+            .filter_map(|d| d.as_ref().ok())
+            .map(|event| HealthObservation {
+                game_id: event.game_id.clone(),
+                plan: event.event_type.plan(),
+            })
+            .collect();
+
+        // 2. Apply this batch, while the previous batch's snapshots finish publishing
+        //    (the database and Redis work at the same time).
+        let (published, applied) = tokio::join!(
+            settle(
+                &mut self.outbox,
+                &self.publisher,
+                &self.metrics,
+                &mut self.last_published
+            ),
+            apply(&self.store, &observations),
+        );
+        let results = match applied {
+            Ok(results) => results,
+            Err(error) => {
+                self.metrics.error("apply");
+                let finished = if published.is_ok() { applied_before } else { 0 };
+                return BatchOutcome::stopped(finished, error);
+            }
+        };
+        let Some(last) = fresh.last().map(|e| e.id) else {
+            // Nothing new: this call only finished the previous batch's publish.
+            return match published {
+                Ok(()) => BatchOutcome::done(batch.len()),
+                Err(error) => BatchOutcome::stopped(0, error),
+            };
+        };
+
+        // 3. Decide publication, in stream order; count every entry once.
+        let pending: Vec<LobbyEvent> = self
+            .outbox
+            .as_ref()
+            .map(|o| o.events.as_ref().clone())
+            .unwrap_or_default();
+        let events = self.decide(fresh, &decoded, results, &pending);
+
+        // 4. Publish: the previous batch's snapshots failed to go out, so this batch's
+        //    join them and all are sent again on the retry, in order.
+        if let Err(error) = published {
+            let mut all = pending;
+            all.extend(events);
+            self.outbox = Some(Outbox {
+                through: last,
+                events: Arc::new(all),
+                sending: None,
+            });
+            return BatchOutcome::stopped(0, error);
+        }
+        if events.is_empty() {
+            return BatchOutcome::done(batch.len());
+        }
+        // Otherwise this batch's snapshots go out in the background while the next batch
+        // is read and applied; the runtime hands these entries back and the next call
+        // finishes them.
+        let events = Arc::new(events);
+        let publisher = Arc::clone(&self.publisher);
+        let sending = Arc::clone(&events);
+        self.outbox = Some(Outbox {
+            through: last,
+            events,
+            sending: Some(tokio::spawn(
+                async move { publisher.publish(&sending).await },
+            )),
+        });
+        BatchOutcome::in_flight(applied_before)
     }
 }
 

@@ -15,6 +15,29 @@ use super::*;
 
 const NOW: u64 = 1_800_000_000_000;
 
+/// What driving a batch to the end gave: entries finished, and the failure that stopped it.
+struct Driven {
+    finished: usize,
+    failure: Option<stream_consumer::BoxError>,
+}
+
+/// Hands `batch` to the worker the way the runtime does: unfinished entries come back
+/// until all are finished or a call fails (a batch's snapshots are published in the
+/// background and finished by the following call).
+async fn drive<H: BatchHandler>(worker: &mut H, batch: &[StreamEntry]) -> Driven {
+    let mut finished = 0;
+    loop {
+        let outcome = worker.handle(&batch[finished..]).await;
+        finished += outcome.finished;
+        if outcome.failure.is_some() || !outcome.in_flight {
+            return Driven {
+                finished,
+                failure: outcome.failure,
+            };
+        }
+    }
+}
+
 fn gid(s: &str) -> GameId {
     GameId::new(s).unwrap()
 }
@@ -139,7 +162,7 @@ async fn every_event_type_on_every_status_writes_publishes_and_counts_per_the_sp
         for status in RuntimeStatus::ALL {
             let h = Harness::new(&[("g", status)]);
             let mut w = h.worker();
-            let outcome = w.handle(&[event(1, "g", event_type.as_str())]).await;
+            let outcome = drive(&mut w, &[event(1, "g", event_type.as_str())]).await;
             assert_eq!(outcome.finished, 1);
             assert!(outcome.failure.is_none());
 
@@ -287,7 +310,7 @@ async fn every_decode_failure_is_skipped_counted_and_finished() {
     let mut w = h.worker();
     let mut batch: Vec<StreamEntry> = cases.iter().map(|(e, _)| e.clone()).collect();
     batch.push(good(12));
-    let outcome = w.handle(&batch).await;
+    let outcome = drive(&mut w, &batch).await;
     assert_eq!(outcome.finished, batch.len());
     assert_eq!(h.metrics.consumed_count(Outcome::Malformed), 10);
     assert_eq!(h.metrics.consumed_count(Outcome::UnknownEventType), 1);
@@ -335,7 +358,7 @@ async fn fields_the_game_master_does_not_read_are_no_reason_to_skip() {
             ],
         ),
     ];
-    assert_eq!(w.handle(&odd).await.finished, 2);
+    assert_eq!(drive(&mut w, &odd).await.finished, 2);
     assert_eq!(h.metrics.consumed_count(Outcome::Applied), 2);
 }
 
@@ -343,12 +366,14 @@ async fn fields_the_game_master_does_not_read_are_no_reason_to_skip() {
 async fn an_unknown_game_is_skipped_and_counted_without_a_snapshot() {
     let h = Harness::new(&[("known", RuntimeStatus::Running)]);
     let mut w = h.worker();
-    let outcome = w
-        .handle(&[
+    let outcome = drive(
+        &mut w,
+        &[
             event(1, "ghost", "container_oom"),
             event(2, "known", "container_oom"),
-        ])
-        .await;
+        ],
+    )
+    .await;
     assert_eq!(outcome.finished, 2);
     assert_eq!(h.metrics.consumed_count(Outcome::UnknownGame), 1);
     assert_eq!(
@@ -376,14 +401,14 @@ async fn debounce_first_publishes_repeats_are_suppressed_status_changes_publish(
         event(2, "g", "container_started"),
         event(3, "h", "probe_failed"),
     ];
-    assert_eq!(w.handle(&batch).await.finished, 3);
+    assert_eq!(drive(&mut w, &batch).await.finished, 3);
     let batch = [
         event(4, "g", "probe_recovered"),
         event(5, "g", "probe_recovered"),
         event(6, "g", "probe_failed"),
         event(7, "h", "probe_failed"),
     ];
-    assert_eq!(w.handle(&batch).await.finished, 4);
+    assert_eq!(drive(&mut w, &batch).await.finished, 4);
     use EngineHealth::{Healthy, ProbeFailed};
     use RuntimeStatus::{EngineUnreachable, Running};
     assert_eq!(
@@ -427,12 +452,12 @@ async fn a_failed_publish_is_retried_without_reapplying_and_is_not_remembered_un
         event(1, "g", "container_oom"),
         event(2, "g", "container_exited"),
     ];
-    let first = w.handle(&batch).await;
+    let first = drive(&mut w, &batch).await;
     assert_eq!(first.finished, 0);
     assert!(first.failure.is_some());
     assert_eq!(*h.applies.lock().unwrap(), 1);
 
-    let second = w.handle(&batch).await;
+    let second = drive(&mut w, &batch).await;
     assert_eq!(second.finished, 2);
     assert!(second.failure.is_none());
     assert_eq!(
@@ -457,7 +482,7 @@ async fn a_failed_publish_is_retried_without_reapplying_and_is_not_remembered_un
     );
     // Only now is `exited` remembered: a repeat is suppressed.
     assert_eq!(
-        w.handle(&[event(3, "g", "container_exited")])
+        drive(&mut w, &[event(3, "g", "container_exited")])
             .await
             .finished,
         1
@@ -486,12 +511,17 @@ async fn a_failed_publish_with_a_longer_retry_batch_publishes_then_applies_the_r
         Arc::new(|| NOW),
         h.metrics.clone(),
     );
-    assert_eq!(w.handle(&[event(1, "g", "probe_failed")]).await.finished, 0);
+    assert_eq!(
+        drive(&mut w, &[event(1, "g", "probe_failed")])
+            .await
+            .finished,
+        0
+    );
     let longer = [
         event(1, "g", "probe_failed"),
         event(2, "g", "container_started"),
     ];
-    assert_eq!(w.handle(&longer).await.finished, 2);
+    assert_eq!(drive(&mut w, &longer).await.finished, 2);
     assert_eq!(*h.applies.lock().unwrap(), 2);
     assert_eq!(h.published().len(), 2);
 }
@@ -506,12 +536,14 @@ async fn a_store_failure_holds_the_whole_batch_and_publishes_nothing() {
     publisher.expect_publish().never();
     let metrics = WorkerMetrics::default();
     let mut w = HealthEventsWorker::new(store, publisher, Arc::new(|| NOW), metrics.clone());
-    let outcome = w
-        .handle(&[
+    let outcome = drive(
+        &mut w,
+        &[
             entry(1, &[("game_id", b"")]),
             event(2, "g", "container_oom"),
-        ])
-        .await;
+        ],
+    )
+    .await;
     assert_eq!(outcome.finished, 0);
     assert!(
         outcome
@@ -533,6 +565,6 @@ async fn a_batch_of_only_bad_entries_never_touches_the_store() {
     publisher.expect_publish().never();
     let metrics = WorkerMetrics::default();
     let mut w = HealthEventsWorker::new(store, publisher, Arc::new(|| NOW), metrics.clone());
-    assert_eq!(w.handle(&[entry(1, &[("x", b"y")])]).await.finished, 1);
+    assert_eq!(drive(&mut w, &[entry(1, &[("x", b"y")])]).await.finished, 1);
     assert_eq!(metrics.consumed_count(Outcome::Malformed), 1);
 }
