@@ -101,7 +101,7 @@ fn command() -> Command {
         .arg(
             Arg::new("batch_size")
                 .long("batch-size")
-                .default_value("1000")
+                .default_value("10000")
                 .value_parser(value_parser!(usize)),
         )
         .arg(
@@ -162,7 +162,7 @@ fn options(m: &ArgMatches) -> Options {
         games: number("games").max(1),
         events: number("events").max(1),
         rounds: number("rounds").max(1),
-        batch_size: number("batch_size").clamp(1, 10_000),
+        batch_size: number("batch_size").clamp(1, 50_000),
         latency_rates: if skipped("latency") {
             Vec::new()
         } else {

@@ -31,6 +31,7 @@ const DEFAULTS: Defaults = Defaults {
     env_prefix: "LOBBY",
     postgres_url: "postgres://postgres@127.0.0.1:5432/lobby",
     http_addr: "127.0.0.1:8081",
+    batch_size: "1000",
 };
 
 /// The command line: `migrate`, `seed-game` and `run`, every setting also an environment

@@ -19,6 +19,9 @@ pub struct Defaults {
     pub postgres_url: &'static str,
     /// Default ops HTTP address.
     pub http_addr: &'static str,
+    /// Default entries per batch (a service whose batches are cheap to apply together
+    /// gains from larger ones; see `docs/decisions/0013-throughput.md`).
+    pub batch_size: &'static str,
 }
 
 /// Values of the common settings.
@@ -125,8 +128,8 @@ impl CommonSettings {
             Arg::new("batch_size")
                 .long("batch-size")
                 .env(env(p, "BATCH_SIZE"))
-                .default_value("1000")
-                .value_parser(clap::value_parser!(u32).range(1..=10_000))
+                .default_value(d.batch_size)
+                .value_parser(clap::value_parser!(u32).range(1..=50_000))
                 .help("Stream entries read and handled per batch"),
             Arg::new("read_block")
                 .long("read-block")
@@ -270,6 +273,7 @@ mod tests {
         env_prefix: "KITTEST",
         postgres_url: "postgres://postgres@127.0.0.1:5432/kit",
         http_addr: "127.0.0.1:8080",
+        batch_size: "1000",
     };
 
     fn cmd() -> Command {
