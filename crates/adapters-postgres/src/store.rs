@@ -219,64 +219,24 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
         ids.sort_unstable();
         ids.dedup();
 
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(store_error)?;
-
-        // 1. Lock every known game of the batch, in game_id order.
-        let lock = tx.prepare_cached(LOCK_BATCH).await.map_err(store_error)?;
-        let rows = tx.query(&lock, &[&ids]).await.map_err(store_error)?;
-        let mut games: HashMap<&str, GameRow> = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let id: &str = row.try_get(0).map_err(store_error)?;
-            let game = GameRow::decode(id, row)?;
-            games.insert(id, game);
-        }
-
-        // 2. Fold the observations in order: each sees what the previous one of its game
-        //    left. Nothing is written yet.
-        let mut steps: Vec<Option<(HealthState, Option<Transition>)>> =
-            Vec::with_capacity(observations.len());
-        for observation in observations {
-            let step = games.get_mut(observation.game_id.as_str()).map(|game| {
-                let outcome = apply_plan(game.state, observation.plan);
-                game.state = outcome.state;
-                game.touched = true;
-                (outcome.state, outcome.transitioned)
-            });
-            steps.push(step);
-        }
-
-        // 3. One write for every touched game's final state, then commit.
-        let touched: Vec<&str> = ids
-            .iter()
-            .copied()
-            .filter(|id| games.get(id).is_some_and(|g| g.touched))
-            .collect();
-        let mut updated_at: HashMap<&str, SystemTime> = HashMap::with_capacity(touched.len());
-        let written;
-        if !touched.is_empty() {
-            let statuses: Vec<&str> = touched
-                .iter()
-                .filter_map(|id| games.get(id))
-                .map(|g| g.state.status.as_str())
-                .collect();
-            let healths: Vec<&str> = touched
-                .iter()
-                .filter_map(|id| games.get(id))
-                .map(|g| EngineHealth::wire(g.state.engine_health))
-                .collect();
-            let write = tx.prepare_cached(WRITE_BATCH).await.map_err(store_error)?;
-            written = tx
-                .query(&write, &[&touched, &statuses, &healths])
-                .await
-                .map_err(store_error)?;
-            for row in &written {
-                let id: &str = row.try_get(0).map_err(store_error)?;
-                let at: SystemTime = row.try_get(1).map_err(store_error)?;
-                updated_at.insert(id, at);
+        let client = self.client().await?;
+        let lock = client
+            .prepare_cached(LOCK_BATCH)
+            .await
+            .map_err(store_error)?;
+        let write = client
+            .prepare_cached(WRITE_BATCH)
+            .await
+            .map_err(store_error)?;
+        let applied = fold_and_write(&client, &lock, &write, &ids, observations).await;
+        let (games, steps, updated_at) = match applied {
+            Ok(applied) => applied,
+            Err(error) => {
+                // The connection may still be inside the transaction: never hand it back.
+                drop(pg_kit::Object::take(client));
+                return Err(error);
             }
-        }
-        tx.commit().await.map_err(store_error)?;
+        };
 
         // 4. One result per observation, the record as it stood right after it.
         observations
@@ -306,6 +266,90 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
             })
             .collect()
     }
+}
+
+/// What a batch's transaction produced: the rows as folded, each observation's step, and
+/// each written game's `updated_at`.
+type Applied = (
+    HashMap<String, GameRow>,
+    Vec<Option<(HealthState, Option<Transition>)>>,
+    HashMap<String, SystemTime>,
+);
+
+/// The batch's transaction in two round trips: `BEGIN` travels with the lock query, and
+/// the `UPDATE` with the `COMMIT` (tokio-postgres pipelines requests issued together; if
+/// the `UPDATE` fails, PostgreSQL turns the `COMMIT` into a rollback). Between them the
+/// observations are folded in order with `apply_plan`.
+async fn fold_and_write(
+    client: &tokio_postgres::Client,
+    lock: &tokio_postgres::Statement,
+    write: &tokio_postgres::Statement,
+    ids: &[&str],
+    observations: &[HealthObservation],
+) -> Result<Applied, Error> {
+    // 1. Lock every known game of the batch, in game_id order.
+    let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+    let (begin, rows) = tokio::join!(
+        client.batch_execute("BEGIN"),
+        client.query(lock, &lock_params)
+    );
+    begin.map_err(store_error)?;
+    let rows = rows.map_err(store_error)?;
+    let mut games: HashMap<String, GameRow> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id: &str = row.try_get(0).map_err(store_error)?;
+        games.insert(id.to_owned(), GameRow::decode(id, row)?);
+    }
+
+    // 2. Fold the observations in order: each sees what the previous one of its game
+    //    left. Nothing is written yet.
+    let mut steps: Vec<Option<(HealthState, Option<Transition>)>> =
+        Vec::with_capacity(observations.len());
+    for observation in observations {
+        let step = games.get_mut(observation.game_id.as_str()).map(|game| {
+            let outcome = apply_plan(game.state, observation.plan);
+            game.state = outcome.state;
+            game.touched = true;
+            (outcome.state, outcome.transitioned)
+        });
+        steps.push(step);
+    }
+
+    // 3. One write for every touched game's final state, committed with it.
+    let touched: Vec<&str> = ids
+        .iter()
+        .copied()
+        .filter(|id| games.get(*id).is_some_and(|g| g.touched))
+        .collect();
+    let mut updated_at = HashMap::with_capacity(touched.len());
+    if touched.is_empty() {
+        client.batch_execute("COMMIT").await.map_err(store_error)?;
+    } else {
+        let statuses: Vec<&str> = touched
+            .iter()
+            .filter_map(|id| games.get(*id))
+            .map(|g| g.state.status.as_str())
+            .collect();
+        let healths: Vec<&str> = touched
+            .iter()
+            .filter_map(|id| games.get(*id))
+            .map(|g| EngineHealth::wire(g.state.engine_health))
+            .collect();
+        let write_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&touched, &statuses, &healths];
+        let (written, commit) = tokio::join!(
+            client.query(write, &write_params),
+            client.batch_execute("COMMIT"),
+        );
+        let written = written.map_err(store_error)?;
+        commit.map_err(store_error)?;
+        for row in &written {
+            let id: String = row.try_get(0).map_err(store_error)?;
+            let at: SystemTime = row.try_get(1).map_err(store_error)?;
+            updated_at.insert(id, at);
+        }
+    }
+    Ok((games, steps, updated_at))
 }
 
 /// A locked row of a batch, and the state the batch's observations so far left it in.

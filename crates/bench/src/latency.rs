@@ -4,17 +4,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use adapters_postgres::PgRuntimeRecordStore;
-use adapters_redis::RedisLobbyEventsPublisher;
 use domain_runtime::HealthEventType;
 use redis_streams::{RedisOffsetStore, RedisSettings, RedisStreamReader, StreamWriter};
-use stream_consumer::{
-    Consumer, ConsumerConfig, ConsumerHealth, ConsumerMetrics, EntryId, StreamReader,
-};
-use tokio_util::sync::CancellationToken;
-use worker_healthevents::{HealthEventsWorker, OFFSET_LABEL, WorkerMetrics, system_clock};
+use stream_consumer::{EntryId, StreamReader};
 
 use crate::fixture::Fixture;
+use crate::scale::Gamemaster;
 use crate::{Options, workload};
 
 type Sent = Arc<Mutex<HashMap<String, VecDeque<Instant>>>>;
@@ -45,10 +40,9 @@ pub async fn run(fx: &Fixture, opts: &Options) -> anyhow::Result<()> {
     for &rate in &opts.latency_rates {
         let stream = fx.key(&format!("latency:health_{rate}")).await?;
         let lobby = fx.key(&format!("latency:lobby_{rate}")).await?;
-        let service = format!("bench-latency-{rate}");
-        let offset_key = format!("{service}:stream_offsets:{OFFSET_LABEL}");
+        let offset_key = RedisOffsetStore::new(fx.redis.clone(), "gamemaster").key("health_events");
         fx.del(std::slice::from_ref(&offset_key)).await?;
-        let mut latencies = one_rate(fx, opts, games, rate, &stream, &lobby, &service).await?;
+        let mut latencies = one_rate(fx, opts, games, rate, &stream, &lobby).await?;
         fx.del(&[stream, lobby, offset_key]).await?;
         latencies.sort();
         println!(
@@ -70,30 +64,10 @@ async fn one_rate(
     rate: u64,
     stream: &str,
     lobby: &str,
-    service: &str,
 ) -> anyhow::Result<Vec<Duration>> {
-    // The worker, running as in the binary.
-    let reader =
-        RedisStreamReader::connect(&fx.redis_url, RedisSettings::default(), "latency-reader")
-            .await?;
-    let worker = HealthEventsWorker::new(
-        PgRuntimeRecordStore::new(fx.pool.clone()),
-        RedisLobbyEventsPublisher::new(fx.redis.clone(), lobby),
-        system_clock(),
-        WorkerMetrics::default(),
-    );
-    let mut config = ConsumerConfig::new(stream, OFFSET_LABEL);
-    config.batch_size = opts.batch_size;
-    let consumer = Consumer::new(
-        reader,
-        RedisOffsetStore::new(fx.redis.clone(), service),
-        worker,
-        config,
-        ConsumerMetrics::default(),
-        ConsumerHealth::default(),
-    );
-    let stop = CancellationToken::new();
-    let worker_task = tokio::spawn(consumer.run(stop.clone()));
+    // The real binary, in its own process, so the measuring side (the producer and the
+    // observer, in this process) does not compete with it for one runtime.
+    let gm = Gamemaster::start(fx, stream, lobby, opts.batch_size).await?;
 
     // Every event flips its game's summary (probe_failed ⇄ healthy), so every event
     // publishes exactly one snapshot, and per game the n-th snapshot answers the n-th event.
@@ -139,8 +113,9 @@ async fn one_rate(
         next = due;
     }
     let latencies = observer.await??;
-    stop.cancel();
-    worker_task.await?;
+    if gm.stop().await? != Some(0) {
+        anyhow::bail!("gamemaster did not exit 0 on SIGTERM");
+    }
     Ok(latencies)
 }
 

@@ -1,6 +1,8 @@
 //! Phase 3: the real `gamemaster` binary draining the same number of events over few and
-//! over many games: throughput and peak resident memory.
+//! over many games: throughput and peak resident memory. Also the process the latency
+//! phase measures.
 
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -20,24 +22,88 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// The `gamemaster` binary built beside this one, running on the bench's database and
+/// Redis with the given streams.
+pub struct Gamemaster {
+    child: tokio::process::Child,
+    pid: u32,
+    http: SocketAddr,
+}
+
+impl Gamemaster {
+    /// Starts `gamemaster run` and waits until `/readyz` answers 200.
+    ///
+    /// # Errors
+    /// The binary is missing, does not start, or is not ready within 30 s.
+    pub async fn start(
+        fx: &Fixture,
+        stream: &str,
+        lobby: &str,
+        batch_size: usize,
+    ) -> anyhow::Result<Self> {
+        let binary = std::env::current_exe()?.with_file_name("gamemaster");
+        if !binary.is_file() {
+            anyhow::bail!(
+                "{} is not built (cargo build --release --bins)",
+                binary.display()
+            );
+        }
+        let http: SocketAddr = format!("127.0.0.1:{}", testkit::free_port()).parse()?;
+        let child = tokio::process::Command::new(&binary)
+            .arg("run")
+            .env("GAMEMASTER_POSTGRES_URL", &fx.db_url)
+            .env("GAMEMASTER_REDIS_URL", &fx.redis_url)
+            .env("GAMEMASTER_HEALTH_EVENTS_STREAM", stream)
+            .env("GAMEMASTER_LOBBY_EVENTS_STREAM", lobby)
+            .env("GAMEMASTER_HTTP_ADDR", http.to_string())
+            .env("GAMEMASTER_BATCH_SIZE", batch_size.to_string())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        let pid = child.id().context("gamemaster exited at once")?;
+        let mut gm = Self { child, pid, http };
+        testkit::eventually("gamemaster ready", Duration::from_secs(30), || async {
+            matches!(testkit::http::get(http, "/readyz").await, Ok((200, _)))
+        })
+        .await?;
+        gm.check_running()?;
+        Ok(gm)
+    }
+
+    /// Peak resident set size so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        peak_rss_kib(self.pid).unwrap_or(0)
+    }
+
+    /// Fails when the process has already exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait()? {
+            Some(status) => anyhow::bail!("gamemaster ({}) exited early with {status}", self.http),
+            None => Ok(()),
+        }
+    }
+
+    /// SIGTERM, then the exit code.
+    pub async fn stop(mut self) -> anyhow::Result<Option<i32>> {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()?;
+        Ok(
+            tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+                .await??
+                .code(),
+        )
+    }
 }
 
 /// Runs every game count; `Ok(false)` when the binary did not exit 0 on SIGTERM.
 pub async fn run(fx: &Fixture, opts: &Options) -> anyhow::Result<bool> {
-    let binary = std::env::current_exe()?.with_file_name("gamemaster");
-    if !binary.is_file() {
-        anyhow::bail!(
-            "{} is not built (cargo build --release --bins)",
-            binary.display()
-        );
-    }
     println!(
-        "\n## Scale: the gamemaster binary draining {} events\n",
-        opts.scale_events
+        "\n## Scale: the gamemaster binary draining {} events, batch {}\n",
+        opts.scale_events, opts.batch_size
     );
     println!("| games | events/s | peak RSS MiB |");
     println!("|---:|---:|---:|");
@@ -52,45 +118,20 @@ pub async fn run(fx: &Fixture, opts: &Options) -> anyhow::Result<bool> {
         let events = workload::events(opts.scale_events, games, opts.seed);
         let last = workload::preload(&fx.redis, &stream, &events).await?;
 
-        let port = free_port()?;
+        // Timed from the spawn: the binary's start-up is counted against it.
         let started = Instant::now();
-        let mut child = tokio::process::Command::new(&binary)
-            .arg("run")
-            .env("GAMEMASTER_POSTGRES_URL", &fx.db_url)
-            .env("GAMEMASTER_REDIS_URL", &fx.redis_url)
-            .env("GAMEMASTER_HEALTH_EVENTS_STREAM", &stream)
-            .env("GAMEMASTER_LOBBY_EVENTS_STREAM", &lobby)
-            .env("GAMEMASTER_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .env("GAMEMASTER_BATCH_SIZE", opts.batch_size.to_string())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("start {}", binary.display()))?;
-        let pid = child.id().context("gamemaster exited at once")?;
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            if offsets.load("health_events").await? == Some(last) {
-                break;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                anyhow::bail!("gamemaster exited early with {status}");
-            }
+        let mut gm = Gamemaster::start(fx, &stream, &lobby, opts.batch_size).await?;
+        let deadline = started + Duration::from_secs(600);
+        while offsets.load("health_events").await? != Some(last) {
+            gm.check_running()?;
             if Instant::now() > deadline {
                 anyhow::bail!("gamemaster did not drain {games} games in time");
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let took = started.elapsed();
-        let rss = peak_rss_kib(pid).unwrap_or(0);
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()?;
-        let code = tokio::time::timeout(Duration::from_secs(30), child.wait())
-            .await??
-            .code();
-        ok &= code == Some(0);
+        let rss = gm.peak_rss_kib();
+        ok &= gm.stop().await? == Some(0);
         println!(
             "| {games} | {:.0} | {:.1} |",
             rate(opts.scale_events, took),
@@ -98,6 +139,6 @@ pub async fn run(fx: &Fixture, opts: &Options) -> anyhow::Result<bool> {
         );
         fx.del(&[stream, lobby, offset_key.clone()]).await?;
     }
-    println!("\n(times include the binary's start-up and connection checks)");
+    println!("\n(timed from the spawn of the binary: its start-up and connection checks count)");
     Ok(ok)
 }
