@@ -105,7 +105,9 @@ impl StreamWriter {
             self.max_len.map(|n| n.to_string()).unwrap_or_default(),
         )));
         for fields in entries {
-            args.push(Value::Integer(i64::try_from(fields.len()).unwrap_or(i64::MAX)));
+            args.push(Value::Integer(
+                i64::try_from(fields.len()).unwrap_or(i64::MAX),
+            ));
             for (k, v) in fields {
                 args.push(Value::Bytes(Bytes::copy_from_slice(k.as_ref())));
                 args.push(Value::Bytes(Bytes::copy_from_slice(v.as_ref())));
@@ -124,7 +126,9 @@ impl StreamWriter {
             other => other,
         };
         let Value::Array(replies) = reply.map_err(|e| stream_error(&context, &e))? else {
-            return Err(StreamError::Protocol(format!("{context}: the reply is not an array")));
+            return Err(StreamError::Protocol(format!(
+                "{context}: the reply is not an array"
+            )));
         };
         if replies.len() != entries.len() {
             return Err(StreamError::Protocol(format!(
