@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 cargo build --release --bin gamemaster --bin galaxy-bench >&2
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
 echo "postgres: $(psql "${GALAXY_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}" -Atc 'show server_version' 2>/dev/null || echo '?'), redis: $(redis-server --version 2>/dev/null | awk '{print $3}')"
-exec target/release/galaxy-bench "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/galaxy-bench" "$@"
