@@ -21,7 +21,7 @@ const DEFAULTS: Defaults = Defaults {
     env_prefix: "GAMEMASTER",
     postgres_url: "postgres://postgres@127.0.0.1:5432/gamemaster",
     http_addr: "127.0.0.1:8080",
-    batch_size: "10000",
+    batch_size: "4000",
 };
 
 /// The command line: `migrate` and `run`, every setting also an environment variable.

@@ -101,7 +101,7 @@ fn command() -> Command {
         .arg(
             Arg::new("batch_size")
                 .long("batch-size")
-                .default_value("10000")
+                .default_value("4000")
                 .value_parser(value_parser!(usize)),
         )
         .arg(
