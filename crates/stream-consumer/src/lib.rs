@@ -1,19 +1,22 @@
 //! The one Redis-Streams consumer loop of this workspace.
 //!
-//! Every consumer (the Game Master's health events, the Lobby's gmevents, the Runtime
-//! Manager's stop jobs) plugs a [`BatchHandler`] into [`Consumer`]. The runtime:
+//! Every consumer (the Game Master's health events and the Lobby's gmevents today; the
+//! Runtime Manager's stop jobs when that consumer is built) plugs a [`BatchHandler`] into
+//! [`Consumer`]. The runtime:
 //!
 //!  1. loads the stored offset (`0-0` when none) and checks whether entries after it were
-//!     trimmed away unseen (logged and counted; reading carries on from the first entry);
+//!     removed unseen (logged and counted; reading carries on from the first entry left);
 //!  2. reads a batch (`XREAD COUNT n BLOCK ms` after the offset);
-//!  3. hands the batch to the handler, which reports how many entries it finished and
-//!     whether it stopped on a transient failure;
+//!  3. hands the batch to the handler and, meanwhile, reads the next batch ahead without
+//!     blocking; the handler reports how many entries it finished, whether it stopped on a
+//!     transient failure, and whether the rest are still in flight (handed back first on
+//!     the next call);
 //!  4. saves the offset of the last finished entry, once per batch;
 //!  5. on a transient failure (reader, handler or offset store) waits with capped
 //!     exponential backoff and jitter, then resumes with the unfinished entries: it never
 //!     advances past an entry that was not finished;
-//!  6. on cancellation stops reading, lets the in-flight batch finish, saves its offset
-//!     and returns.
+//!  6. on cancellation stops reading, lets the handler finish what it has in flight, saves
+//!     the offset and returns.
 //!
 //! [`Consumer::step`] is one iteration, so tests drive the runtime without racing a
 //! background loop; [`Consumer::run`] loops it until cancelled.
