@@ -10,7 +10,7 @@ use stream_consumer::StreamError;
 use crate::wire;
 
 /// Publishes [`LobbyEvent`]s on the lobby events stream (default
-/// [`wire::DEFAULT_STREAM`]), all events of one call in one pipelined round trip, in order.
+/// [`wire::DEFAULT_STREAM`]), all events of one call in one round trip, in order.
 ///
 /// A call that fails may have appended some of its events; the Lobby's consumer is
 /// idempotent, so the caller simply publishes them again.

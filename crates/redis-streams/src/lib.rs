@@ -9,8 +9,8 @@
 //!     client of its own, handing on every entry as raw bytes;
 //!  3. [`RedisOffsetStore`] implements [`StreamOffsetStore`](stream_consumer::StreamOffsetStore)
 //!     with plain strings under `<service>:stream_offsets:<label>`;
-//!  4. [`StreamWriter`] appends batches of entries with pipelined `XADD`s, one round trip
-//!     per batch.
+//!  4. [`StreamWriter`] appends a batch of entries with one script call running the
+//!     `XADD`s server-side: one round trip per batch.
 //!
 //! Errors follow the consumer runtime's split: connection problems and timeouts are
 //! [`StreamError::Unavailable`](stream_consumer::StreamError::Unavailable) (retry), replies
