@@ -33,18 +33,6 @@ async fn admin(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
-/// `url` with its database name replaced.
-fn with_database(url: &str, database: &str) -> String {
-    let (head, query) = url.split_once('?').map_or((url, ""), |(h, q)| (h, q));
-    let base = head.rsplit_once('/').map_or(head, |(b, _)| b);
-    let query = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{query}")
-    };
-    format!("{base}/{database}{query}")
-}
-
 impl Fixture {
     /// Drops and re-creates the bench database, migrates it, connects Redis.
     pub async fn create(opts: &Options) -> anyhow::Result<Self> {
@@ -62,7 +50,7 @@ impl Fixture {
                 .await
                 .context("re-create the bench database")?;
         }
-        let db_url = with_database(&opts.postgres_admin_url, db);
+        let db_url = testkit::pg::url_with_database(&opts.postgres_admin_url, db);
         let pool = pg_kit::connect(&db_url, &PgSettings::default().max_connections(4))
             .await
             .context("connect to the bench database")?;
