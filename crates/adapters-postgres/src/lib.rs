@@ -7,15 +7,19 @@
 //!    twice is harmless.
 //! 2. Single-record calls (`get`, `register`, `update_status`, `update_engine_health`) are
 //!    one cached statement each; the compare-and-swap is `UPDATE … WHERE status = $from`.
-//! 3. `apply_health_batch` locks the batch's rows in `game_id` order, folds the
-//!    observations in Rust with `domain_runtime::apply_plan`, writes every touched row
-//!    with one `UPDATE … FROM unnest(…)` and commits: a few round trips per batch,
-//!    whatever its size (see `docs/decisions/0002-postgres-access.md`).
+//! 3. `apply_health_batch` folds the observations in Rust with
+//!    `domain_runtime::apply_plan` and writes every touched row with one statement,
+//!    whatever the batch's size: in one round trip through a guarded write when the
+//!    statuses the fold starts from are known from this process's earlier writes, else in
+//!    two, locking the rows in `game_id` order first (`docs/decisions/0002-postgres-access.md`,
+//!    `0014-guarded-batch-write.md`).
 //! 4. Failures map to `ports::Error`: transient ones (per `pg_kit`) to
 //!    `Error::Unavailable`, the rest to `Error::Backend`.
 
+mod batch;
 mod store;
 
+pub use batch::{BatchPaths, STATUS_CACHE_CAPACITY};
 pub use store::PgRuntimeRecordStore;
 
 use pg_kit::{MigrateError, Pool};

@@ -1,18 +1,15 @@
 //! `runtime_records` behind `ports::RuntimeRecordStore`.
 
-use std::collections::HashMap;
-use std::time::SystemTime;
-
 use async_trait::async_trait;
-use domain_runtime::{
-    EngineHealth, GameId, HealthState, RuntimeRecord, RuntimeStatus, Transition, apply_plan,
-};
+use domain_runtime::{EngineHealth, GameId, RuntimeRecord, RuntimeStatus};
 use pg_kit::{PgError, Pool};
 use ports::{
     Error, HealthObservation, NewRuntime, ObservationResult, RuntimeRecordStore,
     UpdateEngineHealth, UpdateStatus,
 };
 use tokio_postgres::Row;
+
+use crate::batch::{self, BatchPaths, PathCounters, StatusCache};
 use tokio_postgres::error::SqlState;
 
 /// The columns every single-record statement returns, in the order [`decode_record`]
@@ -50,23 +47,6 @@ const WRITE_HEALTH: &str = concat!(
     record_columns!()
 );
 
-/// Locks the batch's rows in a fixed order, so two concurrent batches that share games
-/// cannot deadlock.
-///
-/// A join on `unnest($1)` rather than `game_id = ANY($1)`: once PostgreSQL switches a
-/// prepared statement to its generic plan (after five runs), `= ANY($param)` compares
-/// every row with every id one by one (measured: 1.7 ms per batch became 11–19 ms), while
-/// the join stays an index lookup per id.
-const LOCK_BATCH: &str = "SELECT r.game_id, r.status, r.engine_health, r.current_turn, r.created_at \
-     FROM unnest($1::text[]) AS u(game_id) JOIN runtime_records AS r ON r.game_id = u.game_id \
-     ORDER BY r.game_id FOR NO KEY UPDATE OF r";
-
-/// Writes the batch's final state of every touched game in one statement.
-const WRITE_BATCH: &str = "UPDATE runtime_records AS r \
-     SET status = u.status, engine_health = u.engine_health, updated_at = now() \
-     FROM unnest($1::text[], $2::text[], $3::text[]) AS u(game_id, status, engine_health) \
-     WHERE r.game_id = u.game_id RETURNING r.game_id, r.updated_at";
-
 /// How often `update_status` retries a compare-and-swap that missed although the record
 /// was back in the expected status when looked up (another flow moved it away and back in
 /// between). Bounded: after that, the miss is a conflict.
@@ -77,13 +57,26 @@ const CAS_ATTEMPTS: usize = 3;
 #[derive(Clone, Debug)]
 pub struct PgRuntimeRecordStore {
     pool: Pool,
+    statuses: StatusCache,
+    paths: PathCounters,
 }
 
 impl PgRuntimeRecordStore {
     /// A store on `pool` (whose database has the Game Master's migrations applied).
     #[must_use]
     pub fn new(pool: Pool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            statuses: StatusCache::default(),
+            paths: PathCounters::default(),
+        }
+    }
+
+    /// How many health batches took each write path since this store was made (decision
+    /// 0014): a high `guard_missed` share means other flows move statuses often.
+    #[must_use]
+    pub fn batch_paths(&self) -> BatchPaths {
+        self.paths.get()
     }
 
     /// The pool, e.g. for a readiness ping.
@@ -215,170 +208,7 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
         if observations.is_empty() {
             return Ok(Vec::new());
         }
-        let mut ids: Vec<&str> = observations.iter().map(|o| o.game_id.as_str()).collect();
-        ids.sort_unstable();
-        ids.dedup();
-
-        let client = self.client().await?;
-        let lock = client
-            .prepare_cached(LOCK_BATCH)
-            .await
-            .map_err(store_error)?;
-        let write = client
-            .prepare_cached(WRITE_BATCH)
-            .await
-            .map_err(store_error)?;
-        let applied = fold_and_write(&client, &lock, &write, &ids, observations).await;
-        let (games, steps, updated_at) = match applied {
-            Ok(applied) => applied,
-            Err(error) => {
-                // The connection may still be inside the transaction: never hand it back.
-                drop(pg_kit::Object::take(client));
-                return Err(error);
-            }
-        };
-
-        // 4. One result per observation, the record as it stood right after it.
-        observations
-            .iter()
-            .zip(steps)
-            .map(|(observation, step)| {
-                let Some((state, transitioned)) = step else {
-                    return Ok(ObservationResult::UnknownGame);
-                };
-                let id = observation.game_id.as_str();
-                let (Some(game), Some(&updated_at)) = (games.get(id), updated_at.get(id)) else {
-                    return Err(Error::Backend(
-                        format!("the batch update did not return game '{id}'").into(),
-                    ));
-                };
-                Ok(ObservationResult::Applied {
-                    record: RuntimeRecord {
-                        game_id: observation.game_id.clone(),
-                        status: state.status,
-                        engine_health: state.engine_health,
-                        current_turn: game.current_turn,
-                        created_at: game.created_at,
-                        updated_at,
-                    },
-                    transitioned,
-                })
-            })
-            .collect()
-    }
-}
-
-/// What a batch's transaction produced: the rows as folded, each observation's step, and
-/// each written game's `updated_at`.
-type Applied = (
-    HashMap<String, GameRow>,
-    Vec<Option<(HealthState, Option<Transition>)>>,
-    HashMap<String, SystemTime>,
-);
-
-/// The batch's transaction in two round trips: `BEGIN` travels with the lock query, and
-/// the `UPDATE` with the `COMMIT` (tokio-postgres pipelines requests issued together; if
-/// the `UPDATE` fails, PostgreSQL turns the `COMMIT` into a rollback). Between them the
-/// observations are folded in order with `apply_plan`.
-async fn fold_and_write(
-    client: &tokio_postgres::Client,
-    lock: &tokio_postgres::Statement,
-    write: &tokio_postgres::Statement,
-    ids: &[&str],
-    observations: &[HealthObservation],
-) -> Result<Applied, Error> {
-    // 1. Lock every known game of the batch, in game_id order.
-    let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
-    let (begin, rows) = tokio::join!(
-        client.batch_execute("BEGIN"),
-        client.query(lock, &lock_params)
-    );
-    begin.map_err(store_error)?;
-    let rows = rows.map_err(store_error)?;
-    let mut games: HashMap<String, GameRow> = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let id: &str = row.try_get(0).map_err(store_error)?;
-        games.insert(id.to_owned(), GameRow::decode(id, row)?);
-    }
-
-    // 2. Fold the observations in order: each sees what the previous one of its game
-    //    left. Nothing is written yet.
-    let mut steps: Vec<Option<(HealthState, Option<Transition>)>> =
-        Vec::with_capacity(observations.len());
-    for observation in observations {
-        let step = games.get_mut(observation.game_id.as_str()).map(|game| {
-            let outcome = apply_plan(game.state, observation.plan);
-            game.state = outcome.state;
-            game.touched = true;
-            (outcome.state, outcome.transitioned)
-        });
-        steps.push(step);
-    }
-
-    // 3. One write for every touched game's final state, committed with it.
-    let touched: Vec<&str> = ids
-        .iter()
-        .copied()
-        .filter(|id| games.get(*id).is_some_and(|g| g.touched))
-        .collect();
-    let mut updated_at = HashMap::with_capacity(touched.len());
-    if touched.is_empty() {
-        client.batch_execute("COMMIT").await.map_err(store_error)?;
-    } else {
-        let statuses: Vec<&str> = touched
-            .iter()
-            .filter_map(|id| games.get(*id))
-            .map(|g| g.state.status.as_str())
-            .collect();
-        let healths: Vec<&str> = touched
-            .iter()
-            .filter_map(|id| games.get(*id))
-            .map(|g| EngineHealth::wire(g.state.engine_health))
-            .collect();
-        let write_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-            [&touched, &statuses, &healths];
-        let (written, commit) = tokio::join!(
-            client.query(write, &write_params),
-            client.batch_execute("COMMIT"),
-        );
-        let written = written.map_err(store_error)?;
-        commit.map_err(store_error)?;
-        for row in &written {
-            let id: String = row.try_get(0).map_err(store_error)?;
-            let at: SystemTime = row.try_get(1).map_err(store_error)?;
-            updated_at.insert(id, at);
-        }
-    }
-    Ok((games, steps, updated_at))
-}
-
-/// A locked row of a batch, and the state the batch's observations so far left it in.
-struct GameRow {
-    state: HealthState,
-    current_turn: u32,
-    created_at: SystemTime,
-    touched: bool,
-}
-
-impl GameRow {
-    /// Decodes a [`LOCK_BATCH`] row (column 0 is the game id).
-    fn decode(id: &str, row: &Row) -> Result<Self, Error> {
-        let status: &str = row.try_get(1).map_err(store_error)?;
-        let health: &str = row.try_get(2).map_err(store_error)?;
-        let turn: i32 = row.try_get(3).map_err(store_error)?;
-        Ok(Self {
-            state: HealthState {
-                status: status
-                    .parse()
-                    .map_err(|e| corrupt(id, &format!("status: {e}")))?,
-                engine_health: EngineHealth::parse_stored(health)
-                    .map_err(|e| corrupt(id, &format!("engine_health: {e}")))?,
-            },
-            current_turn: u32::try_from(turn)
-                .map_err(|_| corrupt(id, &format!("current_turn {turn} is negative")))?,
-            created_at: row.try_get(4).map_err(store_error)?,
-            touched: false,
-        })
+        batch::apply(&self.pool, &self.statuses, &self.paths, observations).await
     }
 }
 
@@ -407,7 +237,7 @@ fn decode_status(game_id: &GameId, row: &Row, column: usize) -> Result<RuntimeSt
 }
 
 /// A stored row that breaks the domain's rules: permanent.
-fn corrupt(game_id: &str, what: &str) -> Error {
+pub(crate) fn corrupt(game_id: &str, what: &str) -> Error {
     Error::Backend(format!("runtime record of game '{game_id}' is unreadable: {what}").into())
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use adapters_postgres::PgRuntimeRecordStore;
+use adapters_postgres::{BatchPaths, PgRuntimeRecordStore};
 use domain_runtime::{EngineHealth, GameId, HealthEventType, RuntimeRecord, RuntimeStatus};
 use pg_kit::PgSettings;
 use ports::{
@@ -457,6 +457,228 @@ async fn a_batch_waits_for_a_row_locked_by_another_flow_and_then_sees_its_status
     assert_eq!(record.engine_health, Some(EngineHealth::Oom));
     assert!(!moved);
     assert_eq!(&store.get(&game("g-1")).await.unwrap(), record);
+}
+
+/// The stored status and summary of `id`, read without the store.
+async fn stored(client: &tokio_postgres::Client, id: &str) -> (String, String) {
+    let row = client
+        .query_one(
+            "SELECT status, engine_health FROM runtime_records WHERE game_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn once_a_batch_has_seen_its_games_the_next_takes_the_one_statement_path() {
+    let (db, store) = fresh_store().await;
+    let before = register(&store, "g-1", Running).await;
+    register(&store, "g-2", Running).await;
+    let first = [
+        observation("g-1", HealthEventType::ContainerExited),
+        observation("g-2", HealthEventType::ProbeFailed),
+    ];
+    store.apply_health_batch(&first).await.unwrap();
+    assert_eq!(
+        store.batch_paths(),
+        BatchPaths {
+            guarded: 0,
+            locked: 1,
+            guard_missed: 0
+        }
+    );
+
+    let second = [
+        observation("g-1", HealthEventType::ProbeRecovered),
+        observation("g-2", HealthEventType::ContainerOom),
+        observation("g-1", HealthEventType::ContainerDisappeared),
+    ];
+    let results = store.apply_health_batch(&second).await.unwrap();
+    assert_eq!(
+        store.batch_paths(),
+        BatchPaths {
+            guarded: 1,
+            locked: 1,
+            guard_missed: 0
+        }
+    );
+    let expected = [
+        (Running, EngineHealth::Healthy, true),
+        (EngineUnreachable, EngineHealth::Oom, true),
+        (EngineUnreachable, EngineHealth::Disappeared, true),
+    ];
+    for (result, (status, health, moved)) in results.iter().zip(expected) {
+        let (record, transitioned) = applied(result);
+        assert_eq!(
+            (record.status, record.engine_health, transitioned),
+            (status, Some(health), moved)
+        );
+        assert_eq!(record.current_turn, 7);
+        if record.game_id == before.game_id {
+            assert_eq!(record.created_at, before.created_at);
+        }
+    }
+    assert_eq!(
+        &store.get(&game("g-1")).await.unwrap(),
+        applied(&results[2]).0
+    );
+    assert_eq!(
+        &store.get(&game("g-2")).await.unwrap(),
+        applied(&results[1]).0
+    );
+    let raw = raw_client(db.url()).await;
+    assert_eq!(
+        stored(&raw, "g-1").await,
+        ("engine_unreachable".to_owned(), "disappeared".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_status_moved_by_another_flow_since_the_last_batch_is_seen_and_nothing_is_written_twice()
+{
+    let (db, store) = fresh_store().await;
+    register(&store, "moved", Running).await;
+    register(&store, "still", Running).await;
+    let warm = [
+        observation("moved", HealthEventType::ProbeFailed),
+        observation("still", HealthEventType::ProbeFailed),
+    ];
+    store.apply_health_batch(&warm).await.unwrap();
+
+    // Another flow (turn generation) moves one status behind the store's back.
+    let raw = raw_client(db.url()).await;
+    raw.execute(
+        "UPDATE runtime_records SET status = 'generation_in_progress' WHERE game_id = 'moved'",
+        &[],
+    )
+    .await
+    .unwrap();
+
+    let batch = [
+        observation("still", HealthEventType::ContainerExited),
+        observation("moved", HealthEventType::ContainerExited),
+        observation("still", HealthEventType::ProbeRecovered),
+    ];
+    let results = store.apply_health_batch(&batch).await.unwrap();
+    assert_eq!(
+        store.batch_paths(),
+        BatchPaths {
+            guarded: 0,
+            locked: 2,
+            guard_missed: 1
+        }
+    );
+    let got: Vec<(RuntimeStatus, bool)> = results
+        .iter()
+        .map(|r| {
+            let (record, moved) = applied(r);
+            (record.status, moved)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (EngineUnreachable, true),
+            (RuntimeStatus::GenerationInProgress, false),
+            (Running, true),
+        ],
+        "the CAS of the moved game falls back; the other game's observations apply once each"
+    );
+    assert_eq!(
+        stored(&raw, "moved").await,
+        ("generation_in_progress".to_owned(), "exited".to_owned())
+    );
+    assert_eq!(
+        stored(&raw, "still").await,
+        ("running".to_owned(), "healthy".to_owned())
+    );
+
+    // The locked path refreshed what the store knows: the next batch is guarded again.
+    store
+        .apply_health_batch(&[observation("moved", HealthEventType::ProbeRecovered)])
+        .await
+        .unwrap();
+    assert_eq!(store.batch_paths().guarded, 1);
+}
+
+#[tokio::test]
+async fn a_record_deleted_since_the_last_batch_is_an_unknown_game() {
+    let (db, store) = fresh_store().await;
+    register(&store, "gone", Running).await;
+    register(&store, "kept", Running).await;
+    let warm = [
+        observation("gone", HealthEventType::ProbeFailed),
+        observation("kept", HealthEventType::ProbeFailed),
+    ];
+    store.apply_health_batch(&warm).await.unwrap();
+    let raw = raw_client(db.url()).await;
+    raw.execute("DELETE FROM runtime_records WHERE game_id = 'gone'", &[])
+        .await
+        .unwrap();
+
+    let results = store
+        .apply_health_batch(&[
+            observation("gone", HealthEventType::ContainerOom),
+            observation("kept", HealthEventType::ContainerOom),
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(results[0], ObservationResult::UnknownGame));
+    assert_eq!(applied(&results[1]).0.status, EngineUnreachable);
+    assert_eq!(store.batch_paths().guard_missed, 1);
+    let count: i64 = raw
+        .query_one(
+            "SELECT count(*) FROM runtime_records WHERE game_id = 'gone'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 0, "nothing is created for it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_batch_waits_for_a_row_another_flow_holds_and_then_sees_its_status() {
+    let (db, store) = fresh_store().await;
+    register(&store, "g-1", Running).await;
+    store
+        .apply_health_batch(&[observation("g-1", HealthEventType::ProbeFailed)])
+        .await
+        .unwrap();
+
+    let mut other = raw_client(db.url()).await;
+    let tx = other.transaction().await.unwrap();
+    tx.execute(
+        "UPDATE runtime_records SET status = 'stopped', updated_at = now() WHERE game_id = 'g-1'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let batch_store = store.clone();
+    let batch = tokio::spawn(async move {
+        batch_store
+            .apply_health_batch(&[observation("g-1", HealthEventType::ContainerOom)])
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !batch.is_finished(),
+        "the guarded write waits for the row lock"
+    );
+    tx.commit().await.unwrap();
+    let results = tokio::time::timeout(Duration::from_secs(5), batch)
+        .await
+        .expect("the batch proceeds after the commit")
+        .unwrap()
+        .unwrap();
+    let (record, moved) = applied(&results[0]);
+    assert_eq!(
+        (record.status, record.engine_health, moved),
+        (Stopped, Some(EngineHealth::Oom), false)
+    );
+    assert_eq!(store.batch_paths().guard_missed, 1);
 }
 
 #[tokio::test]
