@@ -7,8 +7,11 @@
 //!  1. loads the stored offset (`0-0` when none) and checks whether entries after it were
 //!     removed unseen (logged and counted; reading carries on from the first entry left);
 //!  2. reads a batch (`XREAD COUNT n BLOCK ms` after the offset);
-//!  3. hands the batch to the handler and, meanwhile, reads the next batch ahead without
-//!     blocking; the handler reports how many entries it finished, whether it stopped on a
+//!  3. hands the batch to the handler. Behind a full batch (a backlog) it meanwhile reads
+//!     the next batch ahead without blocking; once caught up (a read came back short) it
+//!     instead reads, without blocking and just before handing entries over, what arrived
+//!     while the previous batch was handled, so a new entry waits for one batch rather
+//!     than two. The handler reports how many entries it finished, whether it stopped on a
 //!     transient failure, and whether the rest are still in flight (handed back first on
 //!     the next call);
 //!  4. saves the offset of the last finished entry, once per batch;

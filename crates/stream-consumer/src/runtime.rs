@@ -176,6 +176,10 @@ pub struct Consumer<R, O, H> {
     pending: Vec<StreamEntry>,
     /// How many leading entries of `pending` the handler has in flight.
     in_flight: usize,
+    /// Whether the last read found fewer entries than it asked for: the consumer has caught
+    /// up with the stream, so entries arrive while a batch is handled rather than waiting
+    /// in a backlog.
+    caught_up: bool,
     /// Consecutive failures.
     attempt: u32,
     last_info: Option<Instant>,
@@ -234,6 +238,7 @@ where
             saved: None,
             pending: Vec::new(),
             in_flight: 0,
+            caught_up: true,
             attempt: 0,
             last_info: None,
             reported_deleted: None,
@@ -291,8 +296,8 @@ where
     }
 
     /// One iteration: load the offset if needed, save it if a previous save failed, read a
-    /// batch unless unfinished entries are waiting, hand it to the handler, save the
-    /// offset. Never sleeps: a transient failure returns [`Step::Retry`] with the wait.
+    /// batch unless unfinished entries are waiting (then, when caught up, top them up with
+    /// what arrived since), hand it to the handler, save the offset. Never sleeps: a transient failure returns [`Step::Retry`] with the wait.
     pub async fn step(&mut self) -> Step {
         // 1. The stored offset, once.
         let position = match self.position {
@@ -343,25 +348,57 @@ where
                     self.m.lag_ms.set(0);
                     return Step::Idle;
                 }
-                Ok(entries) => self.pending = entries,
+                Ok(entries) => {
+                    self.caught_up = entries.len() < self.config.batch_size;
+                    self.pending = entries;
+                }
                 Err(e) => return self.retry(Stage::Read, &e.into()),
+            }
+        } else if self.caught_up && self.attempt == 0 {
+            // Caught up: what arrived while the last batch was handled joins the entries
+            // waiting, so it is applied now instead of one batch later.
+            let waiting = self.pending.len() - self.in_flight;
+            let room = self.config.batch_size.saturating_sub(waiting);
+            if room > 0
+                && let Some(after) = self.pending.last().map(|e| e.id)
+            {
+                match self
+                    .reader
+                    .read_after(&self.config.stream, after, room, Duration::ZERO)
+                    .await
+                {
+                    Ok(more) => {
+                        self.caught_up = more.len() < room;
+                        self.pending.extend(more);
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "top-up read failed; the next read will retry");
+                    }
+                }
             }
         }
 
-        // 4. The handler, while the next batch is read ahead (without blocking) on the
-        //    reader's own connection: the read overlaps the handler's database and publish
-        //    work instead of following it.
+        // 4. The handler, while (behind a backlog) the next batch is read ahead without
+        //    blocking on the reader's own connection: the read overlaps the handler's
+        //    database and publish work instead of following it.
         let started = Instant::now();
         let after = self.pending.last().map_or(position, |e| e.id);
-        let (outcome, ahead) = tokio::join!(
-            self.handler.handle(&self.pending),
-            self.reader.read_after(
-                &self.config.stream,
-                after,
-                self.config.batch_size,
-                Duration::ZERO
-            ),
-        );
+        let read_ahead = async {
+            if self.caught_up {
+                // Nothing is queued behind this batch: the next step's top-up reads what
+                // arrives meanwhile, closer to when it is handled.
+                return Ok(Vec::new());
+            }
+            self.reader
+                .read_after(
+                    &self.config.stream,
+                    after,
+                    self.config.batch_size,
+                    Duration::ZERO,
+                )
+                .await
+        };
+        let (outcome, ahead) = tokio::join!(self.handler.handle(&self.pending), read_ahead);
         self.m
             .handle_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -391,7 +428,12 @@ where
             // A batch read ahead follows on from the entries given to the handler; it is
             // kept unless the handler failed (then the unfinished entries are retried
             // alone, and the next read starts after them).
-            Ok(next) if failure.is_none() => self.pending.extend(next),
+            Ok(next) if failure.is_none() => {
+                if !self.caught_up {
+                    self.caught_up = next.len() < self.config.batch_size;
+                }
+                self.pending.extend(next);
+            }
             Ok(_) => {}
             Err(error) => tracing::debug!(%error, "read-ahead failed; the next read will retry"),
         }

@@ -82,17 +82,37 @@ fn consumer(
     ConsumerMetrics,
     ConsumerHealth,
 ) {
+    consumer_with(reader, offsets, handler, config())
+}
+
+fn consumer_with(
+    reader: MockStreamReader,
+    offsets: MockStreamOffsetStore,
+    handler: Recorder,
+    config: ConsumerConfig,
+) -> (
+    Consumer<MockStreamReader, MockStreamOffsetStore, Recorder>,
+    ConsumerMetrics,
+    ConsumerHealth,
+) {
     let metrics = ConsumerMetrics::default();
     let health = ConsumerHealth::default();
     let c = Consumer::new(
         reader,
         offsets,
         handler,
-        config(),
+        config,
         metrics.clone(),
         health.clone(),
     );
     (c, metrics, health)
+}
+
+/// Batches of two, so a read of two entries is a full one (a backlog).
+fn config_of_two() -> ConsumerConfig {
+    let mut c = config();
+    c.batch_size = 2;
+    c
 }
 
 #[tokio::test]
@@ -135,17 +155,18 @@ async fn starts_at_zero_without_an_offset_and_saves_once_per_batch() {
 }
 
 #[tokio::test]
-async fn the_next_batch_is_read_ahead_while_the_handler_works_and_handed_on_without_a_read() {
+async fn behind_a_full_batch_the_next_is_read_ahead_while_the_handler_works() {
     let mut reader = MockStreamReader::new();
     no_info(&mut reader);
     let mut seq = mockall::Sequence::new();
-    // Step 1: a blocking read, then the read-ahead after its last entry finds more.
+    // Step 1: a blocking read comes back full (a backlog), so the read-ahead after its
+    // last entry runs beside the handler and finds one more.
     reader
         .expect_read_after()
         .with(
             eq("s"),
             eq(EntryId::ZERO),
-            eq(10),
+            eq(2),
             eq(Duration::from_millis(50)),
         )
         .times(1)
@@ -153,14 +174,15 @@ async fn the_next_batch_is_read_ahead_while_the_handler_works_and_handed_on_with
         .returning(|_, _, _, _| Ok(entries(&[(1, 0), (2, 0)])));
     reader
         .expect_read_after()
-        .with(eq("s"), eq(EntryId::new(2, 0)), eq(10), eq(Duration::ZERO))
+        .with(eq("s"), eq(EntryId::new(2, 0)), eq(2), eq(Duration::ZERO))
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _, _, _| Ok(entries(&[(3, 0)])));
-    // Step 2: no blocking read; the read-ahead after 3-0 finds nothing.
+    // Step 2: no blocking read. The read-ahead came back short (caught up), so what
+    // arrived since is read before handling, for the room left in the batch.
     reader
         .expect_read_after()
-        .with(eq("s"), eq(EntryId::new(3, 0)), eq(10), eq(Duration::ZERO))
+        .with(eq("s"), eq(EntryId::new(3, 0)), eq(1), eq(Duration::ZERO))
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _, _, _| Ok(vec![]));
@@ -170,7 +192,7 @@ async fn the_next_batch_is_read_ahead_while_the_handler_works_and_handed_on_with
         .with(
             eq("s"),
             eq(EntryId::new(3, 0)),
-            eq(10),
+            eq(2),
             eq(Duration::from_millis(50)),
         )
         .times(1)
@@ -181,7 +203,7 @@ async fn the_next_batch_is_read_ahead_while_the_handler_works_and_handed_on_with
     offsets.expect_save().returning(|_, _| Ok(()));
     let handler = Recorder::default();
     let seen = handler.seen.clone();
-    let (mut c, _, _) = consumer(reader, offsets, handler);
+    let (mut c, _, _) = consumer_with(reader, offsets, handler, config_of_two());
     assert!(matches!(c.step().await, Step::Handled { entries: 2, .. }));
     assert_eq!(
         c.step().await,
@@ -192,6 +214,64 @@ async fn the_next_batch_is_read_ahead_while_the_handler_works_and_handed_on_with
     );
     assert_eq!(c.step().await, Step::Idle);
     assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_caught_up_consumer_reads_what_arrived_just_before_handling_instead_of_ahead() {
+    let mut reader = MockStreamReader::new();
+    no_info(&mut reader);
+    let mut seq = mockall::Sequence::new();
+    // Step 1: a short blocking read (caught up): no read-ahead beside the handler.
+    reader
+        .expect_read_after()
+        .withf(blocking())
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _, _| Ok(entries(&[(1, 0)])));
+    // Step 2: entry 1-0 is in flight; what arrived meanwhile is read first, for a whole
+    // batch's room (entries in flight do not count).
+    reader
+        .expect_read_after()
+        .with(eq("s"), eq(EntryId::new(1, 0)), eq(10), eq(Duration::ZERO))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _, _| Ok(entries(&[(2, 0)])));
+    // Step 3: the same for what followed 2-0.
+    reader
+        .expect_read_after()
+        .with(eq("s"), eq(EntryId::new(2, 0)), eq(10), eq(Duration::ZERO))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _, _| Ok(vec![]));
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(None));
+    offsets.expect_save().returning(|_, _| Ok(()));
+    let mut handler = Recorder::default();
+    handler
+        .script
+        .push_back(Box::new(|_| BatchOutcome::in_flight(0)));
+    handler
+        .script
+        .push_back(Box::new(|_| BatchOutcome::in_flight(1)));
+    let seen = handler.seen.clone();
+    let (mut c, _, _) = consumer(reader, offsets, handler);
+    assert!(matches!(c.step().await, Step::Handled { entries: 0, .. }));
+    assert!(matches!(c.step().await, Step::Handled { entries: 1, .. }));
+    assert_eq!(
+        c.step().await,
+        Step::Handled {
+            entries: 1,
+            offset: EntryId::new(2, 0)
+        }
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            vec![EntryId::new(1, 0)],
+            vec![EntryId::new(1, 0), EntryId::new(2, 0)],
+            vec![EntryId::new(2, 0)],
+        ]
+    );
 }
 
 #[tokio::test]
@@ -219,7 +299,7 @@ async fn a_batch_read_ahead_is_dropped_when_the_handler_fails() {
         .script
         .push_back(Box::new(|_| BatchOutcome::stopped(1, "down")));
     let seen = handler.seen.clone();
-    let (mut c, _, _) = consumer(reader, offsets, handler);
+    let (mut c, _, _) = consumer_with(reader, offsets, handler, config_of_two());
     assert!(matches!(c.step().await, Step::Retry { .. }));
     // The unfinished entry comes back first, then the one read ahead (read again).
     assert!(matches!(c.step().await, Step::Handled { entries: 1, .. }));
