@@ -1,7 +1,8 @@
 -- The health-events consumer's one-round-trip batch write (decision 0014).
 --
 -- The consumer folds a batch's observations in the Game Master from the statuses it last
--- saw, then calls this function once, outside any explicit transaction. Every row is
+-- saw, then calls this function once, outside any explicit transaction (or inside its
+-- locked path's transaction, with the statuses it has just locked). Every row is
 -- written only if its status is still the one the fold started from; if any row is not
 -- (another flow moved its status, or the record is gone), the function raises SQLSTATE
 -- GM001, the statement's implicit transaction rolls back with nothing written, and the
@@ -19,6 +20,12 @@ CREATE FUNCTION runtime_records_write_guarded(
 )
 RETURNS TABLE (game_id text, current_turn integer, created_at timestamptz, updated_at timestamptz)
 LANGUAGE plpgsql
+-- One index lookup per id, whatever the sizes: with a large batch the planner otherwise
+-- prefers a hash or merge join that reads the whole table, so the cost of a batch would
+-- grow with the number of games (measured with 100,000 games and 3,900 ids: 53 ms
+-- joined, 23-33 ms looked up). The lookups also follow the ids' (sorted) order.
+SET enable_hashjoin = off
+SET enable_mergejoin = off
 AS $$
 DECLARE
     written bigint;
