@@ -27,7 +27,7 @@ async fn a_tiny_benchmark_runs_every_phase_and_finds_the_worker_and_baseline_ide
             "--latency-seconds",
             "1",
             "--scale-games",
-            "20",
+            "20,40",
             "--scale-events",
             "300",
             "--database",
@@ -45,7 +45,9 @@ async fn a_tiny_benchmark_runs_every_phase_and_finds_the_worker_and_baseline_ide
         "identical runtime_records rows and identical per-game snapshot sequences",
         "| median |",
         "| 200 | 200 |",
-        "| 20 |",
+        "| 20 | 20 |",
+        "| 40 | 40 |",
+        "| 40 | 20 |",
     ] {
         assert!(
             report.contains(expected),

@@ -10,7 +10,8 @@
 //!  2. *Latency*: a paced producer at several rates while the worker runs; XADD →
 //!     snapshot-published latency percentiles.
 //!  3. *Scale*: the real `gamemaster` binary draining N events over 1,000 and over
-//!     100,000 games; throughput and peak RSS.
+//!     100,000 games, and once more over 1,000 of the 100,000 (the table's size alone,
+//!     with the load's shape of the first run); throughput and peak RSS.
 
 mod baseline;
 mod drain;

@@ -99,23 +99,37 @@ impl Gamemaster {
     }
 }
 
+/// The runs of the scale phase: (games in the table, games the events name). Every count
+/// runs with events over all its games; the largest also runs with events over only the
+/// drain phase's number of games, which keeps the share of distinct games per batch of
+/// the smallest run and so separates the size of the table from the shape of the load.
+fn runs(opts: &Options) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = opts.scale_games.iter().map(|&g| (g, g)).collect();
+    if let Some(&largest) = opts.scale_games.iter().max()
+        && largest > opts.games
+    {
+        runs.push((largest, opts.games));
+    }
+    runs
+}
+
 /// Runs every game count; `Ok(false)` when the binary did not exit 0 on SIGTERM.
 pub async fn run(fx: &Fixture, opts: &Options) -> anyhow::Result<bool> {
     println!(
         "\n## Scale: the gamemaster binary draining {} events, batch {}\n",
         opts.scale_events, opts.batch_size
     );
-    println!("| games | events/s | peak RSS MiB |");
-    println!("|---:|---:|---:|");
+    println!("| games in the table | games with events | events/s | peak RSS MiB |");
+    println!("|---:|---:|---:|---:|");
     let offsets = RedisOffsetStore::new(fx.redis.clone(), "gamemaster");
     let offset_key = offsets.key("health_events");
     let mut ok = true;
-    for &games in &opts.scale_games {
+    for (games, active) in runs(opts) {
         fx.seed_games(games).await?;
-        let stream = fx.key(&format!("scale:health_{games}")).await?;
-        let lobby = fx.key(&format!("scale:lobby_{games}")).await?;
+        let stream = fx.key(&format!("scale:health_{games}_{active}")).await?;
+        let lobby = fx.key(&format!("scale:lobby_{games}_{active}")).await?;
         fx.del(std::slice::from_ref(&offset_key)).await?;
-        let events = workload::events(opts.scale_events, games, opts.seed);
+        let events = workload::events(opts.scale_events, active, opts.seed);
         let last = workload::preload(&fx.redis, &stream, &events).await?;
 
         // Timed from the spawn: the binary's start-up is counted against it.
@@ -133,7 +147,7 @@ pub async fn run(fx: &Fixture, opts: &Options) -> anyhow::Result<bool> {
         let rss = gm.peak_rss_kib();
         ok &= gm.stop().await? == Some(0);
         println!(
-            "| {games} | {:.0} | {:.1} |",
+            "| {games} | {active} | {:.0} | {:.1} |",
             rate(opts.scale_events, took),
             rss as f64 / 1024.0
         );
