@@ -164,9 +164,22 @@ async fn gamemaster_applies_publishes_survives_a_database_outage_and_drains_on_s
         r#"gamemaster_runtime_status_transitions_total{from="running",to="engine_unreachable"} 1"#,
         r#"gamemaster_runtime_status_transitions_total{from="engine_unreachable",to="running"} 1"#,
         r#"gamemaster_stream_consumer_entries_total{consumer="health_events"} 8"#,
+        // Nothing else moved a status, so no guarded write was refused.
+        "gamemaster_health_batch_guard_misses_total 0",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
+    let counter = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert!(
+        counter("gamemaster_health_batches_locked_total") >= 1,
+        "games seen for the first time take the locked path"
+    );
+    let _guarded = counter("gamemaster_health_batches_guarded_total");
 
     // PostgreSQL goes away: the offset holds, readiness says why, nothing is lost.
     pg.stop().await.unwrap();

@@ -22,6 +22,8 @@ use domain_runtime::{
 };
 use pg_kit::PgError;
 use ports::{Error, HealthObservation, ObservationResult};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 use tokio_postgres::types::ToSql;
 
 use crate::store::{corrupt, store_error};
@@ -96,17 +98,39 @@ pub struct BatchPaths {
     pub guard_missed: u64,
 }
 
-/// Shared counters behind [`BatchPaths`].
+/// The counters behind [`BatchPaths`], also exported as metrics.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct PathCounters(Arc<Mutex<BatchPaths>>);
+pub(crate) struct PathCounters {
+    guarded: Counter,
+    locked: Counter,
+    guard_missed: Counter,
+}
 
 impl PathCounters {
     pub(crate) fn get(&self) -> BatchPaths {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        BatchPaths {
+            guarded: self.guarded.get(),
+            locked: self.locked.get(),
+            guard_missed: self.guard_missed.get(),
+        }
     }
 
-    fn bump(&self, f: impl FnOnce(&mut BatchPaths)) {
-        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner));
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "health_batches_guarded",
+            "Health batches written by the one-statement guarded write",
+            self.guarded.clone(),
+        );
+        registry.register(
+            "health_batches_locked",
+            "Health batches written through the locked transaction (games not seen yet, or a guard that missed)",
+            self.locked.clone(),
+        );
+        registry.register(
+            "health_batch_guard_misses",
+            "Guarded writes refused because a status had moved since it was read",
+            self.guard_missed.clone(),
+        );
     }
 }
 
@@ -301,11 +325,11 @@ pub(crate) async fn apply(
     if let Some(statuses) = cache.all(&ids) {
         match guarded(pool, cache, &ids, &statuses, observations).await {
             Ok(Guarded::Applied(results)) => {
-                counters.bump(|c| c.guarded += 1);
+                counters.guarded.inc();
                 return Ok(results);
             }
             Ok(Guarded::Missed) => {
-                counters.bump(|c| c.guard_missed += 1);
+                counters.guard_missed.inc();
                 tracing::debug!("a status moved since it was cached; taking the locked path");
             }
             Err(error) => {
@@ -318,7 +342,7 @@ pub(crate) async fn apply(
     if applied.is_err() {
         cache.forget(&ids);
     } else {
-        counters.bump(|c| c.locked += 1);
+        counters.locked.inc();
     }
     applied
 }

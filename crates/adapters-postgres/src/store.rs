@@ -79,6 +79,12 @@ impl PgRuntimeRecordStore {
         self.paths.get()
     }
 
+    /// Exports the same counts in `registry`: `health_batches_guarded`,
+    /// `health_batches_locked` and `health_batch_guard_misses` (counters).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.paths.register(registry);
+    }
+
     /// The pool, e.g. for a readiness ping.
     #[must_use]
     pub fn pool(&self) -> &Pool {

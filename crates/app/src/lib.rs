@@ -101,8 +101,10 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
         })?;
 
     let mut registry = Registry::with_prefix(SERVICE);
+    let store = PgRuntimeRecordStore::new(backends.pool.clone());
+    store.register_metrics(&mut registry);
     let worker = HealthEventsWorker::new(
-        PgRuntimeRecordStore::new(backends.pool.clone()),
+        store,
         RedisLobbyEventsPublisher::new(backends.redis.clone(), lobby_stream.clone()),
         system_clock(),
         WorkerMetrics::register(&mut registry),
