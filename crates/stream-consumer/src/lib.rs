@@ -14,7 +14,9 @@
 //!     than two. The handler reports how many entries it finished, whether it stopped on a
 //!     transient failure, and whether the rest are still in flight (handed back first on
 //!     the next call);
-//!  4. saves the offset of the last finished entry, once per batch;
+//!  4. saves the offset of the last finished entry, once per batch: while the next batch
+//!     is handled when one is waiting, otherwise before it waits for entries (and at
+//!     shutdown), so a busy consumer never waits for the save;
 //!  5. on a transient failure (reader, handler or offset store) waits with capped
 //!     exponential backoff and jitter, then resumes with the unfinished entries: it never
 //!     advances past an entry that was not finished;

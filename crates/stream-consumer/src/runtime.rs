@@ -138,11 +138,12 @@ impl Stage {
 pub enum Step {
     /// The read timed out with nothing new.
     Idle,
-    /// `entries` were finished and the offset saved at `offset`.
+    /// `entries` were finished; the consumer's position is `offset`.
     Handled {
         /// Entries finished in this step.
         entries: usize,
-        /// The offset now stored.
+        /// The last finished entry. It is stored during the next step: before that step
+        /// waits for entries, or while it handles the next batch (or at shutdown).
         offset: EntryId,
     },
     /// A transient failure at `stage`; call `step` again after `delay`.
@@ -315,8 +316,10 @@ where
             },
         };
 
-        // 2. Progress whose offset save failed earlier is stored first.
-        if self.saved != Some(position) {
+        // 2. Progress not yet stored is stored first when the consumer is about to wait for
+        //    entries or is recovering from a failure; otherwise while the next batch is
+        //    handled (step 4).
+        if self.saved != Some(position) && (self.pending.is_empty() || self.attempt > 0) {
             if let Err(e) = self.offsets.save(&self.config.label, position).await {
                 return self.retry(Stage::SaveOffset, &e.into());
             }
@@ -398,7 +401,19 @@ where
                 )
                 .await
         };
-        let (outcome, ahead) = tokio::join!(self.handler.handle(&self.pending), read_ahead);
+        let unsaved = (self.saved != Some(position)).then_some(position);
+        let save = async {
+            match unsaved {
+                Some(offset) => self
+                    .offsets
+                    .save(&self.config.label, offset)
+                    .await
+                    .map(|()| Some(offset)),
+                None => Ok(None),
+            }
+        };
+        let (outcome, ahead, saved) =
+            tokio::join!(self.handler.handle(&self.pending), read_ahead, save);
         self.m
             .handle_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -438,16 +453,23 @@ where
             Err(error) => tracing::debug!(%error, "read-ahead failed; the next read will retry"),
         }
 
-        // 5. The offset, once per batch.
+        // 5. The offset of the previous batch was saved beside the handler; this batch's
+        //    is saved during the next step (before it waits for entries, or beside the
+        //    next batch), so the save is never on the critical path of a busy consumer.
         let position = self.position.unwrap_or(position);
-        if finished > 0 {
-            if let Err(e) = self.offsets.save(&self.config.label, position).await {
-                return self.retry(Stage::SaveOffset, &e.into());
+        let save_failure = match saved {
+            Ok(Some(offset)) => {
+                self.saved = Some(offset);
+                None
             }
-            self.saved = Some(position);
-        }
+            Ok(None) => None,
+            Err(error) => Some(error),
+        };
         if let Some(error) = failure {
             return self.retry(Stage::Handle, &error);
+        }
+        if let Some(error) = save_failure {
+            return self.retry(Stage::SaveOffset, &error.into());
         }
         self.recovered();
         Step::Handled {

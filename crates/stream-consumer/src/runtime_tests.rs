@@ -116,7 +116,7 @@ fn config_of_two() -> ConsumerConfig {
 }
 
 #[tokio::test]
-async fn starts_at_zero_without_an_offset_and_saves_once_per_batch() {
+async fn starts_at_zero_without_an_offset_and_saves_once_per_batch_before_waiting_for_more() {
     let mut reader = MockStreamReader::new();
     no_info(&mut reader);
     nothing_ahead(&mut reader);
@@ -140,6 +140,11 @@ async fn starts_at_zero_without_an_offset_and_saves_once_per_batch() {
         .with(eq("test"), eq(EntryId::new(2, 0)))
         .times(1)
         .returning(|_, _| Ok(()));
+    reader
+        .expect_read_after()
+        .withf(|_, after, _, block| !block.is_zero() && *after == EntryId::new(2, 0))
+        .times(1)
+        .returning(|_, _, _, _| Ok(vec![]));
     let (mut c, metrics, health) = consumer(reader, offsets, Recorder::default());
 
     let step = c.step().await;
@@ -152,6 +157,8 @@ async fn starts_at_zero_without_an_offset_and_saves_once_per_batch() {
     );
     assert_eq!(metrics.entries("test"), 3);
     assert!(health.check().is_ok());
+    // The offset is stored before the consumer waits for more (once: `times(1)` above).
+    assert_eq!(c.step().await, Step::Idle);
 }
 
 #[tokio::test]
@@ -325,9 +332,13 @@ async fn entries_in_flight_come_back_first_with_the_next_batch_and_the_offset_wa
     no_info(&mut reader);
     reader
         .expect_read_after()
-        .withf(blocking())
+        .withf(|_, after, _, block| !block.is_zero() && *after == EntryId::ZERO)
         .times(1)
         .returning(|_, _, _, _| Ok(entries(&[(1, 0), (2, 0)])));
+    reader
+        .expect_read_after()
+        .withf(|_, after, _, block| !block.is_zero() && *after == EntryId::new(3, 0))
+        .returning(|_, _, _, _| Ok(vec![]));
     reader
         .expect_read_after()
         .withf(|_, after, _, block| block.is_zero() && *after == EntryId::new(2, 0))
@@ -385,6 +396,9 @@ async fn entries_in_flight_come_back_first_with_the_next_batch_and_the_offset_wa
             vec![EntryId::new(3, 0)],
         ]
     );
+    // 2-0 was stored while 3-0 was handled; 3-0 is stored before waiting for more.
+    assert_eq!(*saved.lock().unwrap(), vec![EntryId::new(2, 0)]);
+    assert_eq!(c.step().await, Step::Idle);
     assert_eq!(
         *saved.lock().unwrap(),
         vec![EntryId::new(2, 0), EntryId::new(3, 0)]
@@ -462,9 +476,13 @@ async fn a_handler_failure_holds_the_offset_at_the_last_finished_entry_and_retri
     nothing_ahead(&mut reader);
     reader
         .expect_read_after()
-        .withf(blocking())
+        .withf(|_, after, _, block| !block.is_zero() && *after == EntryId::ZERO)
         .times(1)
         .returning(|_, _, _, _| Ok(entries(&[(1, 0), (2, 0), (3, 0)])));
+    reader
+        .expect_read_after()
+        .withf(|_, after, _, block| !block.is_zero() && *after == EntryId::new(3, 0))
+        .returning(|_, _, _, _| Ok(vec![]));
     let mut offsets = MockStreamOffsetStore::new();
     offsets.expect_load().returning(|_| Ok(None));
     let saved = Arc::new(Mutex::new(Vec::new()));
@@ -514,6 +532,9 @@ async fn a_handler_failure_holds_the_offset_at_the_last_finished_entry_and_retri
             vec![EntryId::new(2, 0), EntryId::new(3, 0)],
         ]
     );
+    // 1-0 was stored before the first retry; 3-0 before the consumer waits for more.
+    assert_eq!(*saved.lock().unwrap(), vec![EntryId::new(1, 0)]);
+    assert_eq!(c.step().await, Step::Idle);
     assert_eq!(
         *saved.lock().unwrap(),
         vec![EntryId::new(1, 0), EntryId::new(3, 0)]
@@ -632,6 +653,8 @@ async fn a_failed_offset_save_is_retried_without_handling_the_batch_again() {
     let handler = Recorder::default();
     let seen = handler.seen.clone();
     let (mut c, _, _) = consumer(reader, offsets, handler);
+    assert!(matches!(c.step().await, Step::Handled { entries: 2, .. }));
+    // The save before waiting for more fails: nothing is read or handled meanwhile.
     assert!(matches!(
         c.step().await,
         Step::Retry {
