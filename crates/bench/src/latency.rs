@@ -27,61 +27,122 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
-/// Runs every rate and prints the table.
+/// One run's percentiles.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stats {
+    events: usize,
+    p50: Duration,
+    p99: Duration,
+    p999: Duration,
+    max: Duration,
+}
+
+impl Stats {
+    fn of(mut latencies: Vec<Duration>) -> Self {
+        latencies.sort();
+        Self {
+            events: latencies.len(),
+            p50: quantile(&latencies, 0.5),
+            p99: quantile(&latencies, 0.99),
+            p999: quantile(&latencies, 0.999),
+            max: latencies.last().copied().unwrap_or_default(),
+        }
+    }
+
+    /// Column by column, the median over runs.
+    fn median(runs: &[Self]) -> Self {
+        let column = |f: fn(&Self) -> Duration| {
+            let values: Vec<f64> = runs.iter().map(|r| f(r).as_secs_f64()).collect();
+            Duration::from_secs_f64(crate::median(&values))
+        };
+        Self {
+            events: runs.first().map_or(0, |r| r.events),
+            p50: column(|r| r.p50),
+            p99: column(|r| r.p99),
+            p999: column(|r| r.p999),
+            max: column(|r| r.max),
+        }
+    }
+
+    fn print(&self, rate: u64, run: &str) {
+        println!(
+            "| {rate} | {run} | {} | {} | {} | {} | {} |",
+            self.events,
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.p999),
+            ms(self.max),
+        );
+    }
+}
+
+/// Prints one rate's runs and their median.
+fn print_rate(rate: u64, runs: &[Stats]) {
+    for (i, stats) in runs.iter().enumerate() {
+        stats.print(rate, &(i + 1).to_string());
+    }
+    if runs.len() > 1 {
+        Stats::median(runs).print(rate, "median");
+    }
+}
+
+const HEADER: &str = "| rate | run | events | p50 ms | p99 ms | p99.9 ms | max ms |\n|---:|---:|---:|---:|---:|---:|---:|";
+
+/// Runs every rate `latency_runs` times (the rates interleaved, so a noisy spell of the
+/// machine does not fall on one rate only) and prints the tables.
 pub async fn run(fx: &Fixture, opts: &Options) -> anyhow::Result<()> {
     let games = opts.games.min(1000);
     fx.seed_games(games).await?;
-    println!(
-        "\n## Latency: XADD → snapshot published, {}s per rate, {games} games\n",
-        opts.latency_seconds
-    );
-    println!("| rate (events/s) | events | p50 ms | p99 ms | p99.9 ms | max ms |");
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for &rate in &opts.latency_rates {
-        let stream = fx.key(&format!("latency:health_{rate}")).await?;
-        let lobby = fx.key(&format!("latency:lobby_{rate}")).await?;
-        let offset_key = RedisOffsetStore::new(fx.redis.clone(), "gamemaster").key("health_events");
-        fx.del(std::slice::from_ref(&offset_key)).await?;
-        let latencies = one_rate(fx, opts, games, rate, &stream, &lobby).await?;
-        fx.del(&[stream, lobby, offset_key]).await?;
-        print_row(rate, latencies);
-    }
-
-    // What PostgreSQL alone takes at the lowest rate: the end-to-end latency cannot go
-    // below the tail of the durable commit it contains.
-    if let Some(&rate) = opts
+    // The floor: PostgreSQL's durable commit alone, at the lowest rate a one-at-a-time
+    // loop keeps up with. The end-to-end latency contains one such commit.
+    let floor_rate = opts
         .latency_rates
         .iter()
-        .filter(|&&r| r <= FLOOR_MAX_RATE)
-        .min()
-    {
+        .copied()
+        .filter(|&r| r <= FLOOR_MAX_RATE)
+        .min();
+    let mut results: Vec<Vec<Stats>> = vec![Vec::new(); opts.latency_rates.len()];
+    let mut floor = Vec::new();
+    for _ in 0..opts.latency_runs {
+        for (i, &rate) in opts.latency_rates.iter().enumerate() {
+            let stream = fx.key(&format!("latency:health_{rate}")).await?;
+            let lobby = fx.key(&format!("latency:lobby_{rate}")).await?;
+            let offset_key =
+                RedisOffsetStore::new(fx.redis.clone(), "gamemaster").key("health_events");
+            fx.del(std::slice::from_ref(&offset_key)).await?;
+            let latencies = one_rate(fx, opts, games, rate, &stream, &lobby).await?;
+            fx.del(&[stream, lobby, offset_key]).await?;
+            results[i].push(Stats::of(latencies));
+        }
+        if let Some(rate) = floor_rate {
+            floor.push(Stats::of(
+                commit_floor(fx, games, rate, opts.latency_seconds).await?,
+            ));
+        }
+    }
+
+    println!(
+        "\n## Latency: XADD → snapshot published, {}s per rate and run, {games} games, {} runs\n",
+        opts.latency_seconds, opts.latency_runs
+    );
+    println!("{HEADER}");
+    for (&rate, runs) in opts.latency_rates.iter().zip(&results) {
+        print_rate(rate, runs);
+    }
+    if let Some(rate) = floor_rate {
         println!(
-            "\nFloor, same machine and run: one durable single-row `UPDATE` (autocommit) per \
+            "\nFloor, same machine and runs: one durable single-row `UPDATE` (autocommit) per \
              event, one at a time, {rate}/s for {}s, timed around each statement:\n",
             opts.latency_seconds
         );
-        println!("| rate (statements/s) | statements | p50 ms | p99 ms | p99.9 ms | max ms |");
-        println!("|---:|---:|---:|---:|---:|---:|");
-        let floor = commit_floor(fx, games, rate, opts.latency_seconds).await?;
-        print_row(rate, floor);
+        println!("{HEADER}");
+        print_rate(rate, &floor);
     }
     Ok(())
 }
 
 /// The floor is measured only at rates a one-at-a-time loop keeps up with.
 const FLOOR_MAX_RATE: u64 = 2000;
-
-fn print_row(rate: u64, mut latencies: Vec<Duration>) {
-    latencies.sort();
-    println!(
-        "| {rate} | {} | {} | {} | {} | {} |",
-        latencies.len(),
-        ms(quantile(&latencies, 0.5)),
-        ms(quantile(&latencies, 0.99)),
-        ms(quantile(&latencies, 0.999)),
-        ms(latencies.last().copied().unwrap_or_default()),
-    );
-}
 
 /// Durations of `rate × seconds` single-row autocommit `UPDATE`s of the seeded games,
 /// paced like the producer.

@@ -44,8 +44,10 @@ pub struct Options {
     pub batch_size: usize,
     /// Rates for the latency phase (events/s); empty skips it.
     pub latency_rates: Vec<u64>,
-    /// Seconds per latency rate.
+    /// Seconds per latency rate and run.
     pub latency_seconds: u64,
+    /// Runs of every latency rate (medians are reported).
+    pub latency_runs: usize,
     /// Game counts for the scale phase; empty skips it.
     pub scale_games: Vec<usize>,
     /// Events per scale run.
@@ -120,6 +122,12 @@ fn command() -> Command {
                 .value_parser(value_parser!(u64)),
         )
         .arg(
+            Arg::new("latency_runs")
+                .long("latency-runs")
+                .default_value("3")
+                .value_parser(value_parser!(usize)),
+        )
+        .arg(
             Arg::new("scale_games")
                 .long("scale-games")
                 .default_value("1000,100000")
@@ -176,6 +184,7 @@ fn options(m: &ArgMatches) -> Options {
             .copied()
             .unwrap_or(10)
             .max(1),
+        latency_runs: number("latency_runs").max(1),
         scale_games: if skipped("scale") {
             Vec::new()
         } else {
