@@ -14,6 +14,7 @@
 //! overwrites the summary. That is why a status is all the cache keeps.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -48,7 +49,7 @@ const WRITE: &str = "SELECT game_id, current_turn, created_at, updated_at \
 /// The SQLSTATE `runtime_records_write_guarded` raises when a status moved.
 const GUARD_MISSED: &str = "GM001";
 
-/// How many games' statuses the cache holds at most (about 60 bytes each). Games beyond
+/// How many games' statuses the cache holds at most (about 20 bytes each). Games beyond
 /// it always take the locked path; nothing else changes.
 pub const STATUS_CACHE_CAPACITY: usize = 200_000;
 
@@ -56,25 +57,38 @@ pub const STATUS_CACHE_CAPACITY: usize = 200_000;
 ///
 /// Only a hint: another flow may have moved a status since, which the guarded write
 /// detects. Entries are dropped whenever a write's outcome is unknown.
+///
+/// Keyed by a 64-bit hash of the game id rather than the id itself, which keeps the
+/// memory per game small. A collision is harmless for the same reason a stale entry is:
+/// the status it yields is only the one the guarded write expects, and a wrong
+/// expectation makes the write refuse and the batch take the locked path.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StatusCache {
-    statuses: Arc<Mutex<HashMap<String, RuntimeStatus>>>,
+    statuses: Arc<Mutex<HashMap<u64, RuntimeStatus>>>,
+}
+
+/// The cache's key for `game_id` (a fixed-key hash: the same in every process).
+fn key(game_id: &str) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    game_id.hash(&mut hasher);
+    hasher.finish()
 }
 
 impl StatusCache {
     /// The statuses of all of `ids`, or `None` when one is missing.
     fn all(&self, ids: &[&str]) -> Option<Vec<RuntimeStatus>> {
         let map = self.statuses.lock().unwrap_or_else(PoisonError::into_inner);
-        ids.iter().map(|id| map.get(*id).copied()).collect()
+        ids.iter().map(|id| map.get(&key(id)).copied()).collect()
     }
 
     fn remember(&self, written: &[(&str, RuntimeStatus)]) {
         let mut map = self.statuses.lock().unwrap_or_else(PoisonError::into_inner);
         for &(id, status) in written {
-            if let Some(cached) = map.get_mut(id) {
+            let k = key(id);
+            if let Some(cached) = map.get_mut(&k) {
                 *cached = status;
             } else if map.len() < STATUS_CACHE_CAPACITY {
-                map.insert(id.to_owned(), status);
+                map.insert(k, status);
             }
         }
     }
@@ -82,7 +96,7 @@ impl StatusCache {
     fn forget(&self, ids: &[&str]) {
         let mut map = self.statuses.lock().unwrap_or_else(PoisonError::into_inner);
         for id in ids {
-            map.remove(*id);
+            map.remove(&key(id));
         }
     }
 }

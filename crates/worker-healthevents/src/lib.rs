@@ -110,7 +110,7 @@ where
     /// are snapshots not yet published that will go out before these (their summaries
     /// count as published for the debounce).
     fn decide(
-        &mut self,
+        &self,
         entries: &[StreamEntry],
         decoded: &[Result<HealthEvent, SkipReason>],
         results: Vec<ObservationResult>,
@@ -119,11 +119,13 @@ where
         let now_ms = (self.clock)();
         let mut results = results.into_iter();
         let mut events = Vec::new();
-        let mut ahead: HashMap<GameId, EngineHealth> = pending
+        // The summary each game will have been published with once the snapshots ahead
+        // of these are out (borrowed: nothing is copied per batch).
+        let mut ahead: HashMap<&str, EngineHealth> = pending
             .iter()
             .filter_map(|e| {
                 let s = e.snapshot();
-                s.engine_health.map(|h| (s.game_id.clone(), h))
+                s.engine_health.map(|h| (s.game_id.as_str(), h))
             })
             .collect();
         for (entry, decoded) in entries.iter().zip(decoded) {
@@ -170,7 +172,7 @@ where
                 );
             }
             let previous = ahead
-                .get(&event.game_id)
+                .get(event.game_id.as_str())
                 .or_else(|| self.last_published.get(&event.game_id))
                 .copied();
             let summary_changed = previous.is_none() || previous != record.engine_health;
@@ -178,7 +180,7 @@ where
                 continue;
             }
             if let Some(summary) = record.engine_health {
-                ahead.insert(event.game_id.clone(), summary);
+                ahead.insert(event.game_id.as_str(), summary);
             }
             events.push(LobbyEvent::SnapshotUpdate(RuntimeSnapshot {
                 game_id: record.game_id,
@@ -299,18 +301,15 @@ where
             };
         };
 
-        // 3. Decide publication, in stream order; count every entry once.
-        let pending: Vec<LobbyEvent> = self
-            .outbox
-            .as_ref()
-            .map(|o| o.events.as_ref().clone())
-            .unwrap_or_default();
-        let events = self.decide(fresh, &decoded, results, &pending);
+        // 3. Decide publication, in stream order; count every entry once. Snapshots still
+        //    in the outbox (their publish failed) go out first.
+        let pending: &[LobbyEvent] = self.outbox.as_ref().map_or(&[], |o| o.events.as_slice());
+        let events = self.decide(fresh, &decoded, results, pending);
 
         // 4. Publish: the previous batch's snapshots failed to go out, so this batch's
         //    join them and all are sent again on the retry, in order.
         if let Err(error) = published {
-            let mut all = pending;
+            let mut all = pending.to_vec();
             all.extend(events);
             self.outbox = Some(Outbox {
                 through: last,
