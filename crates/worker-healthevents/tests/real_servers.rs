@@ -142,12 +142,16 @@ impl Fixture {
     }
 }
 
-/// Steps until the consumer's offset reaches `target`; the entries finished on the way.
+/// Steps until the consumer's position reaches `target`, then once more so that its offset
+/// is stored; the entries finished on the way.
 async fn step_to(consumer: &mut GmConsumer, target: &str) -> usize {
     let target: stream_consumer::EntryId = target.parse().unwrap();
     let mut finished = 0;
     for _ in 0..20 {
         if consumer.position() == Some(target) {
+            // One more step stores the offset (a consumer stores it before it waits for
+            // entries) and finds nothing new.
+            assert_eq!(consumer.step().await, Step::Idle);
             return finished;
         }
         match consumer.step().await {
