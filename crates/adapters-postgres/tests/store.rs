@@ -419,46 +419,6 @@ async fn concurrent_batches_over_the_same_games_do_not_deadlock() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_waits_for_a_row_locked_by_another_flow_and_then_sees_its_status() {
-    let (db, store) = fresh_store().await;
-    register(&store, "g-1", Running).await;
-
-    // Another flow (an admin stop) holds the row in an open transaction.
-    let mut other = raw_client(db.url()).await;
-    let tx = other.transaction().await.unwrap();
-    tx.execute(
-        "UPDATE runtime_records SET status = 'stopped', updated_at = now() WHERE game_id = 'g-1'",
-        &[],
-    )
-    .await
-    .unwrap();
-
-    let batch_store = store.clone();
-    let batch = tokio::spawn(async move {
-        batch_store
-            .apply_health_batch(&[observation("g-1", HealthEventType::ContainerOom)])
-            .await
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!batch.is_finished(), "the batch waits for the row lock");
-
-    tx.commit().await.unwrap();
-    let results = tokio::time::timeout(Duration::from_secs(5), batch)
-        .await
-        .expect("the batch proceeds after the commit")
-        .unwrap()
-        .unwrap();
-    let (record, moved) = applied(&results[0]);
-    assert_eq!(
-        record.status, Stopped,
-        "the CAS saw the committed status and fell back"
-    );
-    assert_eq!(record.engine_health, Some(EngineHealth::Oom));
-    assert!(!moved);
-    assert_eq!(&store.get(&game("g-1")).await.unwrap(), record);
-}
-
 /// The stored status and summary of `id`, read without the store.
 async fn stored(client: &tokio_postgres::Client, id: &str) -> (String, String) {
     let row = client
@@ -639,14 +599,19 @@ async fn a_record_deleted_since_the_last_batch_is_an_unknown_game() {
     assert_eq!(count, 0, "nothing is created for it");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_guarded_batch_waits_for_a_row_another_flow_holds_and_then_sees_its_status() {
+/// Another flow (an admin stop) holds game g-1's row in an open transaction while a
+/// batch about it arrives; `seen_before` makes the store know g-1's status already (the
+/// guarded path) or not (the locked path). The batch must wait for the row, then see the
+/// committed status and fall back to a health-only write.
+async fn a_batch_meets_a_row_another_flow_holds(seen_before: bool) -> BatchPaths {
     let (db, store) = fresh_store().await;
     register(&store, "g-1", Running).await;
-    store
-        .apply_health_batch(&[observation("g-1", HealthEventType::ProbeFailed)])
-        .await
-        .unwrap();
+    if seen_before {
+        store
+            .apply_health_batch(&[observation("g-1", HealthEventType::ProbeFailed)])
+            .await
+            .unwrap();
+    }
 
     let mut other = raw_client(db.url()).await;
     let tx = other.transaction().await.unwrap();
@@ -663,10 +628,8 @@ async fn a_guarded_batch_waits_for_a_row_another_flow_holds_and_then_sees_its_st
             .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !batch.is_finished(),
-        "the guarded write waits for the row lock"
-    );
+    assert!(!batch.is_finished(), "the batch waits for the row lock");
+
     tx.commit().await.unwrap();
     let results = tokio::time::timeout(Duration::from_secs(5), batch)
         .await
@@ -676,9 +639,26 @@ async fn a_guarded_batch_waits_for_a_row_another_flow_holds_and_then_sees_its_st
     let (record, moved) = applied(&results[0]);
     assert_eq!(
         (record.status, record.engine_health, moved),
-        (Stopped, Some(EngineHealth::Oom), false)
+        (Stopped, Some(EngineHealth::Oom), false),
+        "the CAS saw the committed status and fell back"
     );
-    assert_eq!(store.batch_paths().guard_missed, 1);
+    assert_eq!(&store.get(&game("g-1")).await.unwrap(), record);
+    store.batch_paths()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_waits_for_a_row_locked_by_another_flow_and_then_sees_its_status() {
+    let paths = a_batch_meets_a_row_another_flow_holds(false).await;
+    assert_eq!((paths.locked, paths.guarded), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_batch_waits_for_a_row_another_flow_holds_and_then_sees_its_status() {
+    let paths = a_batch_meets_a_row_another_flow_holds(true).await;
+    assert_eq!(
+        paths.guard_missed, 1,
+        "the guard saw the moved status; the locked path then applied the batch"
+    );
 }
 
 #[tokio::test]
