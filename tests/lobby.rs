@@ -1,7 +1,9 @@
 //! The Game Master → Game Lobby contract end to end, with the real `gamemaster` and `lobby`
 //! binaries: health events in, the Lobby's games mirroring the Game Master's records out,
 //! then a `game_finished` that finishes the game and updates the careers exactly once, also
-//! when the Lobby's offset is reset and the stream replayed.
+//! when the Lobby's offset is reset and the stream replayed. Also: the Lobby on a throwaway
+//! PostgreSQL that is stopped mid-run holds its offset, reports not ready naming
+//! PostgreSQL, and catches up once the server is back.
 //!
 //! A throwaway Redis keeps the fixed offset keys (`gamemaster:stream_offsets:health_events`,
 //! `lobby:stream_offsets:gm_lobby_events`) this test's own; each service gets a fresh
@@ -17,7 +19,7 @@ use adapters_redis::wire;
 use e2e::{entries, pg_client};
 use fred::interfaces::KeysInterface;
 use testkit::bins::{Process, run};
-use testkit::pg::TestDb;
+use testkit::pg::{TestDb, ThrowawayPostgres};
 use testkit::redis::{TestRedis, ThrowawayRedis};
 use testkit::{eventually, free_port, http};
 
@@ -560,6 +562,80 @@ async fn bad_settings_and_unreachable_servers_are_one_line_and_exit_2() {
     }
     empty.drop_db().await.unwrap();
     migrated.drop_db().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lobby_holds_its_offset_through_a_database_outage_and_catches_up() {
+    let redis_server = ThrowawayRedis::start().await.unwrap();
+    let redis_url = redis_server.url();
+    let redis = TestRedis::connect_to(&redis_url).await.unwrap();
+    let pg = ThrowawayPostgres::start().await.unwrap();
+    let db_url = pg.url("postgres");
+    let env = [("LOBBY_POSTGRES_URL", db_url.as_str())];
+    let (code, stderr) = run("lobby", &["migrate"], &env, WAIT).await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = run("lobby", &["seed-game", "g1"], &env, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let lobby = start_lobby(&db_url, &redis_url).await;
+    let snapshot = |turn: u32, status: &'static str, summary: &'static str| {
+        let redis = &redis;
+        async move {
+            gm_event(
+                redis,
+                wire::KIND_RUNTIME_SNAPSHOT_UPDATE,
+                "g1",
+                turn,
+                status,
+                summary,
+                now_ms(),
+                "[]",
+                None,
+            )
+            .await
+        }
+    };
+    let first = snapshot(1, "running", "healthy").await;
+    wait_for_offset(&redis, LOBBY_OFFSET, &first, &lobby.process).await;
+
+    // PostgreSQL goes away: the offset holds, readiness says why, the process stays up.
+    pg.stop().await.unwrap();
+    let during = snapshot(2, "engine_unreachable", "probe_failed").await;
+    eventually("lobby readyz turns 503", WAIT, || async {
+        matches!(http::get(lobby.http, "/readyz").await, Ok((503, _)))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", lobby.process.stderr()));
+    let (_, reason) = http::get(lobby.http, "/readyz").await.unwrap();
+    assert!(reason.contains("postgres"), "{reason}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        offset(&redis, LOBBY_OFFSET).await.as_deref(),
+        Some(first.as_str())
+    );
+    assert!(lobby.process.pid().is_some(), "the lobby must keep running");
+
+    // Back: the held entry is applied, then the offset moves past it.
+    pg.start_again().await.unwrap();
+    wait_for_offset(&redis, LOBBY_OFFSET, &during, &lobby.process).await;
+    let db = pg_client(&db_url).await.unwrap();
+    assert_eq!(
+        lobby_snapshots(&db).await["g1"],
+        ("engine_unreachable".into(), "probe_failed".into(), 2)
+    );
+    eventually("lobby readyz back to 200", WAIT, || async {
+        matches!(http::get(lobby.http, "/readyz").await, Ok((200, _)))
+    })
+    .await
+    .unwrap();
+    assert!(
+        metrics(lobby.http).await.contains(
+            r#"lobby_stream_consumer_retries_total{consumer="gm_lobby_events",stage="handle"}"#
+        ),
+        "the outage shows as handler retries"
+    );
+    stop(lobby.process).await;
 }
 
 #[test]
