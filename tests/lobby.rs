@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapters_redis::wire;
-use e2e::{entries, pg_client};
+use e2e::{assert_metrics, entries, gm_records, pg_client};
 use fred::interfaces::KeysInterface;
 use testkit::bins::{Process, run};
 use testkit::pg::{TestDb, ThrowawayPostgres};
@@ -133,19 +133,6 @@ async fn lobby_snapshots(db: &tokio_postgres::Client) -> BTreeMap<String, (Strin
     .collect()
 }
 
-/// `(status, engine_health, current_turn)` of every Game Master record.
-async fn gm_records(db: &tokio_postgres::Client) -> BTreeMap<String, (String, String, i64)> {
-    db.query(
-        "SELECT game_id, status, engine_health, current_turn::bigint FROM runtime_records",
-        &[],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
-    .collect()
-}
-
 /// `(games_finished, best_planets, best_population, most_ships_built)` per player.
 async fn careers(db: &tokio_postgres::Client) -> BTreeMap<String, (i64, i64, i64, i64)> {
     db.query(
@@ -195,22 +182,6 @@ async fn stop(mut process: Process) -> String {
     let logs = process.stderr();
     assert_eq!(code, 0, "SIGTERM must exit 0:\n{logs}");
     logs
-}
-
-async fn metrics(addr: SocketAddr) -> String {
-    let (code, text) = http::get(addr, "/metrics").await.unwrap();
-    assert_eq!(code, 200);
-    text
-}
-
-/// Each of `lines` is a whole line of the exposition (so `… 1` does not match `… 12`).
-fn assert_metrics(text: &str, lines: &[&str]) {
-    for line in lines {
-        assert!(
-            text.lines().any(|l| l == *line),
-            "missing {line} in\n{text}"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,7 +292,7 @@ async fn lobby_mirrors_the_game_master_and_finishes_games_once_across_replays() 
     let (last_published, _) = published.last().unwrap().clone();
     wait_for_offset(&redis, LOBBY_OFFSET, &last_published, &lobby.process).await;
 
-    let gm_state = gm_records(&gm).await;
+    let gm_state = gm_records(&gm).await.unwrap();
     let lobby_state = lobby_snapshots(&lobby_sql).await;
     assert_eq!(lobby_state.len(), 3);
     for (game, snapshot) in &lobby_state {
@@ -342,7 +313,7 @@ async fn lobby_mirrors_the_game_master_and_finishes_games_once_across_replays() 
     // g1: healthy, oom, healthy; g2: probe_failed (once), disappeared; g3: two summaries.
     assert_eq!(snapshots_for_known, 7, "{published:?}");
     assert_metrics(
-        &metrics(lobby.http).await,
+        &e2e::metrics(lobby.http).await.unwrap(),
         &[
             &format!(
                 r#"lobby_gm_events_consumed_total{{outcome="applied"}} {snapshots_for_known}"#
@@ -436,7 +407,7 @@ async fn lobby_mirrors_the_game_master_and_finishes_games_once_across_replays() 
     };
     check_finished().await;
     assert_metrics(
-        &metrics(lobby.http).await,
+        &e2e::metrics(lobby.http).await.unwrap(),
         &[
             r#"lobby_gm_events_consumed_total{outcome="finished"} 1"#,
             r#"lobby_game_status_transitions_total{from="running",to="finished",trigger="runtime_event"} 1"#,
@@ -469,7 +440,7 @@ async fn lobby_mirrors_the_game_master_and_finishes_games_once_across_replays() 
             assert_eq!(lobby_state[game], gm_state[game], "{reset}: game {game}");
         }
         assert_metrics(
-            &metrics(lobby.http).await,
+            &e2e::metrics(lobby.http).await.unwrap(),
             &[
                 r#"lobby_gm_events_consumed_total{outcome="replayed"} 1"#,
                 r#"lobby_gm_events_consumed_total{outcome="finished"} 0"#,
@@ -630,7 +601,7 @@ async fn lobby_holds_its_offset_through_a_database_outage_and_catches_up() {
     .await
     .unwrap();
     assert!(
-        metrics(lobby.http).await.contains(
+        e2e::metrics(lobby.http).await.unwrap().contains(
             r#"lobby_stream_consumer_retries_total{consumer="gm_lobby_events",stage="handle"}"#
         ),
         "the outage shows as handler retries"

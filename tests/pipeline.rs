@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::process::Output;
 use std::time::Duration;
 
-use e2e::{entries, pg_client};
+use e2e::{assert_metrics, entries, gm_records, pg_client};
 use fred::interfaces::KeysInterface;
 use testkit::bins::{Process, binary, run};
 use testkit::pg::TestDb;
@@ -103,19 +103,6 @@ async fn guards(db: &tokio_postgres::Client) -> BTreeMap<String, String> {
     .collect()
 }
 
-/// `(status, engine_health, current_turn)` of every Game Master record.
-async fn gm_records(db: &tokio_postgres::Client) -> BTreeMap<String, (String, String, i64)> {
-    db.query(
-        "SELECT game_id, status, engine_health, current_turn::bigint FROM runtime_records",
-        &[],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
-    .collect()
-}
-
 /// A running service with its ops address.
 struct Service {
     process: Process,
@@ -149,20 +136,6 @@ async fn stop(service: Service) {
     process.terminate().unwrap();
     let code = process.wait(Duration::from_secs(15)).await.unwrap();
     assert_eq!(code, 0, "SIGTERM must exit 0:\n{}", process.stderr());
-}
-
-/// The whole `/metrics` page.
-async fn metrics(addr: SocketAddr) -> String {
-    let (code, text) = http::get(addr, "/metrics").await.unwrap();
-    assert_eq!(code, 200);
-    text
-}
-
-/// Each of `lines` is a whole line of the exposition (so `… 3` does not match `… 30`).
-fn assert_metrics(text: &str, lines: &[String]) {
-    for line in lines {
-        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
-    }
 }
 
 /// Runs galaxy-sim to the end, keeping stdout (the summary) and stderr.
@@ -281,7 +254,7 @@ async fn the_simulator_the_game_master_and_the_lobby_converge_and_replays_change
     //    games' best stats, each game counted once.
     let gm_client = pg_client(gm_db.url()).await.unwrap();
     let lobby_client = pg_client(lobby_db.url()).await.unwrap();
-    let records = gm_records(&gm_client).await;
+    let records = gm_records(&gm_client).await.unwrap();
     let games_before = lobby_games(&lobby_client).await;
     assert_eq!(games_before.len(), GAMES);
     assert_eq!(records.len(), GAMES);
@@ -356,7 +329,7 @@ async fn the_simulator_the_game_master_and_the_lobby_converge_and_replays_change
         );
         assert_eq!(guards(&lobby_client).await, guards_before, "round {round}");
         // A fresh process: its counters are this replay's alone.
-        let text = metrics(lobby.http).await;
+        let text = e2e::metrics(lobby.http).await.unwrap();
         assert_metrics(
             &text,
             &[

@@ -55,6 +55,48 @@ pub async fn runtime_rows(
         .collect())
 }
 
+/// `(status, engine_health, current_turn)` of every runtime record, by game id.
+///
+/// # Errors
+/// The query failed.
+pub async fn gm_records(
+    client: &tokio_postgres::Client,
+) -> anyhow::Result<BTreeMap<String, (String, String, i64)>> {
+    let rows = client
+        .query(
+            "SELECT game_id, status, engine_health, current_turn::bigint FROM runtime_records",
+            &[],
+        )
+        .await
+        .context("read runtime_records")?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
+        .collect())
+}
+
+/// The whole `/metrics` page of the ops server at `addr`.
+///
+/// # Errors
+/// The server cannot be reached or does not answer 200.
+pub async fn metrics(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    let (code, text) = testkit::http::get(addr, "/metrics").await?;
+    anyhow::ensure!(code == 200, "/metrics answered {code}: {text}");
+    Ok(text)
+}
+
+/// Asserts that each of `lines` is a whole line of the exposition `text` (so `… 3` does
+/// not match `… 30`).
+///
+/// # Panics
+/// A line is missing (the message shows the whole page).
+pub fn assert_metrics(text: &str, lines: &[impl AsRef<str>]) {
+    for line in lines {
+        let line = line.as_ref();
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
+}
+
 /// Opens a plain client on `url`, its connection driven by a background task.
 ///
 /// # Errors

@@ -296,9 +296,12 @@ where
         tracing::info!(consumer = %self.config.label, offset = ?self.position, "consumer stopped");
     }
 
-    /// One iteration: load the offset if needed, save it if a previous save failed, read a
-    /// batch unless unfinished entries are waiting (then, when caught up, top them up with
-    /// what arrived since), hand it to the handler, save the offset. Never sleeps: a transient failure returns [`Step::Retry`] with the wait.
+    /// One iteration: load the offset if needed; store progress not yet stored if the
+    /// consumer is about to wait for entries or recovering from a failure; read a batch
+    /// unless unfinished entries are waiting (then, when caught up, top them up with what
+    /// arrived since); hand it to the handler while the previous batch's offset is saved
+    /// (and, behind a backlog, the next batch is read ahead). Never sleeps: a transient
+    /// failure returns [`Step::Retry`] with the wait.
     pub async fn step(&mut self) -> Step {
         // 1. The stored offset, once.
         let position = match self.position {
@@ -386,20 +389,19 @@ where
         //    database and publish work instead of following it.
         let started = Instant::now();
         let after = self.pending.last().map_or(position, |e| e.id);
+        // Caught up, nothing is queued behind this batch: the next step's top-up reads
+        // what arrives meanwhile, closer to when it is handled.
         let read_ahead = async {
             if self.caught_up {
-                // Nothing is queued behind this batch: the next step's top-up reads what
-                // arrives meanwhile, closer to when it is handled.
-                return Ok(Vec::new());
+                return None;
             }
-            self.reader
-                .read_after(
-                    &self.config.stream,
-                    after,
-                    self.config.batch_size,
-                    Duration::ZERO,
-                )
-                .await
+            let read = self.reader.read_after(
+                &self.config.stream,
+                after,
+                self.config.batch_size,
+                Duration::ZERO,
+            );
+            Some(read.await)
         };
         let unsaved = (self.saved != Some(position)).then_some(position);
         let save = async {
@@ -443,14 +445,14 @@ where
             // A batch read ahead follows on from the entries given to the handler; it is
             // kept unless the handler failed (then the unfinished entries are retried
             // alone, and the next read starts after them).
-            Ok(next) if failure.is_none() => {
-                if !self.caught_up {
-                    self.caught_up = next.len() < self.config.batch_size;
-                }
+            Some(Ok(next)) if failure.is_none() => {
+                self.caught_up = next.len() < self.config.batch_size;
                 self.pending.extend(next);
             }
-            Ok(_) => {}
-            Err(error) => tracing::debug!(%error, "read-ahead failed; the next read will retry"),
+            None | Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                tracing::debug!(%error, "read-ahead failed; the next read will retry");
+            }
         }
 
         // 5. The offset of the previous batch was saved beside the handler; this batch's
