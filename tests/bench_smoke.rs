@@ -50,6 +50,7 @@ async fn a_tiny_benchmark_runs_every_phase_and_finds_the_worker_and_baseline_ide
         "| 200 | 2 | 200 |",
         "| 200 | median | 200 |",
         "Floor, same machine",
+        "nothing between them but Redis",
         "| 20 | 20 |",
         "| 40 | 40 |",
         "| 40 | 20 |",

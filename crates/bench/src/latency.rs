@@ -103,6 +103,7 @@ pub async fn run(fx: &Fixture, opts: &Options) -> anyhow::Result<()> {
         .min();
     let mut results: Vec<Vec<Stats>> = vec![Vec::new(); opts.latency_rates.len()];
     let mut floor = Vec::new();
+    let mut redis_floor = Vec::new();
     for _ in 0..opts.latency_runs {
         for (i, &rate) in opts.latency_rates.iter().enumerate() {
             let stream = fx.key(&format!("latency:health_{rate}")).await?;
@@ -118,6 +119,12 @@ pub async fn run(fx: &Fixture, opts: &Options) -> anyhow::Result<()> {
             floor.push(Stats::of(
                 commit_floor(fx, games, rate, opts.latency_seconds).await?,
             ));
+            // The other floor: the same producer and observer with nothing between them
+            // but Redis (the observer reads the health stream itself).
+            let stream = fx.key(&format!("latency:floor_{rate}")).await?;
+            let latencies = paced(fx, games, rate, opts.latency_seconds, &stream, &stream).await?;
+            fx.del(&[stream]).await?;
+            redis_floor.push(Stats::of(latencies));
         }
     }
 
@@ -137,6 +144,13 @@ pub async fn run(fx: &Fixture, opts: &Options) -> anyhow::Result<()> {
         );
         println!("{HEADER}");
         print_rate(rate, &floor);
+        println!(
+            "\nFloor, same runs: the producer's append seen by the observer on the same stream, \
+             with nothing between them but Redis (no Game Master, no database), {rate}/s for {}s:\n",
+            opts.latency_seconds
+        );
+        println!("{HEADER}");
+        print_rate(rate, &redis_floor);
     }
     Ok(())
 }
@@ -174,6 +188,8 @@ async fn commit_floor(
     Ok(took)
 }
 
+/// One end-to-end run at `rate`: the real binary consumes `stream` and publishes on
+/// `lobby`, which the observer reads.
 async fn one_rate(
     fx: &Fixture,
     opts: &Options,
@@ -185,14 +201,34 @@ async fn one_rate(
     // The real binary, in its own process, so the measuring side (the producer and the
     // observer, in this process) does not compete with it for one runtime.
     let gm = Gamemaster::start(fx, stream, lobby, opts.batch_size).await?;
+    let latencies = paced(fx, games, rate, opts.latency_seconds, stream, lobby).await?;
+    if gm.stop().await? != Some(0) {
+        anyhow::bail!("gamemaster did not exit 0 on SIGTERM");
+    }
+    Ok(latencies)
+}
 
-    // Every event flips its game's summary (probe_failed ⇄ healthy), so every event
-    // publishes exactly one snapshot, and per game the n-th snapshot answers the n-th event.
-    let total = usize::try_from(rate.saturating_mul(opts.latency_seconds))?;
+/// The producer appends `rate × seconds` events to `stream`, paced in 1 ms ticks, through
+/// the writer the Runtime Manager uses, while the observer reads `observed`; per event,
+/// the time from just before its append to the observer seeing its game's next entry.
+///
+/// Every event flips its game's summary (probe_failed ⇄ healthy), so through the Game
+/// Master every event publishes exactly one snapshot, and per game the n-th snapshot
+/// answers the n-th event. With `observed == stream` the observer sees the events
+/// themselves: the Redis floor, without the Game Master.
+async fn paced(
+    fx: &Fixture,
+    games: usize,
+    rate: u64,
+    seconds: u64,
+    stream: &str,
+    observed: &str,
+) -> anyhow::Result<Vec<Duration>> {
+    let total = usize::try_from(rate.saturating_mul(seconds))?;
     let sent: Sent = Arc::default();
     let observer = tokio::spawn(observe(
         fx.redis_url.clone(),
-        lobby.to_owned(),
+        observed.to_owned(),
         total,
         sent.clone(),
     ));
@@ -229,11 +265,7 @@ async fn one_rate(
         writer.append(&entries).await?;
         next = due;
     }
-    let latencies = observer.await??;
-    if gm.stop().await? != Some(0) {
-        anyhow::bail!("gamemaster did not exit 0 on SIGTERM");
-    }
-    Ok(latencies)
+    observer.await?
 }
 
 async fn observe(
