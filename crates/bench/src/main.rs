@@ -8,7 +8,9 @@
 //!     Every round checks that (a) and (b) left identical rows and identical per-game
 //!     snapshot sequences; a difference is reported instead of a number.
 //!  2. *Latency*: a paced producer at several rates while the worker runs; XADD →
-//!     snapshot-published latency percentiles.
+//!     snapshot-published latency percentiles, and at the lowest rate two floors from the
+//!     same runs: a durable single-row commit alone, and the producer's append seen
+//!     through Redis alone.
 //!  3. *Scale*: the real `gamemaster` binary draining N events over 1,000 and over
 //!     100,000 games, and once more over 1,000 of the 100,000 (the table's size alone,
 //!     with the load's shape of the first run); throughput and peak RSS.
