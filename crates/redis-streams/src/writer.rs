@@ -31,6 +31,30 @@ return ids
 static APPEND_SCRIPT_SHA1: LazyLock<String> =
     LazyLock::new(|| fred::util::sha1_hash(APPEND_SCRIPT));
 
+/// `ARGV` of [`APPEND_SCRIPT`] for `entries` (each non-empty): the trim setting, then per
+/// entry its number of pairs followed by the pairs.
+fn script_args<K, V>(max_len: Option<u64>, entries: &[Vec<(K, V)>]) -> Vec<Value>
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let pairs: usize = entries.iter().map(Vec::len).sum();
+    let mut args: Vec<Value> = Vec::with_capacity(1 + entries.len() + 2 * pairs);
+    args.push(Value::Bytes(Bytes::from(
+        max_len.map(|n| n.to_string()).unwrap_or_default(),
+    )));
+    for fields in entries {
+        args.push(Value::Integer(
+            i64::try_from(fields.len()).unwrap_or(i64::MAX),
+        ));
+        for (k, v) in fields {
+            args.push(Value::Bytes(Bytes::copy_from_slice(k.as_ref())));
+            args.push(Value::Bytes(Bytes::copy_from_slice(v.as_ref())));
+        }
+    }
+    args
+}
+
 /// Appends entries to one stream in batches: a batch of any size costs one round trip,
 /// and the entries land in the order given, with nothing in between.
 ///
@@ -99,29 +123,23 @@ impl StreamWriter {
             )));
         }
         let context = format!("XADD {} ({} entries)", self.stream, entries.len());
-        let pairs: usize = entries.iter().map(Vec::len).sum();
-        let mut args: Vec<Value> = Vec::with_capacity(1 + entries.len() + 2 * pairs);
-        args.push(Value::Bytes(Bytes::from(
-            self.max_len.map(|n| n.to_string()).unwrap_or_default(),
-        )));
-        for fields in entries {
-            args.push(Value::Integer(
-                i64::try_from(fields.len()).unwrap_or(i64::MAX),
-            ));
-            for (k, v) in fields {
-                args.push(Value::Bytes(Bytes::copy_from_slice(k.as_ref())));
-                args.push(Value::Bytes(Bytes::copy_from_slice(v.as_ref())));
-            }
-        }
         let client = self.client.fred().with_options(&self.client.options(None));
         let keys = vec![self.stream.clone()];
         let reply: Result<Value, _> = client
-            .evalsha(APPEND_SCRIPT_SHA1.as_str(), keys.clone(), args.clone())
+            .evalsha(
+                APPEND_SCRIPT_SHA1.as_str(),
+                keys.clone(),
+                script_args(self.max_len, entries),
+            )
             .await;
         let reply = match reply {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
-                // First use on this server (or after SCRIPT FLUSH): send the body once.
-                client.eval(APPEND_SCRIPT, keys, args).await
+                // First use on this server (or after SCRIPT FLUSH): send the body once. The
+                // arguments are built again rather than kept from the first try, so the
+                // common path never holds two copies of a batch.
+                client
+                    .eval(APPEND_SCRIPT, keys, script_args(self.max_len, entries))
+                    .await
             }
             other => other,
         };

@@ -3,11 +3,11 @@
 
 mod common;
 
-use fred::interfaces::{KeysInterface, StreamsInterface};
+use fred::interfaces::{KeysInterface, LuaInterface, StreamsInterface};
 use fred::types::Value;
 use redis_streams::{StreamWriter, connect};
 use stream_consumer::{EntryId, StreamError};
-use testkit::redis::TestRedis;
+use testkit::redis::{TestRedis, ThrowawayRedis};
 
 #[tokio::test]
 async fn a_batch_lands_in_order_with_exact_bytes_and_its_ids() {
@@ -102,4 +102,45 @@ async fn writing_to_a_key_of_another_type_is_a_protocol_error() {
         "{result:?}"
     );
     t.cleanup().await.unwrap();
+}
+
+/// A server that does not know the script (a new one, or after `SCRIPT FLUSH`) gets its
+/// body once and the batch lands all the same, whole and in order.
+#[tokio::test]
+async fn a_server_without_the_script_gets_its_body_and_the_batch_lands_whole() {
+    let server = ThrowawayRedis::start().await.unwrap();
+    let url = server.url();
+    let t = TestRedis::connect_to(&url).await.unwrap();
+    let stream = t.key("st");
+    let writer = StreamWriter::new(
+        connect(&url, common::settings(), "test-writer")
+            .await
+            .unwrap(),
+        &stream,
+    );
+    let batch = |from: u32| -> Vec<Vec<(&str, String)>> {
+        (from..from + 20)
+            .map(|n| vec![("n", n.to_string()), ("kind", "x".to_owned())])
+            .collect()
+    };
+    let first = batch(0);
+    let second = batch(20);
+    // A new server: the first append meets NOSCRIPT.
+    writer.append(&first).await.unwrap();
+    t.client().script_flush(false).await.unwrap();
+    writer.append(&second).await.unwrap();
+
+    let stored = t.xrange(&stream).await.unwrap();
+    let expected: Vec<Vec<(Vec<u8>, Vec<u8>)>> = first
+        .iter()
+        .chain(&second)
+        .map(|fields| {
+            fields
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect()
+        })
+        .collect();
+    let got: Vec<Vec<(Vec<u8>, Vec<u8>)>> = stored.into_iter().map(|(_, f)| f).collect();
+    assert_eq!(got, expected);
 }
