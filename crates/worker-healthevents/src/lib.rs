@@ -219,7 +219,13 @@ async fn settle<P: LobbyEventsPublisher + 'static>(
     for event in pending.events.iter() {
         let snapshot = event.snapshot();
         if let Some(summary) = snapshot.engine_health {
-            last_published.insert(snapshot.game_id.clone(), summary);
+            // Known games (nearly all, once running) update in place: no copy of the id.
+            match last_published.get_mut(&snapshot.game_id) {
+                Some(published) => *published = summary,
+                None => {
+                    last_published.insert(snapshot.game_id.clone(), summary);
+                }
+            }
         }
         metrics.published(event.kind());
     }
