@@ -1,10 +1,24 @@
-//! Telling transient PostgreSQL failures (worth a retry) from permanent ones.
+//! What a PostgreSQL failure means for the caller: retry it, blame the data, or wait for
+//! an operator (decision 0016).
 //!
-//! A failure is transient when the server could not be reached or went away, when a
-//! timeout fired (the pool's or the server's `statement_timeout`), when the server is
-//! shutting down or starting, or when it aborted the transaction to break a serialization
-//! conflict or a deadlock. Everything else (a missing table, a constraint violation, a bad
-//! row) is permanent: retrying the same statement would fail the same way.
+//! Every failure falls into one [`ErrorKind`]:
+//!
+//! - [`ErrorKind::Transient`]: the server could not be reached or went away, a timeout
+//!   fired (the pool's or the server's `statement_timeout`), the server is shutting down,
+//!   starting, read-only after a failover, or short of resources, or it aborted the
+//!   transaction to break a serialization conflict or a deadlock. The same statement may
+//!   succeed when retried.
+//! - [`ErrorKind::Data`]: the server refused the values the statement carried or the rows
+//!   it touched (SQLSTATE classes 21, 22, 23, 27, 44, 54, a trigger or function raising):
+//!   the same statement fails the same way every time, but a statement without those
+//!   values may succeed. A consumer isolates the entries responsible and skips them.
+//! - [`ErrorKind::Environment`]: the database is not what the service needs (a missing
+//!   table or function, a revoked privilege, a wrong password or database, corruption:
+//!   classes 0A, 28, 3D, 3F, 42, XX…). Every statement fails until an operator acts, and
+//!   no entry is to blame, so nothing is skipped: the consumer holds and reports.
+//!
+//! The kind is read off the SQLSTATE through one table, [`SQLSTATE_KINDS`], where a full
+//! five-character code overrides its two-character class.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -13,49 +27,122 @@ use std::time::Duration;
 use deadpool_postgres::{PoolError, TimeoutType};
 use tokio_postgres::error::SqlState;
 
-/// SQLSTATE classes whose every code is transient: `08` connection exceptions.
-const TRANSIENT_CLASSES: &[&str] = &["08"];
+/// What a failure says about retrying it (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Retrying the same statement may succeed on its own.
+    Transient,
+    /// The statement's values, or the rows it touches, are refused; others may pass.
+    Data,
+    /// The database needs an operator; every statement will fail alike.
+    Environment,
+}
 
-/// Single SQLSTATE codes that are transient.
-const TRANSIENT_CODES: &[&str] = &[
-    "57014", // query_canceled: statement_timeout fired (or a cancel request)
-    "57P01", // admin_shutdown: the server is shutting down
-    "57P02", // crash_shutdown
-    "57P03", // cannot_connect_now: the server is starting up or in recovery
-    "57P05", // idle_session_timeout: the server closed an idle session
-    "40001", // serialization_failure
-    "40P01", // deadlock_detected
-    "53300", // too_many_connections: others will disconnect
-    "55P03", // lock_not_available: lock_timeout fired
+/// SQLSTATE classes (two characters) and single codes (five), each with its kind. A code
+/// listed in full wins over its class; a class not listed is [`ErrorKind::Data`] (custom
+/// codes such as a trigger's `RAISE … USING ERRCODE` are about the row being written).
+pub const SQLSTATE_KINDS: &[(&str, ErrorKind)] = &[
+    ("03", ErrorKind::Environment),  // SQL statement not yet complete
+    ("08", ErrorKind::Transient),    // connection exception
+    ("09", ErrorKind::Data),         // triggered action exception
+    ("0A", ErrorKind::Environment),  // feature not supported
+    ("0B", ErrorKind::Environment),  // invalid transaction initiation
+    ("0F", ErrorKind::Environment),  // locator exception
+    ("0L", ErrorKind::Environment),  // invalid grantor
+    ("0P", ErrorKind::Environment),  // invalid role specification
+    ("0Z", ErrorKind::Environment),  // diagnostics exception
+    ("20", ErrorKind::Data),         // case not found (in a function, for these values)
+    ("21", ErrorKind::Data),         // cardinality violation (e.g. one upsert, two rows)
+    ("22", ErrorKind::Data),         // data exception: NUL, range, encoding, format…
+    ("23", ErrorKind::Data),         // integrity constraint violation
+    ("24", ErrorKind::Environment),  // invalid cursor state
+    ("25", ErrorKind::Environment),  // invalid transaction state…
+    ("25006", ErrorKind::Transient), // …read-only transaction: a standby, until failover ends
+    ("25P03", ErrorKind::Transient), // …idle-in-transaction timeout
+    ("26", ErrorKind::Environment),  // invalid SQL statement name
+    ("27", ErrorKind::Data),         // triggered data change violation
+    ("28", ErrorKind::Environment),  // invalid authorization specification
+    ("2B", ErrorKind::Environment),  // dependent privilege descriptors still exist
+    ("2D", ErrorKind::Environment),  // invalid transaction termination
+    ("2F", ErrorKind::Data),         // SQL routine exception
+    ("34", ErrorKind::Environment),  // invalid cursor name
+    ("38", ErrorKind::Data),         // external routine exception
+    ("39", ErrorKind::Data),         // external routine invocation exception
+    ("3B", ErrorKind::Environment),  // savepoint exception
+    ("3D", ErrorKind::Environment),  // invalid catalog name: no such database
+    ("3F", ErrorKind::Environment),  // invalid schema name
+    ("40", ErrorKind::Transient),    // transaction rollback: serialization, deadlock…
+    ("40002", ErrorKind::Data),      // …except an integrity violation found at commit
+    ("42", ErrorKind::Environment),  // syntax error or access rule violation
+    ("44", ErrorKind::Data),         // WITH CHECK OPTION violation
+    ("53", ErrorKind::Transient),    // insufficient resources: disk, memory, connections
+    ("54", ErrorKind::Data),         // program limit exceeded: an index row too large…
+    ("55", ErrorKind::Environment),  // object not in prerequisite state…
+    ("55006", ErrorKind::Transient), // …object in use
+    ("55P03", ErrorKind::Transient), // …lock not available: lock_timeout fired
+    ("57", ErrorKind::Transient),    // operator intervention: cancel, shutdown, start-up
+    ("58", ErrorKind::Transient),    // system error: I/O
+    ("72", ErrorKind::Transient),    // snapshot failure
+    ("F0", ErrorKind::Environment),  // configuration file error
+    ("HV", ErrorKind::Environment),  // foreign data wrapper error
+    ("P0", ErrorKind::Data),         // PL/pgSQL raise, no data, too many rows, assert
+    ("XX", ErrorKind::Environment),  // internal error, data or index corrupted
 ];
+
+/// The kind of a failure the server answered with this SQLSTATE.
+#[must_use]
+pub fn sqlstate_kind(code: &SqlState) -> ErrorKind {
+    let code = code.code();
+    let class = code.get(..2).unwrap_or(code);
+    let find = |key: &str| {
+        SQLSTATE_KINDS
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|&(_, kind)| kind)
+    };
+    find(code)
+        .or_else(|| find(class))
+        .unwrap_or(ErrorKind::Data)
+}
 
 /// Whether a failure with this SQLSTATE may succeed when retried.
 #[must_use]
 pub fn is_transient_sqlstate(code: &SqlState) -> bool {
-    let code = code.code();
-    TRANSIENT_CODES.contains(&code) || TRANSIENT_CLASSES.iter().any(|c| code.starts_with(c))
+    sqlstate_kind(code) == ErrorKind::Transient
 }
 
-/// Whether a driver error may go away on a retry: the server answered with a transient
-/// SQLSTATE, or it never answered (connection refused, reset or closed, any I/O error,
-/// the connect timeout).
+/// The kind of a driver error: the server's SQLSTATE when it answered; transient when it
+/// never did (connection refused, reset or closed, any I/O error, the connect timeout);
+/// data when a value could not be sent in the statement's parameter type; otherwise
+/// (a row that does not decode into the expected type) the environment.
 #[must_use]
-pub fn is_transient(error: &tokio_postgres::Error) -> bool {
+pub fn error_kind(error: &tokio_postgres::Error) -> ErrorKind {
     if let Some(code) = error.code() {
-        return is_transient_sqlstate(code);
+        return sqlstate_kind(code);
     }
     if error.is_closed() {
-        return true;
+        return ErrorKind::Transient;
     }
     // Connect and I/O failures carry the io::Error as their source.
     let mut source = error.source();
     while let Some(cause) = source {
         if cause.is::<std::io::Error>() {
-            return true;
+            return ErrorKind::Transient;
         }
         source = cause.source();
     }
-    false
+    // The driver gives no typed access to its error kinds; a parameter it could not
+    // serialise (a value out of the column type's range) is told by its fixed message.
+    if error.to_string().starts_with("error serializing parameter") {
+        return ErrorKind::Data;
+    }
+    ErrorKind::Environment
+}
+
+/// Whether a driver error may go away on a retry (see [`error_kind`]).
+#[must_use]
+pub fn is_transient(error: &tokio_postgres::Error) -> bool {
+    error_kind(error) == ErrorKind::Transient
 }
 
 /// Whether a failure to get a connection from the pool may go away on a retry: every
@@ -63,16 +150,30 @@ pub fn is_transient(error: &tokio_postgres::Error) -> bool {
 /// closed pool (the service is shutting down) or a misconfigured one is permanent.
 #[must_use]
 pub fn is_pool_error_transient(error: &PoolError) -> bool {
+    pool_error_kind(error) == ErrorKind::Transient
+}
+
+/// The kind of a pool failure; never [`ErrorKind::Data`]: no entry's values are involved
+/// in getting a connection.
+fn pool_error_kind(error: &PoolError) -> ErrorKind {
+    let transient_or_environment = |e: &tokio_postgres::Error| match error_kind(e) {
+        ErrorKind::Transient => ErrorKind::Transient,
+        ErrorKind::Data | ErrorKind::Environment => ErrorKind::Environment,
+    };
     match error {
-        PoolError::Timeout(_) => true,
-        PoolError::Backend(e) => is_transient(e),
-        PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(e)) => is_transient(e),
-        PoolError::PostCreateHook(_) | PoolError::Closed | PoolError::NoRuntimeSpecified => false,
+        PoolError::Timeout(_) => ErrorKind::Transient,
+        PoolError::Backend(e) => transient_or_environment(e),
+        PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(e)) => {
+            transient_or_environment(e)
+        }
+        PoolError::PostCreateHook(_) | PoolError::Closed | PoolError::NoRuntimeSpecified => {
+            ErrorKind::Environment
+        }
     }
 }
 
 /// A failed PostgreSQL operation, for adapters to turn into their own typed errors with
-/// [`PgError::is_transient`].
+/// [`PgError::kind`].
 ///
 /// Its `Display` is one line that already carries the whole cause chain (the driver's own
 /// `Display` says only "db error"), so `source()` is deliberately empty: printing the
@@ -94,14 +195,20 @@ pub enum PgError {
 }
 
 impl PgError {
-    /// Whether retrying may succeed on its own (see the module documentation).
+    /// What the failure means for the caller (see the module documentation).
+    #[must_use]
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Query(e) => error_kind(e),
+            Self::Pool(e) => pool_error_kind(e),
+            Self::TimedOut { .. } => ErrorKind::Transient,
+        }
+    }
+
+    /// Whether retrying may succeed on its own.
     #[must_use]
     pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Query(e) => is_transient(e),
-            Self::Pool(e) => is_pool_error_transient(e),
-            Self::TimedOut { .. } => true,
-        }
+        self.kind() == ErrorKind::Transient
     }
 
     /// The SQLSTATE the server answered with, if it answered.
@@ -191,28 +298,80 @@ mod tests {
             SqlState::T_R_DEADLOCK_DETECTED,
             SqlState::TOO_MANY_CONNECTIONS,
             SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::DISK_FULL,
+            SqlState::OUT_OF_MEMORY,
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+            SqlState::IO_ERROR,
         ] {
             assert!(is_transient_sqlstate(&code), "{}", code.code());
         }
     }
 
     #[test]
-    fn errors_that_a_retry_cannot_fix_are_permanent() {
+    fn values_the_server_refuses_are_data() {
         for code in [
             SqlState::UNIQUE_VIOLATION,
             SqlState::CHECK_VIOLATION,
+            SqlState::NOT_NULL_VIOLATION,
+            SqlState::FOREIGN_KEY_VIOLATION,
+            SqlState::INVALID_TEXT_REPRESENTATION,
+            SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+            SqlState::UNTRANSLATABLE_CHARACTER,
+            SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+            SqlState::DATETIME_FIELD_OVERFLOW,
+            SqlState::STRING_DATA_RIGHT_TRUNCATION,
+            SqlState::CARDINALITY_VIOLATION,
+            SqlState::PROGRAM_LIMIT_EXCEEDED,
+            SqlState::RAISE_EXCEPTION,
+            SqlState::T_R_INTEGRITY_CONSTRAINT_VIOLATION,
+            SqlState::from_code("GM002"),
+        ] {
+            assert_eq!(sqlstate_kind(&code), ErrorKind::Data, "{}", code.code());
+        }
+    }
+
+    #[test]
+    fn a_database_that_needs_an_operator_is_the_environment() {
+        for code in [
             SqlState::UNDEFINED_TABLE,
             SqlState::UNDEFINED_COLUMN,
+            SqlState::UNDEFINED_FUNCTION,
+            SqlState::INSUFFICIENT_PRIVILEGE,
             SqlState::SYNTAX_ERROR,
             SqlState::INVALID_CATALOG_NAME,
+            SqlState::INVALID_SCHEMA_NAME,
             SqlState::INVALID_PASSWORD,
             SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
-            SqlState::INVALID_TEXT_REPRESENTATION,
-            SqlState::DISK_FULL,
+            SqlState::FEATURE_NOT_SUPPORTED,
+            SqlState::IN_FAILED_SQL_TRANSACTION,
+            SqlState::DATA_CORRUPTED,
             SqlState::from_code("XX000"),
         ] {
-            assert!(!is_transient_sqlstate(&code), "{}", code.code());
+            assert_eq!(
+                sqlstate_kind(&code),
+                ErrorKind::Environment,
+                "{}",
+                code.code()
+            );
         }
+    }
+
+    #[test]
+    fn the_table_has_one_row_per_key_and_only_classes_or_codes() {
+        let mut keys: Vec<&str> = SQLSTATE_KINDS.iter().map(|(k, _)| *k).collect();
+        assert!(
+            keys.iter().all(|k| k.len() == 2 || k.len() == 5),
+            "{keys:?}"
+        );
+        // A code is listed only to differ from its class.
+        for &(key, kind) in SQLSTATE_KINDS.iter().filter(|(k, _)| k.len() == 5) {
+            let class = SQLSTATE_KINDS.iter().find(|(k, _)| *k == &key[..2]);
+            assert!(class.is_some_and(|&(_, c)| c != kind), "{key}");
+        }
+        let n = keys.len();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "a key is listed twice");
     }
 
     #[test]
@@ -222,7 +381,10 @@ mod tests {
             assert!(e.is_transient(), "{e}");
             assert!(e.code().is_none());
         }
-        assert!(!PgError::from(PoolError::Closed).is_transient());
+        assert_eq!(
+            PgError::from(PoolError::Closed).kind(),
+            ErrorKind::Environment
+        );
         assert!(!PgError::from(PoolError::NoRuntimeSpecified).is_transient());
         let hook = PoolError::PostCreateHook(deadpool_postgres::HookError::message("nope"));
         assert!(!is_pool_error_transient(&hook));

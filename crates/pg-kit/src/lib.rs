@@ -7,9 +7,10 @@
 //!    user, never the password.
 //! 2. [`migrate`] runs the service's embedded refinery migrations while holding a
 //!    `pg_advisory_lock`, so concurrent instances cannot both apply them.
-//! 3. [`PgError`] (and [`is_transient`], [`is_pool_error_transient`]) tell failures worth
-//!    retrying (unreachable server, timeouts, shutdown, serialization failures) from
-//!    permanent ones; adapters build their own typed errors from it.
+//! 3. [`PgError::kind`] (and [`error_kind`], [`sqlstate_kind`]) sorts every failure into
+//!    an [`ErrorKind`]: transient (retry it), data (the values are refused; isolate the
+//!    entries responsible) or environment (an operator must act); adapters build their
+//!    own typed errors from it.
 //! 4. [`ping`] is the readiness probe: `SELECT 1` through the pool under a short deadline.
 //!
 //! Queries go through deadpool's statement cache (`prepare_cached`): a plain `&str`
@@ -22,7 +23,10 @@ mod pool;
 use std::time::Duration;
 
 pub use deadpool_postgres::{Object, Pool, PoolError, Transaction};
-pub use error::{PgError, describe, is_pool_error_transient, is_transient, is_transient_sqlstate};
+pub use error::{
+    ErrorKind, PgError, SQLSTATE_KINDS, describe, error_kind, is_pool_error_transient,
+    is_transient, is_transient_sqlstate, sqlstate_kind,
+};
 pub use migrate::{MigrateError, migrate, migrate_on};
 pub use pool::{ConnectError, PgSettings, ServerTarget, build_pool, connect, pg_config};
 pub use tokio_postgres;

@@ -260,3 +260,72 @@ async fn a_server_that_goes_away_gives_transient_errors_and_recovery_works() {
     server.start_again().await.unwrap();
     pg_kit::ping(&pool, Duration::from_secs(5)).await.unwrap();
 }
+
+#[tokio::test]
+async fn real_refusals_are_told_apart_by_kind() {
+    use pg_kit::ErrorKind;
+    let db = TestDb::create().await.unwrap();
+    let pool = pg_kit::connect(db.url(), &PgSettings::default())
+        .await
+        .unwrap();
+    let client = pool.get().await.unwrap();
+    client
+        .batch_execute("CREATE TABLE t (id text PRIMARY KEY CHECK (id <> ''), n integer)")
+        .await
+        .unwrap();
+    let kind = |e: tokio_postgres::Error| PgError::from(e).kind();
+
+    // The bytes and values an adversarial entry could carry: data.
+    let nul = client
+        .execute("INSERT INTO t (id) VALUES ($1)", &[&"a\u{0}b"])
+        .await
+        .expect_err("text cannot hold NUL");
+    assert_eq!(kind(nul), ErrorKind::Data);
+    let check = client
+        .execute("INSERT INTO t (id) VALUES ($1)", &[&""])
+        .await
+        .expect_err("check constraint");
+    assert_eq!(kind(check), ErrorKind::Data);
+    let wide = client
+        .execute("INSERT INTO t (id, n) VALUES ('x', $1)", &[&i64::MAX])
+        .await
+        .expect_err("an int8 parameter for an integer column cannot be sent");
+    assert_eq!(
+        kind(wide),
+        ErrorKind::Data,
+        "a parameter the driver cannot send"
+    );
+    // Incompressible text beyond the btree limit (about 2.7 kB per index row).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let huge: String = (0..6000)
+        .map(|_| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            char::from(b'!' + u8::try_from(x >> 58).unwrap())
+        })
+        .collect();
+    let index = client
+        .execute("INSERT INTO t (id) VALUES ($1)", &[&huge])
+        .await
+        .expect_err("an index row over the btree limit");
+    assert_eq!(kind(index), ErrorKind::Data);
+
+    // A database that is not what the service needs: the environment.
+    let missing = client
+        .execute("SELECT * FROM no_such_table", &[])
+        .await
+        .expect_err("undefined table");
+    assert_eq!(kind(missing), ErrorKind::Environment);
+
+    // A statement timeout: transient.
+    client
+        .batch_execute("SET statement_timeout = '50ms'")
+        .await
+        .unwrap();
+    let slow = client
+        .execute("SELECT pg_sleep(1)", &[])
+        .await
+        .expect_err("statement timeout");
+    assert_eq!(kind(slow), ErrorKind::Transient);
+    drop(client);
+    db.drop_db().await.unwrap();
+}
