@@ -13,8 +13,9 @@
 //!    statuses the fold starts from are known from this process's earlier writes, else in
 //!    two, locking the rows in `game_id` order first (`docs/decisions/0002-postgres-access.md`,
 //!    `0014-guarded-batch-write.md`).
-//! 4. Failures map to `ports::Error`: transient ones (per `pg_kit`) to
-//!    `Error::Unavailable`, the rest to `Error::Backend`.
+//! 4. Failures map to `ports::Error` by their `pg_kit::ErrorKind`: transient ones to
+//!    `Error::Unavailable`, refused values (and unreadable rows) to `Error::Refused`, the
+//!    rest to `Error::Backend`.
 
 mod batch;
 mod store;

@@ -149,7 +149,7 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
         match self.query_record(INSERT_RECORD, &params).await {
             Ok(Some(row)) => decode_record(&new.game_id, &row),
             Ok(None) => Err(Error::Backend("INSERT … RETURNING returned no row".into())),
-            Err(Error::Backend(source))
+            Err(Error::Refused(source))
                 if source
                     .downcast_ref::<PgError>()
                     .and_then(PgError::code)
@@ -242,19 +242,21 @@ fn decode_status(game_id: &GameId, row: &Row, column: usize) -> Result<RuntimeSt
         .map_err(|e| corrupt(game_id.as_str(), &format!("status: {e}")))
 }
 
-/// A stored row that breaks the domain's rules: permanent.
+/// A stored row that breaks the domain's rules: refused, like the values of a write, so
+/// only the entries that touch that row are skipped.
 pub(crate) fn corrupt(game_id: &str, what: &str) -> Error {
-    Error::Backend(format!("runtime record of game '{game_id}' is unreadable: {what}").into())
+    Error::Refused(format!("runtime record of game '{game_id}' is unreadable: {what}").into())
 }
 
-/// Transient failures (unreachable server, timeouts, shutdown) become
-/// [`Error::Unavailable`], the rest [`Error::Backend`]; the [`PgError`] is kept as the
-/// source.
+/// The one mapping of a PostgreSQL failure onto [`Error`], by its [`pg_kit::ErrorKind`]:
+/// transient ones (unreachable server, timeouts, shutdown, deadlocks) become
+/// [`Error::Unavailable`], refused values [`Error::Refused`], the rest [`Error::Backend`];
+/// the [`PgError`] is kept as the source.
 pub(crate) fn store_error(e: impl Into<PgError>) -> Error {
     let e = e.into();
-    if e.is_transient() {
-        Error::Unavailable(Box::new(e))
-    } else {
-        Error::Backend(Box::new(e))
+    match e.kind() {
+        pg_kit::ErrorKind::Transient => Error::Unavailable(Box::new(e)),
+        pg_kit::ErrorKind::Data => Error::Refused(Box::new(e)),
+        pg_kit::ErrorKind::Environment => Error::Backend(Box::new(e)),
     }
 }

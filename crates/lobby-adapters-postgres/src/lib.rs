@@ -18,8 +18,9 @@
 //!    only when it claimed it, folds the game's maxima into the careers
 //!    (`lobby_domain::fold_finished_game_into_careers`) in the same transaction.
 //! 4. Statements are cached per connection (`prepare_cached`). Failures map to
-//!    `lobby_ports::Error`: transient ones (per `pg_kit`) to `Unavailable`, a missing game
-//!    to `NotFound`, the rest to `Backend`.
+//!    `lobby_ports::Error` by their `pg_kit::ErrorKind`: transient ones to `Unavailable`,
+//!    refused values (and unreadable rows) to `Refused`, a missing game to `NotFound`, the
+//!    rest to `Backend`.
 
 mod apply;
 mod careers;

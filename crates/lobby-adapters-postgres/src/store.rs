@@ -88,20 +88,22 @@ pub(crate) fn ms_from_time(at: SystemTime) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// A stored row that breaks the domain's rules: permanent.
+/// A stored row that breaks the domain's rules: refused, like the values of a write, so
+/// only the entries that touch that row are skipped.
 pub(crate) fn corrupt(key: &str, what: &str) -> Error {
-    Error::Backend(format!("Lobby row '{key}' is unreadable: {what}").into())
+    Error::Refused(format!("Lobby row '{key}' is unreadable: {what}").into())
 }
 
-/// Transient failures (unreachable server, timeouts, shutdown, deadlocks) become
-/// [`Error::Unavailable`], the rest [`Error::Backend`]; the [`PgError`] is kept as the
-/// source.
+/// The one mapping of a PostgreSQL failure onto [`Error`], by its [`pg_kit::ErrorKind`]:
+/// transient ones (unreachable server, timeouts, shutdown, deadlocks) become
+/// [`Error::Unavailable`], refused values [`Error::Refused`], the rest [`Error::Backend`];
+/// the [`PgError`] is kept as the source.
 pub(crate) fn store_error(e: impl Into<PgError>) -> Error {
     let e = e.into();
-    if e.is_transient() {
-        Error::Unavailable(Box::new(e))
-    } else {
-        Error::Backend(Box::new(e))
+    match e.kind() {
+        pg_kit::ErrorKind::Transient => Error::Unavailable(Box::new(e)),
+        pg_kit::ErrorKind::Data => Error::Refused(Box::new(e)),
+        pg_kit::ErrorKind::Environment => Error::Backend(Box::new(e)),
     }
 }
 

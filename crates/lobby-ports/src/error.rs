@@ -35,8 +35,14 @@ pub enum Error {
     /// statement timed out, a deadlock was broken. Retrying may succeed.
     #[error("unavailable: {0}")]
     Unavailable(#[source] BoxError),
-    /// The server answered with an error retrying will not fix (a missing table, a row
-    /// that breaks the domain's rules).
+    /// The database refused the values of this call, or a stored row it touches (a NUL
+    /// byte, a number out of range, a violated constraint, an unreadable row): retrying
+    /// the same call fails alike, but a call without those values may succeed. A
+    /// consumer isolates the entries responsible and skips them.
+    #[error("refused by the database: {0}")]
+    Refused(#[source] BoxError),
+    /// The server answered with an error retrying will not fix until an operator acts (a
+    /// missing table or function, a revoked privilege): no entry is to blame.
     #[error("backend error: {0}")]
     Backend(#[source] BoxError),
 }
@@ -46,6 +52,12 @@ impl Error {
     #[must_use]
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable(_))
+    }
+
+    /// Whether the database refused this call's values ([`Error::Refused`]).
+    #[must_use]
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Self::Refused(_))
     }
 }
 
@@ -65,6 +77,10 @@ mod tests {
         let game = GameId::new("g").unwrap();
         assert!(Error::Unavailable("refused".into()).is_transient());
         assert!(!Error::Backend("no table".into()).is_transient());
+        assert!(!Error::Refused("NUL byte".into()).is_transient());
+        assert!(Error::Refused("NUL byte".into()).is_refused());
+        assert!(!Error::Backend("no table".into()).is_refused());
+        assert!(!Error::Unavailable("refused".into()).is_refused());
         assert!(!Error::NotFound(game.clone()).is_transient());
         assert!(!Error::Invalid("x".into()).is_transient());
         let conflict = Error::Conflict {

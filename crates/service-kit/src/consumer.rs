@@ -117,6 +117,7 @@ where
     let mut config = ConsumerConfig::new(stream, label);
     config.batch_size = settings.batch_size;
     config.block = settings.read_block;
+    config.refusal_hold = settings.refusal_hold;
     let consumer = Consumer::new(
         reader,
         RedisOffsetStore::new(redis.clone(), service),

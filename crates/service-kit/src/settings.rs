@@ -45,6 +45,9 @@ pub struct CommonSettings {
     pub postgres_pool_size: usize,
     /// Longest a single SQL statement may run.
     pub statement_timeout: Duration,
+    /// How long a refusal the worker cannot pin on an entry holds the stream before that
+    /// entry is skipped (decision 0016).
+    pub refusal_hold: Duration,
 }
 
 fn env(prefix: &str, suffix: &str) -> String {
@@ -149,6 +152,12 @@ impl CommonSettings {
                 .default_value("10s")
                 .value_parser(duration_parser())
                 .help("Longest one SQL statement may run before it is cancelled and retried"),
+            Arg::new("refusal_hold")
+                .long("refusal-hold")
+                .env(env(p, "REFUSAL_HOLD"))
+                .default_value("30s")
+                .value_parser(duration_parser())
+                .help("How long the database may refuse an entry's work, for a reason not in the entry's own values, before that entry is skipped (readiness fails meanwhile)"),
         ]
     }
 
@@ -180,6 +189,7 @@ impl CommonSettings {
             read_block: duration("read_block", 2),
             postgres_pool_size: number("postgres_pool_size", 8),
             statement_timeout: duration("statement_timeout", 10),
+            refusal_hold: duration("refusal_hold", 30),
         }
     }
 }
@@ -292,6 +302,7 @@ mod tests {
         assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(s.batch_size, 1000);
+        assert_eq!(s.refusal_hold, Duration::from_secs(30));
         let m = parse_from(
             cmd(),
             [
@@ -302,6 +313,8 @@ mod tests {
                 "250ms",
                 "--log-format",
                 "json",
+                "--refusal-hold",
+                "2m",
             ],
         )
         .unwrap();
@@ -309,6 +322,7 @@ mod tests {
         assert_eq!(s.batch_size, 50);
         assert_eq!(s.read_block, Duration::from_millis(250));
         assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.refusal_hold, Duration::from_secs(120));
     }
 
     #[test]

@@ -19,7 +19,10 @@
 //!     shutdown), so a busy consumer never waits for the save;
 //!  5. on a transient failure (reader, handler or offset store) waits with capped
 //!     exponential backoff and jitter, then resumes with the unfinished entries: it never
-//!     advances past an entry that was not finished;
+//!     advances past an entry that was not finished. A handler that reports a refusal it
+//!     could not pin on an entry's values ([`BatchOutcome::refused`]) is retried the same
+//!     way, but only for [`ConsumerConfig::refusal_hold`]: after that the runtime skips
+//!     that one entry ([`BatchHandler::abandon`]), so no entry holds the stream forever;
 //!  6. on cancellation stops reading, lets the handler finish what it has in flight, saves
 //!     the offset and returns.
 //!
@@ -28,6 +31,7 @@
 
 pub mod decode;
 mod entry;
+pub mod isolate;
 mod ports;
 
 pub use entry::{EntryId, InvalidEntryId, StreamEntry};
@@ -44,7 +48,11 @@ mod runtime_tests;
 
 pub use backoff::Backoff;
 pub use health::ConsumerHealth;
+pub use isolate::{Isolated, isolate};
 pub use metrics::{
     BATCH_SIZE_BUCKETS, ConsumerLabel, ConsumerMetrics, LATENCY_BUCKETS, RetryLabels,
 };
-pub use runtime::{BatchHandler, BatchOutcome, Consumer, ConsumerConfig, Stage, Step, error_chain};
+pub use runtime::{
+    BatchHandler, BatchOutcome, Consumer, ConsumerConfig, DEFAULT_REFUSAL_HOLD, Stage, Step,
+    error_chain,
+};

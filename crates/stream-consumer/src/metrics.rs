@@ -41,6 +41,7 @@ pub struct ConsumerMetrics {
     pub(crate) entries: Family<ConsumerLabel, Counter>,
     pub(crate) retries: Family<RetryLabels, Counter>,
     pub(crate) trimmed: Family<ConsumerLabel, Counter>,
+    pub(crate) abandoned: Family<ConsumerLabel, Counter>,
     pub(crate) lag_ms: Family<ConsumerLabel, Gauge>,
     pub(crate) batch_size: HistogramFamily,
     pub(crate) handle_seconds: HistogramFamily,
@@ -52,6 +53,7 @@ impl Default for ConsumerMetrics {
             entries: Family::default(),
             retries: Family::default(),
             trimmed: Family::default(),
+            abandoned: Family::default(),
             lag_ms: Family::default(),
             batch_size: Family::new_with_constructor(|| Histogram::new(BATCH_SIZE_BUCKETS)),
             handle_seconds: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
@@ -79,6 +81,11 @@ impl ConsumerMetrics {
             "trimmed_offsets",
             "Times entries after the stored offset were found trimmed away unread",
             metrics.trimmed.clone(),
+        );
+        r.register(
+            "abandoned_entries",
+            "Entries skipped because the store refused their work, for a reason the worker could not pin on their values, for longer than the refusal hold",
+            metrics.abandoned.clone(),
         );
         r.register_with_unit(
             "lag",
@@ -121,6 +128,12 @@ impl ConsumerMetrics {
     #[must_use]
     pub fn trimmed(&self, consumer: &str) -> u64 {
         self.trimmed.get_or_create(&label(consumer)).get()
+    }
+
+    /// Entries skipped after the refusal hold so far by `consumer`.
+    #[must_use]
+    pub fn abandoned(&self, consumer: &str) -> u64 {
+        self.abandoned.get_or_create(&label(consumer)).get()
     }
 
     /// The last lag measured for `consumer`, in milliseconds.

@@ -31,6 +31,11 @@ pub struct BatchOutcome {
     /// handler then finishes them. At shutdown they are handed back alone, so the handler
     /// finishes them before the offset is saved.
     pub in_flight: bool,
+    /// Set with `failure` when the store refused the work of the first unfinished entry
+    /// for a reason the handler could not pin on that entry's own values (say, rows other
+    /// entries stored earlier). The runtime retries it for
+    /// [`ConsumerConfig::refusal_hold`], then skips that one entry.
+    pub refused: bool,
 }
 
 impl BatchOutcome {
@@ -41,6 +46,7 @@ impl BatchOutcome {
             finished: n,
             failure: None,
             in_flight: false,
+            refused: false,
         }
     }
 
@@ -51,6 +57,17 @@ impl BatchOutcome {
             finished,
             failure: Some(error.into()),
             in_flight: false,
+            refused: false,
+        }
+    }
+
+    /// The first `finished` entries are done; the store refuses the next one's work for a
+    /// reason that is not in its values (see [`BatchOutcome::refused`]).
+    #[must_use]
+    pub fn refused(finished: usize, error: impl Into<BoxError>) -> Self {
+        Self {
+            refused: true,
+            ..Self::stopped(finished, error)
         }
     }
 
@@ -61,6 +78,7 @@ impl BatchOutcome {
             finished,
             failure: None,
             in_flight: true,
+            refused: false,
         }
     }
 }
@@ -72,7 +90,16 @@ pub trait BatchHandler: Send {
     /// cannot be decoded, it names an unknown game) are the handler's to log and count;
     /// the entry still counts as finished. Only transient failures stop the batch.
     async fn handle(&mut self, batch: &[StreamEntry]) -> BatchOutcome;
+
+    /// The runtime is skipping `entry`: the handler reported a refusal of its work
+    /// ([`BatchOutcome::refused`]) for longer than the refusal hold. The handler logs and
+    /// counts it as its own outcome and forgets any state it kept for it; the entry is
+    /// never handed to it again.
+    fn abandon(&mut self, entry: &StreamEntry, reason: &str);
 }
+
+/// How long a refusal the handler cannot pin holds the stream by default.
+pub const DEFAULT_REFUSAL_HOLD: Duration = Duration::from_secs(30);
 
 /// Settings of one consumer.
 #[derive(Debug, Clone)]
@@ -89,11 +116,14 @@ pub struct ConsumerConfig {
     pub backoff: Backoff,
     /// How often to look at the stream's bounds (lag and trimmed-offset detection).
     pub info_interval: Duration,
+    /// How long a refusal the handler could not pin on an entry's values holds the stream
+    /// (retried with backoff, readiness failing) before that entry is skipped.
+    pub refusal_hold: Duration,
 }
 
 impl ConsumerConfig {
     /// Defaults for `stream` and `label`: batches of 1000, 2 s block, 100 ms–5 s backoff,
-    /// stream bounds checked every second.
+    /// stream bounds checked every second, refusals held for 30 s.
     #[must_use]
     pub fn new(stream: impl Into<String>, label: impl Into<String>) -> Self {
         Self {
@@ -103,6 +133,7 @@ impl ConsumerConfig {
             block: Duration::from_secs(2),
             backoff: Backoff::default(),
             info_interval: Duration::from_secs(1),
+            refusal_hold: DEFAULT_REFUSAL_HOLD,
         }
     }
 }
@@ -186,12 +217,15 @@ pub struct Consumer<R, O, H> {
     last_info: Option<Instant>,
     /// Highest deleted id already reported, so one trim is counted once.
     reported_deleted: Option<EntryId>,
+    /// The entry whose work the handler reports refused, and since when.
+    refusal: Option<(EntryId, Instant)>,
 }
 
 struct Handles {
     metrics: ConsumerMetrics,
     entries: Counter,
     trimmed: Counter,
+    abandoned: Counter,
     lag_ms: Gauge,
     batch_size: Histogram,
     handle_seconds: Histogram,
@@ -216,6 +250,7 @@ where
         let l = label(&config.label);
         let entries = metrics.entries.get_or_create(&l).clone();
         let trimmed = metrics.trimmed.get_or_create(&l).clone();
+        let abandoned = metrics.abandoned.get_or_create(&l).clone();
         let lag_ms = metrics.lag_ms.get_or_create(&l).clone();
         let batch_size = metrics.batch_size.get_or_create(&l).clone();
         let handle_seconds = metrics.handle_seconds.get_or_create(&l).clone();
@@ -223,6 +258,7 @@ where
             metrics,
             entries,
             trimmed,
+            abandoned,
             lag_ms,
             batch_size,
             handle_seconds,
@@ -243,6 +279,7 @@ where
             attempt: 0,
             last_info: None,
             reported_deleted: None,
+            refusal: None,
         }
     }
 
@@ -468,8 +505,12 @@ where
             Err(error) => Some(error),
         };
         if let Some(error) = failure {
+            if outcome.refused {
+                return self.refused(finished, &error);
+            }
             return self.retry(Stage::Handle, &error);
         }
+        self.refusal = None;
         if let Some(error) = save_failure {
             return self.retry(Stage::SaveOffset, &error.into());
         }
@@ -477,6 +518,53 @@ where
         Step::Handled {
             entries: finished,
             offset: position,
+        }
+    }
+
+    /// A refusal of the first unfinished entry's work: retried like a transient failure
+    /// while it is younger than the refusal hold, then that entry is skipped. `finished`
+    /// entries of this step were finished before it.
+    fn refused(&mut self, finished: usize, error: &BoxError) -> Step {
+        let Some(culprit) = self.pending.first().map(|e| e.id) else {
+            return self.retry(Stage::Handle, error);
+        };
+        let since = match self.refusal {
+            Some((id, since)) if id == culprit => since,
+            _ => {
+                let now = Instant::now();
+                self.refusal = Some((culprit, now));
+                now
+            }
+        };
+        let held = since.elapsed();
+        let hold = self.config.refusal_hold;
+        if held < hold {
+            let message = format!(
+                "entry {culprit} refused, held {:.1}s of {:.1}s before it is skipped: {}",
+                held.as_secs_f64(),
+                hold.as_secs_f64(),
+                error_chain(&**error)
+            );
+            return self.retry(Stage::Handle, &BoxError::from(message));
+        }
+        let entry = self.pending.remove(0);
+        let reason = error_chain(&**error);
+        tracing::error!(
+            consumer = %self.config.label,
+            stream_entry_id = %entry.id,
+            held_ms = held.as_millis() as u64,
+            reason = %reason,
+            "entry skipped: its work was refused for longer than the refusal hold"
+        );
+        self.handler.abandon(&entry, &reason);
+        self.position = Some(entry.id);
+        self.m.entries.inc();
+        self.m.abandoned.inc();
+        self.refusal = None;
+        self.recovered();
+        Step::Handled {
+            entries: finished + 1,
+            offset: entry.id,
         }
     }
 

@@ -19,6 +19,7 @@ type Script = VecDeque<Box<dyn FnMut(&[StreamEntry]) -> BatchOutcome + Send>>;
 struct Recorder {
     seen: Arc<Mutex<Vec<Vec<EntryId>>>>,
     script: Script,
+    abandoned: Vec<(EntryId, String)>,
 }
 
 #[async_trait]
@@ -32,6 +33,10 @@ impl BatchHandler for Recorder {
             Some(mut f) => f(batch),
             None => BatchOutcome::done(batch.len()),
         }
+    }
+
+    fn abandon(&mut self, entry: &StreamEntry, reason: &str) {
+        self.abandoned.push((entry.id, reason.to_owned()));
     }
 }
 
@@ -561,6 +566,7 @@ async fn a_handler_that_stops_short_without_a_reason_is_retried_not_skipped() {
         finished: 1,
         failure: None,
         in_flight: false,
+        refused: false,
     }));
     let (mut c, _, _) = consumer(reader, offsets, handler);
     assert!(matches!(
@@ -893,4 +899,79 @@ async fn run_waits_the_backoff_between_retries() {
             "{gap:?} vs {ceiling:?}"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unpinned_refusal_holds_the_stream_for_the_hold_then_skips_that_entry_alone() {
+    let mut reader = MockStreamReader::new();
+    no_info(&mut reader);
+    nothing_ahead(&mut reader);
+    reader
+        .expect_read_after()
+        .withf(blocking())
+        .times(1)
+        .returning(|_, _, _, _| Ok(entries(&[(1, 0), (2, 0), (3, 0)])));
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(None));
+    offsets.expect_save().returning(|_, _| Ok(()));
+    let mut handler = Recorder::default();
+    // First entry finished, the second refused on every try; then the rest is done.
+    for _ in 0..3 {
+        handler.script.push_back(Box::new(|batch| {
+            let skip = usize::from(batch[0].id == EntryId::new(1, 0));
+            BatchOutcome::refused(skip, "careers refused: numeric value out of range")
+        }));
+    }
+    let mut config = config();
+    config.refusal_hold = Duration::from_secs(10);
+    let (mut c, metrics, health) = consumer_with(reader, offsets, handler, config);
+
+    // Held: retried with backoff, readiness names the entry and the hold.
+    assert!(matches!(
+        c.step().await,
+        Step::Retry {
+            stage: Stage::Handle,
+            ..
+        }
+    ));
+    assert_eq!(c.position(), Some(EntryId::new(1, 0)));
+    let reason = health.check().expect_err("not ready while held");
+    assert!(reason.contains("entry 2-0 refused, held"), "{reason}");
+    assert!(reason.contains("numeric value out of range"), "{reason}");
+    tokio::time::advance(Duration::from_secs(6)).await;
+    assert!(matches!(
+        c.step().await,
+        Step::Retry {
+            stage: Stage::Handle,
+            ..
+        }
+    ));
+    assert_eq!(metrics.abandoned("test"), 0);
+
+    // Past the hold: the refused entry alone is skipped and the handler told.
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(
+        c.step().await,
+        Step::Handled {
+            entries: 1,
+            offset: EntryId::new(2, 0)
+        }
+    );
+    assert!(health.check().is_ok());
+    assert_eq!(metrics.abandoned("test"), 1);
+    assert_eq!(c.handler().abandoned.len(), 1);
+    assert_eq!(c.handler().abandoned[0].0, EntryId::new(2, 0));
+    assert!(c.handler().abandoned[0].1.contains("out of range"));
+
+    // The entry after it is handled as usual.
+    assert_eq!(
+        c.step().await,
+        Step::Handled {
+            entries: 1,
+            offset: EntryId::new(3, 0)
+        }
+    );
+    let seen = c.handler().seen.lock().unwrap().clone();
+    assert_eq!(seen.last(), Some(&vec![EntryId::new(3, 0)]));
+    assert_eq!(metrics.entries("test"), 3);
 }

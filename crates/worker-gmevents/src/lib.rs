@@ -12,15 +12,20 @@
 //!     (`GameStore::apply_snapshots`): per entry, the snapshot unless the stored one is
 //!     newer by `occurred_at_ms`, and the per-player stats (initial frozen at the first
 //!     observation, maxima raised per component). Entries for games the Lobby does not
-//!     know are logged, counted and finished.
+//!     know are logged, counted and finished. When the database refuses a run for its
+//!     values, the run is applied in halves (`stream_consumer::isolate`) until each
+//!     refused update stands alone; those are logged, counted as `refused` and finished.
 //!  3. **Finishes** each `game_finished` in one transaction of its own
 //!     (`GameStore::finish_game`): snapshot and stats as in step 2, then the
 //!     compare-and-swap `running`/`paused` → `finished` with the event's finish time (the
 //!     Lobby's clock when it has none). A replay finds the game finished and moves
-//!     nothing; a game in another status is logged, counted and left alone.
+//!     nothing; a game in another status is logged, counted and left alone; a finish the
+//!     database refuses for its values is logged, counted as `refused` and finished.
 //!  4. **Evaluates** every game finished now or before through the `CapabilityEvaluator`,
 //!     whose guard makes it fold a game into the careers once however often the event is
-//!     replayed.
+//!     replayed. The evaluation folds stats stored by earlier entries, so a refusal of it
+//!     is not this entry's values: it is reported as an unpinned refusal, which the
+//!     runtime retries for its refusal hold and then skips (decision 0016).
 //!  5. **Counts** one "consumed" per entry by outcome, each status transition, each
 //!     evaluation, and each failure by stage.
 //!
@@ -38,10 +43,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use lobby_domain::{GameId, GmEvent, GmEventKind};
 use lobby_ports::{
-    BoxError, CapabilityEvaluator, Evaluation, FinishGame, FinishResult, GameStore, SnapshotResult,
+    CapabilityEvaluator, Error, Evaluation, FinishGame, FinishResult, GameStore, SnapshotResult,
     SnapshotUpdate,
 };
-use stream_consumer::{BatchHandler, BatchOutcome, EntryId, StreamEntry};
+use stream_consumer::{BatchHandler, BatchOutcome, EntryId, Isolated, StreamEntry, error_chain};
 
 pub use decode::{SkipReason, decode};
 pub use metrics::{EvaluationOutcome, Outcome, WorkerMetrics};
@@ -102,39 +107,41 @@ where
     }
 
     /// Step 2: one run of snapshot updates (and the bad entries among them), one
-    /// transaction. Counts the run's entries only once it is written.
+    /// transaction, or one per half while the database refuses it for its values. Counts
+    /// the run's entries once they are written; on a failure, returns how many of them
+    /// were finished before it.
     async fn apply_run(
         &mut self,
         entries: &[StreamEntry],
         decoded: &[Result<GmEvent, SkipReason>],
-    ) -> Result<(), BoxError> {
+    ) -> Result<(), (usize, Error)> {
         let updates: Vec<SnapshotUpdate> = decoded
             .iter()
             .filter_map(|d| d.as_ref().ok())
             .map(SnapshotUpdate::from)
             .collect();
-        let results = if updates.is_empty() {
-            Vec::new()
-        } else {
-            match self.games.apply_snapshots(&updates).await {
-                Ok(results) if results.len() == updates.len() => results,
-                Ok(results) => {
-                    self.metrics.error("apply");
-                    return Err(format!(
-                        "store returned {} results for {} snapshot updates",
-                        results.len(),
-                        updates.len()
-                    )
-                    .into());
+        let games = &self.games;
+        let Isolated { results, stopped } = stream_consumer::isolate(
+            &updates,
+            |run| async move {
+                let results = games.apply_snapshots(run).await?;
+                if results.len() != run.len() {
+                    return Err(Error::Backend(
+                        format!(
+                            "store returned {} results for {} snapshot updates",
+                            results.len(),
+                            run.len()
+                        )
+                        .into(),
+                    ));
                 }
-                Err(error) => {
-                    self.metrics.error("apply");
-                    return Err(error.into());
-                }
-            }
-        };
+                Ok(results)
+            },
+            Error::is_refused,
+        )
+        .await;
         let mut results = results.into_iter();
-        for (entry, decoded) in entries.iter().zip(decoded) {
+        for (i, (entry, decoded)) in entries.iter().zip(decoded).enumerate() {
             let event = match decoded {
                 Err(reason) => {
                     self.skip(entry.id, reason);
@@ -142,52 +149,84 @@ where
                 }
                 Ok(event) => event,
             };
-            let Some(result) = results.next() else { break };
-            let outcome = match result {
-                SnapshotResult::Applied => Outcome::Applied,
-                SnapshotResult::Stale {
-                    stored_observed_at_ms,
-                } => {
-                    tracing::debug!(
-                        stream_entry_id = %entry.id,
-                        game_id = %event.game_id(),
-                        occurred_at_ms = event.snapshot().observed_at_ms,
-                        stored_observed_at_ms,
-                        "older runtime snapshot kept out; its stats were recorded"
-                    );
-                    Outcome::Stale
-                }
-                SnapshotResult::UnknownGame => {
-                    tracing::warn!(
-                        stream_entry_id = %entry.id,
-                        game_id = %event.game_id(),
-                        kind = %event.kind(),
-                        "skipping gm event for a game the Lobby does not know"
-                    );
-                    Outcome::UnknownGame
-                }
+            let Some(result) = results.next() else {
+                // Only a failure leaves updates without a result: the rest is retried.
+                let error =
+                    stopped.unwrap_or_else(|| Error::Backend("an update got no result".into()));
+                self.metrics.error("apply");
+                return Err((i, error));
             };
-            self.metrics.consumed(outcome);
+            self.count_update(entry.id, event, result);
         }
         Ok(())
     }
 
-    /// Step 3, then step 4 for a game that is finished.
-    async fn finish(&mut self, entry: EntryId, event: &GmEvent) -> Result<(), BoxError> {
+    /// Logs and counts one snapshot update's result.
+    fn count_update(&self, entry: EntryId, event: &GmEvent, result: Result<SnapshotResult, Error>) {
+        let outcome = match result {
+            Ok(SnapshotResult::Applied) => Outcome::Applied,
+            Ok(SnapshotResult::Stale {
+                stored_observed_at_ms,
+            }) => {
+                tracing::debug!(
+                    stream_entry_id = %entry,
+                    game_id = %event.game_id(),
+                    occurred_at_ms = event.snapshot().observed_at_ms,
+                    stored_observed_at_ms,
+                    "older runtime snapshot kept out; its stats were recorded"
+                );
+                Outcome::Stale
+            }
+            Ok(SnapshotResult::UnknownGame) => {
+                tracing::warn!(
+                    stream_entry_id = %entry,
+                    game_id = %event.game_id(),
+                    kind = %event.kind(),
+                    "skipping gm event for a game the Lobby does not know"
+                );
+                Outcome::UnknownGame
+            }
+            Err(refusal) => {
+                self.refused(entry, event, &refusal);
+                return;
+            }
+        };
+        self.metrics.consumed(outcome);
+    }
+
+    /// Logs and counts an entry whose own write the database refused.
+    fn refused(&self, entry: EntryId, event: &GmEvent, refusal: &Error) {
+        tracing::warn!(
+            stream_entry_id = %entry,
+            game_id = %event.game_id(),
+            kind = %event.kind(),
+            reason = %error_chain(refusal),
+            "skipping gm event the database refused"
+        );
+        self.metrics.consumed(Outcome::Refused);
+    }
+
+    /// Step 3, then step 4 for a game that is finished. A finish the database refuses
+    /// for its values is this entry's: it is counted and finished here.
+    async fn finish(&mut self, entry: EntryId, event: &GmEvent) -> Result<(), Error> {
         let finished_at_ms = event.finished_at_or((self.clock)());
         let finish = match FinishGame::new(SnapshotUpdate::from(event), finished_at_ms) {
             Ok(finish) => finish,
             Err(error) => {
                 // Only a clock gone wrong gets here: the event's own time was checked.
                 self.metrics.error("finish");
-                return Err(error.into());
+                return Err(error);
             }
         };
         let result = match self.games.finish_game(&finish).await {
             Ok(result) => result,
+            Err(error) if error.is_refused() => {
+                self.refused(entry, event, &error);
+                return Ok(());
+            }
             Err(error) => {
                 self.metrics.error("finish");
-                return Err(error.into());
+                return Err(error);
             }
         };
         let game_id = event.game_id();
@@ -248,7 +287,7 @@ where
     }
 
     /// Step 4: capability evaluation, counted with its entry once it succeeded.
-    async fn evaluate(&mut self, pending: PendingEvaluation) -> Result<(), BoxError> {
+    async fn evaluate(&mut self, pending: PendingEvaluation) -> Result<(), Error> {
         match self
             .evaluator
             .evaluate(&pending.game_id, pending.finished_at_ms)
@@ -286,7 +325,7 @@ where
                     "capability evaluation failed; the entry will be retried"
                 );
                 self.pending = Some(pending);
-                Err(error.into())
+                Err(error)
             }
         }
     }
@@ -319,7 +358,7 @@ where
             && batch.first().map(|e| e.id) == Some(pending.entry)
         {
             if let Err(error) = self.evaluate(pending).await {
-                return BatchOutcome::stopped(0, error);
+                return stopped(0, error);
             }
             start = 1;
         }
@@ -336,18 +375,42 @@ where
                 .unwrap_or(batch.len());
             if run_end > at {
                 let run = &decoded[at - start..run_end - start];
-                if let Err(error) = self.apply_run(&batch[at..run_end], run).await {
-                    return BatchOutcome::stopped(at, error);
+                if let Err((finished, error)) = self.apply_run(&batch[at..run_end], run).await {
+                    return stopped(at + finished, error);
                 }
             }
             if let Some(Ok(event)) = decoded.get(run_end - start)
                 && let Err(error) = self.finish(batch[run_end].id, event).await
             {
-                return BatchOutcome::stopped(run_end, error);
+                return stopped(run_end, error);
             }
             at = run_end + 1;
         }
         BatchOutcome::done(batch.len())
+    }
+
+    fn abandon(&mut self, entry: &StreamEntry, reason: &str) {
+        if self.pending.as_ref().is_some_and(|p| p.entry == entry.id) {
+            self.pending = None;
+        }
+        tracing::error!(
+            stream_entry_id = %entry.id,
+            %reason,
+            "gm event skipped: its capability evaluation stays undone"
+        );
+        self.metrics.evaluation(EvaluationOutcome::Refused);
+        self.metrics.consumed(Outcome::Refused);
+    }
+}
+
+/// The batch stops before entry `finished` on `error`: a refusal that reaches here is an
+/// evaluation's (the store's own refusals are pinned on their entries before), so it is
+/// reported as one the runtime holds for its refusal hold; anything else is retried.
+fn stopped(finished: usize, error: Error) -> BatchOutcome {
+    if error.is_refused() {
+        BatchOutcome::refused(finished, error)
+    } else {
+        BatchOutcome::stopped(finished, error)
     }
 }
 

@@ -28,11 +28,14 @@ pub enum Outcome {
     UnknownKind,
     /// Skipped: a game the Lobby does not know.
     UnknownGame,
+    /// Skipped: the database refused the entry's write on its own, or its evaluation past
+    /// the refusal hold (decision 0016).
+    Refused,
 }
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Applied,
         Self::Stale,
         Self::Finished,
@@ -41,6 +44,7 @@ impl Outcome {
         Self::Malformed,
         Self::UnknownKind,
         Self::UnknownGame,
+        Self::Refused,
     ];
 
     /// Label spelling.
@@ -55,6 +59,7 @@ impl Outcome {
             Self::Malformed => "malformed",
             Self::UnknownKind => "unknown_kind",
             Self::UnknownGame => "unknown_game",
+            Self::Refused => "refused",
         }
     }
 }
@@ -66,6 +71,9 @@ pub enum EvaluationOutcome {
     Evaluated,
     /// The guard showed it was done before.
     AlreadyEvaluated,
+    /// The database refused it for longer than the refusal hold; the entry was skipped and
+    /// the game's careers were not folded.
+    Refused,
 }
 
 impl EvaluationOutcome {
@@ -75,6 +83,7 @@ impl EvaluationOutcome {
         match self {
             Self::Evaluated => "evaluated",
             Self::AlreadyEvaluated => "already_evaluated",
+            Self::Refused => "refused",
         }
     }
 }
@@ -113,7 +122,7 @@ impl WorkerMetrics {
         let m = Self::default();
         registry.register(
             "gm_events_consumed",
-            "Game Master events consumed, by outcome (applied, stale, finished, replayed, unexpected_status, malformed, unknown_kind, unknown_game)",
+            "Game Master events consumed, by outcome (applied, stale, finished, replayed, unexpected_status, malformed, unknown_kind, unknown_game, refused)",
             m.consumed.clone(),
         );
         registry.register(
@@ -123,7 +132,7 @@ impl WorkerMetrics {
         );
         registry.register(
             "capability_evaluations",
-            "Capability evaluations of finished games, by outcome (evaluated, already_evaluated)",
+            "Capability evaluations of finished games, by outcome (evaluated, already_evaluated, refused)",
             m.evaluations.clone(),
         );
         registry.register(
@@ -140,6 +149,7 @@ impl WorkerMetrics {
         for outcome in [
             EvaluationOutcome::Evaluated,
             EvaluationOutcome::AlreadyEvaluated,
+            EvaluationOutcome::Refused,
         ] {
             drop(m.evaluations.get_or_create(&OutcomeLabel {
                 outcome: outcome.as_str(),

@@ -39,6 +39,11 @@ struct Lobby {
     calls: Vec<String>,
     /// Failures still to inject, by call (`apply`, `finish`, `evaluate`).
     fail: HashMap<&'static str, usize>,
+    /// Games whose writes the database refuses, as PostgreSQL refuses a value it cannot
+    /// store.
+    refuse: BTreeSet<GameId>,
+    /// Games whose capability evaluation the database refuses (a career it cannot fold).
+    refuse_evaluation: BTreeSet<GameId>,
 }
 
 impl Lobby {
@@ -79,6 +84,10 @@ fn unavailable() -> Error {
     Error::Unavailable("connection refused".into())
 }
 
+fn refused() -> Error {
+    Error::Refused("value out of range for type bigint".into())
+}
+
 fn store_over(lobby: Shared) -> MockGameStore {
     let mut store = MockGameStore::new();
     let state = lobby.clone();
@@ -88,6 +97,9 @@ fn store_over(lobby: Shared) -> MockGameStore {
         if lobby.failing("apply") {
             return Err(unavailable());
         }
+        if updates.iter().any(|u| lobby.refuse.contains(&u.game_id)) {
+            return Err(refused());
+        }
         Ok(updates.iter().map(|u| lobby.apply(u)).collect())
     });
     store.expect_finish_game().returning(move |finish| {
@@ -96,6 +108,9 @@ fn store_over(lobby: Shared) -> MockGameStore {
         lobby.calls.push(format!("finish:{id}"));
         if lobby.failing("finish") {
             return Err(unavailable());
+        }
+        if lobby.refuse.contains(&id) {
+            return Err(refused());
         }
         let snapshot_applied = match lobby.apply(&finish.update) {
             SnapshotResult::UnknownGame => return Ok(FinishResult::UnknownGame),
@@ -137,6 +152,9 @@ fn evaluator_over(lobby: Shared) -> MockCapabilityEvaluator {
                 .push(format!("evaluate:{game_id}@{finished_at_ms}"));
             if lobby.failing("evaluate") {
                 return Err(unavailable());
+            }
+            if lobby.refuse_evaluation.contains(game_id) {
+                return Err(refused());
             }
             if !lobby.guards.insert(game_id.clone()) {
                 return Ok(Evaluation::AlreadyEvaluated);
@@ -208,6 +226,10 @@ impl Harness {
 
     fn fail(&self, call: &'static str, times: usize) {
         self.lobby.lock().unwrap().fail.insert(call, times);
+    }
+
+    fn refuse(&self, g: &str) {
+        self.lobby.lock().unwrap().refuse.insert(gid(g));
     }
 
     fn calls(&self) -> Vec<String> {
@@ -754,4 +776,96 @@ async fn metrics_register_every_outcome_at_zero() {
         assert!(text.contains(&line), "missing {line} in\n{text}");
     }
     assert!(text.contains(r#"lobby_capability_evaluations_total{outcome="evaluated"} 0"#));
+}
+
+#[tokio::test]
+async fn updates_and_finishes_the_database_refuses_are_pinned_and_skipped_the_rest_applied() {
+    let h = Harness::new(&[
+        ("g1", GameStatus::Running),
+        ("bad", GameStatus::Running),
+        ("g2", GameStatus::Running),
+    ]);
+    h.refuse("bad");
+    let mut w = h.worker();
+    let outcome = w
+        .handle(&[
+            update(1, "g1", "healthy", 10),
+            update(2, "bad", "healthy", 10),
+            update(3, "g2", "probe_failed", 10),
+            finished(4, "bad", 11, Some("1700000000000")),
+            update(5, "g1", "oom", 12),
+        ])
+        .await;
+    assert!(outcome.failure.is_none());
+    assert_eq!(outcome.finished, 5);
+    assert_eq!(h.count(Outcome::Refused), 2);
+    assert_eq!(h.count(Outcome::Applied), 3);
+    let summary = |g: &str| h.game(g).snapshot.map(|s| s.engine_health_summary);
+    assert_eq!(summary("g1").as_deref(), Some("oom"));
+    assert_eq!(summary("g2").as_deref(), Some("probe_failed"));
+    assert_eq!(h.game("bad").snapshot, None);
+    assert_eq!(h.game("bad").status, GameStatus::Running);
+    // The first run was refused whole, then applied in halves until "bad" stood alone.
+    assert_eq!(
+        h.calls(),
+        [
+            "apply:3",
+            "apply:1",
+            "apply:2",
+            "apply:1",
+            "apply:1",
+            "finish:bad",
+            "apply:1"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_refused_evaluation_is_an_unpinned_refusal_and_abandoning_it_is_counted() {
+    let h = Harness::new(&[("g1", GameStatus::Running)]);
+    h.lobby.lock().unwrap().refuse_evaluation.insert(gid("g1"));
+    let mut w = h.worker();
+    let batch = [
+        finished(1, "g1", 11, Some("1700000000000")),
+        update(2, "g1", "oom", 12),
+    ];
+    let outcome = w.handle(&batch).await;
+    assert_eq!(outcome.finished, 0);
+    assert!(
+        outcome.refused,
+        "an evaluation's refusal is not this entry's values"
+    );
+    assert!(
+        outcome
+            .failure
+            .is_some_and(|e| e.to_string().contains("out of range"))
+    );
+    assert_eq!(
+        h.game("g1").status,
+        GameStatus::Finished,
+        "the finish is written"
+    );
+
+    // The runtime retries (evaluation only), then gives up on the entry.
+    let again = w.handle(&batch).await;
+    assert!(again.refused);
+    assert_eq!(
+        h.calls(),
+        [
+            "finish:g1",
+            "evaluate:g1@1700000000000",
+            "evaluate:g1@1700000000000"
+        ]
+    );
+    w.abandon(&batch[0], "value out of range for type bigint");
+    assert_eq!(h.count(Outcome::Refused), 1);
+    assert_eq!(h.metrics.evaluation_count(EvaluationOutcome::Refused), 1);
+    let rest = w.handle(&batch[1..]).await;
+    assert!(rest.failure.is_none());
+    assert_eq!(rest.finished, 1);
+    assert_eq!(
+        h.calls(),
+        ["apply:1"],
+        "nothing left of the abandoned evaluation"
+    );
 }

@@ -15,7 +15,10 @@
 //!     `engine_unreachable → running`) either moves the status with the summary, or, when
 //!     another flow holds the status, writes the summary alone. The store returns each
 //!     record as it stood after its observation. Observations for games with no runtime
-//!     record are logged, counted and skipped.
+//!     record are logged, counted and skipped. When the database refuses the batch for
+//!     its values, the batch is applied in halves (`stream_consumer::isolate`) until each
+//!     refused observation stands alone; those are logged with their `stream_entry_id`,
+//!     counted as `refused` and skipped, the rest applied once, in order.
 //!  3. **Decides publication** per applied observation: a `runtime_snapshot_update` when
 //!     the status changed, or when the summary differs from the last one published for the
 //!     game (the first event per game after a start always publishes).
@@ -26,8 +29,11 @@
 //!     only once it succeeded, and only then are its summaries remembered as published.
 //!  5. **Counts** one "consumed" per entry, by outcome, and one "published" per snapshot.
 //!
-//! A database or Redis failure (step 2 or 4) stops the batch without finishing it, so the
-//! runtime holds the offset and retries: nothing is lost. When the database write
+//! A transient database or Redis failure (step 2 or 4), or a database that needs an
+//! operator (a missing table), stops the batch without finishing it, so the runtime holds
+//! the offset and retries: nothing is lost. If it stops a batch being applied in halves,
+//! the halves already committed are published and finished as usual and never applied
+//! again. When the database write
 //! succeeded but the publish failed, the retry publishes the same snapshots again without
 //! applying the batch a second time. Snapshots of one batch always go out after those of
 //! the batch before it.
@@ -45,7 +51,7 @@ use ports::{
     HealthObservation, LobbyEvent, LobbyEventsPublisher, ObservationResult, RuntimeRecordStore,
     RuntimeSnapshot,
 };
-use stream_consumer::{BatchHandler, BatchOutcome, EntryId, StreamEntry};
+use stream_consumer::{BatchHandler, BatchOutcome, EntryId, Isolated, StreamEntry, error_chain};
 use tokio::task::JoinHandle;
 
 pub use decode::{HealthEvent, SkipReason, decode};
@@ -113,7 +119,7 @@ where
         &self,
         entries: &[StreamEntry],
         decoded: &[Result<HealthEvent, SkipReason>],
-        results: Vec<ObservationResult>,
+        results: Vec<Result<ObservationResult, ports::Error>>,
         pending: &[LobbyEvent],
     ) -> Vec<LobbyEvent> {
         let now_ms = (self.clock)();
@@ -144,7 +150,18 @@ where
             };
             let Some(result) = results.next() else { break };
             let (record, transitioned) = match result {
-                ObservationResult::UnknownGame => {
+                Err(refusal) => {
+                    tracing::warn!(
+                        stream_entry_id = %entry.id,
+                        game_id = %event.game_id,
+                        event_type = %event.event_type,
+                        reason = %error_chain(&refusal),
+                        "skipping health event the database refused"
+                    );
+                    self.metrics.consumed(Outcome::Refused);
+                    continue;
+                }
+                Ok(ObservationResult::UnknownGame) => {
                     tracing::warn!(
                         stream_entry_id = %entry.id,
                         game_id = %event.game_id,
@@ -154,10 +171,10 @@ where
                     self.metrics.consumed(Outcome::UnknownGame);
                     continue;
                 }
-                ObservationResult::Applied {
+                Ok(ObservationResult::Applied {
                     record,
                     transitioned,
-                } => (record, transitioned),
+                }) => (record, transitioned),
             };
             self.metrics.consumed(Outcome::Applied);
             if let Some(t) = transitioned {
@@ -233,26 +250,49 @@ async fn settle<P: LobbyEventsPublisher + 'static>(
     Ok(())
 }
 
-/// Step 2: one transaction for the batch (nothing to do for an empty one).
+/// Step 2: one transaction for the batch (nothing to do for an empty one), or, when the
+/// database refuses it for its values, one per half until each refused observation stands
+/// alone.
 async fn apply<S: RuntimeRecordStore>(
     store: &S,
     observations: &[HealthObservation],
-) -> Result<Vec<ObservationResult>, ports::Error> {
-    if observations.is_empty() {
-        return Ok(Vec::new());
+) -> Isolated<ObservationResult, ports::Error> {
+    stream_consumer::isolate(
+        observations,
+        |run| async move {
+            let results = store.apply_health_batch(run).await?;
+            if results.len() != run.len() {
+                return Err(ports::Error::Backend(
+                    format!(
+                        "store returned {} results for {} observations",
+                        results.len(),
+                        run.len()
+                    )
+                    .into(),
+                ));
+            }
+            Ok(results)
+        },
+        ports::Error::is_refused,
+    )
+    .await
+}
+
+/// How many leading entries step 2 finished with: all of them, unless a failure stopped
+/// it after `applied` observations (then the entries through the last applied one).
+fn covered(decoded: &[Result<HealthEvent, SkipReason>], applied: usize, stopped: bool) -> usize {
+    if !stopped {
+        return decoded.len();
     }
-    let results = store.apply_health_batch(observations).await?;
-    if results.len() != observations.len() {
-        return Err(ports::Error::Backend(
-            format!(
-                "store returned {} results for {} observations",
-                results.len(),
-                observations.len()
-            )
-            .into(),
-        ));
-    }
-    Ok(results)
+    let Some(last) = applied.checked_sub(1) else {
+        return 0;
+    };
+    decoded
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.is_ok())
+        .nth(last)
+        .map_or(0, |(i, _)| i + 1)
 }
 
 #[async_trait]
@@ -291,31 +331,71 @@ where
             ),
             apply(&self.store, &observations),
         );
-        let results = match applied {
-            Ok(results) => results,
-            Err(error) => {
-                self.metrics.error("apply");
-                let finished = if published.is_ok() { applied_before } else { 0 };
-                return BatchOutcome::stopped(finished, error);
-            }
-        };
-        let Some(last) = fresh.last().map(|e| e.id) else {
-            // Nothing new: this call only finished the previous batch's publish.
-            return match published {
-                Ok(()) => BatchOutcome::done(batch.len()),
-                Err(error) => BatchOutcome::stopped(0, error),
+        let Isolated { results, stopped } = applied;
+        if stopped.is_some() {
+            self.metrics.error("apply");
+        }
+        let covered = covered(&decoded, results.len(), stopped.is_some());
+        let Some(last) = fresh[..covered].last().map(|e| e.id) else {
+            // Nothing new finished: this call only settled the previous batch's publish.
+            return match (stopped, published) {
+                (Some(error), Ok(())) => BatchOutcome::stopped(applied_before, error),
+                (Some(error), Err(_)) | (None, Err(error)) => BatchOutcome::stopped(0, error),
+                (None, Ok(())) => BatchOutcome::done(batch.len()),
             };
         };
 
         // 3. Decide publication, in stream order; count every entry once. Snapshots still
         //    in the outbox (their publish failed) go out first.
         let pending: &[LobbyEvent] = self.outbox.as_ref().map_or(&[], |o| o.events.as_slice());
-        let events = self.decide(fresh, &decoded, results, pending);
+        let events = self.decide(&fresh[..covered], &decoded[..covered], results, pending);
 
-        // 4. Publish: the previous batch's snapshots failed to go out, so this batch's
-        //    join them and all are sent again on the retry, in order.
+        // 4. Publish.
+        let through = applied_before + covered;
+        self.publish(
+            events,
+            last,
+            published,
+            stopped,
+            applied_before,
+            through,
+            batch.len(),
+        )
+    }
+
+    fn abandon(&mut self, entry: &StreamEntry, reason: &str) {
+        tracing::warn!(stream_entry_id = %entry.id, %reason, "skipping health event");
+        self.metrics.consumed(Outcome::Refused);
+    }
+}
+
+impl<S, P> HealthEventsWorker<S, P>
+where
+    S: RuntimeRecordStore,
+    P: LobbyEventsPublisher + 'static,
+{
+    /// Step 4: this batch's snapshots (for the entries through `last`) join the outbox.
+    /// When the previous publish failed, all are sent again on the retry, in order;
+    /// otherwise they go out in the background while the next batch is read and applied,
+    /// and the runtime hands these entries back for the next call to finish them. A
+    /// failure that stopped step 2 early (`stopped`) still holds the entries after `last`
+    /// (the batch's entry number `through`).
+    #[allow(clippy::too_many_arguments)]
+    fn publish(
+        &mut self,
+        events: Vec<LobbyEvent>,
+        last: EntryId,
+        published: Result<(), ports::Error>,
+        stopped: Option<ports::Error>,
+        applied_before: usize,
+        through: usize,
+        batch_len: usize,
+    ) -> BatchOutcome {
         if let Err(error) = published {
-            let mut all = pending.to_vec();
+            let mut all = self
+                .outbox
+                .take()
+                .map_or_else(Vec::new, |o| o.events.to_vec());
             all.extend(events);
             self.outbox = Some(Outbox {
                 through: last,
@@ -325,11 +405,11 @@ where
             return BatchOutcome::stopped(0, error);
         }
         if events.is_empty() {
-            return BatchOutcome::done(batch.len());
+            return match stopped {
+                None => BatchOutcome::done(batch_len),
+                Some(error) => BatchOutcome::stopped(through, error),
+            };
         }
-        // Otherwise this batch's snapshots go out in the background while the next batch
-        // is read and applied; the runtime hands these entries back and the next call
-        // finishes them.
         let events = Arc::new(events);
         let publisher = Arc::clone(&self.publisher);
         let sending = Arc::clone(&events);
@@ -340,7 +420,10 @@ where
                 async move { publisher.publish(&sending).await },
             )),
         });
-        BatchOutcome::in_flight(applied_before)
+        match stopped {
+            None => BatchOutcome::in_flight(applied_before),
+            Some(error) => BatchOutcome::stopped(applied_before, error),
+        }
     }
 }
 

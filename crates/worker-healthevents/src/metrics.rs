@@ -21,15 +21,18 @@ pub enum Outcome {
     UnknownEventType,
     /// Skipped: no runtime record for the game.
     UnknownGame,
+    /// Skipped: the database refused the entry's write on its own (decision 0016).
+    Refused,
 }
 
 impl Outcome {
     /// Every outcome.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Applied,
         Self::Malformed,
         Self::UnknownEventType,
         Self::UnknownGame,
+        Self::Refused,
     ];
 
     /// Label spelling.
@@ -40,6 +43,7 @@ impl Outcome {
             Self::Malformed => "malformed",
             Self::UnknownEventType => "unknown_event_type",
             Self::UnknownGame => "unknown_game",
+            Self::Refused => "refused",
         }
     }
 }
@@ -75,7 +79,7 @@ pub struct WorkerMetrics {
     /// The counters touched once per entry or snapshot, looked up in their families once
     /// here instead of on every increment (a lock and a hash each; visible in the drain's
     /// profile). `consumed_by` is indexed like [`Outcome::ALL`].
-    consumed_by: [Counter; 4],
+    consumed_by: [Counter; 5],
     snapshots: Counter,
 }
 
@@ -216,7 +220,7 @@ mod tests {
         m.published(LobbyEventKind::RuntimeSnapshotUpdate);
         m.published(LobbyEventKind::GameFinished);
         let counts: Vec<u64> = Outcome::ALL.map(|o| m.consumed_count(o)).to_vec();
-        assert_eq!(counts, [1, 0, 0, 2]);
+        assert_eq!(counts, [1, 0, 0, 2, 0]);
         assert_eq!(m.published_count(LobbyEventKind::RuntimeSnapshotUpdate), 1);
         assert_eq!(m.published_count(LobbyEventKind::GameFinished), 1);
         let clone = m.clone();

@@ -65,9 +65,26 @@ fn store_over(
     records: Arc<Mutex<HashMap<GameId, HealthState>>>,
     calls: Arc<Mutex<usize>>,
 ) -> MockRuntimeRecordStore {
+    store_gated(records, calls, |_, _| None)
+}
+
+/// [`store_over`], with `gate` deciding first whether call number `n` (from 1) fails, and
+/// how; a failed call writes nothing, as one transaction would.
+fn store_gated(
+    records: Arc<Mutex<HashMap<GameId, HealthState>>>,
+    calls: Arc<Mutex<usize>>,
+    gate: impl Fn(&[HealthObservation], usize) -> Option<ports::Error> + Send + 'static,
+) -> MockRuntimeRecordStore {
     let mut store = MockRuntimeRecordStore::new();
     store.expect_apply_health_batch().returning(move |obs| {
-        *calls.lock().unwrap() += 1;
+        let n = {
+            let mut calls = calls.lock().unwrap();
+            *calls += 1;
+            *calls
+        };
+        if let Some(error) = gate(obs, n) {
+            return Err(error);
+        }
         let mut records = records.lock().unwrap();
         Ok(obs
             .iter()
@@ -567,4 +584,133 @@ async fn a_batch_of_only_bad_entries_never_touches_the_store() {
     let mut w = HealthEventsWorker::new(store, publisher, Arc::new(|| NOW), metrics.clone());
     assert_eq!(drive(&mut w, &[entry(1, &[("x", b"y")])]).await.finished, 1);
     assert_eq!(metrics.consumed_count(Outcome::Malformed), 1);
+}
+
+/// Refuses, like PostgreSQL would, any call that carries a game id starting with "bad".
+fn refuses_bad(obs: &[HealthObservation]) -> Option<ports::Error> {
+    obs.iter()
+        .any(|o| o.game_id.as_str().starts_with("bad"))
+        .then(|| ports::Error::Refused("invalid byte sequence for encoding \"UTF8\"".into()))
+}
+
+#[tokio::test]
+async fn entries_the_database_refuses_are_pinned_skipped_and_counted_the_rest_applied_once() {
+    let h = Harness::new(&[
+        ("g1", RuntimeStatus::Running),
+        ("g2", RuntimeStatus::Running),
+        ("bad1", RuntimeStatus::Running),
+    ]);
+    let mut w = HealthEventsWorker::new(
+        store_gated(h.records.clone(), h.applies.clone(), |obs, _| {
+            refuses_bad(obs)
+        }),
+        recording_publisher(h.published.clone()),
+        Arc::new(|| NOW),
+        h.metrics.clone(),
+    );
+    let batch = [
+        event(1, "g1", "container_exited"),
+        event(2, "bad1", "container_exited"),
+        entry(3, &[("game_id", b"")]),
+        event(4, "g2", "probe_failed"),
+        event(5, "bad2", "probe_failed"),
+        event(6, "g1", "probe_recovered"),
+    ];
+    let driven = drive(&mut w, &batch).await;
+    assert!(driven.failure.is_none());
+    assert_eq!(driven.finished, batch.len());
+    assert_eq!(h.metrics.consumed_count(Outcome::Refused), 2);
+    assert_eq!(h.metrics.consumed_count(Outcome::Malformed), 1);
+    assert_eq!(h.metrics.consumed_count(Outcome::Applied), 3);
+    // The valid entries' effects, in stream order, as if the refused ones were not there.
+    assert_eq!(
+        h.published(),
+        [
+            (
+                "g1".into(),
+                RuntimeStatus::EngineUnreachable,
+                Some(EngineHealth::Exited)
+            ),
+            (
+                "g2".into(),
+                RuntimeStatus::Running,
+                Some(EngineHealth::ProbeFailed)
+            ),
+            (
+                "g1".into(),
+                RuntimeStatus::Running,
+                Some(EngineHealth::Healthy)
+            ),
+        ]
+    );
+    let records = h.records.lock().unwrap();
+    assert_eq!(
+        records[&gid("bad1")].engine_health,
+        None,
+        "nothing written for it"
+    );
+    assert_eq!(records[&gid("g1")].status, RuntimeStatus::Running);
+}
+
+#[tokio::test]
+async fn a_transient_failure_while_isolating_keeps_what_was_committed_and_never_applies_it_again() {
+    let h = Harness::new(&[
+        ("g1", RuntimeStatus::Running),
+        ("g2", RuntimeStatus::Running),
+    ]);
+    // Call 1 (whole batch) refused, call 2 (first half) applied, call 3 (second half)
+    // finds the database gone; from then on it is back.
+    let mut w = HealthEventsWorker::new(
+        store_gated(h.records.clone(), h.applies.clone(), |obs, n| match n {
+            3 => Some(ports::Error::Unavailable("connection reset".into())),
+            _ => refuses_bad(obs),
+        }),
+        recording_publisher(h.published.clone()),
+        Arc::new(|| NOW),
+        h.metrics.clone(),
+    );
+    let batch = [
+        event(1, "g1", "container_exited"),
+        event(2, "g2", "probe_failed"),
+        event(3, "bad", "probe_failed"),
+        event(4, "g2", "container_started"),
+    ];
+    let first = drive(&mut w, &batch).await;
+    assert!(
+        first
+            .failure
+            .is_some_and(|e| e.to_string().contains("connection reset"))
+    );
+    assert_eq!(
+        first.finished, 0,
+        "the committed half is finished with its publish"
+    );
+    let second = drive(&mut w, &batch[first.finished..]).await;
+    assert!(second.failure.is_none());
+    assert_eq!(first.finished + second.finished, batch.len());
+    // g1's exit was applied once: applied twice, its transition would not show again.
+    assert_eq!(
+        h.published(),
+        [
+            (
+                "g1".into(),
+                RuntimeStatus::EngineUnreachable,
+                Some(EngineHealth::Exited)
+            ),
+            (
+                "g2".into(),
+                RuntimeStatus::Running,
+                Some(EngineHealth::ProbeFailed)
+            ),
+            (
+                "g2".into(),
+                RuntimeStatus::Running,
+                Some(EngineHealth::Healthy)
+            ),
+        ]
+    );
+    assert_eq!(h.metrics.consumed_count(Outcome::Applied), 3);
+    assert_eq!(h.metrics.consumed_count(Outcome::Refused), 1);
+    let exit = transition(RuntimeStatus::Running, RuntimeStatus::EngineUnreachable).unwrap();
+    assert_eq!(h.metrics.transition_count(exit), 1);
 }
