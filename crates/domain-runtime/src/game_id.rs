@@ -2,11 +2,14 @@
 
 use std::fmt;
 
+use crate::storable::{UnstorableText, storable_text};
+
 /// Longest game id accepted, in bytes. Ids are opaque, but an unbounded one from a stream
 /// entry should not reach the database.
 pub const MAX_GAME_ID_LEN: usize = 256;
 
-/// A non-blank game identifier of at most [`MAX_GAME_ID_LEN`] bytes.
+/// A non-blank game identifier of at most [`MAX_GAME_ID_LEN`] bytes, without NUL: every
+/// value of this type can be stored and looked up in PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GameId(String);
 
@@ -16,24 +19,22 @@ pub enum InvalidGameId {
     /// Empty or only whitespace.
     #[error("game_id is blank")]
     Blank,
-    /// Longer than [`MAX_GAME_ID_LEN`] bytes.
-    #[error("game_id is {0} bytes long, more than the {MAX_GAME_ID_LEN} allowed")]
-    TooLong(usize),
+    /// Longer than [`MAX_GAME_ID_LEN`] bytes, or holding a NUL byte.
+    #[error("game_id {0}")]
+    Unstorable(#[from] UnstorableText),
 }
 
 impl GameId {
     /// Validates and wraps `raw` (kept exactly as given).
     ///
     /// # Errors
-    /// [`InvalidGameId`] when `raw` is blank or too long.
+    /// [`InvalidGameId`] when `raw` is blank, too long or holds a NUL byte.
     pub fn new(raw: impl Into<String>) -> Result<Self, InvalidGameId> {
         let raw = raw.into();
         if raw.trim().is_empty() {
             return Err(InvalidGameId::Blank);
         }
-        if raw.len() > MAX_GAME_ID_LEN {
-            return Err(InvalidGameId::TooLong(raw.len()));
-        }
+        storable_text(&raw, MAX_GAME_ID_LEN)?;
         Ok(Self(raw))
     }
 
@@ -61,13 +62,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blank_and_long_ids_are_rejected() {
+    #[allow(clippy::expect_used)]
+    fn blank_long_and_nul_ids_are_rejected() {
         assert_eq!(GameId::new(""), Err(InvalidGameId::Blank));
         assert_eq!(GameId::new(" \t"), Err(InvalidGameId::Blank));
         assert_eq!(
             GameId::new("x".repeat(MAX_GAME_ID_LEN + 1)),
-            Err(InvalidGameId::TooLong(MAX_GAME_ID_LEN + 1))
+            Err(InvalidGameId::Unstorable(UnstorableText::TooLong {
+                len: MAX_GAME_ID_LEN + 1,
+                max: MAX_GAME_ID_LEN
+            }))
         );
+        for nul in ["\0", "g-1\0", "\0g-1"] {
+            let error = GameId::new(nul).expect_err("NUL cannot be stored");
+            assert!(matches!(
+                error,
+                InvalidGameId::Unstorable(UnstorableText::Nul { .. })
+            ));
+            assert!(
+                error.to_string().starts_with("game_id contains a NUL byte"),
+                "{error}"
+            );
+        }
         let id = GameId::new(" g-1 ").map(|g| g.to_string());
         assert_eq!(id.as_deref(), Ok(" g-1 "));
     }

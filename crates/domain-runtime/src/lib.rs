@@ -9,6 +9,7 @@
 mod game_id;
 mod health;
 mod status;
+pub mod storable;
 
 pub use game_id::{GameId, InvalidGameId, MAX_GAME_ID_LEN};
 pub use health::{

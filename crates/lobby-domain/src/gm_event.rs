@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use domain_runtime::storable::{MAX_TIME_MS, UnstorableText, storable_text};
 use domain_runtime::{GameId, InvalidGameId};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,10 @@ pub mod fields {
     /// When the game finished, decimal milliseconds; `game_finished` only.
     pub const FINISHED_AT_MS: &str = "finished_at_ms";
 }
+
+/// Longest `runtime_status` or `engine_health_summary` the Lobby stores, in bytes (the
+/// longest value the Game Master sends today is 22).
+pub const MAX_LABEL_LEN: usize = 64;
 
 /// The `kind` of a runtime snapshot update.
 pub const KIND_RUNTIME_SNAPSHOT_UPDATE: &str = "runtime_snapshot_update";
@@ -110,6 +115,22 @@ pub enum InvalidGmEvent {
         /// Its value.
         value: i64,
     },
+    /// A time field the Lobby stores as a timestamp lies beyond year 9999.
+    #[error("{field} must be at most {max} (year 9999), got {value}", max = MAX_TIME_MS)]
+    TooLate {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: i64,
+    },
+    /// A text field the Lobby stores holds a NUL byte or is longer than its limit.
+    #[error("{field} {error}")]
+    Unstorable {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        error: UnstorableText,
+    },
     /// `player_turn_stats` is not a JSON array of stats objects.
     #[error("player_turn_stats is not a JSON array of player stats: {0}")]
     PlayerStatsJson(String),
@@ -127,8 +148,10 @@ pub enum InvalidGmEvent {
 }
 
 /// One decoded `gm:lobby_events` entry. Every value of this type has a valid game id, a
-/// positive `occurred_at_ms` (the snapshot's `observed_at_ms`), valid player stats, and a
-/// finish time only on a `game_finished` event, positive when present.
+/// positive `occurred_at_ms` (the snapshot's `observed_at_ms`), a runtime status and
+/// summary the Lobby can store (no NUL, at most [`MAX_LABEL_LEN`] bytes), valid player
+/// stats, and a finish time only on a `game_finished` event, positive and no later than
+/// year 9999 when present.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GmEvent {
     kind: GmEventKind,
@@ -162,8 +185,10 @@ impl GmEvent {
     ///
     /// # Errors
     /// [`InvalidGmEvent::NonPositive`] for a snapshot time or finish time that is not
-    /// positive, [`InvalidGmEvent::FinishedAtOnSnapshotUpdate`] for a finish time on a
-    /// snapshot update.
+    /// positive, [`InvalidGmEvent::TooLate`] for a finish time past year 9999,
+    /// [`InvalidGmEvent::Unstorable`] for a status or summary the Lobby cannot store,
+    /// [`InvalidGmEvent::FinishedAtOnSnapshotUpdate`] for a finish time on a snapshot
+    /// update.
     pub fn new(
         kind: GmEventKind,
         game_id: GameId,
@@ -172,11 +197,22 @@ impl GmEvent {
         finished_at_ms: Option<i64>,
     ) -> Result<Self, InvalidGmEvent> {
         positive(fields::OCCURRED_AT_MS, snapshot.observed_at_ms)?;
+        label(fields::RUNTIME_STATUS, &snapshot.runtime_status)?;
+        label(
+            fields::ENGINE_HEALTH_SUMMARY,
+            &snapshot.engine_health_summary,
+        )?;
         if let Some(ms) = finished_at_ms {
             if kind == GmEventKind::RuntimeSnapshotUpdate {
                 return Err(InvalidGmEvent::FinishedAtOnSnapshotUpdate);
             }
             positive(fields::FINISHED_AT_MS, ms)?;
+            if ms > MAX_TIME_MS {
+                return Err(InvalidGmEvent::TooLate {
+                    field: fields::FINISHED_AT_MS,
+                    value: ms,
+                });
+            }
         }
         Ok(Self {
             kind,
@@ -317,6 +353,10 @@ fn integer(field: &'static str, raw: &str) -> Result<i64, InvalidGmEvent> {
             field,
             value: raw.to_owned(),
         })
+}
+
+fn label(field: &'static str, value: &str) -> Result<(), InvalidGmEvent> {
+    storable_text(value, MAX_LABEL_LEN).map_err(|error| InvalidGmEvent::Unstorable { field, error })
 }
 
 fn positive(field: &'static str, value: i64) -> Result<i64, InvalidGmEvent> {
@@ -550,6 +590,49 @@ mod tests {
                 InvalidGmEvent::NotAnInteger {
                     field: "finished_at_ms",
                     value: "later".into(),
+                },
+            ),
+            (
+                with(&[
+                    ("kind", "game_finished"),
+                    ("finished_at_ms", "253402300800000"),
+                ]),
+                InvalidGmEvent::TooLate {
+                    field: "finished_at_ms",
+                    value: 253_402_300_800_000,
+                },
+            ),
+            (
+                with(&[("runtime_status", "running\0")]),
+                InvalidGmEvent::Unstorable {
+                    field: "runtime_status",
+                    error: UnstorableText::Nul { at: 7 },
+                },
+            ),
+            (
+                with(&[(
+                    "engine_health_summary",
+                    "hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh",
+                )]),
+                InvalidGmEvent::Unstorable {
+                    field: "engine_health_summary",
+                    error: UnstorableText::TooLong { len: 65, max: 64 },
+                },
+            ),
+            (
+                with(&[("game_id", "g\0")]),
+                InvalidGmEvent::GameId(InvalidGameId::Unstorable(UnstorableText::Nul { at: 1 })),
+            ),
+            (
+                with(&[(
+                    "player_turn_stats",
+                    r#"[{"user_id":"a\u0000","planets":1,"population":1,"ships_built":1}]"#,
+                )]),
+                InvalidGmEvent::PlayerStats {
+                    index: 0,
+                    error: InvalidPlayerStats::UserId(crate::InvalidUserId::Unstorable(
+                        UnstorableText::Nul { at: 1 },
+                    )),
                 },
             ),
             (

@@ -31,8 +31,8 @@ pub use gm_event::{
 };
 pub use snapshot::RuntimeSnapshot;
 pub use stats::{
-    BlankUserId, InvalidPlayerStats, PlayerObservedStats, PlayerStatsAggregate, StatValues, UserId,
-    apply_observations, raise_max,
+    InvalidPlayerStats, InvalidUserId, MAX_USER_ID_LEN, PlayerObservedStats, PlayerStatsAggregate,
+    StatValues, UserId, apply_observations, raise_max,
 };
 pub use status::{
     FinishPlan, GameStatus, TRANSITIONS, Transition, TransitionError, Trigger, UnknownGameStatus,

@@ -4,27 +4,40 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A non-blank player identifier, trimmed of surrounding whitespace.
+use domain_runtime::storable::{UnstorableText, storable_text};
+
+/// Longest user id accepted, in bytes (after trimming): it is part of two primary keys.
+pub const MAX_USER_ID_LEN: usize = 256;
+
+/// A non-blank player identifier, trimmed of surrounding whitespace, of at most
+/// [`MAX_USER_ID_LEN`] bytes and without NUL, so that it can always be stored.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(String);
 
-/// A user id that is empty or only whitespace.
+/// Why a string is not a user id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("user_id is blank")]
-pub struct BlankUserId;
+pub enum InvalidUserId {
+    /// Empty or only whitespace.
+    #[error("user_id is blank")]
+    Blank,
+    /// Too long, or holding a NUL byte.
+    #[error("user_id {0}")]
+    Unstorable(#[from] UnstorableText),
+}
 
 impl UserId {
     /// Trims and wraps `raw`.
     ///
     /// # Errors
-    /// [`BlankUserId`] when nothing is left after trimming.
-    pub fn new(raw: &str) -> Result<Self, BlankUserId> {
+    /// [`InvalidUserId`] when nothing is left after trimming, or what is left is too long
+    /// or holds a NUL byte.
+    pub fn new(raw: &str) -> Result<Self, InvalidUserId> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
-            Err(BlankUserId)
-        } else {
-            Ok(Self(trimmed.to_owned()))
+            return Err(InvalidUserId::Blank);
         }
+        storable_text(trimmed, MAX_USER_ID_LEN)?;
+        Ok(Self(trimmed.to_owned()))
     }
 
     /// The id as text.
@@ -49,9 +62,9 @@ impl AsRef<str> for UserId {
 /// Why a player's stats are invalid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidPlayerStats {
-    /// The user id is blank.
+    /// The user id is blank, too long or holds a NUL byte.
     #[error(transparent)]
-    UserId(#[from] BlankUserId),
+    UserId(#[from] InvalidUserId),
     /// A count is negative.
     #[error("{field} must not be negative, got {value}")]
     Negative {
@@ -273,10 +286,25 @@ mod tests {
         for blank in ["", "   ", "\t\n"] {
             assert_eq!(
                 PlayerObservedStats::new(blank, 1, 1, 1),
-                Err(InvalidPlayerStats::UserId(BlankUserId)),
+                Err(InvalidPlayerStats::UserId(InvalidUserId::Blank)),
                 "{blank:?}"
             );
         }
+        assert_eq!(
+            PlayerObservedStats::new("u\0", 1, 1, 1),
+            Err(InvalidPlayerStats::UserId(InvalidUserId::Unstorable(
+                UnstorableText::Nul { at: 1 }
+            )))
+        );
+        let long = "u".repeat(MAX_USER_ID_LEN + 1);
+        assert!(matches!(
+            PlayerObservedStats::new(&format!("  {long}  "), 1, 1, 1),
+            Err(InvalidPlayerStats::UserId(InvalidUserId::Unstorable(
+                UnstorableText::TooLong { .. }
+            )))
+        ));
+        let longest = "u".repeat(MAX_USER_ID_LEN);
+        assert!(PlayerObservedStats::new(&format!(" {longest} "), 1, 1, 1).is_ok());
         assert_eq!(
             PlayerObservedStats::new("u", -1, 1, 1),
             Err(InvalidPlayerStats::Negative {

@@ -296,13 +296,7 @@ async fn real_refusals_are_told_apart_by_kind() {
         "a parameter the driver cannot send"
     );
     // Incompressible text beyond the btree limit (about 2.7 kB per index row).
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let huge: String = (0..6000)
-        .map(|_| {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            char::from(b'!' + u8::try_from(x >> 58).unwrap())
-        })
-        .collect();
+    let huge = String::from_utf8(testkit::adversarial::incompressible(6000, 7)).unwrap();
     let index = client
         .execute("INSERT INTO t (id) VALUES ($1)", &[&huge])
         .await

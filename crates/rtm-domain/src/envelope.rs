@@ -1,6 +1,7 @@
 //! The `runtime:health_events` entry the Runtime Manager publishes, validated when it is
 //! built.
 
+use domain_runtime::storable::{MAX_TIME_MS, UnstorableText, storable_text};
 use domain_runtime::{GameId, HealthEventType, InvalidGameId, UnknownEventType};
 
 use crate::snapshot::HealthSnapshot;
@@ -23,6 +24,9 @@ pub mod fields {
 /// `health_snapshots.details`.
 pub const EMPTY_DETAILS: &str = "{}";
 
+/// Longest container id accepted, in bytes (Docker's are 64).
+pub const MAX_CONTAINER_ID_LEN: usize = 256;
+
 /// Why a health event cannot be published.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidHealthEvent {
@@ -32,12 +36,21 @@ pub enum InvalidHealthEvent {
     /// The container id is empty or only whitespace.
     #[error("container_id is blank")]
     BlankContainerId,
+    /// The container id holds a NUL byte or is longer than [`MAX_CONTAINER_ID_LEN`].
+    #[error("container_id {0}")]
+    UnstorableContainerId(UnstorableText),
     /// The event type names none of the seven known types.
     #[error(transparent)]
     EventType(#[from] UnknownEventType),
     /// The observation time is zero or negative.
     #[error("occurred_at_ms must be positive, got {0}")]
     NonPositiveOccurredAt(i64),
+    /// The observation time lies beyond year 9999 (it is stored as a timestamp).
+    #[error("occurred_at_ms must be at most {max} (year 9999), got {0}", max = MAX_TIME_MS)]
+    OccurredAtTooLate(i64),
+    /// The details hold a NUL character (`\u0000`), which `jsonb` cannot store.
+    #[error("details hold a NUL character (\\u0000), which jsonb cannot store")]
+    DetailsNul,
     /// The details are not valid JSON.
     #[error("details are not valid JSON: {0}")]
     DetailsNotJson(String),
@@ -77,8 +90,13 @@ impl HealthEventEnvelope {
         if container_id.trim().is_empty() {
             return Err(InvalidHealthEvent::BlankContainerId);
         }
+        storable_text(&container_id, MAX_CONTAINER_ID_LEN)
+            .map_err(InvalidHealthEvent::UnstorableContainerId)?;
         if occurred_at_ms <= 0 {
             return Err(InvalidHealthEvent::NonPositiveOccurredAt(occurred_at_ms));
+        }
+        if occurred_at_ms > MAX_TIME_MS {
+            return Err(InvalidHealthEvent::OccurredAtTooLate(occurred_at_ms));
         }
         let details = validate_details(details)?;
         Ok(Self {
@@ -163,6 +181,9 @@ fn validate_details(details: Option<&str>) -> Result<String, InvalidHealthEvent>
     }
     let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| InvalidHealthEvent::DetailsNotJson(e.to_string()))?;
+    if holds_nul(&value) {
+        return Err(InvalidHealthEvent::DetailsNul);
+    }
     match value {
         serde_json::Value::Object(_) => Ok(text.to_owned()),
         serde_json::Value::Array(_) => Err(InvalidHealthEvent::DetailsNotObject("array")),
@@ -170,6 +191,18 @@ fn validate_details(details: Option<&str>) -> Result<String, InvalidHealthEvent>
         serde_json::Value::Number(_) => Err(InvalidHealthEvent::DetailsNotObject("number")),
         serde_json::Value::Bool(_) => Err(InvalidHealthEvent::DetailsNotObject("boolean")),
         serde_json::Value::Null => Err(InvalidHealthEvent::DetailsNotObject("null")),
+    }
+}
+
+/// Whether any key or string in `value` holds a NUL character.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        serde_json::Value::Number(_) | serde_json::Value::Bool(_) | serde_json::Value::Null => {
+            false
+        }
     }
 }
 
@@ -305,5 +338,33 @@ mod tests {
         assert_eq!(snapshot.details, r#"{"exit_code":137}"#);
         assert_eq!(snapshot.observed_at_ms, 42);
         assert_eq!(HealthSnapshot::from(&env), snapshot);
+    }
+
+    #[test]
+    fn what_the_snapshot_store_cannot_hold_is_refused_before_any_write() {
+        let at =
+            |ms: i64| HealthEventEnvelope::new("g", "c", HealthEventType::ProbeFailed, ms, None);
+        assert_eq!(
+            at(i64::MAX),
+            Err(InvalidHealthEvent::OccurredAtTooLate(i64::MAX))
+        );
+        assert!(at(MAX_TIME_MS).is_ok());
+        assert!(matches!(
+            HealthEventEnvelope::new("g", "c\0", HealthEventType::ProbeFailed, 1, None),
+            Err(InvalidHealthEvent::UnstorableContainerId(
+                UnstorableText::Nul { at: 1 }
+            ))
+        ));
+        for details in [
+            r#"{"a":"x\u0000"}"#,
+            r#"{"a\u0000":1}"#,
+            r#"{"a":[{"b":"\u0000"}]}"#,
+        ] {
+            assert_eq!(
+                envelope(Some(details)),
+                Err(InvalidHealthEvent::DetailsNul),
+                "{details}"
+            );
+        }
     }
 }

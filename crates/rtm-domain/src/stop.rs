@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use domain_runtime::storable::MAX_TIME_MS;
 use domain_runtime::{GameId, InvalidGameId};
 
 /// Wire field names of a `runtime:stop_jobs` entry. Frozen: the Lobby writes them.
@@ -95,6 +96,10 @@ pub enum InvalidStopJob {
     /// `requested_at_ms` is present but zero or negative.
     #[error("requested_at_ms must be positive, got {0}")]
     NonPositiveRequestedAt(i64),
+    /// `requested_at_ms` lies beyond year 9999 (the Runtime Manager stores it as a
+    /// timestamp).
+    #[error("requested_at_ms must be at most {max} (year 9999), got {0}", max = MAX_TIME_MS)]
+    RequestedAtTooLate(i64),
 }
 
 /// One request to stop a game's runtime.
@@ -172,6 +177,7 @@ impl StopJob {
 fn check_requested_at(requested_at_ms: Option<i64>) -> Result<Option<i64>, InvalidStopJob> {
     match requested_at_ms {
         Some(ms) if ms <= 0 => Err(InvalidStopJob::NonPositiveRequestedAt(ms)),
+        Some(ms) if ms > MAX_TIME_MS => Err(InvalidStopJob::RequestedAtTooLate(ms)),
         other => Ok(other),
     }
 }
@@ -292,6 +298,18 @@ mod tests {
             ]),
             Err(InvalidStopJob::NonPositiveRequestedAt(0))
         );
+        assert_eq!(
+            decode(&[
+                ("game_id", "g"),
+                ("reason", "cancelled"),
+                ("requested_at_ms", "9223372036854775807")
+            ]),
+            Err(InvalidStopJob::RequestedAtTooLate(i64::MAX))
+        );
+        assert!(matches!(
+            decode(&[("game_id", "g\0"), ("reason", "cancelled")]),
+            Err(InvalidStopJob::GameId(InvalidGameId::Unstorable(_)))
+        ));
         assert_eq!(
             StopJob::new("g", StopReason::Cancelled, Some(-1)),
             Err(InvalidStopJob::NonPositiveRequestedAt(-1))

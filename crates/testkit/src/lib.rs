@@ -6,6 +6,7 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and `GALAXY_TEST_REDIS_URL` (default
 //! `redis://127.0.0.1:6379`).
 
+pub mod adversarial;
 pub mod bins;
 pub mod http;
 pub mod pg;
