@@ -10,7 +10,7 @@ use std::time::Duration;
 use e2e::{entries, pg_client, runtime_rows};
 use fred::interfaces::KeysInterface;
 use testkit::bins::{Process, run};
-use testkit::pg::ThrowawayPostgres;
+use testkit::pg::{TestDb, ThrowawayPostgres};
 use testkit::redis::{TestRedis, ThrowawayRedis};
 use testkit::{eventually, free_port, http};
 
@@ -58,6 +58,32 @@ fn triple(g: &str, s: &str, h: &str) -> (String, String, String) {
     (g.to_owned(), s.to_owned(), h.to_owned())
 }
 
+/// `gamemaster run` on `db_url` and `redis_url`, JSON logs, once `/readyz` answers 200.
+async fn start_gamemaster(db_url: &str, redis_url: &str) -> (Process, SocketAddr) {
+    let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr_text = http_addr.to_string();
+    let gm = Process::spawn(
+        "gamemaster",
+        &["run"],
+        &[
+            ("GAMEMASTER_POSTGRES_URL", db_url),
+            ("GAMEMASTER_REDIS_URL", redis_url),
+            ("GAMEMASTER_HTTP_ADDR", &addr_text),
+            ("GAMEMASTER_READ_BLOCK", "200ms"),
+            ("GAMEMASTER_LOG_FORMAT", "json"),
+            ("GAMEMASTER_POSTGRES_STATEMENT_TIMEOUT", "2s"),
+            ("RUST_LOG", "info"),
+        ],
+    )
+    .unwrap();
+    eventually("gamemaster ready", Duration::from_secs(20), || async {
+        matches!(http::get(http_addr, "/readyz").await, Ok((200, _)))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gm.stderr()));
+    (gm, http_addr)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gamemaster_applies_publishes_survives_a_database_outage_and_drains_on_sigterm() {
     let pg = ThrowawayPostgres::start().await.unwrap();
@@ -83,28 +109,7 @@ async fn gamemaster_applies_publishes_survives_a_database_outage_and_drains_on_s
     .await
     .unwrap();
 
-    let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let addr_text = http_addr.to_string();
-    let redis_url = redis_server.url();
-    let mut gm = Process::spawn(
-        "gamemaster",
-        &["run"],
-        &[
-            ("GAMEMASTER_POSTGRES_URL", &db_url),
-            ("GAMEMASTER_REDIS_URL", &redis_url),
-            ("GAMEMASTER_HTTP_ADDR", &addr_text),
-            ("GAMEMASTER_READ_BLOCK", "200ms"),
-            ("GAMEMASTER_LOG_FORMAT", "json"),
-            ("GAMEMASTER_POSTGRES_STATEMENT_TIMEOUT", "2s"),
-            ("RUST_LOG", "info"),
-        ],
-    )
-    .unwrap();
-    eventually("gamemaster ready", Duration::from_secs(20), || async {
-        matches!(http::get(http_addr, "/readyz").await, Ok((200, _)))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", gm.stderr()));
+    let (mut gm, http_addr) = start_gamemaster(&db_url, &redis_server.url()).await;
 
     // A scripted sequence: valid and malformed entries interleaved, several games.
     health_event(&redis, "g1", "container_oom").await;
@@ -243,6 +248,71 @@ async fn gamemaster_applies_publishes_survives_a_database_outage_and_drains_on_s
         "JSON logs carry stream_entry_id and game_id:\n{logs}"
     );
     redis.cleanup().await.unwrap();
+}
+
+/// Issue 11's reproduction: entries whose `game_id` holds a NUL byte, then ordinary ones.
+/// They used to wedge the Game Master for good; now they are skipped and the rest applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_postgres_cannot_hold_are_skipped_and_the_stream_drains_ready() {
+    let db = TestDb::create().await.unwrap();
+    let env = [("GAMEMASTER_POSTGRES_URL", db.url())];
+    let (code, stderr) = run("gamemaster", &["migrate"], &env, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let pg = pg_client(db.url()).await.unwrap();
+    pg.batch_execute(
+        "INSERT INTO runtime_records (game_id, status, current_turn) VALUES
+           ('g1', 'running', 0), ('g2', 'running', 0)",
+    )
+    .await
+    .unwrap();
+    let redis_server = ThrowawayRedis::start().await.unwrap();
+    let redis = TestRedis::connect_to(&redis_server.url()).await.unwrap();
+    let nul = health_event(&redis, "\0", "probe_failed").await;
+    let suffixed = health_event(&redis, "g1\0", "container_exited").await;
+    health_event(&redis, "g1", "container_exited").await;
+    health_event(&redis, "g2", "probe_failed").await;
+    let last = health_event(&redis, "g1", "probe_recovered").await;
+
+    let (mut gm, http_addr) = start_gamemaster(db.url(), &redis_server.url()).await;
+    eventually(
+        "offset passes every entry",
+        Duration::from_secs(20),
+        || async { offset(&redis).await.as_deref() == Some(last.as_str()) },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gm.stderr()));
+    let rows = runtime_rows(&pg).await.unwrap();
+    assert_eq!(rows["g1"], ("running".into(), "healthy".into()));
+    assert_eq!(rows["g2"], ("running".into(), "probe_failed".into()));
+    assert_eq!(http::get(http_addr, "/readyz").await.unwrap().0, 200);
+    let metrics = e2e::metrics(http_addr).await.unwrap();
+    e2e::assert_metrics(
+        &metrics,
+        &[
+            r#"gamemaster_health_events_consumed_total{outcome="malformed"} 2"#,
+            r#"gamemaster_health_events_consumed_total{outcome="applied"} 3"#,
+            r#"gamemaster_health_events_consumed_total{outcome="refused"} 0"#,
+            r#"gamemaster_lobby_events_published_total{kind="runtime_snapshot_update"} 3"#,
+        ],
+    );
+    assert!(
+        !metrics.contains(r#"stage="handle"} "#),
+        "no retry: {metrics}"
+    );
+    gm.terminate().unwrap();
+    assert_eq!(gm.wait(Duration::from_secs(15)).await.unwrap(), 0);
+    let logs = gm.stderr();
+    for id in [&nul, &suffixed] {
+        let line = logs
+            .lines()
+            .find(|l| l.contains(&format!(r#""stream_entry_id":"{id}""#)))
+            .unwrap_or_else(|| panic!("no log line for {id}:\n{logs}"));
+        assert!(line.contains("NUL byte"), "{line}");
+    }
+    redis.cleanup().await.unwrap();
+    db.drop_db().await.unwrap();
 }
 
 #[tokio::test]

@@ -153,21 +153,23 @@ struct Lobby {
 }
 
 async fn start_lobby(db_url: &str, redis_url: &str) -> Lobby {
+    start_lobby_with(db_url, redis_url, &[]).await
+}
+
+/// `lobby run` with `extra` settings besides the test's own, once `/readyz` answers 200.
+async fn start_lobby_with(db_url: &str, redis_url: &str, extra: &[(&str, &str)]) -> Lobby {
     let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let addr = http.to_string();
-    let process = Process::spawn(
-        "lobby",
-        &["run"],
-        &[
-            ("LOBBY_POSTGRES_URL", db_url),
-            ("LOBBY_REDIS_URL", redis_url),
-            ("LOBBY_HTTP_ADDR", &addr),
-            ("LOBBY_READ_BLOCK", "200ms"),
-            ("LOBBY_LOG_FORMAT", "json"),
-            ("RUST_LOG", "info"),
-        ],
-    )
-    .unwrap();
+    let mut env = vec![
+        ("LOBBY_POSTGRES_URL", db_url),
+        ("LOBBY_REDIS_URL", redis_url),
+        ("LOBBY_HTTP_ADDR", &addr),
+        ("LOBBY_READ_BLOCK", "200ms"),
+        ("LOBBY_LOG_FORMAT", "json"),
+        ("RUST_LOG", "info"),
+    ];
+    env.extend_from_slice(extra);
+    let process = Process::spawn("lobby", &["run"], &env).unwrap();
     eventually("lobby ready", WAIT, || async {
         matches!(http::get(http, "/readyz").await, Ok((200, _)))
     })
@@ -632,4 +634,202 @@ fn run_help_lists_every_setting_with_its_environment_variable() {
     ] {
         assert!(text.contains(env), "--help lacks {env}:\n{text}");
     }
+}
+
+/// The fields of one `gm:lobby_events` entry, as text.
+type Entry = Vec<(&'static str, String)>;
+
+fn snapshot_entry(game: &str, turn: u32, status: &str, summary: &str, stats: &str) -> Entry {
+    vec![
+        (wire::KIND, wire::KIND_RUNTIME_SNAPSHOT_UPDATE.into()),
+        (wire::GAME_ID, game.into()),
+        (wire::CURRENT_TURN, turn.to_string()),
+        (wire::RUNTIME_STATUS, status.into()),
+        (wire::ENGINE_HEALTH_SUMMARY, summary.into()),
+        (
+            wire::OCCURRED_AT_MS,
+            (1_700_000_000_000 + i64::from(turn)).to_string(),
+        ),
+        (wire::PLAYER_TURN_STATS, stats.into()),
+    ]
+}
+
+fn finished_entry(game: &str, stats: &str, finished_at_ms: &str) -> Entry {
+    let mut entry = snapshot_entry(game, 9, "finished", "healthy", stats);
+    entry[0].1 = wire::KIND_GAME_FINISHED.into();
+    entry.push((wire::FINISHED_AT_MS, finished_at_ms.into()));
+    entry
+}
+
+fn with_field(mut entry: Entry, field: &'static str, value: &str) -> Entry {
+    for (k, v) in &mut entry {
+        if *k == field {
+            *v = value.into();
+        }
+    }
+    entry
+}
+
+async fn xadd_all(redis: &TestRedis, stream: &str, entries: &[Entry]) -> String {
+    let mut last = String::new();
+    for entry in entries {
+        let fields: Vec<(&str, &str)> = entry.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        last = redis.xadd(stream, &fields).await.unwrap();
+    }
+    last
+}
+
+async fn migrated_lobby_db(games: &[&str]) -> TestDb {
+    let db = TestDb::create().await.unwrap();
+    let env = [("LOBBY_POSTGRES_URL", db.url())];
+    let (code, stderr) = run("lobby", &["migrate"], &env, WAIT).await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let mut seed = vec!["seed-game"];
+    seed.extend_from_slice(games);
+    seed.extend_from_slice(&["--status", "running"]);
+    let (code, stderr) = run("lobby", &seed, &env, WAIT).await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    db
+}
+
+/// Entries the database refuses among valid ones: those decoding can tell (a NUL byte, a
+/// time past year 9999) and two it cannot (a write and a career fold this database
+/// refuses). The stream drains, the refusal that is no entry's values holds it for the
+/// refusal hold only, and the valid entries do what they do in a stream without the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lobby_drains_entries_postgres_refuses_and_the_rest_act_as_if_alone() {
+    let redis_server = ThrowawayRedis::start().await.unwrap();
+    let redis_url = redis_server.url();
+    let redis = TestRedis::connect_to(&redis_url).await.unwrap();
+    let clean_db = migrated_lobby_db(&["g1", "g2", "g3"]).await;
+    let poisoned_db = migrated_lobby_db(&["g1", "g2", "g3", "poison-w", "poison-e"]).await;
+    let poisoned = pg_client(poisoned_db.url()).await.unwrap();
+    poisoned
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'refused by this database' USING ERRCODE = '22003'; END $$;
+             CREATE TRIGGER refuse_game BEFORE UPDATE ON games FOR EACH ROW
+               WHEN (NEW.game_id = 'poison-w') EXECUTE FUNCTION refuse();
+             CREATE TRIGGER refuse_career BEFORE INSERT OR UPDATE ON player_careers FOR EACH ROW
+               WHEN (NEW.user_id = 'mallory') EXECUTE FUNCTION refuse();",
+        )
+        .await
+        .unwrap();
+
+    let valid = [
+        snapshot_entry(
+            "g1",
+            1,
+            "running",
+            "healthy",
+            &player_stats(&[("alice", 3, 30, 1), ("bob", 2, 20, 0)]),
+        ),
+        snapshot_entry("g2", 1, "running", "probe_failed", "[]"),
+        snapshot_entry(
+            "g1",
+            2,
+            "engine_unreachable",
+            "exited",
+            &player_stats(&[("alice", 4, 35, 2)]),
+        ),
+        finished_entry("g2", &player_stats(&[("bob", 5, 50, 4)]), "1700000000500"),
+        snapshot_entry("g3", 1, "running", "healthy", "[]"),
+    ];
+    let mixed = [
+        valid[0].clone(),
+        with_field(valid[1].clone(), wire::GAME_ID, "g2\0"),
+        valid[1].clone(),
+        with_field(
+            valid[2].clone(),
+            wire::PLAYER_TURN_STATS,
+            r#"[{"user_id":"\u0000","planets":1,"population":1,"ships_built":1}]"#,
+        ),
+        snapshot_entry("poison-w", 1, "running", "healthy", "[]"),
+        valid[2].clone(),
+        with_field(valid[4].clone(), wire::RUNTIME_STATUS, "running\0"),
+        finished_entry(
+            "poison-e",
+            &player_stats(&[("mallory", 9, 90, 9)]),
+            "1700000000600",
+        ),
+        valid[3].clone(),
+        finished_entry("g3", "[]", "9223372036854775807"),
+        valid[4].clone(),
+    ];
+    let last_clean = xadd_all(&redis, "gm:clean", &valid).await;
+
+    // Ready first (a hold at start-up would keep readiness from passing), then fed.
+    let lobby = start_lobby_with(
+        poisoned_db.url(),
+        &redis_url,
+        &[
+            ("LOBBY_GM_EVENTS_STREAM", "gm:poisoned"),
+            ("LOBBY_REFUSAL_HOLD", "2s"),
+        ],
+    )
+    .await;
+    let last_poisoned = xadd_all(&redis, "gm:poisoned", &mixed).await;
+    // The career fold refused for mallory holds the stream, visibly, for the hold only.
+    let held = std::sync::Mutex::new(String::new());
+    eventually("readyz reports the held refusal", WAIT, || async {
+        match http::get(lobby.http, "/readyz").await {
+            Ok((503, reason)) if reason.contains("refused") => {
+                *held.lock().unwrap() = reason;
+                true
+            }
+            _ => false,
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", lobby.process.stderr()));
+    let held = held.into_inner().unwrap();
+    assert!(held.contains("before it is skipped"), "{held}");
+    wait_for_offset(&redis, LOBBY_OFFSET, &last_poisoned, &lobby.process).await;
+    assert_eq!(http::get(lobby.http, "/readyz").await.unwrap().0, 200);
+    assert_metrics(
+        &e2e::metrics(lobby.http).await.unwrap(),
+        &[
+            r#"lobby_gm_events_consumed_total{outcome="applied"} 4"#,
+            r#"lobby_gm_events_consumed_total{outcome="finished"} 1"#,
+            r#"lobby_gm_events_consumed_total{outcome="malformed"} 4"#,
+            r#"lobby_gm_events_consumed_total{outcome="refused"} 2"#,
+            r#"lobby_capability_evaluations_total{outcome="refused"} 1"#,
+            r#"lobby_stream_consumer_abandoned_entries_total{consumer="gm_lobby_events"} 1"#,
+        ],
+    );
+    stop(lobby.process).await;
+
+    redis.client().del::<(), _>(LOBBY_OFFSET).await.unwrap();
+    let lobby = start_lobby_with(
+        clean_db.url(),
+        &redis_url,
+        &[("LOBBY_GM_EVENTS_STREAM", "gm:clean")],
+    )
+    .await;
+    wait_for_offset(&redis, LOBBY_OFFSET, &last_clean, &lobby.process).await;
+    stop(lobby.process).await;
+
+    let clean = pg_client(clean_db.url()).await.unwrap();
+    let mut snapshots = lobby_snapshots(&poisoned).await;
+    snapshots.retain(|game, _| !game.starts_with("poison-"));
+    assert_eq!(snapshots, lobby_snapshots(&clean).await);
+    assert_eq!(careers(&poisoned).await, careers(&clean).await);
+    let status = |game: &'static str| {
+        let db = &poisoned;
+        async move {
+            db.query_one("SELECT status FROM games WHERE game_id = $1", &[&game])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(
+        status("poison-e").await,
+        "finished",
+        "its finish stands; only the fold was refused"
+    );
+    assert_eq!(status("g2").await, "finished");
+    redis.cleanup().await.unwrap();
+    clean_db.drop_db().await.unwrap();
+    poisoned_db.drop_db().await.unwrap();
 }

@@ -298,3 +298,147 @@ impl Fixture {
             .unwrap()
     }
 }
+
+/// The games both streams of the poison test talk about.
+const GAMES: usize = 20;
+
+const TYPES: [&str; 7] = [
+    "container_started",
+    "container_exited",
+    "container_oom",
+    "container_disappeared",
+    "inspect_unhealthy",
+    "probe_failed",
+    "probe_recovered",
+];
+
+/// Entries a hostile producer sends that decoding rejects: each broke the Game Master
+/// or could have.
+fn undecodable() -> Vec<Vec<(&'static str, Vec<u8>)>> {
+    let ok = |game: &[u8]| {
+        vec![
+            ("game_id", game.to_vec()),
+            ("event_type", b"probe_failed".to_vec()),
+            ("occurred_at_ms", b"1700000000000".to_vec()),
+        ]
+    };
+    let with = |field: &'static str, value: &[u8]| {
+        let mut e = ok(b"g01");
+        e.retain(|(k, _)| *k != field);
+        e.push((field, value.to_vec()));
+        e
+    };
+    vec![
+        ok(b"\0"),
+        ok(b"g01\0"),
+        ok(&[b'g'; 300]),
+        ok(b"\xff\xfe"),
+        with("occurred_at_ms", b"99999999999999999999"),
+        with("event_type", b"container_started\0"),
+    ]
+}
+
+impl Fixture {
+    async fn register_games(&self, extra: &[&str]) {
+        let client = self.pool.get().await.unwrap();
+        let ids = (0..GAMES)
+            .map(|i| format!("g{i:02}"))
+            .chain(extra.iter().map(|s| (*s).to_owned()));
+        for id in ids {
+            client
+                .execute(
+                    "INSERT INTO runtime_records (game_id, status, current_turn) VALUES ($1, 'running', 0)",
+                    &[&id],
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    async fn raw(&self, fields: &[(&str, Vec<u8>)]) -> String {
+        self.redis.xadd(&self.health, fields).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_stream_with_entries_postgres_refuses_drains_and_its_valid_entries_act_as_if_alone() {
+    let poisoned = Fixture::new().await;
+    let clean = Fixture::new().await;
+    clean.register_games(&[]).await;
+    poisoned.register_games(&["poison-1", "poison-2"]).await;
+    // Beyond what decoding can know: this database refuses every write to two games, as
+    // a constraint or trigger an operator added would.
+    poisoned
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'game % is refused', NEW.game_id USING ERRCODE = '23514'; END $$;
+             CREATE TRIGGER refuse_poison BEFORE UPDATE ON runtime_records FOR EACH ROW
+               WHEN (NEW.game_id LIKE 'poison-%') EXECUTE FUNCTION refuse_poison();",
+        )
+        .await
+        .unwrap();
+
+    let bad = undecodable();
+    let (mut refused, mut malformed) = (0, 0);
+    let (mut last_clean, mut last_poisoned) = (String::new(), String::new());
+    let mut x: u64 = 7;
+    for i in 0..300 {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let game = format!("g{:02}", (x >> 33) as usize % GAMES);
+        let kind = TYPES[(x >> 40) as usize % TYPES.len()];
+        last_clean = clean.event(&game, kind).await;
+        last_poisoned = poisoned.event(&game, kind).await;
+        match i % 10 {
+            3 => {
+                last_poisoned = poisoned.raw(&bad[i / 10 % bad.len()]).await;
+                malformed += 1;
+            }
+            7 => {
+                let poison = if i % 20 == 7 { "poison-1" } else { "poison-2" };
+                last_poisoned = poisoned.event(poison, kind).await;
+                refused += 1;
+            }
+            _ => {}
+        }
+    }
+
+    let (mut c_consumer, c_wm, _) = clean.consumer().await;
+    step_to(&mut c_consumer, &last_clean).await;
+    let (mut p_consumer, p_wm, p_cm) = poisoned.consumer().await;
+    let finished = step_to(&mut p_consumer, &last_poisoned).await;
+
+    // Drained: every entry finished, the offset past the last one, no retry on the way.
+    assert_eq!(finished, 300 + refused + malformed);
+    assert_eq!(
+        poisoned.offset().await.as_deref(),
+        Some(last_poisoned.as_str())
+    );
+    assert_eq!(p_cm.retries(OFFSET_LABEL, "handle"), 0);
+    // The valid entries' effects are those of the stream without the bad ones.
+    let p_rows: Vec<_> = poisoned
+        .rows()
+        .await
+        .into_iter()
+        .filter(|(g, _, _)| !g.starts_with("poison-"))
+        .collect();
+    assert_eq!(p_rows, clean.rows().await);
+    assert_eq!(poisoned.snapshots().await, clean.snapshots().await);
+    assert_eq!(p_wm.consumed_count(Outcome::Refused), refused as u64);
+    assert_eq!(
+        p_wm.consumed_count(Outcome::Malformed) + p_wm.consumed_count(Outcome::UnknownEventType),
+        malformed as u64
+    );
+    assert_eq!(
+        p_wm.consumed_count(Outcome::Applied),
+        c_wm.consumed_count(Outcome::Applied)
+    );
+    assert_eq!(c_wm.consumed_count(Outcome::Applied), 300);
+    for f in [poisoned, clean] {
+        f.redis.cleanup().await.unwrap();
+        f.db.drop_db().await.unwrap();
+    }
+}
