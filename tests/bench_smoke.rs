@@ -32,6 +32,8 @@ async fn a_tiny_benchmark_runs_every_phase_and_finds_the_worker_and_baseline_ide
             "20,40",
             "--scale-events",
             "300",
+            "--refused-percent",
+            "2",
             "--database",
             &database,
             "--redis-url",
@@ -54,6 +56,9 @@ async fn a_tiny_benchmark_runs_every_phase_and_finds_the_worker_and_baseline_ide
         "| 20 | 20 |",
         "| 40 | 40 |",
         "| 40 | 20 |",
+        "3 undecodable entries",
+        "6 entries for 10 games the database refuses",
+        "both poisoned streams drained completely and left the clean stream's",
     ] {
         assert!(
             report.contains(expected),

@@ -395,8 +395,13 @@ async fn locked(
             results(observations, fold, &written)
         }
         Err(error) => {
-            // The connection may still be inside the transaction: never hand it back.
-            drop(pg_kit::Object::take(client));
+            // The connection may still be inside the (failed) transaction. After a refusal
+            // the server is fine: a ROLLBACK makes the connection idle again and it goes
+            // back to the pool (a reconnect per refused entry would dominate isolating
+            // them). After anything else, or if the ROLLBACK fails, it is never handed back.
+            if !(error.is_refused() && client.batch_execute("ROLLBACK").await.is_ok()) {
+                drop(pg_kit::Object::take(client));
+            }
             Err(error)
         }
     }

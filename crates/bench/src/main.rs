@@ -11,7 +11,10 @@
 //!     snapshot-published latency percentiles, and at the lowest rate two floors from the
 //!     same runs: a durable single-row commit alone, and the producer's append seen
 //!     through Redis alone.
-//!  3. *Scale*: the real `gamemaster` binary draining N events over 1,000 and over
+//!  3. *Refused entries*: the drain's stream beside two copies with bad entries put in
+//!     (undecodable ones, and ones whose writes the database refuses), drained
+//!     alternately; their rates against the clean stream's, and identical results.
+//!  4. *Scale*: the real `gamemaster` binary draining N events over 1,000 and over
 //!     100,000 games, and once more over 1,000 of the 100,000 (the table's size alone,
 //!     with the load's shape of the first run); throughput and peak RSS.
 
@@ -19,6 +22,7 @@ mod baseline;
 mod drain;
 mod fixture;
 mod latency;
+mod poison;
 mod scale;
 mod workload;
 
@@ -58,6 +62,10 @@ pub struct Options {
     pub seed: u64,
     /// Run the baseline in the drain phase (off only for profiling the worker).
     pub baseline: bool,
+    /// Share of undecodable entries in the refused-entries phase, in percent; 0 skips it.
+    pub poison_percent: f64,
+    /// Share of entries the database refuses in that phase, in percent.
+    pub refused_percent: f64,
 }
 
 fn command() -> Command {
@@ -148,8 +156,22 @@ fn command() -> Command {
                 .long("skip")
                 .value_delimiter(',')
                 .action(ArgAction::Append)
-                .value_parser(["baseline", "latency", "scale"])
+                .value_parser(["baseline", "poison", "latency", "scale"])
                 .help("Phases to skip (baseline: time the worker alone, for profiling; then no ratio and no equality check)"),
+        )
+        .arg(
+            Arg::new("poison_percent")
+                .long("poison-percent")
+                .default_value("1")
+                .value_parser(value_parser!(f64))
+                .help("Share of undecodable entries (NUL and overlong game ids) in the refused-entries phase, in percent"),
+        )
+        .arg(
+            Arg::new("refused_percent")
+                .long("refused-percent")
+                .default_value("0.1")
+                .value_parser(value_parser!(f64))
+                .help("Share of entries whose writes the database refuses in that phase, in percent"),
         )
         .arg(
             Arg::new("seed")
@@ -162,6 +184,12 @@ fn command() -> Command {
 fn options(m: &ArgMatches) -> Options {
     let text = |id: &str| m.get_one::<String>(id).cloned().unwrap_or_default();
     let number = |id: &str| m.get_one::<usize>(id).copied().unwrap_or(0);
+    let percent = |id: &str| {
+        m.get_one::<f64>(id)
+            .copied()
+            .unwrap_or(0.0)
+            .clamp(0.0, 50.0)
+    };
     let skipped = |phase: &str| {
         m.get_many::<String>("skip")
             .is_some_and(|mut s| s.any(|p| p == phase))
@@ -197,6 +225,12 @@ fn options(m: &ArgMatches) -> Options {
         scale_events: number("scale_events").max(1),
         seed: m.get_one::<u64>("seed").copied().unwrap_or(42),
         baseline: !skipped("baseline"),
+        poison_percent: if skipped("poison") {
+            0.0
+        } else {
+            percent("poison_percent")
+        },
+        refused_percent: percent("refused_percent"),
     }
 }
 
@@ -231,6 +265,9 @@ async fn run(opts: &Options) -> anyhow::Result<bool> {
         opts.database, opts.redis_url
     );
     let mut ok = drain::run(&fx, opts).await?;
+    if opts.poison_percent > 0.0 {
+        ok &= poison::run(&fx, opts).await?;
+    }
     if !opts.latency_rates.is_empty() {
         latency::run(&fx, opts).await?;
     }

@@ -68,12 +68,33 @@ pub async fn preload(
     stream: &str,
     events: &[(usize, E)],
 ) -> anyhow::Result<EntryId> {
-    let writer = StreamWriter::new(redis.clone(), stream);
     let now = now_ms();
+    preload_entries(
+        redis,
+        stream,
+        events.iter().map(|(g, k)| fields(*g, *k, now)),
+    )
+    .await
+}
+
+/// Appends entries given as their fields to `stream` in pipelined chunks; returns the
+/// last id.
+///
+/// # Errors
+/// Redis failed.
+pub async fn preload_entries(
+    redis: &RedisClient,
+    stream: &str,
+    entries: impl IntoIterator<Item = Vec<(&'static str, String)>>,
+) -> anyhow::Result<EntryId> {
+    let writer = StreamWriter::new(redis.clone(), stream);
     let mut last = EntryId::ZERO;
-    for chunk in events.chunks(1000) {
-        let entries: Vec<_> = chunk.iter().map(|(g, k)| fields(*g, *k, now)).collect();
-        if let Some(id) = writer.append(&entries).await?.last() {
+    let mut chunk = Vec::with_capacity(1000);
+    let mut entries = entries.into_iter().peekable();
+    while entries.peek().is_some() {
+        chunk.clear();
+        chunk.extend(entries.by_ref().take(1000));
+        if let Some(id) = writer.append(&chunk).await?.last() {
             last = *id;
         }
     }

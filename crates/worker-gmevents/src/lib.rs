@@ -138,6 +138,7 @@ where
                 Ok(results)
             },
             Error::is_refused,
+            |_| false,
         )
         .await;
         let mut results = results.into_iter();

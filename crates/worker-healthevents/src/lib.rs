@@ -18,7 +18,8 @@
 //!     record are logged, counted and skipped. When the database refuses the batch for
 //!     its values, the batch is applied in halves (`stream_consumer::isolate`) until each
 //!     refused observation stands alone; those are logged with their `stream_entry_id`,
-//!     counted as `refused` and skipped, the rest applied once, in order.
+//!     counted as `refused` and skipped, the rest applied once, in order. Games refused
+//!     before are tried alone from the start, so a refusal that recurs costs no search.
 //!  3. **Decides publication** per applied observation: a `runtime_snapshot_update` when
 //!     the status changed, or when the summary differs from the last one published for the
 //!     game (the first event per game after a start always publishes).
@@ -41,7 +42,7 @@
 mod decode;
 mod metrics;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -56,6 +57,10 @@ use tokio::task::JoinHandle;
 
 pub use decode::{HealthEvent, SkipReason, decode};
 pub use metrics::{Outcome, WorkerMetrics};
+
+/// How many games refused by the database the worker remembers (beyond it, the memory
+/// starts again empty: a game refused once more is found by the search again).
+pub const REFUSED_GAMES_REMEMBERED: usize = 4096;
 
 /// The offset label of this consumer: `gamemaster:stream_offsets:health_events`.
 pub const OFFSET_LABEL: &str = "health_events";
@@ -84,6 +89,9 @@ pub struct HealthEventsWorker<S, P> {
     /// Snapshots of entries already applied to the database whose publish has not been
     /// seen to succeed yet.
     outbox: Option<Outbox>,
+    /// Games whose last observation the database refused: their observations are applied
+    /// alone from the start (step 2).
+    refused: HashSet<GameId>,
 }
 
 /// Snapshots on their way to the lobby events stream.
@@ -109,6 +117,30 @@ where
             metrics,
             last_published: HashMap::new(),
             outbox: None,
+            refused: HashSet::new(),
+        }
+    }
+
+    /// Step 2's memory: games the database refused now are tried alone next time; games
+    /// it took now are no longer suspect.
+    fn remember_refusals(
+        &mut self,
+        observations: &[HealthObservation],
+        results: &[Result<ObservationResult, ports::Error>],
+    ) {
+        for (observation, result) in observations.iter().zip(results) {
+            match result {
+                Err(_) => {
+                    if self.refused.len() >= REFUSED_GAMES_REMEMBERED {
+                        self.refused.clear();
+                    }
+                    self.refused.insert(observation.game_id.clone());
+                }
+                Ok(_) if !self.refused.is_empty() => {
+                    self.refused.remove(&observation.game_id);
+                }
+                Ok(_) => {}
+            }
         }
     }
 
@@ -256,6 +288,7 @@ async fn settle<P: LobbyEventsPublisher + 'static>(
 async fn apply<S: RuntimeRecordStore>(
     store: &S,
     observations: &[HealthObservation],
+    refused: &HashSet<GameId>,
 ) -> Isolated<ObservationResult, ports::Error> {
     stream_consumer::isolate(
         observations,
@@ -274,6 +307,7 @@ async fn apply<S: RuntimeRecordStore>(
             Ok(results)
         },
         ports::Error::is_refused,
+        |o| !refused.is_empty() && refused.contains(&o.game_id),
     )
     .await
 }
@@ -329,12 +363,13 @@ where
                 &self.metrics,
                 &mut self.last_published
             ),
-            apply(&self.store, &observations),
+            apply(&self.store, &observations, &self.refused),
         );
         let Isolated { results, stopped } = applied;
         if stopped.is_some() {
             self.metrics.error("apply");
         }
+        self.remember_refusals(&observations, &results);
         let covered = covered(&decoded, results.len(), stopped.is_some());
         let Some(last) = fresh[..covered].last().map(|e| e.id) else {
             // Nothing new finished: this call only settled the previous batch's publish.

@@ -714,3 +714,38 @@ async fn a_transient_failure_while_isolating_keeps_what_was_committed_and_never_
     let exit = transition(RuntimeStatus::Running, RuntimeStatus::EngineUnreachable).unwrap();
     assert_eq!(h.metrics.transition_count(exit), 1);
 }
+
+#[tokio::test]
+async fn a_game_refused_before_is_tried_alone_so_its_next_refusal_costs_no_search() {
+    let h = Harness::new(&[
+        ("g1", RuntimeStatus::Running),
+        ("g2", RuntimeStatus::Running),
+        ("g3", RuntimeStatus::Running),
+        ("g4", RuntimeStatus::Running),
+    ]);
+    let mut w = HealthEventsWorker::new(
+        store_gated(h.records.clone(), h.applies.clone(), |obs, _| {
+            refuses_bad(obs)
+        }),
+        recording_publisher(h.published.clone()),
+        Arc::new(|| NOW),
+        h.metrics.clone(),
+    );
+    let batch = |seq: u64| {
+        [
+            event(seq, "g1", "probe_failed"),
+            event(seq + 1, "g2", "probe_failed"),
+            event(seq + 2, "bad", "probe_failed"),
+            event(seq + 3, "g3", "probe_failed"),
+            event(seq + 4, "g4", "probe_failed"),
+        ]
+    };
+    assert!(drive(&mut w, &batch(1)).await.failure.is_none());
+    // The search: all five, then [g1 g2], [bad g3 g4], [bad], [g3 g4].
+    assert_eq!(std::mem::take(&mut *h.applies.lock().unwrap()), 5);
+    assert!(drive(&mut w, &batch(10)).await.failure.is_none());
+    // Known now: [g1 g2], [bad], [g3 g4].
+    assert_eq!(*h.applies.lock().unwrap(), 3);
+    assert_eq!(h.metrics.consumed_count(Outcome::Refused), 2);
+    assert_eq!(h.metrics.consumed_count(Outcome::Applied), 8);
+}
