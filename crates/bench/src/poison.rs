@@ -109,21 +109,26 @@ fn every(percent: f64) -> usize {
     ((100.0 / percent.max(0.001)) - 1.0).round().max(1.0) as usize
 }
 
-/// Runs the rounds and prints the table; `Ok(false)` when a poisoned stream left other
-/// rows or snapshots than the clean one.
-pub async fn run(fx: &Fixture, opts: &Options) -> anyhow::Result<bool> {
+/// A preloaded stream: its key, its last id, and how many of its entries are bad.
+struct Stream {
+    key: String,
+    last: EntryId,
+    bad: usize,
+}
+
+/// Preloads the three streams and makes the database refuse the `refused-*` games.
+async fn prepare(fx: &Fixture, opts: &Options) -> anyhow::Result<[Stream; 3]> {
     let events = workload::events(opts.events, opts.games, opts.seed);
     let (undecodable_entries, n_undecodable) =
         mixed(&events, every(opts.poison_percent), undecodable);
     let (refused_entries, n_refused) = mixed(&events, every(opts.refused_percent), refused);
     let clean = fx.key("poison:clean").await?;
     let last_clean = workload::preload(&fx.redis, &clean, &events).await?;
-    let undecodable_stream = fx.key("poison:undecodable").await?;
+    let undecodable_key = fx.key("poison:undecodable").await?;
     let last_undecodable =
-        workload::preload_entries(&fx.redis, &undecodable_stream, undecodable_entries).await?;
-    let refused_stream = fx.key("poison:refused").await?;
-    let last_refused =
-        workload::preload_entries(&fx.redis, &refused_stream, refused_entries).await?;
+        workload::preload_entries(&fx.redis, &undecodable_key, undecodable_entries).await?;
+    let refused_key = fx.key("poison:refused").await?;
+    let last_refused = workload::preload_entries(&fx.redis, &refused_key, refused_entries).await?;
 
     let c = fx.pool.get().await?;
     let n_games = i64::try_from(REFUSED_GAMES)?;
@@ -134,68 +139,98 @@ pub async fn run(fx: &Fixture, opts: &Options) -> anyhow::Result<bool> {
     )
     .await?;
     c.batch_execute(INSTALL_TRIGGER).await?;
+    Ok([
+        Stream {
+            key: clean,
+            last: last_clean,
+            bad: 0,
+        },
+        Stream {
+            key: undecodable_key,
+            last: last_undecodable,
+            bad: n_undecodable,
+        },
+        Stream {
+            key: refused_key,
+            last: last_refused,
+            bad: n_refused,
+        },
+    ])
+}
 
+/// One round: each stream drained once; every stream's entries per second, or `None`
+/// when a poisoned stream left other rows or snapshots than the clean one.
+async fn round(
+    fx: &Fixture,
+    streams: &[Stream; 3],
+    opts: &Options,
+) -> anyhow::Result<Option<[f64; 3]>> {
+    let mut drained = Vec::with_capacity(3);
+    for (stream, tag) in streams.iter().zip(["clean", "undecodable", "refused"]) {
+        drained.push(drain_once(fx, &stream.key, stream.last, tag, opts).await?);
+    }
+    let clean = &drained[0];
+    if drained[1..]
+        .iter()
+        .any(|d| d.rows != clean.rows || d.snapshots != clean.snapshots)
+    {
+        return Ok(None);
+    }
+    let rates = [0, 1, 2].map(|i| rate(opts.events + streams[i].bad, drained[i].took));
+    Ok(Some(rates))
+}
+
+/// Runs the rounds and prints the table; `Ok(false)` when a poisoned stream left other
+/// rows or snapshots than the clean one.
+pub async fn run(fx: &Fixture, opts: &Options) -> anyhow::Result<bool> {
+    let streams = prepare(fx, opts).await?;
     println!(
         "\n## Refused entries: {} valid events over {} games, batch {}, {} rounds\n",
         opts.events, opts.games, opts.batch_size, opts.rounds
     );
     println!(
-        "Beside the clean stream: {n_undecodable} undecodable entries ({} %: NUL game ids, overlong ids) in one, \
-         {n_refused} entries for {REFUSED_GAMES} games the database refuses ({} %) in another. Rates count every entry of the stream.\n",
-        opts.poison_percent, opts.refused_percent
+        "Beside the clean stream: {} undecodable entries ({} %: NUL game ids, overlong ids) in one, \
+         {} entries for {REFUSED_GAMES} games the database refuses ({} %) in another. Rates count every entry of the stream.\n",
+        streams[1].bad, opts.poison_percent, streams[2].bad, opts.refused_percent
     );
     println!(
         "| round | clean entries/s | undecodable entries/s | ratio | refused entries/s | ratio |"
     );
     println!("|---:|---:|---:|---:|---:|---:|");
-    let mut rates: [Vec<f64>; 3] = Default::default();
-    let mut ratios: [Vec<f64>; 2] = Default::default();
+    let mut rows: Vec<[f64; 3]> = Vec::new();
     let mut identical = true;
-    for round in 1..=opts.rounds {
-        let a = drain_once(fx, &clean, last_clean, "clean", opts).await?;
-        let b = drain_once(
-            fx,
-            &undecodable_stream,
-            last_undecodable,
-            "undecodable",
-            opts,
-        )
-        .await?;
-        let r = drain_once(fx, &refused_stream, last_refused, "refused", opts).await?;
-        if [&b, &r]
-            .iter()
-            .any(|d| d.rows != a.rows || d.snapshots != a.snapshots)
-        {
-            identical = false;
-            println!(
-                "| {round} | FAILED: a poisoned stream left other rows or snapshots than the clean one | | | | |"
-            );
-            continue;
+    for n in 1..=opts.rounds {
+        match round(fx, &streams, opts).await? {
+            Some(r) => {
+                println!(
+                    "| {n} | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
+                    r[0],
+                    r[1],
+                    r[1] / r[0],
+                    r[2],
+                    r[2] / r[0]
+                );
+                rows.push(r);
+            }
+            None => {
+                identical = false;
+                println!(
+                    "| {n} | FAILED: a poisoned stream left other rows or snapshots than the clean one | | | | |"
+                );
+            }
         }
-        let ra = rate(opts.events, a.took);
-        let rb = rate(opts.events + n_undecodable, b.took);
-        let rr = rate(opts.events + n_refused, r.took);
-        println!(
-            "| {round} | {ra:.0} | {rb:.0} | {:.2} | {rr:.0} | {:.2} |",
-            rb / ra,
-            rr / ra
-        );
-        for (v, x) in rates.iter_mut().zip([ra, rb, rr]) {
-            v.push(x);
-        }
-        ratios[0].push(rb / ra);
-        ratios[1].push(rr / ra);
     }
-    c.batch_execute(REMOVE_TRIGGER).await?;
-    fx.del(&[clean, undecodable_stream, refused_stream]).await?;
+    fx.pool.get().await?.batch_execute(REMOVE_TRIGGER).await?;
+    fx.del(&streams.map(|s| s.key)).await?;
     if identical {
+        let column = |f: fn(&[f64; 3]) -> f64| median(&rows.iter().map(f).collect::<Vec<_>>());
         println!(
             "| median | {:.0} | {:.0} | {:.2} | {:.0} | {:.2} |",
-            median(&rates[0]),
-            median(&rates[1]),
-            median(&ratios[0]),
-            median(&rates[2]),
-            median(&ratios[1])
+            column(|r| r[0]),
+            column(|r| r[1]),
+            column(|r| r[1] / r[0]),
+            column(|r| r[2]),
+            column(|r| r[2] / r[0])
         );
         println!(
             "\nEvery round: both poisoned streams drained completely and left the clean stream's runtime_records rows and per-game snapshot sequences."

@@ -68,3 +68,38 @@ pub fn incompressible(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Runs `cases` inputs from `strategy` through `case`, which says whether the decoder
+/// accepted the input (and the store then took it: `Ok(true)`), rejected it (`Ok(false)`),
+/// or what the store refused of an accepted one (`Err`). Returns how many were accepted
+/// and rejected, or the first refusal (shrunk by proptest to a smallest input).
+///
+/// # Errors
+/// The refusal, with the input that caused it.
+pub fn accepted_and_stored<S: Strategy>(
+    cases: u32,
+    strategy: &S,
+    case: impl Fn(S::Value) -> Result<bool, String>,
+) -> Result<(usize, usize), String> {
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let (accepted, rejected) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(strategy, |input| {
+            let counter = if case(input).map_err(TestCaseError::fail)? {
+                &accepted
+            } else {
+                &rejected
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    Ok((accepted.into_inner(), rejected.into_inner()))
+}

@@ -5,16 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use lobby_adapters_postgres::PgLobbyStore;
 use lobby_domain::{GameStatus, GmEvent, GmEventKind};
 use lobby_ports::{CapabilityEvaluator, Error, FinishGame, GameStore, NewGame, SnapshotUpdate};
 use pg_kit::PgSettings;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use stream_consumer::{EntryId, StreamEntry};
-use testkit::adversarial::{integer_bytes, mostly, text_bytes};
+use testkit::adversarial::{accepted_and_stored, integer_bytes, mostly, text_bytes};
 use testkit::pg::TestDb;
 
 const NOW: i64 = 1_800_000_000_000;
@@ -113,29 +112,23 @@ fn the_store_never_refuses_what_decode_accepts() {
         lobby_adapters_postgres::migrate(&pool).await.unwrap();
         (db, PgLobbyStore::new(pool))
     });
-    let (accepted, rejected) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    let seq = AtomicUsize::new(0);
-    let mut runner = TestRunner::new(Config {
-        cases: 600,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let result = runner.run(&entry_fields(), |fields| {
-        let n = u64::try_from(seq.fetch_add(1, Ordering::Relaxed)).unwrap();
-        let entry = StreamEntry::from_pairs(EntryId::new(1, n), &fields);
+    let seq = AtomicU64::new(0);
+    let outcome = accepted_and_stored(600, &entry_fields(), |fields| {
+        let entry = StreamEntry::from_pairs(
+            EntryId::new(1, seq.fetch_add(1, Ordering::Relaxed)),
+            &fields,
+        );
         let Ok(event) = worker_gmevents::decode(&entry) else {
-            rejected.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return Ok(false);
         };
-        accepted.fetch_add(1, Ordering::Relaxed);
         rt.block_on(store_takes(&store, &event))
-            .map_err(|e| TestCaseError::fail(format!("{event:?}: {e}")))
+            .map(|()| true)
+            .map_err(|e| format!("{event:?}: {e}"))
     });
     rt.block_on(db.drop_db()).unwrap();
-    result.unwrap();
-    // Both sides were exercised: the property is about something.
-    let (accepted, rejected) = (accepted.into_inner(), rejected.into_inner());
+    let (accepted, rejected) = outcome.unwrap();
     eprintln!("{accepted} accepted and stored, {rejected} rejected by decode");
+    // Both sides were exercised: the property is about something.
     assert!(accepted >= 40, "only {accepted} events were accepted");
     assert!(rejected >= 40, "only {rejected} events were rejected");
 }

@@ -47,7 +47,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use domain_runtime::{EngineHealth, GameId};
+use domain_runtime::{EngineHealth, GameId, RuntimeRecord, Transition};
 use ports::{
     HealthObservation, LobbyEvent, LobbyEventsPublisher, ObservationResult, RuntimeRecordStore,
     RuntimeSnapshot,
@@ -144,6 +144,56 @@ where
         }
     }
 
+    /// Step 5 for one decoded entry: logs and counts its result; the record it left when
+    /// it was applied.
+    fn count(
+        &self,
+        entry: EntryId,
+        event: &HealthEvent,
+        result: Result<ObservationResult, ports::Error>,
+    ) -> Option<(RuntimeRecord, Option<Transition>)> {
+        let (record, transitioned) = match result {
+            Err(refusal) => {
+                tracing::warn!(
+                    stream_entry_id = %entry,
+                    game_id = %event.game_id,
+                    event_type = %event.event_type,
+                    reason = %error_chain(&refusal),
+                    "skipping health event the database refused"
+                );
+                self.metrics.consumed(Outcome::Refused);
+                return None;
+            }
+            Ok(ObservationResult::UnknownGame) => {
+                tracing::warn!(
+                    stream_entry_id = %entry,
+                    game_id = %event.game_id,
+                    event_type = %event.event_type,
+                    "skipping health event for a game with no runtime record"
+                );
+                self.metrics.consumed(Outcome::UnknownGame);
+                return None;
+            }
+            Ok(ObservationResult::Applied {
+                record,
+                transitioned,
+            }) => (record, transitioned),
+        };
+        self.metrics.consumed(Outcome::Applied);
+        if let Some(t) = transitioned {
+            self.metrics.transition(t);
+            tracing::info!(
+                stream_entry_id = %entry,
+                game_id = %event.game_id,
+                from_status = %t.from(),
+                to_status = %t.to(),
+                engine_health = EngineHealth::wire(record.engine_health),
+                "runtime status changed by health event"
+            );
+        }
+        Some((record, transitioned))
+    }
+
     /// Step 3: which applied observations publish a snapshot, in stream order. `pending`
     /// are snapshots not yet published that will go out before these (their summaries
     /// count as published for the debounce).
@@ -181,45 +231,9 @@ where
                 Ok(event) => event,
             };
             let Some(result) = results.next() else { break };
-            let (record, transitioned) = match result {
-                Err(refusal) => {
-                    tracing::warn!(
-                        stream_entry_id = %entry.id,
-                        game_id = %event.game_id,
-                        event_type = %event.event_type,
-                        reason = %error_chain(&refusal),
-                        "skipping health event the database refused"
-                    );
-                    self.metrics.consumed(Outcome::Refused);
-                    continue;
-                }
-                Ok(ObservationResult::UnknownGame) => {
-                    tracing::warn!(
-                        stream_entry_id = %entry.id,
-                        game_id = %event.game_id,
-                        event_type = %event.event_type,
-                        "skipping health event for a game with no runtime record"
-                    );
-                    self.metrics.consumed(Outcome::UnknownGame);
-                    continue;
-                }
-                Ok(ObservationResult::Applied {
-                    record,
-                    transitioned,
-                }) => (record, transitioned),
+            let Some((record, transitioned)) = self.count(entry.id, event, result) else {
+                continue;
             };
-            self.metrics.consumed(Outcome::Applied);
-            if let Some(t) = transitioned {
-                self.metrics.transition(t);
-                tracing::info!(
-                    stream_entry_id = %entry.id,
-                    game_id = %event.game_id,
-                    from_status = %t.from(),
-                    to_status = %t.to(),
-                    engine_health = EngineHealth::wire(record.engine_health),
-                    "runtime status changed by health event"
-                );
-            }
             let previous = ahead
                 .get(event.game_id.as_str())
                 .or_else(|| self.last_published.get(&event.game_id))

@@ -152,8 +152,16 @@ impl Harness {
     }
 
     fn worker(&self) -> HealthEventsWorker<MockRuntimeRecordStore, MockLobbyEventsPublisher> {
+        self.worker_gated(|_, _| None)
+    }
+
+    /// [`Self::worker`] on a store whose calls `gate` may fail (see [`store_gated`]).
+    fn worker_gated(
+        &self,
+        gate: impl Fn(&[HealthObservation], usize) -> Option<ports::Error> + Send + 'static,
+    ) -> HealthEventsWorker<MockRuntimeRecordStore, MockLobbyEventsPublisher> {
         HealthEventsWorker::new(
-            store_over(self.records.clone(), self.applies.clone()),
+            store_gated(self.records.clone(), self.applies.clone(), gate),
             recording_publisher(self.published.clone()),
             Arc::new(|| NOW),
             self.metrics.clone(),
@@ -600,14 +608,7 @@ async fn entries_the_database_refuses_are_pinned_skipped_and_counted_the_rest_ap
         ("g2", RuntimeStatus::Running),
         ("bad1", RuntimeStatus::Running),
     ]);
-    let mut w = HealthEventsWorker::new(
-        store_gated(h.records.clone(), h.applies.clone(), |obs, _| {
-            refuses_bad(obs)
-        }),
-        recording_publisher(h.published.clone()),
-        Arc::new(|| NOW),
-        h.metrics.clone(),
-    );
+    let mut w = h.worker_gated(|obs, _| refuses_bad(obs));
     let batch = [
         event(1, "g1", "container_exited"),
         event(2, "bad1", "container_exited"),
@@ -660,15 +661,10 @@ async fn a_transient_failure_while_isolating_keeps_what_was_committed_and_never_
     ]);
     // Call 1 (whole batch) refused, call 2 (first half) applied, call 3 (second half)
     // finds the database gone; from then on it is back.
-    let mut w = HealthEventsWorker::new(
-        store_gated(h.records.clone(), h.applies.clone(), |obs, n| match n {
-            3 => Some(ports::Error::Unavailable("connection reset".into())),
-            _ => refuses_bad(obs),
-        }),
-        recording_publisher(h.published.clone()),
-        Arc::new(|| NOW),
-        h.metrics.clone(),
-    );
+    let mut w = h.worker_gated(|obs, n| match n {
+        3 => Some(ports::Error::Unavailable("connection reset".into())),
+        _ => refuses_bad(obs),
+    });
     let batch = [
         event(1, "g1", "container_exited"),
         event(2, "g2", "probe_failed"),
@@ -723,14 +719,7 @@ async fn a_game_refused_before_is_tried_alone_so_its_next_refusal_costs_no_searc
         ("g3", RuntimeStatus::Running),
         ("g4", RuntimeStatus::Running),
     ]);
-    let mut w = HealthEventsWorker::new(
-        store_gated(h.records.clone(), h.applies.clone(), |obs, _| {
-            refuses_bad(obs)
-        }),
-        recording_publisher(h.published.clone()),
-        Arc::new(|| NOW),
-        h.metrics.clone(),
-    );
+    let mut w = h.worker_gated(|obs, _| refuses_bad(obs));
     let batch = |seq: u64| {
         [
             event(seq, "g1", "probe_failed"),

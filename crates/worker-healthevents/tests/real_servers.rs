@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use adapters_postgres::PgRuntimeRecordStore;
 use adapters_redis::RedisLobbyEventsPublisher;
+use domain_runtime::HealthEventType;
 use fred::interfaces::StreamsInterface;
 use pg_kit::{PgSettings, Pool};
 use redis_streams::{RedisClient, RedisOffsetStore, RedisSettings, RedisStreamReader};
@@ -302,16 +303,6 @@ impl Fixture {
 /// The games both streams of the poison test talk about.
 const GAMES: usize = 20;
 
-const TYPES: [&str; 7] = [
-    "container_started",
-    "container_exited",
-    "container_oom",
-    "container_disappeared",
-    "inspect_unhealthy",
-    "probe_failed",
-    "probe_recovered",
-];
-
 /// Entries a hostile producer sends that decoding rejects: each broke the Game Master
 /// or could have.
 fn undecodable() -> Vec<Vec<(&'static str, Vec<u8>)>> {
@@ -389,7 +380,7 @@ async fn a_stream_with_entries_postgres_refuses_drains_and_its_valid_entries_act
     for i in 0..300 {
         x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         let game = format!("g{:02}", (x >> 33) as usize % GAMES);
-        let kind = TYPES[(x >> 40) as usize % TYPES.len()];
+        let kind = HealthEventType::ALL[(x >> 40) as usize % HealthEventType::ALL.len()].as_str();
         last_clean = clean.event(&game, kind).await;
         last_poisoned = poisoned.event(&game, kind).await;
         match i % 10 {

@@ -4,19 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use adapters_postgres::PgRuntimeRecordStore;
 use domain_runtime::{HealthEventType, RuntimeStatus};
 use pg_kit::PgSettings;
 use ports::{Error, HealthObservation, NewRuntime, ObservationResult, RuntimeRecordStore};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use stream_consumer::{EntryId, StreamEntry};
-use testkit::adversarial::{integer_bytes, mostly, text_bytes};
+use testkit::adversarial::{accepted_and_stored, integer_bytes, mostly, text_bytes};
 use testkit::pg::TestDb;
 
-const EVENT_TYPES: &[&str] = &[
+const EVENT_TYPES: [&str; 7] = [
     "container_started",
     "container_exited",
     "container_oom",
@@ -32,7 +31,7 @@ const GAME_IDS: &[&str] = &["g-1", "game 2", "ゲーム-3", "g\u{7f}4", "\u{10FF
 fn entry_fields() -> impl Strategy<Value = Vec<(Vec<u8>, Vec<u8>)>> {
     (
         text_bytes(GAME_IDS),
-        mostly(EVENT_TYPES),
+        mostly(&EVENT_TYPES),
         prop_oneof![3 => mostly(&["1700000000000"]), 1 => integer_bytes()],
         text_bytes(&["{}"]),
     )
@@ -100,32 +99,23 @@ fn the_store_never_refuses_what_decode_accepts() {
         adapters_postgres::migrate(&pool).await.unwrap();
         (db, PgRuntimeRecordStore::new(pool))
     });
-    let (accepted, rejected) = (AtomicUsize::new(0), AtomicUsize::new(0));
-    let mut runner = TestRunner::new(Config {
-        cases: 400,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let seq = AtomicUsize::new(0);
-    let result = runner.run(&entry_fields(), |fields| {
-        let n = u64::try_from(seq.fetch_add(1, Ordering::Relaxed)).unwrap();
-        let entry = StreamEntry::from_pairs(EntryId::new(1, n), &fields);
-        match rt.block_on(store_takes(&store, &entry)) {
-            Ok(true) => accepted.fetch_add(1, Ordering::Relaxed),
-            Ok(false) => rejected.fetch_add(1, Ordering::Relaxed),
-            Err(refusal) => return Err(TestCaseError::fail(refusal)),
-        };
-        Ok(())
+    let seq = AtomicU64::new(0);
+    let outcome = accepted_and_stored(400, &entry_fields(), |fields| {
+        let entry = StreamEntry::from_pairs(
+            EntryId::new(1, seq.fetch_add(1, Ordering::Relaxed)),
+            &fields,
+        );
+        rt.block_on(store_takes(&store, &entry))
     });
     rt.block_on(db.drop_db()).unwrap();
-    result.unwrap();
-    // Both sides were exercised: the property is about something.
-    let (accepted, rejected) = (accepted.into_inner(), rejected.into_inner());
+    let (accepted, rejected) = outcome.unwrap();
     eprintln!("{accepted} accepted and stored, {rejected} rejected by decode");
+    // Both sides were exercised: the property is about something.
     assert!(accepted >= 40, "only {accepted} entries were accepted");
     assert!(rejected >= 40, "only {rejected} entries were rejected");
-    assert!(
-        HealthEventType::ALL.len() == EVENT_TYPES.len(),
+    assert_eq!(
+        HealthEventType::ALL.map(HealthEventType::as_str),
+        EVENT_TYPES,
         "every event type is among the valid inputs"
     );
 }
