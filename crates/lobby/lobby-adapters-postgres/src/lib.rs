@@ -35,7 +35,7 @@ use pg_kit::{MigrateError, Pool};
 
 /// The SQL files of `migrations/lobby/`, compiled in (private: only [`migrate`] runs them).
 mod embedded {
-    refinery::embed_migrations!("../../migrations/lobby");
+    refinery::embed_migrations!("../../../migrations/lobby");
 }
 
 /// The `pg_advisory_lock` key the Lobby's migrations run under ("galaxy" in ASCII, then

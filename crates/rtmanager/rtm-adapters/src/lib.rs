@@ -24,7 +24,7 @@ use pg_kit::{MigrateError, Pool};
 /// The SQL files of `migrations/rtmanager/`, compiled in (private: only [`migrate`] runs
 /// them).
 mod embedded {
-    refinery::embed_migrations!("../../migrations/rtmanager");
+    refinery::embed_migrations!("../../../migrations/rtmanager");
 }
 
 /// The `pg_advisory_lock` key the Runtime Manager's migrations run under ("galaxy" in

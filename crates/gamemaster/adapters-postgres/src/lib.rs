@@ -28,7 +28,7 @@ use pg_kit::{MigrateError, Pool};
 /// The SQL files of `migrations/gamemaster/`, compiled in (private: only [`migrate`] runs
 /// them).
 mod embedded {
-    refinery::embed_migrations!("../../migrations/gamemaster");
+    refinery::embed_migrations!("../../../migrations/gamemaster");
 }
 
 /// The `pg_advisory_lock` key the Game Master's migrations run under ("galaxy" in ASCII,
