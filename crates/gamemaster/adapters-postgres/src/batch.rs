@@ -27,7 +27,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tokio_postgres::types::ToSql;
 
-use crate::store::{corrupt, store_error};
+use crate::error::{corrupt, store_error};
 
 /// Locks the batch's rows (ids sorted), one index lookup per id in the array's order, so
 /// two concurrent batches that share games lock them in the same order and cannot

@@ -18,6 +18,7 @@
 //!    rest to `Error::Backend`.
 
 mod batch;
+mod error;
 mod store;
 
 pub use batch::{BatchPaths, STATUS_CACHE_CAPACITY};
@@ -51,15 +52,15 @@ pub async fn migrate(pool: &Pool) -> Result<refinery::Report, MigrateError> {
 /// `Error::Backend` naming the fix (`gamemaster migrate`) when `runtime_records` is
 /// missing; `Error::Unavailable` when the server cannot be asked.
 pub async fn check_schema(pool: &Pool) -> Result<(), ports::Error> {
-    let client = pool.get().await.map_err(store::store_error)?;
+    let client = pool.get().await.map_err(error::store_error)?;
     let statement = client
         .prepare_cached("SELECT to_regclass('runtime_records') IS NOT NULL")
         .await
-        .map_err(store::store_error)?;
+        .map_err(error::store_error)?;
     let row = client
         .query_one(&statement, &[])
         .await
-        .map_err(store::store_error)?;
+        .map_err(error::store_error)?;
     if row.try_get::<_, bool>(0).unwrap_or(false) {
         Ok(())
     } else {

@@ -10,6 +10,7 @@ use ports::{
 use tokio_postgres::Row;
 
 use crate::batch::{self, BatchPaths, PathCounters, StatusCache};
+use crate::error::{corrupt, store_error};
 use tokio_postgres::error::SqlState;
 
 /// The columns every single-record statement returns, in the order [`decode_record`]
@@ -240,23 +241,4 @@ fn decode_status(game_id: &GameId, row: &Row, column: usize) -> Result<RuntimeSt
     status
         .parse()
         .map_err(|e| corrupt(game_id.as_str(), &format!("status: {e}")))
-}
-
-/// A stored row that breaks the domain's rules: refused, like the values of a write, so
-/// only the entries that touch that row are skipped.
-pub(crate) fn corrupt(game_id: &str, what: &str) -> Error {
-    Error::Refused(format!("runtime record of game '{game_id}' is unreadable: {what}").into())
-}
-
-/// The one mapping of a PostgreSQL failure onto [`Error`], by its [`pg_kit::ErrorKind`]:
-/// transient ones (unreachable server, timeouts, shutdown, deadlocks) become
-/// [`Error::Unavailable`], refused values [`Error::Refused`], the rest [`Error::Backend`];
-/// the [`PgError`] is kept as the source.
-pub(crate) fn store_error(e: impl Into<PgError>) -> Error {
-    let e = e.into();
-    match e.kind() {
-        pg_kit::ErrorKind::Transient => Error::Unavailable(Box::new(e)),
-        pg_kit::ErrorKind::Data => Error::Refused(Box::new(e)),
-        pg_kit::ErrorKind::Environment => Error::Backend(Box::new(e)),
-    }
 }
