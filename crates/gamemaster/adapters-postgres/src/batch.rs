@@ -459,7 +459,7 @@ mod tests {
     fn observation(id: &str, event: HealthEventType) -> HealthObservation {
         HealthObservation {
             game_id: GameId::new(id).expect("valid id"),
-            plan: event.plan(),
+            plan: domain_runtime::plan(event),
         }
     }
 
@@ -511,13 +511,13 @@ mod tests {
                     "a",
                     RuntimeStatus::Running,
                     RuntimeStatus::Running,
-                    Some(HealthEventType::ProbeRecovered.plan().summary)
+                    Some(domain_runtime::plan(HealthEventType::ProbeRecovered).summary)
                 ),
                 (
                     "b",
                     RuntimeStatus::GenerationInProgress,
                     RuntimeStatus::GenerationInProgress,
-                    Some(HealthEventType::ContainerExited.plan().summary)
+                    Some(domain_runtime::plan(HealthEventType::ContainerExited).summary)
                 ),
             ]
         );

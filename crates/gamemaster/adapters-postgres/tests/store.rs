@@ -51,7 +51,7 @@ async fn register(store: &PgRuntimeRecordStore, id: &str, status: RuntimeStatus)
 fn observation(id: &str, event: HealthEventType) -> HealthObservation {
     HealthObservation {
         game_id: game(id),
-        plan: event.plan(),
+        plan: domain_runtime::plan(event),
     }
 }
 

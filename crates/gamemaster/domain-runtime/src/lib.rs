@@ -1,19 +1,19 @@
-//! Game Master runtime domain: the six runtime statuses, the transition table, the
-//! engine-health summaries, the seven Runtime Manager health event types and the plan each
-//! one maps to (summary plus an optional compare-and-swap transition).
+//! Game Master runtime domain: the transition table between the six runtime statuses and
+//! the plan each of the seven health event types maps to (summary plus an optional
+//! compare-and-swap transition). The statuses, summaries, event types and the game id are
+//! the wire contract's (`contracts`), re-exported here so the Game Master's code names one
+//! domain.
 //!
 //! Everything here is pure data and pure functions. The PostgreSQL adapter, the worker and
 //! the simulator's model all call [`apply_plan`], so "CAS or fall back to a health-only
 //! write" is decided in exactly one place.
 
-mod game_id;
 mod health;
 mod status;
-pub mod storable;
 
-pub use game_id::{GameId, InvalidGameId, MAX_GAME_ID_LEN};
+pub use contracts::{GameId, InvalidGameId, MAX_GAME_ID_LEN, storable};
 pub use health::{
-    EngineHealth, HealthEventType, HealthPlan, PLANS, UnknownEngineHealth, UnknownEventType,
+    EngineHealth, HealthEventType, HealthPlan, PLANS, UnknownEngineHealth, UnknownEventType, plan,
 };
 pub use status::{
     RuntimeStatus, TRANSITIONS, Transition, TransitionError, UnknownStatus, transition,
@@ -87,7 +87,7 @@ mod tests {
     #[test]
     fn every_event_type_against_every_status_follows_the_spec_table() {
         for event in HealthEventType::ALL {
-            let plan = event.plan();
+            let plan = crate::plan(event);
             for status in RuntimeStatus::ALL {
                 let before = HealthState {
                     status,
@@ -150,7 +150,7 @@ mod tests {
             ),
         ];
         for (event, status, moved) in steps {
-            let out = apply_plan(state, event.plan());
+            let out = apply_plan(state, crate::plan(event));
             assert_eq!(out.state.status, status, "{event}");
             assert_eq!(out.transitioned.is_some(), moved, "{event}");
             state = out.state;

@@ -1,72 +1,9 @@
-//! Runtime statuses and the table of allowed transitions between them.
+//! The table of allowed transitions between runtime statuses (the statuses themselves are
+//! the contract's: `contracts::RuntimeStatus`).
 
 use std::fmt;
-use std::str::FromStr;
 
-/// A game runtime's status, as stored in `runtime_records.status` and carried in the
-/// `runtime_status` field of `gm:lobby_events`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RuntimeStatus {
-    /// The engine is up and the game is between turns.
-    Running,
-    /// Turn generation holds the runtime.
-    GenerationInProgress,
-    /// The last turn generation failed.
-    GenerationFailed,
-    /// The engine container exited, was killed or vanished.
-    EngineUnreachable,
-    /// An administrator stopped the runtime.
-    Stopped,
-    /// The game is over; terminal.
-    Finished,
-}
-
-impl RuntimeStatus {
-    /// Every status, in declaration order.
-    pub const ALL: [Self; 6] = [
-        Self::Running,
-        Self::GenerationInProgress,
-        Self::GenerationFailed,
-        Self::EngineUnreachable,
-        Self::Stopped,
-        Self::Finished,
-    ];
-
-    /// The wire and database spelling.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::GenerationInProgress => "generation_in_progress",
-            Self::GenerationFailed => "generation_failed",
-            Self::EngineUnreachable => "engine_unreachable",
-            Self::Stopped => "stopped",
-            Self::Finished => "finished",
-        }
-    }
-}
-
-impl fmt::Display for RuntimeStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A string that names no runtime status.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown runtime status {0:?}")]
-pub struct UnknownStatus(pub String);
-
-impl FromStr for RuntimeStatus {
-    type Err = UnknownStatus;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| UnknownStatus(s.to_owned()))
-    }
-}
+pub use contracts::{RuntimeStatus, UnknownStatus};
 
 use RuntimeStatus::{
     EngineUnreachable, Finished, GenerationFailed, GenerationInProgress, Running, Stopped,

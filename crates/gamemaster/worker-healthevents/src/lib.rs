@@ -364,7 +364,7 @@ where
             .filter_map(|d| d.as_ref().ok())
             .map(|event| HealthObservation {
                 game_id: event.game_id.clone(),
-                plan: event.event_type.plan(),
+                plan: domain_runtime::plan(event.event_type),
             })
             .collect();
 

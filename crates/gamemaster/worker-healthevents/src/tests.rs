@@ -191,7 +191,7 @@ async fn every_event_type_on_every_status_writes_publishes_and_counts_per_the_sp
             assert_eq!(outcome.finished, 1);
             assert!(outcome.failure.is_none());
 
-            let plan = event_type.plan();
+            let plan = domain_runtime::plan(event_type);
             let expected_status = match plan.transition {
                 Some(t) if t.from() == status => t.to(),
                 _ => status,

@@ -53,7 +53,7 @@ async fn store_takes(store: &PgRuntimeRecordStore, entry: &StreamEntry) -> Resul
     };
     let observation = [HealthObservation {
         game_id: event.game_id.clone(),
-        plan: event.event_type.plan(),
+        plan: domain_runtime::plan(event.event_type),
     }];
     let fail = |step: &str, e: Error| format!("{step} of {:?}: {e}", event.game_id.as_str());
     let unknown = store.apply_health_batch(&observation).await;

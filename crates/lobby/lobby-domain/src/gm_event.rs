@@ -3,8 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use domain_runtime::storable::{MAX_TIME_MS, UnstorableText, storable_text};
-use domain_runtime::{GameId, InvalidGameId};
+use contracts::storable::{MAX_TIME_MS, UnstorableText, storable_text};
+use contracts::{GameId, InvalidGameId};
 use serde::{Deserialize, Serialize};
 
 use crate::snapshot::RuntimeSnapshot;

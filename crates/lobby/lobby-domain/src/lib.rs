@@ -24,7 +24,7 @@ mod stats;
 mod status;
 
 pub use career::{CareerRecord, fold_finished_game, fold_finished_game_into_careers};
-pub use domain_runtime::{GameId, InvalidGameId};
+pub use contracts::{GameId, InvalidGameId};
 pub use gm_event::{
     GmEvent, GmEventKind, InvalidGmEvent, KIND_GAME_FINISHED, KIND_RUNTIME_SNAPSHOT_UPDATE,
     UnknownGmEventKind,

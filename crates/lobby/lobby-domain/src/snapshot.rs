@@ -1,6 +1,6 @@
 //! The Lobby's denormalised copy of a game's runtime state.
 
-use domain_runtime::{EngineHealth, RuntimeStatus};
+use contracts::{EngineHealth, RuntimeStatus};
 
 /// What the Lobby knows about a running game, copied from the Game Master's
 /// `gm:lobby_events`.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use domain_runtime::storable::{UnstorableText, storable_text};
+use contracts::storable::{UnstorableText, storable_text};
 
 /// Longest user id accepted, in bytes (after trimming): it is part of two primary keys.
 pub const MAX_USER_ID_LEN: usize = 256;

@@ -236,39 +236,3 @@ async fn without_the_table_nothing_is_appended_and_the_error_is_permanent() {
     redis.cleanup().await.unwrap();
     db.drop_db().await.unwrap();
 }
-
-#[tokio::test]
-async fn migrating_twice_next_to_the_game_master_schema_is_harmless() {
-    let db = TestDb::create().await.unwrap();
-    let pool = pool_on(&db).await;
-    adapters_postgres::migrate(&pool).await.unwrap();
-    let first = rtm_adapters::migrate(&pool).await.unwrap();
-    assert_eq!(first.applied_migrations().len(), 1);
-    let again = rtm_adapters::migrate(&pool).await.unwrap();
-    assert!(again.applied_migrations().is_empty());
-    adapters_postgres::migrate(&pool).await.unwrap();
-
-    let client = pool.get().await.unwrap();
-    let tables: Vec<String> = client
-        .query(
-            "SELECT table_name::text FROM information_schema.tables \
-             WHERE table_schema = 'public' ORDER BY table_name",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for table in [
-        "health_snapshots",
-        "runtime_records",
-        rtm_adapters::MIGRATION_TABLE,
-    ] {
-        assert!(
-            tables.iter().any(|t| t == table),
-            "{table} missing from {tables:?}"
-        );
-    }
-    db.drop_db().await.unwrap();
-}

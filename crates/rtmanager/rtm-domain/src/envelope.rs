@@ -1,8 +1,8 @@
 //! The `runtime:health_events` entry the Runtime Manager publishes, validated when it is
 //! built.
 
-use domain_runtime::storable::{MAX_TIME_MS, UnstorableText, storable_text};
-use domain_runtime::{GameId, HealthEventType, InvalidGameId, UnknownEventType};
+use contracts::storable::{MAX_TIME_MS, UnstorableText, storable_text};
+use contracts::{GameId, HealthEventType, InvalidGameId, UnknownEventType};
 
 use crate::snapshot::HealthSnapshot;
 

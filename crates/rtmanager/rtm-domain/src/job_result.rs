@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use domain_runtime::GameId;
+use contracts::GameId;
 
 /// Wire field names of a `runtime:job_results` entry. Frozen: the Lobby reads them.
 pub mod fields {

@@ -17,7 +17,7 @@ mod job_result;
 mod snapshot;
 mod stop;
 
-pub use domain_runtime::{GameId, HealthEventType, InvalidGameId, UnknownEventType};
+pub use contracts::{GameId, HealthEventType, InvalidGameId, UnknownEventType};
 pub use envelope::{EMPTY_DETAILS, HealthEventEnvelope, InvalidHealthEvent};
 pub use job_result::{ERROR_CODE_REPLAY_NO_OP, JobOutcome, JobResult, UnknownJobOutcome};
 pub use snapshot::{

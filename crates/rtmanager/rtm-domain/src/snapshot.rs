@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use domain_runtime::{GameId, HealthEventType};
+use contracts::{GameId, HealthEventType};
 
 use crate::envelope::HealthEventEnvelope;
 
@@ -130,7 +130,7 @@ pub type SnapshotMapping = (HealthEventType, SnapshotStatus, SnapshotSource);
 /// The event type → (status, source) table, as data. Rows are in the declaration order of
 /// [`HealthEventType`], one per event type; a compile-time check below enforces both, so
 /// [`snapshot_mapping`] can index the table directly and a new event type in
-/// `domain-runtime` fails this crate's build until it gets a row.
+/// `contracts` fails this crate's build until it gets a row.
 pub const SNAPSHOT_MAPPINGS: [SnapshotMapping; HealthEventType::ALL.len()] = [
     (
         HealthEventType::ContainerStarted,

@@ -4,8 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use domain_runtime::storable::MAX_TIME_MS;
-use domain_runtime::{GameId, InvalidGameId};
+use contracts::storable::MAX_TIME_MS;
+use contracts::{GameId, InvalidGameId};
 
 /// Wire field names of a `runtime:stop_jobs` entry. Frozen: the Lobby writes them.
 pub mod fields {

@@ -74,7 +74,7 @@ pub async fn drain(
                 offsets.save(LABEL, position).await?;
                 continue;
             }
-            let plan = event.event_type.plan();
+            let plan = domain_runtime::plan(event.event_type);
             let summary = plan.summary.as_str();
             // 2. CAS, or the health-only fallback
             let mut changed = false;

@@ -171,7 +171,7 @@ impl GameModel {
     /// type's plan through [`apply_plan`], then the Game Master's publication rule (a
     /// snapshot when the status moved or the summary differs from the last one published).
     pub fn observe(&mut self, event: HealthEventType) -> PlanOutcome {
-        let plan = event.plan();
+        let plan = domain_runtime::plan(event);
         let outcome = apply_plan(self.state, plan);
         self.counts.events += 1;
         match (plan.transition, outcome.transitioned) {

@@ -1,0 +1,85 @@
+//! [`wire_enum!`](crate::wire_enum): the one way an enum of this workspace gets its wire
+//! spelling, its list of values, `Display` and `FromStr`.
+
+/// Declares an enum whose every value has one fixed spelling on the wire and in the
+/// database, with:
+/// - `ALL`, every value in declaration order;
+/// - `const fn as_str(self) -> &'static str`, its spelling;
+/// - `Display` (the spelling) and `FromStr` (exact spelling only), whose error is the
+///   named struct holding the text that named no value.
+///
+/// ```
+/// contracts::wire_enum! {
+///     /// A colour.
+///     pub enum Colour / UnknownColour("colour") {
+///         /// Red.
+///         Red = "red",
+///         /// Dark blue.
+///         DarkBlue = "dark_blue",
+///     }
+/// }
+/// assert_eq!(Colour::DarkBlue.as_str(), "dark_blue");
+/// assert_eq!("red".parse::<Colour>(), Ok(Colour::Red));
+/// assert_eq!(
+///     "green".parse::<Colour>().unwrap_err().to_string(),
+///     r#"unknown colour "green""#
+/// );
+/// assert_eq!(Colour::ALL.len(), 2);
+/// ```
+#[macro_export]
+macro_rules! wire_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident / $error:ident($noun:literal) {
+            $( $(#[$vmeta:meta])* $variant:ident = $spelling:literal ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant ),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: [Self; [$(stringify!($variant)),+].len()] = [$(Self::$variant),+];
+
+            /// The wire (and database) spelling.
+            #[must_use]
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( Self::$variant => $spelling ),+
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        #[doc = concat!("A string that names no ", $noun, ".")]
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        $vis struct $error(pub String);
+
+        impl ::std::fmt::Display for $error {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                write!(f, "unknown {} {:?}", $noun, self.0)
+            }
+        }
+
+        impl ::std::error::Error for $error {}
+
+        impl ::std::str::FromStr for $name {
+            type Err = $error;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $( $spelling => Ok(Self::$variant), )+
+                    _ => Err($error(s.to_owned())),
+                }
+            }
+        }
+    };
+}
