@@ -1,19 +1,25 @@
 //! The wire contracts between the services (SPEC "Wire contracts"), owned in one place so
 //! that a producer and its consumers cannot spell them apart.
 //!
-//! Today it holds the shared vocabulary: the game id ([`GameId`]), the enums every side
-//! spells alike ([`RuntimeStatus`], [`EngineHealth`], [`HealthEventType`]), what a stored
-//! value may be ([`storable`]), and the one macro every such enum is declared with
-//! ([`wire_enum!`]). Nothing here knows a service's rules: which status may follow which
+//! It holds the shared vocabulary: the game id ([`GameId`]), the enums every side spells
+//! alike ([`RuntimeStatus`], [`EngineHealth`], [`HealthEventType`]), what a stored value
+//! may be ([`storable`]), and the one macro every such enum is declared with
+//! ([`wire_enum!`]); and whole streams: `runtime:stop_jobs` ([`stop_jobs`]: field names,
+//! [`StopJob`] with its decode and encode) and `runtime:job_results` ([`job_results`]).
+//! The health and lobby event streams are still described where they were (issue 12). Nothing here knows a service's rules: which status may follow which
 //! is the Game Master's (`domain_runtime`), not the contract's.
 
 mod wire_enum;
 
 mod game_id;
 mod health;
+pub mod job_results;
 mod status;
+pub mod stop_jobs;
 pub mod storable;
 
 pub use game_id::{GameId, InvalidGameId, MAX_GAME_ID_LEN};
 pub use health::{EngineHealth, HealthEventType, UnknownEngineHealth, UnknownEventType};
+pub use job_results::{ERROR_CODE_REPLAY_NO_OP, JobOutcome, JobResult, UnknownJobOutcome};
 pub use status::{RuntimeStatus, UnknownStatus};
+pub use stop_jobs::{InvalidStopJob, StopJob, StopReason, UnknownStopReason};

@@ -6,29 +6,28 @@
 //!   and then appends the envelope's [`wire_fields`](HealthEventEnvelope::wire_fields) to
 //!   `runtime:health_events`.
 //! - The stop-jobs consumer (seed 004) decodes a [`StopJob`] from `runtime:stop_jobs`, asks
-//!   the stop orchestrator to act, and publishes one [`JobResult`] on `runtime:job_results`.
+//!   the stop orchestrator to act, and publishes one [`JobResult`] on `runtime:job_results`
+//!   (both contracts are the `contracts` crate's, re-exported here).
 //!
 //! The health event types are the Game Master's own [`HealthEventType`], re-exported: both
 //! ends of `runtime:health_events` share one definition, so they cannot drift. Nothing here
 //! does I/O; the adapters and workers that do live in other crates.
 
 mod envelope;
-mod job_result;
 mod snapshot;
-mod stop;
 
+pub use contracts::job_results::fields as job_result_fields;
+pub use contracts::stop_jobs::fields as stop_job_fields;
+pub use contracts::{
+    ERROR_CODE_REPLAY_NO_OP, InvalidStopJob, JobOutcome, JobResult, StopJob, StopReason,
+    UnknownJobOutcome, UnknownStopReason,
+};
 pub use contracts::{GameId, HealthEventType, InvalidGameId, UnknownEventType};
 pub use envelope::{EMPTY_DETAILS, HealthEventEnvelope, InvalidHealthEvent};
-pub use job_result::{ERROR_CODE_REPLAY_NO_OP, JobOutcome, JobResult, UnknownJobOutcome};
 pub use snapshot::{
     HealthSnapshot, SNAPSHOT_MAPPINGS, SnapshotMapping, SnapshotSource, SnapshotStatus,
     UnknownSnapshotSource, UnknownSnapshotStatus, snapshot_mapping,
 };
-pub use stop::{InvalidStopJob, StopJob, StopReason, UnknownStopReason};
 
 /// Wire field names of `runtime:health_events`.
 pub use envelope::fields as health_event_fields;
-/// Wire field names of `runtime:job_results`.
-pub use job_result::fields as job_result_fields;
-/// Wire field names of `runtime:stop_jobs`.
-pub use stop::fields as stop_job_fields;

@@ -1,11 +1,8 @@
 //! The `runtime:stop_jobs` contract (Lobby → Runtime Manager): stop reasons and the
 //! decoded stop job.
 
-use std::fmt;
-use std::str::FromStr;
-
-use contracts::storable::MAX_TIME_MS;
-use contracts::{GameId, InvalidGameId};
+use crate::storable::MAX_TIME_MS;
+use crate::{GameId, InvalidGameId};
 
 /// Wire field names of a `runtime:stop_jobs` entry. Frozen: the Lobby writes them.
 pub mod fields {
@@ -17,64 +14,22 @@ pub mod fields {
     pub const REQUESTED_AT_MS: &str = "requested_at_ms";
 }
 
-/// Why the Lobby asks for a runtime to be stopped.
-///
-/// The seed names the type but not its values, so this set is our choice: one reason per
-/// Lobby flow that ends a runtime. An unknown reason makes the job undecodable (the
-/// consumer logs and skips it), so adding a reason means deploying the Runtime Manager
-/// before the Lobby starts sending it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StopReason {
-    /// An operator or administrator stopped the game.
-    AdminRequest,
-    /// The game is over; its engine is no longer needed.
-    GameFinished,
-    /// The game was cancelled before or while it ran.
-    Cancelled,
-    /// The Lobby's housekeeping found a runtime it no longer tracks.
-    LobbyCleanup,
-}
-
-impl StopReason {
-    /// Every reason, in declaration order.
-    pub const ALL: [Self; 4] = [
-        Self::AdminRequest,
-        Self::GameFinished,
-        Self::Cancelled,
-        Self::LobbyCleanup,
-    ];
-
-    /// The wire spelling.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::AdminRequest => "admin_request",
-            Self::GameFinished => "game_finished",
-            Self::Cancelled => "cancelled",
-            Self::LobbyCleanup => "lobby_cleanup",
-        }
-    }
-}
-
-impl fmt::Display for StopReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A string that names no stop reason.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown stop reason {0:?}")]
-pub struct UnknownStopReason(pub String);
-
-impl FromStr for StopReason {
-    type Err = UnknownStopReason;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|reason| reason.as_str() == s)
-            .ok_or_else(|| UnknownStopReason(s.to_owned()))
+crate::wire_enum! {
+    /// Why the Lobby asks for a runtime to be stopped.
+    ///
+    /// The seed names the type but not its values, so this set is our choice: one reason per
+    /// Lobby flow that ends a runtime. An unknown reason makes the job undecodable (the
+    /// consumer logs and skips it), so adding a reason means deploying the Runtime Manager
+    /// before the Lobby starts sending it.
+    pub enum StopReason / UnknownStopReason("stop reason") {
+        /// An operator or administrator stopped the game.
+        AdminRequest = "admin_request",
+        /// The game is over; its engine is no longer needed.
+        GameFinished = "game_finished",
+        /// The game was cancelled before or while it ran.
+        Cancelled = "cancelled",
+        /// The Lobby's housekeeping found a runtime it no longer tracks.
+        LobbyCleanup = "lobby_cleanup",
     }
 }
 
@@ -114,18 +69,20 @@ pub struct StopJob {
 }
 
 impl StopJob {
-    /// Validates and builds a job.
+    /// Validates and builds a job. The game id is trimmed, as decoding trims it, so that
+    /// a job reads back from the wire as it was built.
     ///
     /// # Errors
     /// [`InvalidStopJob::GameId`] for a bad game id,
-    /// [`InvalidStopJob::NonPositiveRequestedAt`] for a time that is not positive.
+    /// [`InvalidStopJob::NonPositiveRequestedAt`] or [`InvalidStopJob::RequestedAtTooLate`]
+    /// for a time out of range.
     pub fn new(
-        game_id: impl Into<String>,
+        game_id: &str,
         reason: StopReason,
         requested_at_ms: Option<i64>,
     ) -> Result<Self, InvalidStopJob> {
         Ok(Self {
-            game_id: GameId::new(game_id)?,
+            game_id: GameId::new(game_id.trim())?,
             reason,
             requested_at_ms: check_requested_at(requested_at_ms)?,
         })
@@ -314,5 +271,58 @@ mod tests {
             StopJob::new("g", StopReason::Cancelled, Some(-1)),
             Err(InvalidStopJob::NonPositiveRequestedAt(-1))
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn lookup<'a>(pairs: &'a [(String, String)]) -> impl Fn(&'static str) -> Option<&'a str> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn encode_then_decode_gives_the_job_back(
+            game in "[A-Za-z0-9 _.:-]{0,20}[A-Za-z0-9]",
+            reason in proptest::sample::select(StopReason::ALL.to_vec()),
+            at in proptest::option::of(1..=MAX_TIME_MS),
+        ) {
+            let job = StopJob::new(&game, reason, at).unwrap();
+            let wire: Vec<(String, String)> = job
+                .wire_fields()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+            prop_assert_eq!(StopJob::from_wire(lookup(&wire)), Ok(job));
+        }
+
+        #[test]
+        fn decode_never_panics_on_any_field_map(
+            pairs in proptest::collection::vec(
+                (
+                    prop_oneof![
+                        Just(fields::GAME_ID.to_owned()),
+                        Just(fields::REASON.to_owned()),
+                        Just(fields::REQUESTED_AT_MS.to_owned()),
+                        any::<String>(),
+                    ],
+                    any::<String>(),
+                ),
+                0..8,
+            ),
+        ) {
+            if let Ok(job) = StopJob::from_wire(lookup(&pairs)) {
+                prop_assert!(job.requested_at_ms.is_none_or(|ms| (1..=MAX_TIME_MS).contains(&ms)));
+            }
+        }
     }
 }

@@ -1,10 +1,7 @@
 //! The `runtime:job_results` contract (Runtime Manager → Lobby): one result per decodable
 //! stop job.
 
-use std::fmt;
-use std::str::FromStr;
-
-use contracts::GameId;
+use crate::GameId;
 
 /// Wire field names of a `runtime:job_results` entry. Frozen: the Lobby reads them.
 pub mod fields {
@@ -26,48 +23,13 @@ pub mod fields {
 /// stopped or removed. Replays of a stop job end this way.
 pub const ERROR_CODE_REPLAY_NO_OP: &str = "replay_no_op";
 
-/// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JobOutcome {
-    /// The runtime is stopped (now, or already was).
-    Success,
-    /// The runtime could not be stopped.
-    Failure,
-}
-
-impl JobOutcome {
-    /// Every outcome, in declaration order.
-    pub const ALL: [Self; 2] = [Self::Success, Self::Failure];
-
-    /// The wire spelling.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Failure => "failure",
-        }
-    }
-}
-
-impl fmt::Display for JobOutcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A string that names no job outcome.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown job outcome {0:?}")]
-pub struct UnknownJobOutcome(pub String);
-
-impl FromStr for JobOutcome {
-    type Err = UnknownJobOutcome;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|outcome| outcome.as_str() == s)
-            .ok_or_else(|| UnknownJobOutcome(s.to_owned()))
+crate::wire_enum! {
+    /// How a job ended.
+    pub enum JobOutcome / UnknownJobOutcome("job outcome") {
+        /// The runtime is stopped (now, or already was).
+        Success = "success",
+        /// The runtime could not be stopped.
+        Failure = "failure",
     }
 }
 
