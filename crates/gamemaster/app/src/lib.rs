@@ -11,7 +11,7 @@ use clap::{ArgMatches, Command};
 use prometheus_client::registry::Registry;
 use service_kit::consumer::{self, Backends};
 use service_kit::settings::{CommonSettings, Defaults, postgres_url_arg, stream_arg};
-use service_kit::{StartupError, one_line, telemetry};
+use service_kit::{StartupError, error_chain, telemetry};
 use worker_healthevents::{HealthEventsWorker, OFFSET_LABEL, WorkerMetrics, system_clock};
 
 /// The service name: log target, metric prefix, offset-key prefix, stderr prefix.
@@ -97,7 +97,7 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
         .await
         .map_err(|e| match e {
             ports::Error::Backend(reason) => StartupError::new(reason.to_string()),
-            other => StartupError::new(format!("PostgreSQL: {}", one_line(&other))),
+            other => StartupError::new(format!("PostgreSQL: {}", error_chain(&other))),
         })?;
 
     let mut registry = Registry::with_prefix(SERVICE);

@@ -2,8 +2,7 @@
 
 use domain_runtime::{GameId, RuntimeStatus, TransitionError};
 
-/// A boxed error source, kept so the whole cause chain prints.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use error_kit::BoxError;
 
 /// What went wrong in a port call. [`Error::is_transient`] tells the failures worth
 /// retrying (the server is unreachable or slow) from the permanent ones.

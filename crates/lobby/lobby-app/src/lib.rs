@@ -21,7 +21,7 @@ use pg_kit::{PgSettings, Pool};
 use prometheus_client::registry::Registry;
 use service_kit::consumer::{self, Backends};
 use service_kit::settings::{CommonSettings, Defaults, postgres_url_arg, stream_arg};
-use service_kit::{StartupError, one_line, telemetry};
+use service_kit::{StartupError, error_chain, telemetry};
 use worker_gmevents::{GmEventsWorker, OFFSET_LABEL, WorkerMetrics, system_clock};
 
 /// The service name: log target, metric prefix, offset-key prefix, stderr prefix.
@@ -110,7 +110,7 @@ async fn check_schema(pool: &Pool) -> Result<(), StartupError> {
         .await
         .map_err(|e| match e {
             Error::Backend(reason) => StartupError::new(reason.to_string()),
-            other => StartupError::new(format!("PostgreSQL: {}", one_line(&other))),
+            other => StartupError::new(format!("PostgreSQL: {}", error_chain(&other))),
         })
 }
 
@@ -147,10 +147,15 @@ async fn seed_game(m: &ArgMatches) -> Result<ExitCode, StartupError> {
                 let existing = store
                     .get(&id)
                     .await
-                    .map_err(|e| StartupError::new(one_line(&e)))?;
+                    .map_err(|e| StartupError::new(error_chain(&e)))?;
                 println!("exists {id} ({}), left alone", existing.status);
             }
-            Err(e) => return Err(StartupError::new(format!("PostgreSQL: {}", one_line(&e)))),
+            Err(e) => {
+                return Err(StartupError::new(format!(
+                    "PostgreSQL: {}",
+                    error_chain(&e)
+                )));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -25,6 +25,7 @@ use std::fmt;
 use std::time::Duration;
 
 use deadpool_postgres::{PoolError, TimeoutType};
+use error_kit::error_chain;
 use tokio_postgres::error::SqlState;
 
 /// What a failure says about retrying it (see the module documentation).
@@ -236,7 +237,7 @@ impl From<PoolError> for PgError {
 impl fmt::Display for PgError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Query(e) => f.write_str(&describe(e)),
+            Self::Query(e) => f.write_str(&error_chain(e)),
             Self::Pool(PoolError::Timeout(TimeoutType::Wait)) => {
                 f.write_str("timed out waiting for a free connection in the pool")
             }
@@ -247,10 +248,10 @@ impl fmt::Display for PgError {
                 f.write_str("timed out checking a pooled connection")
             }
             Self::Pool(PoolError::Backend(e)) => {
-                write!(f, "cannot open a connection: {}", describe(e))
+                write!(f, "cannot open a connection: {}", error_chain(e))
             }
             Self::Pool(PoolError::Closed) => f.write_str("the connection pool is closed"),
-            Self::Pool(other) => write!(f, "connection pool: {}", describe(other)),
+            Self::Pool(other) => write!(f, "connection pool: {}", error_chain(other)),
             Self::TimedOut { operation, after } => {
                 write!(f, "{operation} did not finish within {after:?}")
             }
@@ -259,25 +260,6 @@ impl fmt::Display for PgError {
 }
 
 impl StdError for PgError {}
-
-/// The error's `Display` followed by each cause's, joined with ": " on one line. The
-/// driver's own message is generic ("db error", "error connecting to server"); the useful
-/// part (the server's message, "Connection refused") is in the causes.
-#[must_use]
-pub fn describe(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !part.is_empty() && !text.ends_with(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = cause.source();
-    }
-    // The server's message may carry DETAIL and HINT lines; keep one line.
-    text.replace('\n', "; ")
-}
 
 #[cfg(test)]
 mod tests {
@@ -398,29 +380,5 @@ mod tests {
         };
         assert!(e.is_transient());
         assert_eq!(e.to_string(), "readiness ping did not finish within 250ms");
-    }
-
-    #[test]
-    fn describe_flattens_the_cause_chain_onto_one_line() {
-        #[derive(Debug)]
-        struct Outer(std::io::Error);
-        impl fmt::Display for Outer {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("error connecting to server")
-            }
-        }
-        impl StdError for Outer {
-            fn source(&self) -> Option<&(dyn StdError + 'static)> {
-                Some(&self.0)
-            }
-        }
-        let e = Outer(std::io::Error::new(
-            std::io::ErrorKind::ConnectionRefused,
-            "Connection refused\nsecond line",
-        ));
-        assert_eq!(
-            describe(&e),
-            "error connecting to server: Connection refused; second line"
-        );
     }
 }

@@ -24,8 +24,8 @@ use std::time::Duration;
 
 pub use deadpool_postgres::{Object, Pool, PoolError, Transaction};
 pub use error::{
-    ErrorKind, PgError, SQLSTATE_KINDS, describe, error_kind, is_pool_error_transient,
-    is_transient, is_transient_sqlstate, sqlstate_kind,
+    ErrorKind, PgError, SQLSTATE_KINDS, error_kind, is_pool_error_transient, is_transient,
+    is_transient_sqlstate, sqlstate_kind,
 };
 pub use migrate::{MigrateError, migrate, migrate_on};
 pub use pool::{ConnectError, PgSettings, ServerTarget, build_pool, connect, pg_config};

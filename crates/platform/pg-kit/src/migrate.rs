@@ -8,7 +8,8 @@
 use deadpool_postgres::{Object, Pool};
 use refinery::{Report, Runner};
 
-use crate::error::{PgError, describe};
+use crate::error::PgError;
+use error_kit::error_chain;
 
 /// Why migrating failed.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +51,10 @@ impl MigrateError {
 /// replace the rest with the whole cause chain.
 fn explain(error: &refinery::Error) -> String {
     match error.kind() {
-        refinery::error::Kind::Connection(what, cause) => format!("{what}: {}", describe(&**cause)),
-        _ => describe(error),
+        refinery::error::Kind::Connection(what, cause) => {
+            format!("{what}: {}", error_chain(&**cause))
+        }
+        _ => error_chain(error),
     }
 }
 

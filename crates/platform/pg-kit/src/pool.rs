@@ -9,7 +9,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 use tokio_postgres::config::Host;
 
-use crate::error::{PgError, describe};
+use crate::error::PgError;
+use error_kit::error_chain;
 
 /// Pool and connection settings. Every field has a sensible default ([`PgSettings::default`]);
 /// services override the few they expose as flags.
@@ -204,7 +205,7 @@ pub fn pg_config(
 ) -> Result<(tokio_postgres::Config, ServerTarget), ConnectError> {
     let mut config =
         tokio_postgres::Config::from_str(url).map_err(|e| ConnectError::InvalidUrl {
-            reason: describe(&e),
+            reason: error_chain(&e),
         })?;
     if config.get_hosts().is_empty() {
         return Err(ConnectError::InvalidUrl {

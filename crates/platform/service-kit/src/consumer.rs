@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ops::{Check, OpsServer};
 use crate::settings::CommonSettings;
 use crate::shutdown::{Drain, cancel_on_signal, serve_and_drain};
-use crate::{StartupError, one_line, telemetry};
+use crate::{StartupError, error_chain, telemetry};
 
 /// Connects the pool `url` names and checks one connection.
 ///
@@ -23,7 +23,7 @@ use crate::{StartupError, one_line, telemetry};
 pub async fn connect_postgres(url: &str, settings: &PgSettings) -> Result<Pool, StartupError> {
     pg_kit::connect(url, settings)
         .await
-        .map_err(|e| StartupError::new(format!("PostgreSQL: {}", one_line(&e))))
+        .map_err(|e| StartupError::new(format!("PostgreSQL: {}", error_chain(&e))))
 }
 
 /// `<service> migrate`: connects and applies the service's migrations (`apply`).
@@ -39,7 +39,7 @@ where
     let pool = connect_postgres(url, &PgSettings::default().application_name(service)).await?;
     let report = apply(pool)
         .await
-        .map_err(|e| StartupError::new(format!("migration failed: {}", one_line(&e))))?;
+        .map_err(|e| StartupError::new(format!("migration failed: {}", error_chain(&e))))?;
     tracing::info!(
         applied = report.applied_migrations().len(),
         "{service} schema is up to date"
@@ -68,8 +68,9 @@ impl Backends {
             .statement_timeout(settings.statement_timeout)
             .application_name(service);
         let pool = connect_postgres(&settings.postgres_url, &pg).await?;
-        let redis_error =
-            |e: redis_streams::ConnectError| StartupError::new(format!("Redis: {}", one_line(&e)));
+        let redis_error = |e: redis_streams::ConnectError| {
+            StartupError::new(format!("Redis: {}", error_chain(&e)))
+        };
         let redis = redis_streams::connect(&settings.redis_url, RedisSettings::default(), service)
             .await
             .map_err(redis_error)?;
@@ -130,10 +131,10 @@ where
         Check::with("postgres", pool, |pool| async move {
             pg_kit::ping(&pool, pg_kit::DEFAULT_PING_TIMEOUT)
                 .await
-                .map_err(|e| one_line(&e))
+                .map_err(|e| error_chain(&e))
         }),
         Check::with("redis", redis.clone(), |redis| async move {
-            redis.ping().await.map_err(|e| one_line(&e))
+            redis.ping().await.map_err(|e| error_chain(&e))
         }),
         Check::with("consumer", health, |health| async move { health.check() }),
     ];

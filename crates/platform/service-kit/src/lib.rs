@@ -51,18 +51,4 @@ impl fmt::Display for StartupError {
 
 impl std::error::Error for StartupError {}
 
-/// `error: cause: cause…` on one line, for messages that must fit a log field or stderr.
-#[must_use]
-pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text.replace('\n', " ")
-}
+pub use error_kit::error_chain;

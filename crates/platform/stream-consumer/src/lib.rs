@@ -47,6 +47,7 @@ mod runtime;
 mod runtime_tests;
 
 pub use backoff::Backoff;
+pub use error_kit::error_chain;
 pub use health::ConsumerHealth;
 pub use isolate::{Isolated, isolate};
 pub use metrics::{
@@ -54,5 +55,4 @@ pub use metrics::{
 };
 pub use runtime::{
     BatchHandler, BatchOutcome, Consumer, ConsumerConfig, DEFAULT_REFUSAL_HOLD, Stage, Step,
-    error_chain,
 };

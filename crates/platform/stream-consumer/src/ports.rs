@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use crate::entry::{EntryId, StreamEntry};
 
 /// A boxed error source, kept so the whole cause chain prints.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use error_kit::BoxError;
 
 /// Failure talking to the stream server or the offset store.
 #[derive(Debug, thiserror::Error)]

@@ -15,6 +15,7 @@ use crate::entry::{EntryId, StreamEntry};
 use crate::health::ConsumerHealth;
 use crate::metrics::{ConsumerMetrics, RetryLabels, label};
 use crate::ports::{BoxError, StreamOffsetStore, StreamReader};
+use error_kit::error_chain;
 
 /// What a handler reports for one batch.
 #[derive(Debug)]
@@ -653,20 +654,4 @@ where
             "entries after the stored offset were removed before being read; continuing from the stream's first entry"
         );
     }
-}
-
-/// `error: cause: cause…` on one line.
-#[must_use]
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -17,8 +17,7 @@ use async_trait::async_trait;
 pub use rtm_domain::{HealthEventEnvelope, HealthSnapshot};
 pub use stream_consumer::EntryId;
 
-/// A boxed error source, kept so the whole cause chain prints.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use error_kit::BoxError;
 
 /// What went wrong in a Runtime Manager port call.
 #[derive(Debug, thiserror::Error)]

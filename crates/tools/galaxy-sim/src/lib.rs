@@ -54,7 +54,7 @@ use pg_kit::{PgSettings, Pool};
 use ports::{LobbyEvent, LobbyEventsPublisher, NewRuntime, RuntimeRecordStore};
 use redis_streams::{RedisSettings, RedisStreamReader, StreamWriter};
 use rtm_adapters::{PgHealthSnapshotStore, RtmHealthEventPublisher};
-use service_kit::{StartupError, one_line};
+use service_kit::{StartupError, error_chain};
 use stream_consumer::{EntryId, StreamReader};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -93,7 +93,7 @@ impl From<anyhow::Error> for Failure {
 }
 
 fn startup(what: &str, error: &(dyn std::error::Error + 'static)) -> Failure {
-    Failure::Startup(StartupError::new(format!("{what}: {}", one_line(error))))
+    Failure::Startup(StartupError::new(format!("{what}: {}", error_chain(error))))
 }
 
 /// Runs the simulation, prints the summary on stdout, and returns the exit code: 0 when
