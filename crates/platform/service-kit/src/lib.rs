@@ -10,7 +10,9 @@
 //! - [`consumer`]: the start-up and run sequence of a stream-consumer service (connect,
 //!   check, serve the ops endpoints, run the consumer, drain), and `migrate`;
 //! - [`StartupError`]: a failure before the service runs, printed as one line on stderr
-//!   with exit code 2.
+//!   with exit code 2;
+//! - [`main`]: the whole `main` of a binary: arguments, then the async runtime, then its
+//!   body.
 
 pub mod consumer;
 pub mod ops;
@@ -19,7 +21,10 @@ pub mod shutdown;
 pub mod telemetry;
 
 use std::fmt;
+use std::future::Future;
 use std::process::ExitCode;
+
+use clap::{ArgMatches, Command};
 
 /// A failure before the service runs: a bad setting, an unreachable server. Printed as one
 /// line on stderr, exit code 2; never a panic or a backtrace.
@@ -52,3 +57,25 @@ impl fmt::Display for StartupError {
 impl std::error::Error for StartupError {}
 
 pub use error_kit::error_chain;
+
+/// The one start-up of every binary: parses `command`'s arguments (`--help` prints and
+/// exits 0; a bad setting is one line on stderr and exit 2), starts the multi-threaded
+/// runtime (a failure to is one line and exit 2, naming `name`), and runs `body` on the
+/// parsed arguments until it returns the exit code.
+pub fn main<F, Fut>(name: &str, command: Command, body: F) -> ExitCode
+where
+    F: FnOnce(ArgMatches) -> Fut,
+    Fut: Future<Output = ExitCode>,
+{
+    let matches = match settings::parse(command) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(body(matches)),
+        Err(e) => StartupError::new(format!("cannot start the async runtime: {e}")).report(name),
+    }
+}

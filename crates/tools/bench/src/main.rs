@@ -235,26 +235,16 @@ fn options(m: &ArgMatches) -> Options {
 }
 
 fn main() -> ExitCode {
-    let matches = match service_kit::settings::parse(command()) {
-        Ok(m) => m,
-        Err(code) => return code,
-    };
-    let opts = options(&matches);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => return service_kit::StartupError::new(e.to_string()).report("galaxy-bench"),
-    };
-    match runtime.block_on(run(&opts)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(e) => {
-            eprintln!("galaxy-bench: {e:#}");
-            ExitCode::from(2)
+    service_kit::main("galaxy-bench", command(), |matches| async move {
+        match run(&options(&matches)).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("galaxy-bench: {e:#}");
+                ExitCode::from(2)
+            }
         }
-    }
+    })
 }
 
 /// Runs every phase; `Ok(false)` when a semantic check failed.

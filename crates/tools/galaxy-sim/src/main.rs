@@ -8,25 +8,14 @@ use galaxy_sim::{NAME, Settings};
 use service_kit::StartupError;
 
 fn main() -> ExitCode {
-    let matches = match service_kit::settings::parse(Settings::command()) {
-        Ok(m) => m,
-        Err(code) => return code,
-    };
-    let settings = match Settings::from_arg_matches(&matches) {
-        Ok(s) => s,
-        Err(e) => return StartupError::new(e.to_string()).report(NAME),
-    };
-    init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            return StartupError::new(format!("cannot start the async runtime: {e}")).report(NAME);
-        }
-    };
-    runtime.block_on(galaxy_sim::run(settings))
+    service_kit::main(NAME, Settings::command(), |matches| async move {
+        let settings = match Settings::from_arg_matches(&matches) {
+            Ok(s) => s,
+            Err(e) => return StartupError::new(e.to_string()).report(NAME),
+        };
+        init_logging();
+        galaxy_sim::run(settings).await
+    })
 }
 
 /// Warnings and errors only, unless `RUST_LOG` asks for more: the simulator's output is
