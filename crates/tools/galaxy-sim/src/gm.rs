@@ -6,14 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
 use redis_streams::{RedisClient, RedisOffsetStore};
 use stream_consumer::{EntryId, StreamOffsetStore};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{Sample, label, samples};
 use crate::settings::MetricsUrl;
 
 /// The Game Master's offset key is `gamemaster:stream_offsets:health_events` (SPEC §Wire
@@ -147,29 +146,27 @@ impl GmMetrics {
     #[must_use]
     pub fn parse(text: &str) -> Self {
         let mut m = Self::default();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(value) = value.trim().parse::<f64>() else {
-                continue;
-            };
-            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        for Sample {
+            name,
+            labels,
+            value,
+        } in samples(text)
+        {
             match name {
                 "gamemaster_health_events_consumed_total" => {
                     m.consumed += value;
-                    if labels.contains(r#"outcome="applied""#) {
+                    if label(labels, "outcome") == Some("applied") {
                         m.applied += value;
                     }
                 }
                 "gamemaster_lobby_events_published_total"
-                    if labels.contains(r#"kind="runtime_snapshot_update""#) =>
+                    if label(labels, "kind") == Some("runtime_snapshot_update") =>
                 {
                     m.snapshots += value;
                 }
                 "gamemaster_runtime_status_transitions_total" => m.transitions += value,
                 "gamemaster_stream_consumer_lag_milliseconds"
-                    if labels.contains(r#"consumer="health_events""#) =>
+                    if label(labels, "consumer") == Some("health_events") =>
                 {
                     m.lag_ms = value;
                 }
@@ -198,43 +195,7 @@ impl GmMetrics {
 /// The server cannot be reached, does not answer 200 within two seconds, or the reply is
 /// not HTTP.
 pub async fn scrape(url: &MetricsUrl) -> anyhow::Result<GmMetrics> {
-    Ok(GmMetrics::parse(&fetch(url).await?))
-}
-
-/// Fetches a metrics page (the Game Master's or the Lobby's).
-///
-/// # Errors
-/// The server cannot be reached, does not answer 200 within two seconds, or the reply is
-/// not HTTP.
-pub async fn fetch(url: &MetricsUrl) -> anyhow::Result<String> {
-    tokio::time::timeout(Duration::from_secs(2), http_get(url))
-        .await
-        .with_context(|| format!("GET {url}: no answer within 2s"))?
-}
-
-/// A plain HTTP/1.0 GET (so the server answers with the whole body and closes, never
-/// chunked): enough for a metrics page on the loopback interface, without an HTTP client
-/// library.
-async fn http_get(url: &MetricsUrl) -> anyhow::Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(&url.authority)
-        .await
-        .with_context(|| format!("GET {url}"))?;
-    let request = format!(
-        "GET {} HTTP/1.0\r\nHost: {}\r\nAccept: text/plain\r\n\r\n",
-        url.path, url.authority
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).await?;
-    let reply = String::from_utf8_lossy(&reply);
-    let (head, body) = reply
-        .split_once("\r\n\r\n")
-        .with_context(|| format!("GET {url}: the reply is not HTTP"))?;
-    let status = head.split_whitespace().nth(1).unwrap_or_default();
-    if status != "200" {
-        bail!("GET {url}: status {status}");
-    }
-    Ok(body.to_owned())
+    Ok(GmMetrics::parse(&crate::metrics::fetch(url).await?))
 }
 
 #[cfg(test)]

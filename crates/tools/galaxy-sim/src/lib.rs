@@ -32,6 +32,7 @@
 pub mod fleet;
 pub mod gm;
 pub mod lobby;
+pub mod metrics;
 pub mod model;
 pub mod pacer;
 pub mod players;

@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::fleet::GameRun;
+use crate::metrics::{Sample, label, samples};
 
 /// The Lobby's offset key is `lobby:stream_offsets:gm_lobby_events` (SPEC §Wire
 /// contracts): this service name and the worker's label.
@@ -389,27 +390,18 @@ pub struct LobbyMetrics {
     pub lag_ms: f64,
 }
 
-/// The value of `name="…"` in a Prometheus label list.
-fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
-    let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
-    let rest = &labels[start..];
-    rest.find('"').map(|end| &rest[..end])
-}
-
 impl LobbyMetrics {
     /// Reads the series the summary uses out of Prometheus / OpenMetrics text; a series
     /// the text lacks counts as zero.
     #[must_use]
     pub fn parse(text: &str) -> Self {
         let mut m = Self::default();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(value) = value.trim().parse::<f64>() else {
-                continue;
-            };
-            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        for Sample {
+            name,
+            labels,
+            value,
+        } in samples(text)
+        {
             match (name, label(labels, "outcome")) {
                 ("lobby_gm_events_consumed_total", Some(outcome)) => {
                     *m.consumed.entry(outcome.to_owned()).or_insert(0.0) += value;
@@ -465,9 +457,9 @@ impl LobbyMetrics {
 /// Fetches and parses the Lobby's metrics.
 ///
 /// # Errors
-/// As [`crate::gm::fetch`].
+/// As [`crate::metrics::fetch`].
 pub async fn scrape(url: &crate::settings::MetricsUrl) -> anyhow::Result<LobbyMetrics> {
-    Ok(LobbyMetrics::parse(&crate::gm::fetch(url).await?))
+    Ok(LobbyMetrics::parse(&crate::metrics::fetch(url).await?))
 }
 
 #[cfg(test)]
