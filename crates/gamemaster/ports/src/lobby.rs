@@ -35,23 +35,13 @@ pub struct RuntimeSnapshot {
     pub player_turn_stats: Vec<PlayerTurnStats>,
 }
 
-/// The `kind` of a lobby event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LobbyEventKind {
-    /// `runtime_snapshot_update`.
-    RuntimeSnapshotUpdate,
-    /// `game_finished`.
-    GameFinished,
-}
-
-impl LobbyEventKind {
-    /// The wire spelling.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::RuntimeSnapshotUpdate => "runtime_snapshot_update",
-            Self::GameFinished => "game_finished",
-        }
+contracts::wire_enum! {
+    /// The `kind` of a lobby event.
+    pub enum LobbyEventKind {
+        /// `runtime_snapshot_update`.
+        RuntimeSnapshotUpdate = "runtime_snapshot_update",
+        /// `game_finished`.
+        GameFinished = "game_finished",
     }
 }
 

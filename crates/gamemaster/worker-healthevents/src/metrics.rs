@@ -10,41 +10,19 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-/// How one entry ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Written to the runtime record.
-    Applied,
-    /// Skipped: a required field missing or malformed.
-    Malformed,
-    /// Skipped: an event type the contract does not know.
-    UnknownEventType,
-    /// Skipped: no runtime record for the game.
-    UnknownGame,
-    /// Skipped: the database refused the entry's write on its own (decision 0016).
-    Refused,
-}
-
-impl Outcome {
-    /// Every outcome.
-    pub const ALL: [Self; 5] = [
-        Self::Applied,
-        Self::Malformed,
-        Self::UnknownEventType,
-        Self::UnknownGame,
-        Self::Refused,
-    ];
-
-    /// Label spelling.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Applied => "applied",
-            Self::Malformed => "malformed",
-            Self::UnknownEventType => "unknown_event_type",
-            Self::UnknownGame => "unknown_game",
-            Self::Refused => "refused",
-        }
+contracts::wire_enum! {
+    /// How one entry ended.
+    pub enum Outcome {
+        /// Written to the runtime record.
+        Applied = "applied",
+        /// Skipped: a required field missing or malformed.
+        Malformed = "malformed",
+        /// Skipped: an event type the contract does not know.
+        UnknownEventType = "unknown_event_type",
+        /// Skipped: no runtime record for the game.
+        UnknownGame = "unknown_game",
+        /// Skipped: the database refused the entry's write on its own (decision 0016).
+        Refused = "refused",
     }
 }
 

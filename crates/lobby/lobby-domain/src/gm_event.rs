@@ -1,8 +1,5 @@
 //! The `gm:lobby_events` contract (Game Master → Lobby), independent of any stream client.
 
-use std::fmt;
-use std::str::FromStr;
-
 use contracts::storable::{MAX_TIME_MS, UnstorableText, storable_text};
 use contracts::{GameId, InvalidGameId};
 use serde::{Deserialize, Serialize};
@@ -35,52 +32,17 @@ pub mod fields {
 pub const MAX_LABEL_LEN: usize = 64;
 
 /// The `kind` of a runtime snapshot update.
-pub const KIND_RUNTIME_SNAPSHOT_UPDATE: &str = "runtime_snapshot_update";
+pub const KIND_RUNTIME_SNAPSHOT_UPDATE: &str = GmEventKind::RuntimeSnapshotUpdate.as_str();
 /// The `kind` of a game-finished event.
-pub const KIND_GAME_FINISHED: &str = "game_finished";
+pub const KIND_GAME_FINISHED: &str = GmEventKind::GameFinished.as_str();
 
-/// What a `gm:lobby_events` entry announces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum GmEventKind {
-    /// The game's runtime state changed: apply the snapshot and feed the stats.
-    RuntimeSnapshotUpdate,
-    /// The game is over: as an update, then finish the game and evaluate capabilities.
-    GameFinished,
-}
-
-impl GmEventKind {
-    /// Every kind, in declaration order.
-    pub const ALL: [Self; 2] = [Self::RuntimeSnapshotUpdate, Self::GameFinished];
-
-    /// The wire spelling.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::RuntimeSnapshotUpdate => KIND_RUNTIME_SNAPSHOT_UPDATE,
-            Self::GameFinished => KIND_GAME_FINISHED,
-        }
-    }
-}
-
-impl fmt::Display for GmEventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A string that names no event kind.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown gm event kind {0:?}")]
-pub struct UnknownGmEventKind(pub String);
-
-impl FromStr for GmEventKind {
-    type Err = UnknownGmEventKind;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == s)
-            .ok_or_else(|| UnknownGmEventKind(s.to_owned()))
+contracts::wire_enum! {
+    /// What a `gm:lobby_events` entry announces.
+    pub enum GmEventKind / UnknownGmEventKind("gm event kind") {
+        /// The game's runtime state changed: apply the snapshot and feed the stats.
+        RuntimeSnapshotUpdate = "runtime_snapshot_update",
+        /// The game is over: as an update, then finish the game and evaluate capabilities.
+        GameFinished = "game_finished",
     }
 }
 

@@ -1,61 +1,34 @@
 //! Game statuses, the triggers that move them, and the table of allowed transitions.
 
 use std::fmt;
-use std::str::FromStr;
 
-/// A game's status in the Lobby, from creation to its end.
-///
-/// The Lobby owns a game before its engine exists, so most statuses describe recruiting
-/// and starting; the runtime phase is `running` ⇄ `paused`. Which runtime status the Game
-/// Master reports is a separate field of the runtime snapshot, not this status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum GameStatus {
-    /// Created, being configured, not yet visible to players.
-    Draft,
-    /// Published and recruiting: players may join and leave.
-    Open,
-    /// Enrollment closed with a full enough roster; waiting to start.
-    Ready,
-    /// The Lobby asked the Runtime Manager to start the engine and waits to hear back.
-    Starting,
-    /// The engine runs and turns are being played.
-    Running,
-    /// Play is suspended; the game keeps its state and can resume.
-    Paused,
-    /// The game ended normally (the Game Master said so); terminal.
-    Finished,
-    /// The game was called off; terminal.
-    Cancelled,
+contracts::wire_enum! {
+    /// A game's status in the Lobby, from creation to its end.
+    ///
+    /// The Lobby owns a game before its engine exists, so most statuses describe recruiting
+    /// and starting; the runtime phase is `running` ⇄ `paused`. Which runtime status the Game
+    /// Master reports is a separate field of the runtime snapshot, not this status.
+    pub enum GameStatus / UnknownGameStatus("game status") {
+        /// Created, being configured, not yet visible to players.
+        Draft = "draft",
+        /// Published and recruiting: players may join and leave.
+        Open = "open",
+        /// Enrollment closed with a full enough roster; waiting to start.
+        Ready = "ready",
+        /// The Lobby asked the Runtime Manager to start the engine and waits to hear back.
+        Starting = "starting",
+        /// The engine runs and turns are being played.
+        Running = "running",
+        /// Play is suspended; the game keeps its state and can resume.
+        Paused = "paused",
+        /// The game ended normally (the Game Master said so); terminal.
+        Finished = "finished",
+        /// The game was called off; terminal.
+        Cancelled = "cancelled",
+    }
 }
 
 impl GameStatus {
-    /// Every status, in lifecycle order.
-    pub const ALL: [Self; 8] = [
-        Self::Draft,
-        Self::Open,
-        Self::Ready,
-        Self::Starting,
-        Self::Running,
-        Self::Paused,
-        Self::Finished,
-        Self::Cancelled,
-    ];
-
-    /// The wire and database spelling.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Draft => "draft",
-            Self::Open => "open",
-            Self::Ready => "ready",
-            Self::Starting => "starting",
-            Self::Running => "running",
-            Self::Paused => "paused",
-            Self::Finished => "finished",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
     /// Whether no transition leaves this status (read from [`TRANSITIONS`]).
     #[must_use]
     pub fn is_terminal(self) -> bool {
@@ -63,84 +36,20 @@ impl GameStatus {
     }
 }
 
-impl fmt::Display for GameStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A string that names no game status.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown game status {0:?}")]
-pub struct UnknownGameStatus(pub String);
-
-impl FromStr for GameStatus {
-    type Err = UnknownGameStatus;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| UnknownGameStatus(s.to_owned()))
-    }
-}
-
-/// Who or what asks for a status change. Recorded with every transition, and checked
-/// against the table: a pair that is allowed for one trigger may be refused for another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Trigger {
-    /// An administrator or operator acting through the admin interface.
-    Admin,
-    /// A player's own action: the owner publishing or withdrawing a draft, a player whose
-    /// join fills the roster or whose leave reopens it.
-    Player,
-    /// The Lobby's scheduler: enrollment deadlines and scheduled start times.
-    Scheduler,
-    /// A runtime event: the Game Master's `gm:lobby_events` or the Runtime Manager's job
-    /// results.
-    RuntimeEvent,
-}
-
-impl Trigger {
-    /// Every trigger, in declaration order.
-    pub const ALL: [Self; 4] = [
-        Self::Admin,
-        Self::Player,
-        Self::Scheduler,
-        Self::RuntimeEvent,
-    ];
-
-    /// The wire and database spelling.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Admin => "admin",
-            Self::Player => "player",
-            Self::Scheduler => "scheduler",
-            Self::RuntimeEvent => "runtime_event",
-        }
-    }
-}
-
-impl fmt::Display for Trigger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A string that names no trigger.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown transition trigger {0:?}")]
-pub struct UnknownTrigger(pub String);
-
-impl FromStr for Trigger {
-    type Err = UnknownTrigger;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|trigger| trigger.as_str() == s)
-            .ok_or_else(|| UnknownTrigger(s.to_owned()))
+contracts::wire_enum! {
+    /// Who or what asks for a status change. Recorded with every transition, and checked
+    /// against the table: a pair that is allowed for one trigger may be refused for another.
+    pub enum Trigger / UnknownTrigger("transition trigger") {
+        /// An administrator or operator acting through the admin interface.
+        Admin = "admin",
+        /// A player's own action: the owner publishing or withdrawing a draft, a player whose
+        /// join fills the roster or whose leave reopens it.
+        Player = "player",
+        /// The Lobby's scheduler: enrollment deadlines and scheduled start times.
+        Scheduler = "scheduler",
+        /// A runtime event: the Game Master's `gm:lobby_events` or the Runtime Manager's job
+        /// results.
+        RuntimeEvent = "runtime_event",
     }
 }
 

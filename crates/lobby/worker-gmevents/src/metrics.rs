@@ -8,83 +8,42 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-/// How one entry ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// A snapshot update: snapshot written, stats recorded.
-    Applied,
-    /// A snapshot update older than the stored snapshot: stats recorded, snapshot kept.
-    Stale,
-    /// A `game_finished` that moved the game to `finished` (and was evaluated).
-    Finished,
-    /// A `game_finished` for a game already finished: a replay (evaluated behind the
-    /// guard, so nothing changed twice).
-    Replayed,
-    /// A `game_finished` for a game neither running nor paused: left alone.
-    UnexpectedStatus,
-    /// Skipped: a field missing or malformed.
-    Malformed,
-    /// Skipped: a `kind` the contract does not know.
-    UnknownKind,
-    /// Skipped: a game the Lobby does not know.
-    UnknownGame,
-    /// Skipped: the database refused the entry's write on its own, or its evaluation past
-    /// the refusal hold (decision 0016).
-    Refused,
-}
-
-impl Outcome {
-    /// Every outcome.
-    pub const ALL: [Self; 9] = [
-        Self::Applied,
-        Self::Stale,
-        Self::Finished,
-        Self::Replayed,
-        Self::UnexpectedStatus,
-        Self::Malformed,
-        Self::UnknownKind,
-        Self::UnknownGame,
-        Self::Refused,
-    ];
-
-    /// Label spelling.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Applied => "applied",
-            Self::Stale => "stale",
-            Self::Finished => "finished",
-            Self::Replayed => "replayed",
-            Self::UnexpectedStatus => "unexpected_status",
-            Self::Malformed => "malformed",
-            Self::UnknownKind => "unknown_kind",
-            Self::UnknownGame => "unknown_game",
-            Self::Refused => "refused",
-        }
+contracts::wire_enum! {
+    /// How one entry ended.
+    pub enum Outcome {
+        /// A snapshot update: snapshot written, stats recorded.
+        Applied = "applied",
+        /// A snapshot update older than the stored snapshot: stats recorded, snapshot kept.
+        Stale = "stale",
+        /// A `game_finished` that moved the game to `finished` (and was evaluated).
+        Finished = "finished",
+        /// A `game_finished` for a game already finished: a replay (evaluated behind the
+        /// guard, so nothing changed twice).
+        Replayed = "replayed",
+        /// A `game_finished` for a game neither running nor paused: left alone.
+        UnexpectedStatus = "unexpected_status",
+        /// Skipped: a field missing or malformed.
+        Malformed = "malformed",
+        /// Skipped: a `kind` the contract does not know.
+        UnknownKind = "unknown_kind",
+        /// Skipped: a game the Lobby does not know.
+        UnknownGame = "unknown_game",
+        /// Skipped: the database refused the entry's write on its own, or its evaluation past
+        /// the refusal hold (decision 0016).
+        Refused = "refused",
     }
 }
 
-/// How one capability evaluation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EvaluationOutcome {
-    /// The game was folded into the careers now.
-    Evaluated,
-    /// The guard showed it was done before.
-    AlreadyEvaluated,
-    /// The database refused it for longer than the refusal hold; the entry was skipped and
-    /// the game's careers were not folded.
-    Refused,
-}
-
-impl EvaluationOutcome {
-    /// Label spelling.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Evaluated => "evaluated",
-            Self::AlreadyEvaluated => "already_evaluated",
-            Self::Refused => "refused",
-        }
+contracts::wire_enum! {
+    /// How one capability evaluation ended.
+    pub enum EvaluationOutcome {
+        /// The game was folded into the careers now.
+        Evaluated = "evaluated",
+        /// The guard showed it was done before.
+        AlreadyEvaluated = "already_evaluated",
+        /// The database refused it for longer than the refusal hold; the entry was skipped and
+        /// the game's careers were not folded.
+        Refused = "refused",
     }
 }
 

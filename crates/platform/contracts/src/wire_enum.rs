@@ -1,12 +1,15 @@
 //! [`wire_enum!`](crate::wire_enum): the one way an enum of this workspace gets its wire
 //! spelling, its list of values, `Display` and `FromStr`.
 
-/// Declares an enum whose every value has one fixed spelling on the wire and in the
-/// database, with:
+/// Declares an enum whose every value has one fixed spelling on the wire, in the
+/// database or as a metric label, with:
 /// - `ALL`, every value in declaration order;
 /// - `const fn as_str(self) -> &'static str`, its spelling;
-/// - `Display` (the spelling) and `FromStr` (exact spelling only), whose error is the
-///   named struct holding the text that named no value.
+/// - `Display` (the spelling);
+/// - with `/ Error("noun")` after the name, also `FromStr` (exact spelling only), whose
+///   error is that struct, holding the text that named no value (its message:
+///   `unknown <noun> "<text>"`). Without it (metric labels, which are never read back),
+///   no `FromStr`.
 ///
 /// ```
 /// contracts::wire_enum! {
@@ -25,6 +28,15 @@
 ///     r#"unknown colour "green""#
 /// );
 /// assert_eq!(Colour::ALL.len(), 2);
+///
+/// contracts::wire_enum! {
+///     /// A label only.
+///     pub enum Stage {
+///         /// Reading.
+///         Read = "read",
+///     }
+/// }
+/// assert_eq!(Stage::Read.to_string(), "read");
 /// ```
 #[macro_export]
 macro_rules! wire_enum {
@@ -34,28 +46,10 @@ macro_rules! wire_enum {
             $( $(#[$vmeta:meta])* $variant:ident = $spelling:literal ),+ $(,)?
         }
     ) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        $vis enum $name {
-            $( $(#[$vmeta])* $variant ),+
-        }
-
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: [Self; [$(stringify!($variant)),+].len()] = [$(Self::$variant),+];
-
-            /// The wire (and database) spelling.
-            #[must_use]
-            pub const fn as_str(self) -> &'static str {
-                match self {
-                    $( Self::$variant => $spelling ),+
-                }
-            }
-        }
-
-        impl ::std::fmt::Display for $name {
-            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                f.write_str(self.as_str())
+        $crate::wire_enum! {
+            $(#[$meta])*
+            $vis enum $name {
+                $( $(#[$vmeta])* $variant = $spelling ),+
             }
         }
 
@@ -79,6 +73,37 @@ macro_rules! wire_enum {
                     $( $spelling => Ok(Self::$variant), )+
                     _ => Err($error(s.to_owned())),
                 }
+            }
+        }
+    };
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $spelling:literal ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant ),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: [Self; [$(stringify!($variant)),+].len()] = [$(Self::$variant),+];
+
+            /// The wire (and database, and metric label) spelling.
+            #[must_use]
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( Self::$variant => $spelling ),+
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
             }
         }
     };

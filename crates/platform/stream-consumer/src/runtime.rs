@@ -139,29 +139,17 @@ impl ConsumerConfig {
     }
 }
 
-/// Where a transient failure happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Loading the stored offset.
-    LoadOffset,
-    /// Reading a batch.
-    Read,
-    /// The handler.
-    Handle,
-    /// Saving the offset.
-    SaveOffset,
-}
-
-impl Stage {
-    /// Metric and log spelling.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::LoadOffset => "load_offset",
-            Self::Read => "read",
-            Self::Handle => "handle",
-            Self::SaveOffset => "save_offset",
-        }
+contracts::wire_enum! {
+    /// Where a transient failure happened.
+    pub enum Stage {
+        /// Loading the stored offset.
+        LoadOffset = "load_offset",
+        /// Reading a batch.
+        Read = "read",
+        /// The handler.
+        Handle = "handle",
+        /// Saving the offset.
+        SaveOffset = "save_offset",
     }
 }
 

@@ -1,126 +1,41 @@
 //! The `health_snapshots` row: its status and source vocabularies and the table that maps
 //! each health event type onto them.
 
-use std::fmt;
-use std::str::FromStr;
-
 use contracts::{GameId, HealthEventType};
 
 use crate::envelope::HealthEventEnvelope;
 
-/// The health a snapshot records, as stored in `health_snapshots.status`.
-///
-/// There is no `recovered` status: a `probe_recovered` event collapses to
-/// [`SnapshotStatus::Healthy`], overwriting the previous `probe_failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SnapshotStatus {
-    /// The container runs and answers probes.
-    Healthy,
-    /// The engine's probe failed.
-    ProbeFailed,
-    /// Docker inspect reported the container unhealthy.
-    InspectUnhealthy,
-    /// The container exited.
-    Exited,
-    /// The container was killed for running out of memory.
-    Oom,
-    /// The container vanished from Docker.
-    ContainerDisappeared,
-}
-
-impl SnapshotStatus {
-    /// Every status, in declaration order.
-    pub const ALL: [Self; 6] = [
-        Self::Healthy,
-        Self::ProbeFailed,
-        Self::InspectUnhealthy,
-        Self::Exited,
-        Self::Oom,
-        Self::ContainerDisappeared,
-    ];
-
-    /// The database spelling.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Healthy => "healthy",
-            Self::ProbeFailed => "probe_failed",
-            Self::InspectUnhealthy => "inspect_unhealthy",
-            Self::Exited => "exited",
-            Self::Oom => "oom",
-            Self::ContainerDisappeared => "container_disappeared",
-        }
+contracts::wire_enum! {
+    /// The health a snapshot records, as stored in `health_snapshots.status`.
+    ///
+    /// There is no `recovered` status: a `probe_recovered` event collapses to
+    /// [`SnapshotStatus::Healthy`], overwriting the previous `probe_failed`.
+    pub enum SnapshotStatus / UnknownSnapshotStatus("health snapshot status") {
+        /// The container runs and answers probes.
+        Healthy = "healthy",
+        /// The engine's probe failed.
+        ProbeFailed = "probe_failed",
+        /// Docker inspect reported the container unhealthy.
+        InspectUnhealthy = "inspect_unhealthy",
+        /// The container exited.
+        Exited = "exited",
+        /// The container was killed for running out of memory.
+        Oom = "oom",
+        /// The container vanished from Docker.
+        ContainerDisappeared = "container_disappeared",
     }
 }
 
-impl fmt::Display for SnapshotStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A string that names no snapshot status.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown health snapshot status {0:?}")]
-pub struct UnknownSnapshotStatus(pub String);
-
-impl FromStr for SnapshotStatus {
-    type Err = UnknownSnapshotStatus;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| UnknownSnapshotStatus(s.to_owned()))
-    }
-}
-
-/// Which Runtime Manager observer produced a snapshot, as stored in
-/// `health_snapshots.source`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SnapshotSource {
-    /// The Docker events listener (or the start service, for `container_started`).
-    DockerEvent,
-    /// The periodic Docker inspect worker.
-    Inspect,
-    /// The engine's HTTP probe.
-    Probe,
-}
-
-impl SnapshotSource {
-    /// Every source, in declaration order.
-    pub const ALL: [Self; 3] = [Self::DockerEvent, Self::Inspect, Self::Probe];
-
-    /// The database spelling.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::DockerEvent => "docker_event",
-            Self::Inspect => "inspect",
-            Self::Probe => "probe",
-        }
-    }
-}
-
-impl fmt::Display for SnapshotSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A string that names no snapshot source.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown health snapshot source {0:?}")]
-pub struct UnknownSnapshotSource(pub String);
-
-impl FromStr for SnapshotSource {
-    type Err = UnknownSnapshotSource;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|source| source.as_str() == s)
-            .ok_or_else(|| UnknownSnapshotSource(s.to_owned()))
+contracts::wire_enum! {
+    /// Which Runtime Manager observer produced a snapshot, as stored in
+    /// `health_snapshots.source`.
+    pub enum SnapshotSource / UnknownSnapshotSource("health snapshot source") {
+        /// The Docker events listener (or the start service, for `container_started`).
+        DockerEvent = "docker_event",
+        /// The periodic Docker inspect worker.
+        Inspect = "inspect",
+        /// The engine's HTTP probe.
+        Probe = "probe",
     }
 }
 
