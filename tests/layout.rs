@@ -72,3 +72,86 @@ fn no_service_uses_another_services_crates_and_platform_uses_none() {
         "dependencies across the layout's rules: {broken:#?}"
     );
 }
+
+/// Every non-test Rust source under `crates/`: `(path, text before any #[cfg(test)])`.
+fn non_test_sources() -> Vec<(String, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if name != "tests" && name != "target" {
+                    walk(&path, out);
+                }
+            } else if name.ends_with(".rs") && name != "tests.rs" && !name.ends_with("_tests.rs") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                // Code only: no tests, no comments (docs may quote the contract).
+                let code = text
+                    .split("#[cfg(test)]")
+                    .next()
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("//"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                out.push((path.display().to_string(), code));
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
+    let mut out = Vec::new();
+    walk(&root, &mut out);
+    out
+}
+
+/// Spellings that are a wire field's but mean something else where they stand: the
+/// simulator reads the services' metric labels `outcome` and `kind`.
+const NOT_WIRE_FIELDS: [(&str, &str); 3] = [
+    ("outcome", "tools/galaxy-sim/src/gm.rs"),
+    ("kind", "tools/galaxy-sim/src/gm.rs"),
+    ("outcome", "tools/galaxy-sim/src/lobby.rs"),
+];
+
+#[test]
+fn every_wire_field_name_is_spelled_once_outside_tests() {
+    use contracts::{health_events, job_results, lobby_events, stop_jobs};
+    let mut names: Vec<&str> = [
+        &health_events::fields::ALL[..],
+        &lobby_events::fields::ALL[..],
+        &lobby_events::stats::ALL[..],
+        &stop_jobs::fields::ALL[..],
+        &job_results::fields::ALL[..],
+    ]
+    .concat();
+    names.sort_unstable();
+    names.dedup();
+    let sources = non_test_sources();
+    assert!(sources.len() > 100, "read {} files", sources.len());
+    let mut wrong = Vec::new();
+    for name in names {
+        let quoted = format!("\"{name}\"");
+        let places: Vec<&str> = sources
+            .iter()
+            .flat_map(|(path, code)| code.matches(quoted.as_str()).map(move |_| path.as_str()))
+            .collect();
+        let places: Vec<&str> = places
+            .into_iter()
+            .filter(|p| {
+                !NOT_WIRE_FIELDS
+                    .iter()
+                    .any(|(n, file)| *n == name && p.ends_with(file))
+            })
+            .collect();
+        let in_contracts = places.iter().all(|p| p.contains("/platform/contracts/"));
+        if places.len() != 1 || !in_contracts {
+            wrong.push(format!("{quoted}: {places:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "field names spelled other than once, in contracts: {wrong:#?}"
+    );
+}

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use domain_runtime::EngineHealth;
-use ports::{Error, LobbyEvent, LobbyEventKind, LobbyEventsPublisher, PlayerTurnStats};
+use ports::{Error, LobbyEvent, LobbyEventsPublisher, PlayerTurnStats};
 use redis_streams::{RedisClient, StreamWriter};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use stream_consumer::StreamError;
@@ -36,14 +36,6 @@ impl RedisLobbyEventsPublisher {
     }
 }
 
-/// `kind`'s wire spelling.
-const fn kind(kind: LobbyEventKind) -> &'static str {
-    match kind {
-        LobbyEventKind::RuntimeSnapshotUpdate => wire::KIND_RUNTIME_SNAPSHOT_UPDATE,
-        LobbyEventKind::GameFinished => wire::KIND_GAME_FINISHED,
-    }
-}
-
 /// One `player_turn_stats` element, with the contract's key names.
 struct StatsJson<'a>(&'a PlayerTurnStats);
 
@@ -65,7 +57,7 @@ impl Serialize for StatsJson<'_> {
 pub(crate) fn encode(event: &LobbyEvent) -> Result<Vec<(&'static str, String)>, Error> {
     let snapshot = event.snapshot();
     let mut fields = vec![
-        (wire::KIND, kind(event.kind()).to_owned()),
+        (wire::KIND, event.kind().as_str().to_owned()),
         (wire::GAME_ID, snapshot.game_id.as_str().to_owned()),
         (wire::CURRENT_TURN, snapshot.current_turn.to_string()),
         (
@@ -121,16 +113,6 @@ mod tests {
             engine_health: Some(EngineHealth::Oom),
             occurred_at_ms: 1_700_000_000_123,
             player_turn_stats: stats,
-        }
-    }
-
-    #[test]
-    fn kinds_match_the_ports_spelling() {
-        for k in [
-            LobbyEventKind::RuntimeSnapshotUpdate,
-            LobbyEventKind::GameFinished,
-        ] {
-            assert_eq!(kind(k), k.as_str());
         }
     }
 

@@ -35,15 +35,8 @@ pub struct RuntimeSnapshot {
     pub player_turn_stats: Vec<PlayerTurnStats>,
 }
 
-contracts::wire_enum! {
-    /// The `kind` of a lobby event.
-    pub enum LobbyEventKind {
-        /// `runtime_snapshot_update`.
-        RuntimeSnapshotUpdate = "runtime_snapshot_update",
-        /// `game_finished`.
-        GameFinished = "game_finished",
-    }
-}
+/// The `kind` of a lobby event (the contract's).
+pub use contracts::LobbyEventKind;
 
 /// One entry for `gm:lobby_events`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,15 +8,9 @@ use stream_consumer::decode::{DecodeError, Fields};
 
 use crate::metrics::Outcome;
 
-/// Wire field names of `runtime:health_events` the Game Master reads (frozen contract).
-pub mod field {
-    /// The game.
-    pub const GAME_ID: &str = "game_id";
-    /// One of the seven event types.
-    pub const EVENT_TYPE: &str = "event_type";
-    /// When the Runtime Manager observed it, ms since the epoch, > 0.
-    pub const OCCURRED_AT_MS: &str = "occurred_at_ms";
-}
+/// Wire field names of `runtime:health_events` (the contract's); the Game Master reads
+/// `game_id`, `event_type` and `occurred_at_ms`.
+pub use contracts::health_events::fields as field;
 
 /// A decoded health event: all the Game Master needs from an entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

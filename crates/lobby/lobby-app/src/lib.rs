@@ -61,7 +61,7 @@ pub fn command() -> Command {
                         .help("Status the new games start in"),
                 )
                 .arg(
-                    Arg::new("game_id")
+                    Arg::new("game_ids")
                         .value_name("GAME_ID")
                         .required(true)
                         .action(ArgAction::Append)
@@ -128,7 +128,7 @@ async fn seed_game(m: &ArgMatches) -> Result<ExitCode, StartupError> {
         .map_or(Ok(GameStatus::Running), |s| s.parse())
         .map_err(|e| StartupError::new(e.to_string()))?;
     let ids = m
-        .get_many::<String>("game_id")
+        .get_many::<String>("game_ids")
         .into_iter()
         .flatten()
         .map(|raw| {
@@ -219,7 +219,7 @@ mod tests {
         )
         .unwrap();
         let (_, seed) = m.subcommand().unwrap();
-        let ids: Vec<&String> = seed.get_many::<String>("game_id").unwrap().collect();
+        let ids: Vec<&String> = seed.get_many::<String>("game_ids").unwrap().collect();
         assert_eq!(ids, ["g1", "g2"]);
         assert_eq!(seed.get_one::<String>("status").unwrap(), "paused");
         assert!(parse_from(command(), ["lobby", "seed-game", "g1", "--status", "won"]).is_err());

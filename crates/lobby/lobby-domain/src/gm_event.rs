@@ -7,25 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::snapshot::RuntimeSnapshot;
 use crate::stats::{InvalidPlayerStats, PlayerObservedStats};
 
-/// Wire field names of a `gm:lobby_events` entry. Frozen: the Game Master writes them.
-pub mod fields {
-    /// The event kind.
-    pub const KIND: &str = "kind";
-    /// The game. Required.
-    pub const GAME_ID: &str = "game_id";
-    /// The current turn, an integer ≥ 0.
-    pub const CURRENT_TURN: &str = "current_turn";
-    /// The Game Master's runtime status.
-    pub const RUNTIME_STATUS: &str = "runtime_status";
-    /// The engine-health summary.
-    pub const ENGINE_HEALTH_SUMMARY: &str = "engine_health_summary";
-    /// When the Game Master emitted the event, decimal milliseconds since the Unix epoch.
-    pub const OCCURRED_AT_MS: &str = "occurred_at_ms";
-    /// JSON array of per-player stats; absent or empty when there are none.
-    pub const PLAYER_TURN_STATS: &str = "player_turn_stats";
-    /// When the game finished, decimal milliseconds; `game_finished` only.
-    pub const FINISHED_AT_MS: &str = "finished_at_ms";
-}
+/// Wire field names of a `gm:lobby_events` entry (the contract's).
+pub use contracts::lobby_events::fields;
 
 /// Longest `runtime_status` or `engine_health_summary` the Lobby stores, in bytes (the
 /// longest value the Game Master sends today is 22).
@@ -36,15 +19,10 @@ pub const KIND_RUNTIME_SNAPSHOT_UPDATE: &str = GmEventKind::RuntimeSnapshotUpdat
 /// The `kind` of a game-finished event.
 pub const KIND_GAME_FINISHED: &str = GmEventKind::GameFinished.as_str();
 
-contracts::wire_enum! {
-    /// What a `gm:lobby_events` entry announces.
-    pub enum GmEventKind / UnknownGmEventKind("gm event kind") {
-        /// The game's runtime state changed: apply the snapshot and feed the stats.
-        RuntimeSnapshotUpdate = "runtime_snapshot_update",
-        /// The game is over: as an update, then finish the game and evaluate capabilities.
-        GameFinished = "game_finished",
-    }
-}
+/// What a `gm:lobby_events` entry announces (the contract's [`LobbyEventKind`]).
+pub use contracts::LobbyEventKind as GmEventKind;
+/// A string that names no event kind.
+pub use contracts::UnknownLobbyEventKind as UnknownGmEventKind;
 
 /// Why a `gm:lobby_events` entry cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use contracts::lobby_events::stats;
 use contracts::storable::{UnstorableText, storable_text};
 
 /// Longest user id accepted, in bytes (after trimming): it is part of two primary keys.
@@ -102,9 +103,9 @@ impl StatValues {
         ships_built: i64,
     ) -> Result<Self, InvalidPlayerStats> {
         for (field, value) in [
-            ("planets", planets),
-            ("population", population),
-            ("ships_built", ships_built),
+            (stats::PLANETS, planets),
+            (stats::POPULATION, population),
+            (stats::SHIPS_BUILT, ships_built),
         ] {
             if value < 0 {
                 return Err(InvalidPlayerStats::Negative { field, value });

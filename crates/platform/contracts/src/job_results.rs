@@ -6,7 +6,7 @@ use crate::GameId;
 /// Wire field names of a `runtime:job_results` entry. Frozen: the Lobby reads them.
 pub mod fields {
     /// The game the job was about.
-    pub const GAME_ID: &str = "game_id";
+    pub const GAME_ID: &str = crate::names::GAME_ID;
     /// `success` or `failure`.
     pub const OUTCOME: &str = "outcome";
     /// A machine-readable code; empty on a plain success.
@@ -14,9 +14,19 @@ pub mod fields {
     /// A human-readable explanation; may be empty.
     pub const ERROR_MESSAGE: &str = "error_message";
     /// The engine container's id; only on success.
-    pub const CONTAINER_ID: &str = "container_id";
+    pub const CONTAINER_ID: &str = crate::names::CONTAINER_ID;
     /// The engine's endpoint; only on success.
     pub const ENGINE_ENDPOINT: &str = "engine_endpoint";
+
+    /// Every field.
+    pub const ALL: [&str; 6] = [
+        GAME_ID,
+        OUTCOME,
+        ERROR_CODE,
+        ERROR_MESSAGE,
+        CONTAINER_ID,
+        ENGINE_ENDPOINT,
+    ];
 }
 
 /// The error code of a successful job that found nothing to do: the runtime was already

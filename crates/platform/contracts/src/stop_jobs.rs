@@ -7,11 +7,14 @@ use crate::{GameId, InvalidGameId};
 /// Wire field names of a `runtime:stop_jobs` entry. Frozen: the Lobby writes them.
 pub mod fields {
     /// The game whose runtime is to be stopped. Required.
-    pub const GAME_ID: &str = "game_id";
+    pub const GAME_ID: &str = crate::names::GAME_ID;
     /// Why, one of the [`StopReason`](super::StopReason) spellings. Required.
     pub const REASON: &str = "reason";
     /// When the Lobby asked, decimal milliseconds since the Unix epoch. Optional.
     pub const REQUESTED_AT_MS: &str = "requested_at_ms";
+
+    /// Every field.
+    pub const ALL: [&str; 3] = [GAME_ID, REASON, REQUESTED_AT_MS];
 }
 
 crate::wire_enum! {

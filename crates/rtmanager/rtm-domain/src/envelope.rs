@@ -6,19 +6,8 @@ use contracts::{GameId, HealthEventType, InvalidGameId, UnknownEventType};
 
 use crate::snapshot::HealthSnapshot;
 
-/// Wire field names of a `runtime:health_events` entry. Frozen: the Game Master reads them.
-pub mod fields {
-    /// The game whose container was observed.
-    pub const GAME_ID: &str = "game_id";
-    /// The engine container's id.
-    pub const CONTAINER_ID: &str = "container_id";
-    /// One of the seven health event types.
-    pub const EVENT_TYPE: &str = "event_type";
-    /// Observation time, decimal milliseconds since the Unix epoch.
-    pub const OCCURRED_AT_MS: &str = "occurred_at_ms";
-    /// Observer-specific JSON object text.
-    pub const DETAILS: &str = "details";
-}
+/// Wire field names of `runtime:health_events` (the contract's).
+pub use contracts::health_events::fields;
 
 /// The details written when the publisher was given none; matches the SQL default of
 /// `health_snapshots.details`.

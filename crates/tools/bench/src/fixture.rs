@@ -1,5 +1,6 @@
 //! The bench's own database and Redis keys.
 
+use contracts::lobby_events::fields as field;
 use std::collections::BTreeMap;
 
 use anyhow::Context;
@@ -141,10 +142,10 @@ impl Fixture {
             for e in &batch {
                 let text =
                     |f: &str| String::from_utf8_lossy(e.field(f).unwrap_or_default()).into_owned();
-                out.entry(text("game_id")).or_default().push((
-                    text("runtime_status"),
-                    text("engine_health_summary"),
-                    text("current_turn"),
+                out.entry(text(field::GAME_ID)).or_default().push((
+                    text(field::RUNTIME_STATUS),
+                    text(field::ENGINE_HEALTH_SUMMARY),
+                    text(field::CURRENT_TURN),
                 ));
             }
         }

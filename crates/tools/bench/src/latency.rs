@@ -288,8 +288,12 @@ async fn observe(
         let mut sent = sent.lock().unwrap_or_else(PoisonError::into_inner);
         for entry in &batch {
             after = entry.id;
-            let game =
-                String::from_utf8_lossy(entry.field("game_id").unwrap_or_default()).into_owned();
+            let game = String::from_utf8_lossy(
+                entry
+                    .field(contracts::lobby_events::fields::GAME_ID)
+                    .unwrap_or_default(),
+            )
+            .into_owned();
             if let Some(at) = sent.get_mut(&game).and_then(VecDeque::pop_front) {
                 latencies.push(seen.duration_since(at));
             }

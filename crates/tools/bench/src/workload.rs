@@ -1,5 +1,6 @@
 //! The event mix and the preloading of a stream.
 
+use contracts::health_events::fields as field;
 use domain_runtime::HealthEventType as E;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -51,11 +52,11 @@ pub fn events(n: usize, games: usize, seed: u64) -> Vec<(usize, E)> {
 #[must_use]
 pub fn fields(game: usize, kind: E, at_ms: u64) -> Vec<(&'static str, String)> {
     vec![
-        ("game_id", game_id(game)),
-        ("container_id", format!("c-{game}")),
-        ("event_type", kind.as_str().to_owned()),
-        ("occurred_at_ms", at_ms.to_string()),
-        ("details", "{}".to_owned()),
+        (field::GAME_ID, game_id(game)),
+        (field::CONTAINER_ID, format!("c-{game}")),
+        (field::EVENT_TYPE, kind.as_str().to_owned()),
+        (field::OCCURRED_AT_MS, at_ms.to_string()),
+        (field::DETAILS, "{}".to_owned()),
     ]
 }
 
