@@ -3,6 +3,9 @@
 
 use crate::GameId;
 
+/// The default stream name.
+pub const DEFAULT_STREAM: &str = "runtime:job_results";
+
 /// Wire field names of a `runtime:job_results` entry. Frozen: the Lobby reads them.
 pub mod fields {
     /// The game the job was about.

@@ -4,6 +4,9 @@
 use crate::storable::MAX_TIME_MS;
 use crate::{GameId, InvalidGameId};
 
+/// The default stream name.
+pub const DEFAULT_STREAM: &str = "runtime:stop_jobs";
+
 /// Wire field names of a `runtime:stop_jobs` entry. Frozen: the Lobby writes them.
 pub mod fields {
     /// The game whose runtime is to be stopped. Required.
