@@ -14,7 +14,7 @@ use crate::backoff::Backoff;
 use crate::entry::{EntryId, StreamEntry};
 use crate::health::ConsumerHealth;
 use crate::metrics::{ConsumerMetrics, RetryLabels, label};
-use crate::ports::{BoxError, StreamOffsetStore, StreamReader};
+use crate::ports::{BoxError, StreamError, StreamOffsetStore, StreamReader};
 use error_kit::error_chain;
 
 /// What a handler reports for one batch.
@@ -210,6 +210,12 @@ pub struct Consumer<R, O, H> {
     refusal: Option<(EntryId, Instant)>,
 }
 
+/// What the read-ahead of step 4 returned: `None` when it did not read.
+type ReadAhead = Option<Result<Vec<StreamEntry>, StreamError>>;
+
+/// What the offset save of step 4 did: the offset it stored, if it stored one.
+type SaveResult = Result<Option<EntryId>, StreamError>;
+
 struct Handles {
     metrics: ConsumerMetrics,
     entries: Counter,
@@ -330,93 +336,133 @@ where
     /// failure returns [`Step::Retry`] with the wait.
     pub async fn step(&mut self) -> Step {
         // 1. The stored offset, once.
-        let position = match self.position {
-            Some(p) => p,
-            None => match self.offsets.load(&self.config.label).await {
-                Ok(stored) => {
-                    let p = stored.unwrap_or(EntryId::ZERO);
-                    tracing::info!(consumer = %self.config.label, offset = %p, stored = stored.is_some(), "offset loaded");
-                    self.position = Some(p);
-                    self.saved = Some(p);
-                    self.probe_stream(stored.is_some()).await;
-                    p
-                }
-                Err(e) => return self.retry(Stage::LoadOffset, &e.into()),
-            },
+        let position = match self.load_position().await {
+            Ok(position) => position,
+            Err(step) => return step,
         };
-
-        // 2. Progress not yet stored is stored first when the consumer is about to wait for
-        //    entries or is recovering from a failure; otherwise while the next batch is
-        //    handled (step 4).
-        if self.saved != Some(position) && (self.pending.is_empty() || self.attempt > 0) {
-            if let Err(e) = self.offsets.save(&self.config.label, position).await {
-                return self.retry(Stage::SaveOffset, &e.into());
-            }
-            self.saved = Some(position);
+        // 2. Progress not yet stored, when about to wait or recovering.
+        if let Err(step) = self.store_progress_first(position).await {
+            return step;
         }
+        // 3. A new batch, unless entries are waiting.
+        if let Some(step) = self.next_entries(position).await {
+            return step;
+        }
+        // 4. The handler, beside the read-ahead and the previous batch's offset save.
+        let (outcome, ahead, saved) = self.handle_pending(position).await;
+        let refused = outcome.refused;
+        let (finished, failure) = self.take_finished(outcome);
+        self.keep_read_ahead(ahead, failure.is_none());
+        // 5. What the step came to.
+        self.conclude(position, finished, failure, refused, saved)
+    }
 
-        // 3. A new batch, unless entries are waiting (read ahead, or left by a failure).
+    /// Step 1: the position, loading the stored offset the first time (`0-0` when none).
+    async fn load_position(&mut self) -> Result<EntryId, Step> {
+        if let Some(position) = self.position {
+            return Ok(position);
+        }
+        match self.offsets.load(&self.config.label).await {
+            Ok(stored) => {
+                let p = stored.unwrap_or(EntryId::ZERO);
+                tracing::info!(consumer = %self.config.label, offset = %p, stored = stored.is_some(), "offset loaded");
+                self.position = Some(p);
+                self.saved = Some(p);
+                self.probe_stream(stored.is_some()).await;
+                Ok(p)
+            }
+            Err(e) => Err(self.retry(Stage::LoadOffset, &e.into())),
+        }
+    }
+
+    /// Step 2: progress not yet stored is stored first when the consumer is about to wait
+    /// for entries or is recovering from a failure; otherwise while the next batch is
+    /// handled (step 4).
+    async fn store_progress_first(&mut self, position: EntryId) -> Result<(), Step> {
+        if self.saved == Some(position) || !(self.pending.is_empty() || self.attempt > 0) {
+            return Ok(());
+        }
+        if let Err(e) = self.offsets.save(&self.config.label, position).await {
+            return Err(self.retry(Stage::SaveOffset, &e.into()));
+        }
+        self.saved = Some(position);
+        Ok(())
+    }
+
+    /// Step 3: looks at the stream's bounds when due, then reads a batch unless entries
+    /// are waiting (read ahead, or left by a failure); when caught up, tops the waiting
+    /// entries up with what arrived since. `Some` when the step ends here.
+    async fn next_entries(&mut self, position: EntryId) -> Option<Step> {
         if self
             .last_info
             .is_none_or(|at| at.elapsed() >= self.config.info_interval)
         {
             self.probe_stream(true).await;
         }
-        if self.pending.is_empty() {
-            let read = self.reader.read_after(
-                &self.config.stream,
-                position,
-                self.config.batch_size,
-                self.config.block,
-            );
-            let batch = tokio::select! {
-                biased;
-                () = self.cancel.cancelled() => return Step::Cancelled,
-                r = read => r,
-            };
-            match batch {
-                Ok(entries) if entries.is_empty() => {
-                    self.recovered();
-                    self.m.lag_ms.set(0);
-                    return Step::Idle;
-                }
-                Ok(entries) => {
-                    self.caught_up = entries.len() < self.config.batch_size;
-                    self.pending = entries;
-                }
-                Err(e) => return self.retry(Stage::Read, &e.into()),
+        if !self.pending.is_empty() {
+            if self.caught_up && self.attempt == 0 {
+                self.top_up().await;
             }
-        } else if self.caught_up && self.attempt == 0 {
-            // Caught up: what arrived while the last batch was handled joins the entries
-            // waiting, so it is applied now instead of one batch later.
-            let waiting = self.pending.len() - self.in_flight;
-            let room = self.config.batch_size.saturating_sub(waiting);
-            if room > 0
-                && let Some(after) = self.pending.last().map(|e| e.id)
-            {
-                match self
-                    .reader
-                    .read_after(&self.config.stream, after, room, Duration::ZERO)
-                    .await
-                {
-                    Ok(more) => {
-                        self.caught_up = more.len() < room;
-                        self.pending.extend(more);
-                    }
-                    Err(error) => {
-                        tracing::debug!(%error, "top-up read failed; the next read will retry");
-                    }
-                }
+            return None;
+        }
+        let read = self.reader.read_after(
+            &self.config.stream,
+            position,
+            self.config.batch_size,
+            self.config.block,
+        );
+        let batch = tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => return Some(Step::Cancelled),
+            r = read => r,
+        };
+        match batch {
+            Ok(entries) if entries.is_empty() => {
+                self.recovered();
+                self.m.lag_ms.set(0);
+                Some(Step::Idle)
+            }
+            Ok(entries) => {
+                self.caught_up = entries.len() < self.config.batch_size;
+                self.pending = entries;
+                None
+            }
+            Err(e) => Some(self.retry(Stage::Read, &e.into())),
+        }
+    }
+
+    /// Caught up: what arrived while the last batch was handled joins the entries
+    /// waiting, so it is applied now instead of one batch later.
+    async fn top_up(&mut self) {
+        let waiting = self.pending.len() - self.in_flight;
+        let room = self.config.batch_size.saturating_sub(waiting);
+        let Some(after) = self.pending.last().map(|e| e.id).filter(|_| room > 0) else {
+            return;
+        };
+        match self
+            .reader
+            .read_after(&self.config.stream, after, room, Duration::ZERO)
+            .await
+        {
+            Ok(more) => {
+                self.caught_up = more.len() < room;
+                self.pending.extend(more);
+            }
+            Err(error) => {
+                tracing::debug!(%error, "top-up read failed; the next read will retry");
             }
         }
+    }
 
-        // 4. The handler, while (behind a backlog) the next batch is read ahead without
-        //    blocking on the reader's own connection: the read overlaps the handler's
-        //    database and publish work instead of following it.
+    /// Step 4: the handler, while (behind a backlog) the next batch is read ahead without
+    /// blocking on the reader's own connection, so the read overlaps the handler's
+    /// database and publish work instead of following it, and while the previous batch's
+    /// offset is saved. Returns the handler's outcome, the read-ahead (`None` when caught
+    /// up: the next step's top-up reads what arrives meanwhile, closer to when it is
+    /// handled) and the offset saved, if any.
+    async fn handle_pending(&mut self, position: EntryId) -> (BatchOutcome, ReadAhead, SaveResult) {
         let started = Instant::now();
         let after = self.pending.last().map_or(position, |e| e.id);
-        // Caught up, nothing is queued behind this batch: the next step's top-up reads
-        // what arrives meanwhile, closer to when it is handled.
         let read_ahead = async {
             if self.caught_up {
                 return None;
@@ -440,11 +486,17 @@ where
                 None => Ok(None),
             }
         };
-        let (outcome, ahead, saved) =
-            tokio::join!(self.handler.handle(&self.pending), read_ahead, save);
+        let joined = tokio::join!(self.handler.handle(&self.pending), read_ahead, save);
         self.m
             .handle_seconds
             .observe(started.elapsed().as_secs_f64());
+        joined
+    }
+
+    /// Step 4's result: the finished entries leave `pending` and move the position; the
+    /// rest are in flight or wait for a retry. Returns how many finished, and the failure
+    /// (a handler that stops short without one has failed all the same).
+    fn take_finished(&mut self, outcome: BatchOutcome) -> (usize, Option<BoxError>) {
         let finished = outcome.finished.min(self.pending.len());
         let failure = match outcome.failure {
             None if finished < self.pending.len() && !outcome.in_flight => {
@@ -467,11 +519,15 @@ where
         } else {
             0
         };
+        (finished, failure)
+    }
+
+    /// A batch read ahead follows on from the entries given to the handler; it is kept
+    /// unless the handler failed (then the unfinished entries are retried alone, and the
+    /// next read starts after them).
+    fn keep_read_ahead(&mut self, ahead: ReadAhead, handler_ok: bool) {
         match ahead {
-            // A batch read ahead follows on from the entries given to the handler; it is
-            // kept unless the handler failed (then the unfinished entries are retried
-            // alone, and the next read starts after them).
-            Some(Ok(next)) if failure.is_none() => {
+            Some(Ok(next)) if handler_ok => {
                 self.caught_up = next.len() < self.config.batch_size;
                 self.pending.extend(next);
             }
@@ -480,10 +536,20 @@ where
                 tracing::debug!(%error, "read-ahead failed; the next read will retry");
             }
         }
+    }
 
-        // 5. The offset of the previous batch was saved beside the handler; this batch's
-        //    is saved during the next step (before it waits for entries, or beside the
-        //    next batch), so the save is never on the critical path of a busy consumer.
+    /// Step 5: the offset of the previous batch was saved beside the handler; this
+    /// batch's is saved during the next step (before it waits for entries, or beside the
+    /// next batch), so the save is never on the critical path of a busy consumer. A
+    /// handler failure is retried (or, refused, held), then a failed save.
+    fn conclude(
+        &mut self,
+        position: EntryId,
+        finished: usize,
+        failure: Option<BoxError>,
+        refused: bool,
+        saved: SaveResult,
+    ) -> Step {
         let position = self.position.unwrap_or(position);
         let save_failure = match saved {
             Ok(Some(offset)) => {
@@ -494,7 +560,7 @@ where
             Err(error) => Some(error),
         };
         if let Some(error) = failure {
-            if outcome.refused {
+            if refused {
                 return self.refused(finished, &error);
             }
             return self.retry(Stage::Handle, &error);
