@@ -37,38 +37,32 @@ pub mod model;
 pub mod pacer;
 pub mod players;
 pub mod report;
+mod run;
 pub mod script;
 pub mod settings;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use adapters_postgres::PgRuntimeRecordStore;
 use adapters_redis::RedisLobbyEventsPublisher;
 use anyhow::{Context, bail};
-use domain_runtime::{EngineHealth, GameId, RuntimeStatus};
-use lobby_adapters_postgres::PgLobbyStore;
-use pg_kit::{PgSettings, Pool};
+use domain_runtime::{GameId, RuntimeStatus};
+use pg_kit::Pool;
 use ports::{LobbyEvent, LobbyEventsPublisher, NewRuntime, RuntimeRecordStore};
-use redis_streams::{RedisSettings, RedisStreamReader, StreamWriter};
-use rtm_adapters::{PgHealthSnapshotStore, RtmHealthEventPublisher};
+use redis_streams::RedisStreamReader;
 use service_kit::{StartupError, error_chain};
 use stream_consumer::{EntryId, StreamReader};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::fleet::{Counters, Divergence, Fleet, GameRun, Stored};
-use crate::gm::Progress;
+use crate::fleet::{Counters, Fleet, GameRun, Stored};
 use crate::lobby::GmRow;
-use crate::model::{GameModel, ModelCounts};
-use crate::pacer::Pacer;
+use crate::model::GameModel;
 use crate::players::Roster;
-use crate::report::{LobbyReport, Report};
 use crate::script::{FlowKind, GameScript};
 pub use crate::settings::Settings;
 
@@ -103,7 +97,7 @@ fn startup(what: &str, error: &(dyn std::error::Error + 'static)) -> Failure {
 pub async fn run(settings: Settings) -> ExitCode {
     let stop = CancellationToken::new();
     tokio::spawn(service_kit::shutdown::cancel_on_signal(stop.clone()));
-    match simulate(&settings, stop).await {
+    match run::simulate(&settings, stop).await {
         Ok(report) => {
             println!("{report}");
             if report.converged() {
@@ -139,325 +133,6 @@ fn default_prefix() -> String {
 fn game_name(prefix: &str, index: u32, games: u32) -> String {
     let width = games.saturating_sub(1).max(1).to_string().len();
     format!("{prefix}-{index:0width$}")
-}
-
-async fn simulate(settings: &Settings, stop: CancellationToken) -> Result<Report, Failure> {
-    // 1. Connect and prepare.
-    let pg = PgSettings::default()
-        .max_connections(usize::try_from(settings.postgres_pool_size).unwrap_or(16))
-        .application_name(NAME);
-    let pool = pg_kit::connect(&settings.postgres_url, &pg)
-        .await
-        .map_err(|e| startup("PostgreSQL", &e))?;
-    adapters_postgres::migrate(&pool)
-        .await
-        .map_err(|e| startup("Game Master migrations", &e))?;
-    rtm_adapters::migrate(&pool)
-        .await
-        .map_err(|e| startup("Runtime Manager migrations", &e))?;
-    let redis = redis_streams::connect(&settings.redis_url, RedisSettings::default(), NAME)
-        .await
-        .map_err(|e| startup("Redis", &e))?;
-    let streams = RedisStreamReader::connect(
-        &settings.redis_url,
-        RedisSettings::default(),
-        &format!("{NAME}-info"),
-    )
-    .await
-    .map_err(|e| startup("Redis", &e))?;
-    let gm_before = match &settings.gamemaster_metrics_url {
-        Some(url) => Some(
-            gm::scrape(url)
-                .await
-                .map_err(|e| startup("Game Master metrics", e.as_ref()))?,
-        ),
-        None => None,
-    };
-    let lobby_store = match &settings.lobby_postgres_url {
-        Some(url) => {
-            let lobby_pool = pg_kit::connect(url, &pg)
-                .await
-                .map_err(|e| startup("Lobby PostgreSQL", &e))?;
-            lobby_adapters_postgres::migrate(&lobby_pool)
-                .await
-                .map_err(|e| startup("Lobby migrations", &e))?;
-            Some(PgLobbyStore::new(lobby_pool))
-        }
-        None => None,
-    };
-    let lobby_metrics_before = match &settings.lobby_metrics_url {
-        Some(url) => Some(
-            lobby::scrape(url)
-                .await
-                .map_err(|e| startup("Lobby metrics", e.as_ref()))?,
-        ),
-        None => None,
-    };
-    let lobby_before = stream_length(&streams, &settings.lobby_events_stream).await;
-    let lobby_events =
-        RedisLobbyEventsPublisher::new(redis.clone(), settings.lobby_events_stream.clone());
-
-    // 2. Register the fleet.
-    let seed = settings.seed.unwrap_or_else(rand::random);
-    let prefix = settings.game_prefix.clone().unwrap_or_else(default_prefix);
-    let records = PgRuntimeRecordStore::new(pool.clone());
-    let mut games = register(&records, &prefix, settings.games, seed).await?;
-    if let Some(store) = &lobby_store {
-        let ids: Vec<GameId> = games.iter().map(|g| g.game_id.clone()).collect();
-        lobby::create_games(store, &ids)
-            .await
-            .map_err(|e| startup("create the fleet in the Lobby", e.as_ref()))?;
-    }
-    let counters = Counters::default();
-    announce(&lobby_events, &mut games, &counters)
-        .await
-        .map_err(|e| startup("announce the fleet to the Lobby", e.as_ref()))?;
-    println!(
-        "{NAME}: {} games registered ({} … {}), seed {seed}; publishing for {:?} at up to {}/s",
-        report::thousands(u64::from(settings.games)),
-        games.first().map_or("", |g| g.game_id.as_str()),
-        games.last().map_or("", |g| g.game_id.as_str()),
-        settings.duration,
-        report::thousands(u64::from(settings.rate)),
-    );
-
-    // 3. Play.
-    let watch_stop = CancellationToken::new();
-    let progress = Arc::new(Progress::default());
-    let gm_offset = gm::watch_offset(redis.clone(), Arc::clone(&progress), watch_stop.clone());
-    let gm_peak_lag = Arc::new(AtomicU64::new(0));
-    let lobby_peak_lag = Arc::new(AtomicU64::new(0));
-    if settings.gamemaster_metrics_url.is_some() || settings.lobby_metrics_url.is_some() {
-        let (gm_url, lobby_url) = (
-            settings.gamemaster_metrics_url.clone(),
-            settings.lobby_metrics_url.clone(),
-        );
-        let (gm_peak, lobby_peak) = (Arc::clone(&gm_peak_lag), Arc::clone(&lobby_peak_lag));
-        let stop = watch_stop.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    _ = tick.tick() => {}
-                }
-                if let Some(url) = &gm_url
-                    && let Ok(m) = gm::scrape(url).await
-                {
-                    gm_peak.fetch_max(report_whole(m.lag_ms), Ordering::Relaxed);
-                }
-                if let Some(url) = &lobby_url
-                    && let Ok(m) = lobby::scrape(url).await
-                {
-                    lobby_peak.fetch_max(report_whole(m.lag_ms), Ordering::Relaxed);
-                }
-            }
-        });
-    }
-    let fleet = Arc::new(Fleet {
-        publisher: RtmHealthEventPublisher::new(
-            PgHealthSnapshotStore::new(pool.clone()),
-            StreamWriter::new(redis.clone(), settings.health_events_stream.clone()),
-        ),
-        records,
-        pool: pool.clone(),
-        lobby_events,
-        pacer: Pacer::start(settings.rate, stop.clone()),
-        gm_offset: gm_offset.clone(),
-        progress: Arc::clone(&progress),
-        counters,
-        stop: stop.clone(),
-        drain_timeout: settings.drain_timeout,
-    });
-    let (drain_tx, drain_rx) = watch::channel(None);
-    let status = report::status_line(
-        Arc::clone(&fleet),
-        settings.duration,
-        drain_rx,
-        watch_stop.clone(),
-    );
-    let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    for game in games {
-        let fleet = Arc::clone(&fleet);
-        tasks.spawn(async move {
-            let result = fleet
-                .drive(game.game_id, game.script, game.roster, game.model)
-                .await;
-            if result.is_err() {
-                fleet.stop.cancel();
-            }
-            result
-        });
-    }
-    tokio::select! {
-        () = tokio::time::sleep(settings.duration) => {}
-        () = stop.cancelled() => {}
-    }
-    stop.cancel();
-    let mut runs = Vec::new();
-    let mut failure = None;
-    while let Some(joined) = tasks.join_next().await {
-        match joined.context("a game task panicked") {
-            Ok(Ok(run)) => runs.push(run),
-            Ok(Err(e)) | Err(e) => {
-                failure.get_or_insert(e);
-            }
-        }
-    }
-    let publishing = started.elapsed();
-    runs.sort_by(|a, b| a.game_id.cmp(&b.game_id));
-    let stop_playing = || {
-        watch_stop.cancel();
-    };
-    if let Some(e) = failure {
-        stop_playing();
-        let _ = status.await;
-        return Err(Failure::Run(e));
-    }
-
-    // 4. Finish a few more games, then drain.
-    let end_finished = match finish_more(&fleet, &mut runs, settings.finish_games).await {
-        Ok(n) => n,
-        Err(e) => {
-            stop_playing();
-            let _ = status.await;
-            return Err(Failure::Run(e));
-        }
-    };
-    let drained_from = Instant::now();
-    let target = match streams.info(&settings.health_events_stream).await {
-        Ok(Some(info)) => info.last_generated.max(progress.newest()),
-        _ => progress.newest(),
-    };
-    drain_tx.send_replace(Some(target));
-    let drained = wait_for_offset(gm_offset, target, settings.drain_timeout).await;
-    let drain = drained_from.elapsed();
-    stop_playing();
-    let _ = status.await;
-    drained?;
-    let lobby_drain = match &lobby_store {
-        Some(_) => {
-            let target = match streams.info(&settings.lobby_events_stream).await {
-                Ok(Some(info)) => info.last_generated,
-                Ok(None) => EntryId::ZERO,
-                Err(e) => {
-                    return Err(anyhow::Error::new(e)
-                        .context("read the lobby events stream's last entry")
-                        .into());
-                }
-            };
-            Some(lobby::wait_for_lobby(redis.clone(), target, settings.drain_timeout).await?)
-        }
-        None => None,
-    };
-
-    // 5. Judge.
-    let tampered = tamper(&pool, &runs, settings.tamper).await?;
-    let rows = read_rows(&pool, &runs).await?;
-    let mut divergences = Vec::new();
-    let mut table = HashMap::new();
-    let mut counts = ModelCounts::default();
-    for run in &runs {
-        counts += run.model.counts();
-        let actual = rows.get(run.game_id.as_str());
-        if let Some((status, health, _)) = actual
-            && let (Ok(s), Ok(h)) = (
-                status.parse::<RuntimeStatus>(),
-                EngineHealth::parse_stored(health),
-            )
-        {
-            *table.entry((s, h)).or_insert(0_u64) += 1;
-        }
-        let expected = run.model.state();
-        let matches = actual.is_some_and(|(status, health, turn)| {
-            status == expected.status.as_str()
-                && health == EngineHealth::wire(expected.engine_health)
-                && *turn == run.model.current_turn()
-        });
-        if !matches {
-            divergences.push(Divergence {
-                game_id: run.game_id.clone(),
-                expected,
-                actual: actual.map(|(status, health, _)| (status.clone(), health.clone())),
-                turns: actual
-                    .filter(|(_, _, turn)| *turn != run.model.current_turn())
-                    .map(|(_, _, turn)| (run.model.current_turn(), *turn)),
-                noticed: run.divergence.as_ref().and_then(|d| d.noticed.clone()),
-            });
-        }
-    }
-    let lobby = match (&lobby_store, lobby_drain) {
-        (Some(store), Some(drain)) => {
-            let games = lobby::read_games(store, &runs).await?;
-            let careers = lobby::read_careers(store, &lobby::players(&runs)).await?;
-            let expected = model::expected_careers(runs.iter().map(|r| &r.model));
-            let metrics = match (&settings.lobby_metrics_url, &lobby_metrics_before) {
-                (Some(url), Some(before)) => lobby::scrape(url)
-                    .await
-                    .ok()
-                    .map(|after| after.since(before)),
-                _ => None,
-            };
-            Some(LobbyReport {
-                check: lobby::check(&runs, &rows, &games, &expected, &careers),
-                gm_statuses: lobby::gm_status_counts(&rows),
-                metrics,
-                peak_lag_ms: settings
-                    .lobby_metrics_url
-                    .as_ref()
-                    .map(|_| lobby_peak_lag.load(Ordering::Relaxed)),
-                drain,
-            })
-        }
-        _ => None,
-    };
-    let gm = match (&settings.gamemaster_metrics_url, gm_before) {
-        (Some(url), Some(before)) => gm::scrape(url).await.ok().map(|after| after.since(&before)),
-        _ => None,
-    };
-    let lobby_after = stream_length(&streams, &settings.lobby_events_stream).await;
-    streams.quit().await;
-    redis.quit().await;
-
-    Ok(Report {
-        games: settings.games,
-        game_range: (
-            runs.first()
-                .map(|r| r.game_id.to_string())
-                .unwrap_or_default(),
-            runs.last()
-                .map(|r| r.game_id.to_string())
-                .unwrap_or_default(),
-        ),
-        seed,
-        rate: settings.rate,
-        publishing,
-        published: fleet.counters.published.load(Ordering::Relaxed),
-        flows: FlowKind::ALL
-            .iter()
-            .zip(&fleet.counters.flows)
-            .map(|(kind, n)| (*kind, n.load(Ordering::Relaxed)))
-            .collect(),
-        model: counts,
-        gm,
-        gm_peak_lag_ms: settings
-            .gamemaster_metrics_url
-            .as_ref()
-            .map(|_| gm_peak_lag.load(Ordering::Relaxed)),
-        peak_lag_ms: progress.peak_lag_ms(),
-        drain,
-        lobby_growth: lobby_before
-            .zip(lobby_after)
-            .map(|(before, after)| after.saturating_sub(before)),
-        flow_snapshots: fleet.counters.lobby_snapshots.load(Ordering::Relaxed),
-        flow_finished: fleet.counters.lobby_finished.load(Ordering::Relaxed),
-        end_finished,
-        table,
-        divergences,
-        tampered,
-        lobby,
-    })
 }
 
 /// One game of the fleet before it plays.
