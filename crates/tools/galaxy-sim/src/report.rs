@@ -281,6 +281,28 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let rule = "─".repeat(100);
         writeln!(f, "\n galaxy-sim summary\n{rule}")?;
+        self.run_lines(f)?;
+        self.flow_lines(f)?;
+        self.game_master_lines(f)?;
+        if let Some(lobby) = &self.lobby {
+            self.lobby_lines(f, lobby)?;
+        }
+        if !self.tampered.is_empty() {
+            writeln!(
+                f,
+                "  tampered       {} changed behind the model's back (--tamper)",
+                self.tampered.join(", ")
+            )?;
+        }
+        self.table_lines(f)?;
+        self.verdict_lines(f)?;
+        writeln!(f, "{rule}")
+    }
+}
+
+impl Report {
+    /// The fleet, what was published, and what the Game Master consumed.
+    fn run_lines(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "  fleet          {} games ({} … {}), seed {}",
@@ -309,6 +331,11 @@ impl fmt::Display for Report {
                 "  consumed       all of them (its offset reached the last entry); pass --gamemaster-metrics-url for its counters"
             )?,
         }
+        Ok(())
+    }
+
+    /// The direct flows the simulator played for the Game Master's other flows.
+    fn flow_lines(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let flows: Vec<String> = self
             .flows
             .iter()
@@ -333,6 +360,11 @@ impl fmt::Display for Report {
                 flows.join(" · ")
             }
         )?;
+        Ok(())
+    }
+
+    /// What the Game Master did with the events: status changes, snapshots, flows' events, lag.
+    fn game_master_lines(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let gm_transitions = self
             .gm
             .map(|gm| {
@@ -399,17 +431,11 @@ impl fmt::Display for Report {
             thousands(self.peak_lag_ms),
             self.drain.as_secs_f64(),
         )?;
-        if let Some(lobby) = &self.lobby {
-            self.lobby_lines(f, lobby)?;
-        }
-        if !self.tampered.is_empty() {
-            writeln!(
-                f,
-                "  tampered       {} changed behind the model's back (--tamper)",
-                self.tampered.join(", ")
-            )?;
-        }
+        Ok(())
+    }
 
+    /// The tables of games by status and summary (and the Lobby's view, with its checks).
+    fn table_lines(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
             "\n  games by runtime status × engine health (as the Game Master holds them)"
@@ -424,7 +450,11 @@ impl fmt::Display for Report {
             writeln!(f)?;
             self.check_lines(f, lobby)?;
         }
+        Ok(())
+    }
 
+    /// The verdict, naming the first games that diverged.
+    fn verdict_lines(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f)?;
         if self.converged() {
             let lobby = if self.lobby.is_some() {
@@ -472,7 +502,7 @@ impl fmt::Display for Report {
                 }
             }
         }
-        writeln!(f, "{rule}")
+        Ok(())
     }
 }
 
