@@ -103,6 +103,30 @@ pub struct Fleet {
     pub drain_timeout: Duration,
 }
 
+/// What a flow that found the record elsewhere than the model has it reports: the model's
+/// state, the record's (when it was read), and what noticed it.
+fn divergence(
+    game_id: &GameId,
+    model: &GameModel,
+    actual: Option<Stored>,
+    noticed: String,
+) -> Divergence {
+    Divergence {
+        game_id: game_id.clone(),
+        expected: model.state(),
+        actual: actual.map(|a| {
+            (
+                a.status.to_string(),
+                EngineHealth::wire(a.engine_health).to_owned(),
+            )
+        }),
+        turns: actual
+            .filter(|a| a.current_turn != model.current_turn())
+            .map(|a| (model.current_turn(), a.current_turn)),
+        noticed: Some(noticed),
+    }
+}
+
 /// A game found in a state the model cannot have produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Divergence {
@@ -258,19 +282,8 @@ impl Fleet {
         model: &mut GameModel,
         roster: &mut Roster,
     ) -> anyhow::Result<Option<Divergence>> {
-        let diverged = |model: &GameModel, actual: Option<Stored>, noticed: String| Divergence {
-            game_id: game_id.clone(),
-            expected: model.state(),
-            actual: actual.map(|a| {
-                (
-                    a.status.to_string(),
-                    EngineHealth::wire(a.engine_health).to_owned(),
-                )
-            }),
-            turns: actual
-                .filter(|a| a.current_turn != model.current_turn())
-                .map(|a| (model.current_turn(), a.current_turn)),
-            noticed: Some(noticed),
+        let diverged = |model: &GameModel, actual: Option<Stored>, noticed: String| {
+            divergence(game_id, model, actual, noticed)
         };
         let update = UpdateStatus::new(game_id.clone(), transition.from(), transition.to(), None)?;
         let mut record = match self.records.update_status(&update).await {
@@ -312,7 +325,23 @@ impl Fleet {
             )));
         }
 
-        // What the real flow publishes for the Lobby.
+        self.publish_flow(game_id, kind, transition, record, model, roster)
+            .await?;
+        Ok(None)
+    }
+
+    /// The end of a direct flow: what the real flow publishes for the Lobby (a snapshot
+    /// of the record, with the players' stats when a turn was generated or the game
+    /// finished; `game_finished` for a finish), counted.
+    async fn publish_flow(
+        &self,
+        game_id: &GameId,
+        kind: FlowKind,
+        transition: Transition,
+        record: Stored,
+        model: &mut GameModel,
+        roster: &mut Roster,
+    ) -> anyhow::Result<()> {
         let finished = transition.to() == RuntimeStatus::Finished;
         let stats = if generates_turn(transition) {
             roster.play_turn()
@@ -346,7 +375,7 @@ impl Fleet {
                 .lobby_snapshots
                 .fetch_add(1, Ordering::Relaxed);
         }
-        Ok(None)
+        Ok(())
     }
 
     /// Plays one game until publishing ends. A failure to publish or to reach the store

@@ -263,69 +263,83 @@ pub fn check(
             });
             continue;
         };
-        let (runtime_status, summary, turn) = game.snapshot.as_ref().map_or_else(
-            || (String::new(), String::new(), None),
-            |s| {
-                (
-                    s.runtime_status.clone(),
-                    s.engine_health_summary.clone(),
-                    Some(s.current_turn),
-                )
-            },
-        );
-        *out.table
-            .entry((game.status.as_str().to_owned(), runtime_status.clone()))
-            .or_insert(0) += 1;
-
-        // The snapshot against the Game Master's record.
-        let lobby_side = turn.map_or_else(
-            || "no snapshot".to_owned(),
-            |t| format!("{runtime_status}/{} @ turn {t}", health_text(&summary)),
-        );
-        match gm_rows.get(id) {
-            Some((status, health, gm_turn)) => {
-                if turn.is_none()
-                    || runtime_status != *status
-                    || summary != *health
-                    || turn != Some(*gm_turn)
-                {
-                    out.snapshots.push(Mismatch {
-                        subject: id.to_owned(),
-                        detail: format!(
-                            "Lobby snapshot {lobby_side}, Game Master {status}/{} @ turn {gm_turn}",
-                            health_text(health)
-                        ),
-                    });
-                }
-            }
-            None => out.snapshots.push(Mismatch {
-                subject: id.to_owned(),
-                detail: format!("Lobby snapshot {lobby_side}, no Game Master record"),
-            }),
-        }
-
-        // The Lobby's own status, and the finish time.
-        let expected = run.model.finished_at_ms();
-        out.finished += u64::from(expected.is_some());
-        let (want_status, want_finish) = match expected {
-            Some(at) => (GameStatus::Finished, Some(at)),
-            None => (GameStatus::Running, None),
-        };
-        if game.status != want_status || game.finished_at_ms != want_finish {
-            let at = |ms: Option<i64>| ms.map(|ms| format!(" at {ms}")).unwrap_or_default();
-            out.statuses.push(Mismatch {
-                subject: id.to_owned(),
-                detail: format!(
-                    "Lobby {}{}, model {want_status}{}",
-                    game.status,
-                    at(game.finished_at_ms),
-                    at(want_finish)
-                ),
-            });
-        }
+        check_snapshot(&mut out, id, game, gm_rows.get(id));
+        check_status(&mut out, id, game, run.model.finished_at_ms());
     }
+    check_careers(&mut out, expected_careers, actual_careers);
+    out
+}
 
-    // Careers: every player either side knows of.
+/// The game's snapshot against the Game Master's record (and its row in the table).
+fn check_snapshot(out: &mut LobbyCheck, id: &str, game: &GameRecord, gm: Option<&GmRow>) {
+    let (runtime_status, summary, turn) = game.snapshot.as_ref().map_or_else(
+        || (String::new(), String::new(), None),
+        |s| {
+            (
+                s.runtime_status.clone(),
+                s.engine_health_summary.clone(),
+                Some(s.current_turn),
+            )
+        },
+    );
+    *out.table
+        .entry((game.status.as_str().to_owned(), runtime_status.clone()))
+        .or_insert(0) += 1;
+    let lobby_side = turn.map_or_else(
+        || "no snapshot".to_owned(),
+        |t| format!("{runtime_status}/{} @ turn {t}", health_text(&summary)),
+    );
+    match gm {
+        Some((status, health, gm_turn)) => {
+            if turn.is_none()
+                || runtime_status != *status
+                || summary != *health
+                || turn != Some(*gm_turn)
+            {
+                out.snapshots.push(Mismatch {
+                    subject: id.to_owned(),
+                    detail: format!(
+                        "Lobby snapshot {lobby_side}, Game Master {status}/{} @ turn {gm_turn}",
+                        health_text(health)
+                    ),
+                });
+            }
+        }
+        None => out.snapshots.push(Mismatch {
+            subject: id.to_owned(),
+            detail: format!("Lobby snapshot {lobby_side}, no Game Master record"),
+        }),
+    }
+}
+
+/// The Lobby's own status, and the finish time, against the model's (`expected`: when
+/// the model finished the game).
+fn check_status(out: &mut LobbyCheck, id: &str, game: &GameRecord, expected: Option<i64>) {
+    out.finished += u64::from(expected.is_some());
+    let (want_status, want_finish) = match expected {
+        Some(at) => (GameStatus::Finished, Some(at)),
+        None => (GameStatus::Running, None),
+    };
+    if game.status != want_status || game.finished_at_ms != want_finish {
+        let at = |ms: Option<i64>| ms.map(|ms| format!(" at {ms}")).unwrap_or_default();
+        out.statuses.push(Mismatch {
+            subject: id.to_owned(),
+            detail: format!(
+                "Lobby {}{}, model {want_status}{}",
+                game.status,
+                at(game.finished_at_ms),
+                at(want_finish)
+            ),
+        });
+    }
+}
+
+/// Careers: every player either side knows of.
+fn check_careers(
+    out: &mut LobbyCheck,
+    expected_careers: &BTreeMap<UserId, CareerRecord>,
+    actual_careers: &BTreeMap<UserId, CareerRecord>,
+) {
     out.careers = u64::try_from(expected_careers.len()).unwrap_or(u64::MAX);
     let players: BTreeSet<&UserId> = expected_careers
         .keys()
@@ -340,7 +354,6 @@ pub fn check(
             });
         }
     }
-    out
 }
 
 /// The statuses a Game Master record can hold, by name (for the side-by-side table).
