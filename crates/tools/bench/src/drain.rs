@@ -8,7 +8,7 @@ use redis_streams::{RedisOffsetStore, RedisSettings, RedisStreamReader};
 use stream_consumer::{Consumer, ConsumerConfig, ConsumerHealth, ConsumerMetrics, EntryId, Step};
 use worker_healthevents::{HealthEventsWorker, OFFSET_LABEL, WorkerMetrics, system_clock};
 
-use crate::fixture::Fixture;
+use crate::fixture::{Fixture, Rows, Snapshots};
 use crate::{Options, baseline, median, rate, workload};
 
 /// Drains `stream` up to `last` with the worker as the binary builds it (in process, so
@@ -51,6 +51,92 @@ pub async fn worker_drain(
     Ok(started.elapsed())
 }
 
+/// What one side's drain left: how long it took, and the rows and snapshot sequences.
+pub struct Side {
+    /// The drain's time.
+    pub took: Duration,
+    /// Every runtime record afterwards.
+    pub rows: Rows,
+    /// Every game's snapshots on the side's own lobby stream.
+    pub snapshots: Snapshots,
+}
+
+/// One drain from scratch: games reset, the side's offset key gone, `drain` run with its
+/// lobby stream and service name (both named after `tag`), what it left read, its keys
+/// deleted.
+///
+/// # Errors
+/// A server failed.
+pub async fn drain_side(
+    fx: &Fixture,
+    tag: &str,
+    drain: impl AsyncFnOnce(&str, &str) -> anyhow::Result<Duration>,
+) -> anyhow::Result<Side> {
+    let lobby = fx.key(&format!("drain:lobby_{tag}")).await?;
+    let service = format!("bench-{tag}");
+    let offset = format!("{service}:stream_offsets:{OFFSET_LABEL}");
+    fx.del(std::slice::from_ref(&offset)).await?;
+    fx.reset_games().await?;
+    let took = drain(&lobby, &service).await?;
+    let rows = fx.rows().await?;
+    let snapshots = fx.snapshots(&lobby).await?;
+    fx.del(&[lobby, offset]).await?;
+    Ok(Side {
+        took,
+        rows,
+        snapshots,
+    })
+}
+
+/// How one round ended.
+enum Round {
+    /// The worker alone (`--skip baseline`): its rate.
+    WorkerOnly(f64),
+    /// Both sides, with identical results: their rates.
+    Both(f64, f64),
+    /// The sides left different rows or snapshot sequences: how many of each.
+    Differ { rows: usize, games: usize },
+}
+
+async fn round(
+    fx: &Fixture,
+    opts: &Options,
+    stream: &str,
+    last: EntryId,
+    n: usize,
+) -> anyhow::Result<Round> {
+    let a = drain_side(fx, &format!("a{n}"), async |lobby, service| {
+        worker_drain(fx, stream, lobby, service, last, opts.batch_size).await
+    })
+    .await?;
+    if !opts.baseline {
+        return Ok(Round::WorkerOnly(rate(opts.events, a.took)));
+    }
+    let b = drain_side(fx, &format!("b{n}"), async |lobby, service| {
+        let started = Instant::now();
+        baseline::drain(fx, &fx.pool, stream, lobby, service, last).await?;
+        Ok(started.elapsed())
+    })
+    .await?;
+    if a.rows != b.rows || a.snapshots != b.snapshots {
+        let rows = a
+            .rows
+            .iter()
+            .filter(|(g, r)| b.rows.get(*g) != Some(r))
+            .count();
+        let games = a
+            .snapshots
+            .iter()
+            .filter(|(g, s)| b.snapshots.get(*g) != Some(s))
+            .count();
+        return Ok(Round::Differ { rows, games });
+    }
+    Ok(Round::Both(
+        rate(opts.events, a.took),
+        rate(opts.events, b.took),
+    ))
+}
+
 /// Runs the rounds and prints the table; `Ok(false)` when (a) and (b) disagreed.
 pub async fn run(fx: &Fixture, opts: &Options) -> anyhow::Result<bool> {
     fx.seed_games(opts.games).await?;
@@ -65,65 +151,25 @@ pub async fn run(fx: &Fixture, opts: &Options) -> anyhow::Result<bool> {
     println!("|---:|---:|---:|---:|");
     let (mut a_rates, mut b_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let mut identical = true;
-    for round in 1..=opts.rounds {
-        let lobby_a = fx.key(&format!("drain:lobby_a{round}")).await?;
-        let lobby_b = fx.key(&format!("drain:lobby_b{round}")).await?;
-        let svc_a = format!("bench-a{round}");
-        let svc_b = format!("bench-b{round}");
-        for svc in [&svc_a, &svc_b] {
-            fx.del(&[format!("{svc}:stream_offsets:{OFFSET_LABEL}")])
-                .await?;
+    for n in 1..=opts.rounds {
+        match round(fx, opts, &stream, last, n).await? {
+            Round::WorkerOnly(ra) => {
+                println!("| {n} | {ra:.0} | (skipped) | |");
+                a_rates.push(ra);
+            }
+            Round::Both(ra, rb) => {
+                println!("| {n} | {ra:.0} | {rb:.0} | {:.1}× |", ra / rb);
+                a_rates.push(ra);
+                b_rates.push(rb);
+                ratios.push(ra / rb);
+            }
+            Round::Differ { rows, games } => {
+                identical = false;
+                println!(
+                    "| {n} | FAILED: (a) and (b) differ in {rows} rows and {games} games' snapshot sequences | | |"
+                );
+            }
         }
-
-        fx.reset_games().await?;
-        let took_a = worker_drain(fx, &stream, &lobby_a, &svc_a, last, opts.batch_size).await?;
-        let rows_a = fx.rows().await?;
-        let snaps_a = fx.snapshots(&lobby_a).await?;
-
-        if !opts.baseline {
-            fx.del(&[
-                lobby_a,
-                lobby_b,
-                format!("{svc_a}:stream_offsets:{OFFSET_LABEL}"),
-            ])
-            .await?;
-            let ra = rate(opts.events, took_a);
-            println!("| {round} | {ra:.0} | (skipped) | |");
-            a_rates.push(ra);
-            continue;
-        }
-        fx.reset_games().await?;
-        let started = Instant::now();
-        baseline::drain(fx, &fx.pool, &stream, &lobby_b, &svc_b, last).await?;
-        let took_b = started.elapsed();
-        let rows_b = fx.rows().await?;
-        let snaps_b = fx.snapshots(&lobby_b).await?;
-
-        for svc in [&svc_a, &svc_b] {
-            fx.del(&[format!("{svc}:stream_offsets:{OFFSET_LABEL}")])
-                .await?;
-        }
-        fx.del(&[lobby_a, lobby_b]).await?;
-        if rows_a != rows_b || snaps_a != snaps_b {
-            identical = false;
-            let bad_rows = rows_a
-                .iter()
-                .filter(|(g, r)| rows_b.get(*g) != Some(r))
-                .count();
-            let bad_games = snaps_a
-                .iter()
-                .filter(|(g, s)| snaps_b.get(*g) != Some(s))
-                .count();
-            println!(
-                "| {round} | FAILED: (a) and (b) differ in {bad_rows} rows and {bad_games} games' snapshot sequences | | |"
-            );
-            continue;
-        }
-        let (ra, rb) = (rate(opts.events, took_a), rate(opts.events, took_b));
-        println!("| {round} | {ra:.0} | {rb:.0} | {:.1}× |", ra / rb);
-        a_rates.push(ra);
-        b_rates.push(rb);
-        ratios.push(ra / rb);
     }
     if !opts.baseline {
         println!("| median | {:.0} | (skipped) | |", median(&a_rates));

@@ -29,6 +29,7 @@ mod workload;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::{IntoResettable, ValueParser};
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 
 /// What the command line asked for.
@@ -68,117 +69,66 @@ pub struct Options {
     pub refused_percent: f64,
 }
 
+/// A flag `--<long>` (id: `long` with `_`), its default, and its value type.
+fn flag(
+    long: &'static str,
+    default: &'static str,
+    parser: impl IntoResettable<ValueParser>,
+) -> Arg {
+    Arg::new(long.replace('-', "_"))
+        .long(long)
+        .default_value(default)
+        .value_parser(parser)
+}
+
+/// A comma-separated list flag.
+fn list(
+    long: &'static str,
+    default: &'static str,
+    parser: impl IntoResettable<ValueParser>,
+) -> Arg {
+    flag(long, default, parser)
+        .value_delimiter(',')
+        .action(ArgAction::Append)
+}
+
 fn command() -> Command {
     let env = |name: &str| format!("GALAXY_BENCH_{name}");
     Command::new("galaxy-bench")
         .about("Benchmark of the Game Master worker against a seed-shaped baseline")
-        .arg(
-            Arg::new("postgres_url")
-                .long("postgres-url")
+        .args([
+            flag("postgres-url", "postgres://postgres@127.0.0.1:5432/postgres", ValueParser::string())
                 .env("GALAXY_POSTGRES_URL")
-                .default_value("postgres://postgres@127.0.0.1:5432/postgres")
                 .help("Admin URL of the PostgreSQL server; the bench creates its own database"),
-        )
-        .arg(
-            Arg::new("database")
-                .long("database")
+            flag("database", "galaxy_bench", ValueParser::string())
                 .env(env("DATABASE"))
-                .default_value("galaxy_bench")
                 .help("The bench's database (dropped and re-created)"),
-        )
-        .arg(
-            Arg::new("redis_url")
-                .long("redis-url")
+            flag("redis-url", "redis://127.0.0.1:6379/13", ValueParser::string())
                 .env(env("REDIS_URL"))
-                .default_value("redis://127.0.0.1:6379/13")
                 .help("Redis URL; the database number keeps the bench's keys apart"),
-        )
-        .arg(
-            Arg::new("games")
-                .long("games")
-                .default_value("1000")
-                .value_parser(value_parser!(usize)),
-        )
-        .arg(
-            Arg::new("events")
-                .long("events")
-                .default_value("100000")
-                .value_parser(value_parser!(usize)),
-        )
-        .arg(
-            Arg::new("rounds")
-                .long("rounds")
-                .default_value("3")
-                .value_parser(value_parser!(usize)),
-        )
-        .arg(
-            Arg::new("batch_size")
-                .long("batch-size")
-                .default_value("4000")
-                .value_parser(value_parser!(usize)),
-        )
-        .arg(
-            Arg::new("latency_rates")
-                .long("latency-rates")
-                .default_value("1000,5000,20000")
-                .value_delimiter(',')
-                .value_parser(value_parser!(u64))
-                .action(ArgAction::Append),
-        )
-        .arg(
-            Arg::new("latency_seconds")
-                .long("latency-seconds")
-                .default_value("10")
-                .value_parser(value_parser!(u64)),
-        )
-        .arg(
-            Arg::new("latency_runs")
-                .long("latency-runs")
-                .default_value("3")
-                .value_parser(value_parser!(usize)),
-        )
-        .arg(
-            Arg::new("scale_games")
-                .long("scale-games")
-                .default_value("1000,100000")
-                .value_delimiter(',')
-                .value_parser(value_parser!(usize))
-                .action(ArgAction::Append),
-        )
-        .arg(
-            Arg::new("scale_events")
-                .long("scale-events")
-                .default_value("100000")
-                .value_parser(value_parser!(usize)),
-        )
-        .arg(
+        ])
+        .args([
+            flag("games", "1000", value_parser!(usize)),
+            flag("events", "100000", value_parser!(usize)),
+            flag("rounds", "3", value_parser!(usize)),
+            flag("batch-size", "4000", value_parser!(usize)),
+            list("latency-rates", "1000,5000,20000", value_parser!(u64)),
+            flag("latency-seconds", "10", value_parser!(u64)),
+            flag("latency-runs", "3", value_parser!(usize)),
+            list("scale-games", "1000,100000", value_parser!(usize)),
+            flag("scale-events", "100000", value_parser!(usize)),
+            flag("poison-percent", "1", value_parser!(f64))
+                .help("Share of undecodable entries (NUL and overlong game ids) in the refused-entries phase, in percent"),
+            flag("refused-percent", "0.1", value_parser!(f64))
+                .help("Share of entries whose writes the database refuses in that phase, in percent"),
+            flag("seed", "42", value_parser!(u64)),
             Arg::new("skip")
                 .long("skip")
                 .value_delimiter(',')
                 .action(ArgAction::Append)
                 .value_parser(["baseline", "poison", "latency", "scale"])
                 .help("Phases to skip (baseline: time the worker alone, for profiling; then no ratio and no equality check)"),
-        )
-        .arg(
-            Arg::new("poison_percent")
-                .long("poison-percent")
-                .default_value("1")
-                .value_parser(value_parser!(f64))
-                .help("Share of undecodable entries (NUL and overlong game ids) in the refused-entries phase, in percent"),
-        )
-        .arg(
-            Arg::new("refused_percent")
-                .long("refused-percent")
-                .default_value("0.1")
-                .value_parser(value_parser!(f64))
-                .help("Share of entries whose writes the database refuses in that phase, in percent"),
-        )
-        .arg(
-            Arg::new("seed")
-                .long("seed")
-                .default_value("42")
-                .value_parser(value_parser!(u64)),
-        )
+        ])
 }
 
 fn options(m: &ArgMatches) -> Options {

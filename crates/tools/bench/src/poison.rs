@@ -11,14 +11,11 @@
 //!   whose writes a trigger refuses, as a constraint an operator added would. Decoding
 //!   cannot know; the worker isolates them by applying the batch in halves.
 
-use std::time::Duration;
-
 use domain_runtime::HealthEventType as E;
 use stream_consumer::EntryId;
-use worker_healthevents::OFFSET_LABEL;
 
-use crate::drain::worker_drain;
-use crate::fixture::{Fixture, Rows, Snapshots};
+use crate::drain::{Side, drain_side, worker_drain};
+use crate::fixture::Fixture;
 use crate::{Options, median, rate, workload};
 
 /// Games whose writes the database refuses during this phase.
@@ -73,35 +70,20 @@ fn mixed(events: &[(usize, E)], every: usize, bad: fn(usize, u64) -> Entry) -> (
     (out, added)
 }
 
-/// One stream drained: how long, and what it left.
-struct Drained {
-    took: Duration,
-    rows: Rows,
-    snapshots: Snapshots,
-}
-
+/// One stream drained from scratch by the worker, the refused games' rows left out.
 async fn drain_once(
     fx: &Fixture,
     stream: &str,
     last: EntryId,
     tag: &str,
     opts: &Options,
-) -> anyhow::Result<Drained> {
-    let lobby = fx.key(&format!("poison:lobby_{tag}")).await?;
-    let service = format!("bench-poison-{tag}");
-    let offset = format!("{service}:stream_offsets:{OFFSET_LABEL}");
-    fx.del(std::slice::from_ref(&offset)).await?;
-    fx.reset_games().await?;
-    let took = worker_drain(fx, stream, &lobby, &service, last, opts.batch_size).await?;
-    let mut rows = fx.rows().await?;
-    rows.retain(|game, _| !game.starts_with("refused-"));
-    let snapshots = fx.snapshots(&lobby).await?;
-    fx.del(&[lobby, offset]).await?;
-    Ok(Drained {
-        took,
-        rows,
-        snapshots,
+) -> anyhow::Result<Side> {
+    let mut side = drain_side(fx, &format!("poison-{tag}"), async |lobby, service| {
+        worker_drain(fx, stream, lobby, service, last, opts.batch_size).await
     })
+    .await?;
+    side.rows.retain(|game, _| !game.starts_with("refused-"));
+    Ok(side)
 }
 
 fn every(percent: f64) -> usize {
