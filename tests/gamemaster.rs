@@ -28,19 +28,18 @@ async fn offset(redis: &TestRedis) -> Option<String> {
 }
 
 async fn health_event(redis: &TestRedis, game: &str, event_type: &str) -> String {
-    redis
-        .xadd(
-            HEALTH,
-            &[
-                ("game_id", game),
-                ("container_id", "c-1"),
-                ("event_type", event_type),
-                ("occurred_at_ms", "1700000000000"),
-                ("details", "{}"),
-            ],
-        )
-        .await
-        .unwrap()
+    e2e::health_event(redis, game, event_type).await.unwrap()
+}
+
+/// An entry the contract's encoder would refuse to build (a NUL in the game id, an event
+/// type from a newer Runtime Manager), as a faulty or newer producer writes it.
+async fn raw_health_event(redis: &TestRedis, game: &str, event_type: &str) -> String {
+    let fields = [
+        ("game_id", game),
+        ("event_type", event_type),
+        ("occurred_at_ms", "1700000000000"),
+    ];
+    redis.xadd(HEALTH, &fields).await.unwrap()
 }
 
 /// A start-up failure case: arguments, environment, a word the error must contain.
@@ -122,7 +121,7 @@ async fn gamemaster_applies_publishes_survives_a_database_outage_and_drains_on_s
     health_event(&redis, "ghost", "container_exited").await;
     health_event(&redis, "g2", "probe_failed").await;
     health_event(&redis, "g3", "container_exited").await;
-    let last = health_event(&redis, "g2", "container_flooded").await;
+    let last = raw_health_event(&redis, "g2", "container_flooded").await;
 
     eventually(
         "offset reaches the last entry",
@@ -269,8 +268,8 @@ async fn entries_postgres_cannot_hold_are_skipped_and_the_stream_drains_ready() 
     .unwrap();
     let redis_server = ThrowawayRedis::start().await.unwrap();
     let redis = TestRedis::connect_to(&redis_server.url()).await.unwrap();
-    let nul = health_event(&redis, "\0", "probe_failed").await;
-    let suffixed = health_event(&redis, "g1\0", "container_exited").await;
+    let nul = raw_health_event(&redis, "\0", "probe_failed").await;
+    let suffixed = raw_health_event(&redis, "g1\0", "container_exited").await;
     health_event(&redis, "g1", "container_exited").await;
     health_event(&redis, "g2", "probe_failed").await;
     let last = health_event(&redis, "g1", "probe_recovered").await;

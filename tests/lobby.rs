@@ -15,7 +15,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use adapters_redis::wire;
+use contracts::lobby_events::{LobbyEventEntry, PlayerTurnStats, fields as wire};
+use contracts::{GameId, LobbyEventKind};
 use e2e::{assert_metrics, entries, gm_records, pg_client};
 use fred::interfaces::KeysInterface;
 use testkit::bins::{Process, run};
@@ -25,7 +26,6 @@ use testkit::{eventually, free_port, http};
 
 const GM_OFFSET: &str = "gamemaster:stream_offsets:health_events";
 const LOBBY_OFFSET: &str = "lobby:stream_offsets:gm_lobby_events";
-const HEALTH: &str = "runtime:health_events";
 const LOBBY: &str = "gm:lobby_events";
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -47,19 +47,7 @@ async fn wait_for_offset(redis: &TestRedis, key: &str, id: &str, process: &Proce
 }
 
 async fn health_event(redis: &TestRedis, game: &str, event_type: &str) -> String {
-    redis
-        .xadd(
-            HEALTH,
-            &[
-                ("game_id", game),
-                ("container_id", "c-1"),
-                ("event_type", event_type),
-                ("occurred_at_ms", "1700000000000"),
-                ("details", "{}"),
-            ],
-        )
-        .await
-        .unwrap()
+    e2e::health_event(redis, game, event_type).await.unwrap()
 }
 
 fn now_ms() -> i64 {
@@ -72,52 +60,70 @@ fn now_ms() -> i64 {
     .unwrap()
 }
 
-/// `player_turn_stats` as the Game Master writes it.
-fn player_stats(players: &[(&str, i64, i64, i64)]) -> String {
-    let lines: Vec<serde_json::Value> = players
+/// Per-player stats for an entry: `(user, planets, population, ships built)`.
+fn player_stats(players: &[(&str, i64, i64, i64)]) -> Vec<PlayerTurnStats> {
+    players
         .iter()
-        .map(|(user, planets, population, ships)| {
-            serde_json::json!({
-                wire::stats::USER_ID: user,
-                wire::stats::PLANETS: planets,
-                wire::stats::POPULATION: population,
-                wire::stats::SHIPS_BUILT: ships,
-            })
-        })
-        .collect();
-    serde_json::Value::Array(lines).to_string()
+        .map(
+            |&(user, planets, population, ships_built)| PlayerTurnStats {
+                user_id: user.to_owned(),
+                planets,
+                population,
+                ships_built,
+            },
+        )
+        .collect()
 }
 
-/// An event on `gm:lobby_events` with exactly the fields the Game Master's publisher writes
-/// (`adapters_redis::wire`).
+/// A `gm:lobby_events` entry, as the contract encodes it for the Game Master.
 #[allow(clippy::too_many_arguments)]
-async fn gm_event(
-    redis: &TestRedis,
-    kind: &str,
+fn lobby_entry(
+    kind: LobbyEventKind,
     game: &str,
     turn: u32,
     runtime_status: &str,
     summary: &str,
     occurred_at_ms: i64,
-    stats: &str,
+    stats: Vec<PlayerTurnStats>,
+    finished_at_ms: Option<i64>,
+) -> Entry {
+    LobbyEventEntry {
+        kind,
+        game_id: GameId::new(game).unwrap(),
+        current_turn: turn,
+        runtime_status: runtime_status.to_owned(),
+        engine_health_summary: summary.to_owned(),
+        occurred_at_ms,
+        player_turn_stats: stats,
+        finished_at_ms,
+    }
+    .wire_fields()
+}
+
+/// Appends one `gm:lobby_events` entry (see [`lobby_entry`]).
+#[allow(clippy::too_many_arguments)]
+async fn gm_event(
+    redis: &TestRedis,
+    kind: LobbyEventKind,
+    game: &str,
+    turn: u32,
+    runtime_status: &str,
+    summary: &str,
+    occurred_at_ms: i64,
+    stats: Vec<PlayerTurnStats>,
     finished_at_ms: Option<i64>,
 ) -> String {
-    let turn = turn.to_string();
-    let occurred = occurred_at_ms.to_string();
-    let finished = finished_at_ms.map(|ms| ms.to_string());
-    let mut fields = vec![
-        (wire::KIND, kind),
-        (wire::GAME_ID, game),
-        (wire::CURRENT_TURN, turn.as_str()),
-        (wire::RUNTIME_STATUS, runtime_status),
-        (wire::ENGINE_HEALTH_SUMMARY, summary),
-        (wire::OCCURRED_AT_MS, occurred.as_str()),
-        (wire::PLAYER_TURN_STATS, stats),
-    ];
-    if let Some(finished) = &finished {
-        fields.push((wire::FINISHED_AT_MS, finished.as_str()));
-    }
-    redis.xadd(LOBBY, &fields).await.unwrap()
+    let entry = lobby_entry(
+        kind,
+        game,
+        turn,
+        runtime_status,
+        summary,
+        occurred_at_ms,
+        stats,
+        finished_at_ms,
+    );
+    xadd_all(redis, LOBBY, &[entry]).await
 }
 
 /// `(runtime_status, engine_health_summary, current_turn)` of every Lobby game.
@@ -280,7 +286,7 @@ async fn lobby_mirrors_the_game_master_and_finishes_games_once_across_replays() 
         .xadd(
             LOBBY,
             &[
-                (wire::KIND, wire::KIND_RUNTIME_SNAPSHOT_UPDATE),
+                (wire::KIND, LobbyEventKind::RuntimeSnapshotUpdate.as_str()),
                 (wire::GAME_ID, "g2"),
             ],
         )
@@ -307,7 +313,8 @@ async fn lobby_mirrors_the_game_master_and_finishes_games_once_across_replays() 
     let snapshots_for_known = published
         .iter()
         .filter(|(_, f)| {
-            f.get("kind").map(String::as_str) == Some(wire::KIND_RUNTIME_SNAPSHOT_UPDATE)
+            f.get("kind").map(String::as_str)
+                == Some(LobbyEventKind::RuntimeSnapshotUpdate.as_str())
                 && f.contains_key("occurred_at_ms")
                 && f["game_id"] != "g4"
         })
@@ -334,26 +341,26 @@ async fn lobby_mirrors_the_game_master_and_finishes_games_once_across_replays() 
     let t = now_ms() + 10_000;
     gm_event(
         &redis,
-        wire::KIND_RUNTIME_SNAPSHOT_UPDATE,
+        LobbyEventKind::RuntimeSnapshotUpdate,
         "g1",
         12,
         "running",
         "healthy",
         t,
-        &player_stats(&[("alice", 3, 120, 2), ("bob", 5, 40, 1)]),
+        player_stats(&[("alice", 3, 120, 2), ("bob", 5, 40, 1)]),
         None,
     )
     .await;
     let finished_at = t + 500;
     let finish_id = gm_event(
         &redis,
-        wire::KIND_GAME_FINISHED,
+        LobbyEventKind::GameFinished,
         "g1",
         40,
         "finished",
         "healthy",
         t + 1_000,
-        &player_stats(&[("alice", 7, 90, 6), ("bob", 4, 60, 1)]),
+        player_stats(&[("alice", 7, 90, 6), ("bob", 4, 60, 1)]),
         Some(finished_at),
     )
     .await;
@@ -557,13 +564,13 @@ async fn lobby_holds_its_offset_through_a_database_outage_and_catches_up() {
         async move {
             gm_event(
                 redis,
-                wire::KIND_RUNTIME_SNAPSHOT_UPDATE,
+                LobbyEventKind::RuntimeSnapshotUpdate,
                 "g1",
                 turn,
                 status,
                 summary,
                 now_ms(),
-                "[]",
+                Vec::new(),
                 None,
             )
             .await
@@ -639,26 +646,39 @@ fn run_help_lists_every_setting_with_its_environment_variable() {
 /// The fields of one `gm:lobby_events` entry, as text.
 type Entry = Vec<(&'static str, String)>;
 
-fn snapshot_entry(game: &str, turn: u32, status: &str, summary: &str, stats: &str) -> Entry {
-    vec![
-        (wire::KIND, wire::KIND_RUNTIME_SNAPSHOT_UPDATE.into()),
-        (wire::GAME_ID, game.into()),
-        (wire::CURRENT_TURN, turn.to_string()),
-        (wire::RUNTIME_STATUS, status.into()),
-        (wire::ENGINE_HEALTH_SUMMARY, summary.into()),
-        (
-            wire::OCCURRED_AT_MS,
-            (1_700_000_000_000 + i64::from(turn)).to_string(),
-        ),
-        (wire::PLAYER_TURN_STATS, stats.into()),
-    ]
+fn snapshot_entry(
+    game: &str,
+    turn: u32,
+    status: &str,
+    summary: &str,
+    stats: Vec<PlayerTurnStats>,
+) -> Entry {
+    let occurred_at_ms = 1_700_000_000_000 + i64::from(turn);
+    let kind = LobbyEventKind::RuntimeSnapshotUpdate;
+    lobby_entry(
+        kind,
+        game,
+        turn,
+        status,
+        summary,
+        occurred_at_ms,
+        stats,
+        None,
+    )
 }
 
-fn finished_entry(game: &str, stats: &str, finished_at_ms: &str) -> Entry {
-    let mut entry = snapshot_entry(game, 9, "finished", "healthy", stats);
-    entry[0].1 = wire::KIND_GAME_FINISHED.into();
-    entry.push((wire::FINISHED_AT_MS, finished_at_ms.into()));
-    entry
+fn finished_entry(game: &str, stats: Vec<PlayerTurnStats>, finished_at_ms: i64) -> Entry {
+    let (kind, at) = (LobbyEventKind::GameFinished, 1_700_000_000_009);
+    lobby_entry(
+        kind,
+        game,
+        9,
+        "finished",
+        "healthy",
+        at,
+        stats,
+        Some(finished_at_ms),
+    )
 }
 
 fn with_field(mut entry: Entry, field: &'static str, value: &str) -> Entry {
@@ -722,18 +742,18 @@ async fn lobby_drains_entries_postgres_refuses_and_the_rest_act_as_if_alone() {
             1,
             "running",
             "healthy",
-            &player_stats(&[("alice", 3, 30, 1), ("bob", 2, 20, 0)]),
+            player_stats(&[("alice", 3, 30, 1), ("bob", 2, 20, 0)]),
         ),
-        snapshot_entry("g2", 1, "running", "probe_failed", "[]"),
+        snapshot_entry("g2", 1, "running", "probe_failed", Vec::new()),
         snapshot_entry(
             "g1",
             2,
             "engine_unreachable",
             "exited",
-            &player_stats(&[("alice", 4, 35, 2)]),
+            player_stats(&[("alice", 4, 35, 2)]),
         ),
-        finished_entry("g2", &player_stats(&[("bob", 5, 50, 4)]), "1700000000500"),
-        snapshot_entry("g3", 1, "running", "healthy", "[]"),
+        finished_entry("g2", player_stats(&[("bob", 5, 50, 4)]), 1_700_000_000_500),
+        snapshot_entry("g3", 1, "running", "healthy", Vec::new()),
     ];
     let mixed = [
         valid[0].clone(),
@@ -744,16 +764,16 @@ async fn lobby_drains_entries_postgres_refuses_and_the_rest_act_as_if_alone() {
             wire::PLAYER_TURN_STATS,
             r#"[{"user_id":"\u0000","planets":1,"population":1,"ships_built":1}]"#,
         ),
-        snapshot_entry("poison-w", 1, "running", "healthy", "[]"),
+        snapshot_entry("poison-w", 1, "running", "healthy", Vec::new()),
         valid[2].clone(),
         with_field(valid[4].clone(), wire::RUNTIME_STATUS, "running\0"),
         finished_entry(
             "poison-e",
-            &player_stats(&[("mallory", 9, 90, 9)]),
-            "1700000000600",
+            player_stats(&[("mallory", 9, 90, 9)]),
+            1_700_000_000_600,
         ),
         valid[3].clone(),
-        finished_entry("g3", "[]", "9223372036854775807"),
+        finished_entry("g3", Vec::new(), i64::MAX),
         valid[4].clone(),
     ];
     let last_clean = xadd_all(&redis, "gm:clean", &valid).await;

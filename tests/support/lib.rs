@@ -145,3 +145,22 @@ pub async fn assert_startup_error(
     assert!(!stderr.contains("panicked"), "{stderr}");
     Ok(())
 }
+
+/// Appends a `runtime:health_events` entry for `game` (container `c-1`, observed at
+/// 1700000000000), encoded by the contract as the Runtime Manager's publisher writes it.
+/// Returns the entry id.
+///
+/// # Errors
+/// The event type is not one of the seven, or Redis cannot be reached.
+pub async fn health_event(
+    redis: &testkit::redis::TestRedis,
+    game: &str,
+    event_type: &str,
+) -> anyhow::Result<String> {
+    let at = 1_700_000_000_000;
+    let wire =
+        contracts::HealthEventEnvelope::parse(game, "c-1", event_type, at, None)?.wire_fields();
+    redis
+        .xadd(contracts::health_events::DEFAULT_STREAM, &wire)
+        .await
+}

@@ -1,15 +1,14 @@
 //! The Game Master's Redis adapter.
 //!
 //! - [`RedisLobbyEventsPublisher`] implements [`ports::LobbyEventsPublisher`]: it writes the
-//!   `gm:lobby_events` wire contract ([`wire`]) through `redis_streams::StreamWriter`: one round trip
-//!   per call, events in order.
+//!   `gm:lobby_events` entries the contract encodes (`contracts::LobbyEventEntry`) through
+//!   `redis_streams::StreamWriter`: one round trip per call, events in order.
 //! - The stream reader, offset store and client from `redis-streams` are re-exported, so
 //!   the `gamemaster` binary wires everything Redis from this crate: [`connect`] one shared
 //!   client for the publisher and the offset store, and give the reader its own with
 //!   [`RedisStreamReader::connect`].
 
 mod lobby;
-pub mod wire;
 
 pub use lobby::RedisLobbyEventsPublisher;
 pub use redis_streams::{

@@ -1,16 +1,15 @@
 //! The lobby events publisher.
 
 use async_trait::async_trait;
+use contracts::LobbyEventEntry;
 use domain_runtime::EngineHealth;
-use ports::{Error, LobbyEvent, LobbyEventsPublisher, PlayerTurnStats};
+use ports::{Error, LobbyEvent, LobbyEventsPublisher};
 use redis_streams::{RedisClient, StreamWriter};
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use stream_consumer::StreamError;
 
-use crate::wire;
-
 /// Publishes [`LobbyEvent`]s on the lobby events stream (default
-/// [`wire::DEFAULT_STREAM`]), all events of one call in one round trip, in order.
+/// `contracts::lobby_events::DEFAULT_STREAM`), all events of one call in one round trip,
+/// in order.
 ///
 /// A call that fails may have appended some of its events; the Lobby's consumer is
 /// idempotent, so the caller simply publishes them again.
@@ -36,49 +35,43 @@ impl RedisLobbyEventsPublisher {
     }
 }
 
-/// One `player_turn_stats` element, with the contract's key names.
-struct StatsJson<'a>(&'a PlayerTurnStats);
-
-impl Serialize for StatsJson<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(4))?;
-        map.serialize_entry(wire::stats::USER_ID, &self.0.user_id)?;
-        map.serialize_entry(wire::stats::PLANETS, &self.0.planets)?;
-        map.serialize_entry(wire::stats::POPULATION, &self.0.population)?;
-        map.serialize_entry(wire::stats::SHIPS_BUILT, &self.0.ships_built)?;
-        map.end()
+/// The contract's entry for one event: the Game Master's typed snapshot in the wire's
+/// terms (no summary yet is the empty string).
+fn entry(event: &LobbyEvent) -> LobbyEventEntry {
+    let snapshot = event.snapshot();
+    LobbyEventEntry {
+        kind: event.kind(),
+        game_id: snapshot.game_id.clone(),
+        current_turn: snapshot.current_turn,
+        runtime_status: snapshot.runtime_status.as_str().to_owned(),
+        engine_health_summary: EngineHealth::wire(snapshot.engine_health).to_owned(),
+        occurred_at_ms: wire_int(snapshot.occurred_at_ms),
+        player_turn_stats: snapshot
+            .player_turn_stats
+            .iter()
+            .map(|s| contracts::PlayerTurnStats {
+                user_id: s.user_id.clone(),
+                planets: wire_int(s.planets),
+                population: wire_int(s.population),
+                ships_built: wire_int(s.ships_built),
+            })
+            .collect(),
+        finished_at_ms: match event {
+            LobbyEvent::GameFinished { finished_at_ms, .. } => Some(wire_int(*finished_at_ms)),
+            LobbyEvent::SnapshotUpdate(_) => None,
+        },
     }
 }
 
+/// The wire's integers are signed 64-bit; a count or time beyond that is written as the
+/// largest one (no clock or engine reaches it).
+fn wire_int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 /// The field/value pairs of one event, exactly as the wire contract lists them.
-///
-/// # Errors
-/// [`Error::Backend`] if the stats cannot be written as JSON (they always can).
-pub(crate) fn encode(event: &LobbyEvent) -> Result<Vec<(&'static str, String)>, Error> {
-    let snapshot = event.snapshot();
-    let mut fields = vec![
-        (wire::KIND, event.kind().as_str().to_owned()),
-        (wire::GAME_ID, snapshot.game_id.as_str().to_owned()),
-        (wire::CURRENT_TURN, snapshot.current_turn.to_string()),
-        (
-            wire::RUNTIME_STATUS,
-            snapshot.runtime_status.as_str().to_owned(),
-        ),
-        (
-            wire::ENGINE_HEALTH_SUMMARY,
-            EngineHealth::wire(snapshot.engine_health).to_owned(),
-        ),
-        (wire::OCCURRED_AT_MS, snapshot.occurred_at_ms.to_string()),
-    ];
-    if !snapshot.player_turn_stats.is_empty() {
-        let stats: Vec<StatsJson<'_>> = snapshot.player_turn_stats.iter().map(StatsJson).collect();
-        let json = serde_json::to_string(&stats).map_err(|e| Error::Backend(Box::new(e)))?;
-        fields.push((wire::PLAYER_TURN_STATS, json));
-    }
-    if let LobbyEvent::GameFinished { finished_at_ms, .. } = event {
-        fields.push((wire::FINISHED_AT_MS, finished_at_ms.to_string()));
-    }
-    Ok(fields)
+pub(crate) fn encode(event: &LobbyEvent) -> Vec<(&'static str, String)> {
+    entry(event).wire_fields()
 }
 
 fn port_error(error: StreamError) -> Error {
@@ -91,7 +84,7 @@ fn port_error(error: StreamError) -> Error {
 #[async_trait]
 impl LobbyEventsPublisher for RedisLobbyEventsPublisher {
     async fn publish(&self, events: &[LobbyEvent]) -> Result<(), Error> {
-        let entries = events.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        let entries: Vec<_> = events.iter().map(encode).collect();
         self.writer.append(&entries).await.map_err(port_error)?;
         Ok(())
     }
@@ -103,7 +96,7 @@ mod tests {
 
     use super::*;
     use domain_runtime::{GameId, RuntimeStatus};
-    use ports::RuntimeSnapshot;
+    use ports::{PlayerTurnStats, RuntimeSnapshot};
 
     fn snapshot(stats: Vec<PlayerTurnStats>) -> RuntimeSnapshot {
         RuntimeSnapshot {
@@ -118,7 +111,7 @@ mod tests {
 
     #[test]
     fn snapshot_without_stats_has_the_six_fields() {
-        let fields = encode(&LobbyEvent::SnapshotUpdate(snapshot(vec![]))).unwrap();
+        let fields = encode(&LobbyEvent::SnapshotUpdate(snapshot(vec![])));
         assert_eq!(
             fields,
             vec![
@@ -136,7 +129,7 @@ mod tests {
     fn no_summary_is_the_empty_string() {
         let mut s = snapshot(vec![]);
         s.engine_health = None;
-        let fields = encode(&LobbyEvent::SnapshotUpdate(s)).unwrap();
+        let fields = encode(&LobbyEvent::SnapshotUpdate(s));
         assert!(fields.contains(&("engine_health_summary", String::new())));
     }
 
@@ -151,8 +144,7 @@ mod tests {
         let fields = encode(&LobbyEvent::GameFinished {
             snapshot: snapshot(stats),
             finished_at_ms: 1_700_000_000_999,
-        })
-        .unwrap();
+        });
         assert_eq!(fields[0], ("kind", "game_finished".to_owned()));
         assert_eq!(
             fields[6],

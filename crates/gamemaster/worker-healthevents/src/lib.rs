@@ -225,7 +225,7 @@ where
                         reason = %reason,
                         "skipping health event"
                     );
-                    self.metrics.consumed(reason.outcome());
+                    self.metrics.consumed(Outcome::of(reason));
                     continue;
                 }
                 Ok(event) => event,

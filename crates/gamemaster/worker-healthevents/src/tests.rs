@@ -4,12 +4,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
+use contracts::wire::DecodeError;
 use domain_runtime::{
     EngineHealth, HealthEventType, HealthState, RuntimeRecord, RuntimeStatus, apply_plan,
     transition,
 };
 use ports::{MockLobbyEventsPublisher, MockRuntimeRecordStore};
-use stream_consumer::decode::DecodeError;
 
 use super::*;
 
@@ -343,7 +343,7 @@ async fn every_decode_failure_is_skipped_counted_and_finished() {
     assert_eq!(h.published().len(), 1);
     for (entry, expected) in &cases {
         assert_eq!(
-            decode(entry).unwrap_err().outcome(),
+            Outcome::of(&decode(entry).unwrap_err()),
             *expected,
             "{:?}",
             entry.id

@@ -2,7 +2,8 @@
 //! decides, as pure data and pure functions.
 //!
 //! For each event the consumer:
-//! 1. decodes it into a [`GmEvent`] ([`GmEvent::from_wire`]), whatever the stream client;
+//! 1. decodes it into a [`GmEvent`] ([`GmEvent::decode`]: the contract's decoder, then the
+//!    Lobby's rules for player stats), whatever the stream client;
 //! 2. applies its [`RuntimeSnapshot`] unless the stored one is newer
 //!    ([`RuntimeSnapshot::should_replace`]);
 //! 3. feeds each player's [`PlayerStatsAggregate`]: the initial frozen at the first
@@ -27,7 +28,7 @@ pub use career::{CareerRecord, fold_finished_game, fold_finished_game_into_caree
 pub use contracts::{GameId, InvalidGameId};
 pub use gm_event::{
     GmEvent, GmEventKind, InvalidGmEvent, KIND_GAME_FINISHED, KIND_RUNTIME_SNAPSHOT_UPDATE,
-    UnknownGmEventKind,
+    MAX_LABEL_LEN, UnknownGmEventKind,
 };
 pub use snapshot::RuntimeSnapshot;
 pub use stats::{

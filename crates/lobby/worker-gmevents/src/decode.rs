@@ -1,12 +1,12 @@
 //! Step 1: decoding one `gm:lobby_events` entry.
 
-use std::cell::Cell;
 use std::fmt;
 
+use contracts::lobby_events::InvalidLobbyEvent;
+use contracts::wire::Fields;
 use lobby_domain::gm_event_fields as field;
-use lobby_domain::{GmEvent, GmEventKind, InvalidGmEvent, UnknownGmEventKind};
+use lobby_domain::{GmEvent, InvalidGmEvent, UnknownGmEventKind};
 use stream_consumer::StreamEntry;
-use stream_consumer::decode::Fields;
 
 use crate::metrics::Outcome;
 
@@ -67,52 +67,30 @@ impl fmt::Display for SkipReason {
     }
 }
 
-/// Decodes one entry. Only the contract's fields are read, so extra fields (and bytes
-/// that are not UTF-8 in them) are fine; so is a `finished_at_ms` on a snapshot update,
-/// which the contract does not give a meaning.
+/// Decodes one entry with the contract's decoder. Only the contract's fields are read, so
+/// extra fields (and bytes that are not UTF-8 in them) are fine; so is a `finished_at_ms`
+/// on a snapshot update, which the contract does not give a meaning.
 ///
 /// # Errors
 /// The [`SkipReason`] when the entry cannot be used.
 pub fn decode(entry: &StreamEntry) -> Result<GmEvent, SkipReason> {
-    let fields = Fields::new(entry);
-    // `from_wire` asks for fields by name; a value that is not text is remembered here and
-    // handed to it as absent.
-    let not_utf8: Cell<Option<&'static str>> = Cell::new(None);
-    let decoded = GmEvent::from_wire(|name| {
-        fields.optional_text(name).unwrap_or_else(|_| {
-            if not_utf8.get().is_none() {
-                not_utf8.set(Some(name));
-            }
-            None
-        })
-    });
-    let game_id = || {
-        fields
+    GmEvent::decode(entry).map_err(|error| {
+        let game_id = Fields::new(entry)
             .optional_text(field::GAME_ID)
             .ok()
             .flatten()
-            .map(|id| id.chars().take(256).collect::<String>())
-    };
-    if let Some(name) = not_utf8.get() {
-        let unused = name == field::FINISHED_AT_MS
-            && decoded
-                .as_ref()
-                .is_ok_and(|e| e.kind() == GmEventKind::RuntimeSnapshotUpdate);
-        if !unused {
-            return Err(SkipReason::NotUtf8 {
-                game_id: game_id(),
-                field: name,
-            });
+            .map(|id| id.chars().take(256).collect::<String>());
+        match error {
+            InvalidGmEvent::Wire(InvalidLobbyEvent::NotUtf8(field)) => {
+                SkipReason::NotUtf8 { game_id, field }
+            }
+            InvalidGmEvent::Wire(InvalidLobbyEvent::Kind(UnknownGmEventKind(kind))) => {
+                SkipReason::UnknownKind {
+                    game_id,
+                    kind: kind.chars().take(64).collect(),
+                }
+            }
+            error => SkipReason::Invalid { game_id, error },
         }
-    }
-    decoded.map_err(|error| match error {
-        InvalidGmEvent::Kind(UnknownGmEventKind(kind)) => SkipReason::UnknownKind {
-            game_id: game_id(),
-            kind: kind.chars().take(64).collect(),
-        },
-        error => SkipReason::Invalid {
-            game_id: game_id(),
-            error,
-        },
     })
 }

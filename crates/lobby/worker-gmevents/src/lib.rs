@@ -4,7 +4,7 @@
 //!
 //! For every batch the stream-consumer runtime hands it, the worker:
 //!
-//!  1. **Decodes** each entry with `lobby_domain::GmEvent::from_wire` (`kind`, `game_id`,
+//!  1. **Decodes** each entry with `lobby_domain::GmEvent::decode` (`kind`, `game_id`,
 //!     `occurred_at_ms`, `current_turn` ≥ 0, `player_turn_stats` JSON, `finished_at_ms` > 0
 //!     when present). A bad entry is a permanent problem: logged with its
 //!     `stream_entry_id`, counted by outcome and finished, so the offset moves past it.

@@ -1,7 +1,8 @@
 //! The `runtime:job_results` contract (Runtime Manager → Lobby): one result per decodable
 //! stop job.
 
-use crate::GameId;
+use crate::wire::{Fields, WireEntry};
+use crate::{GameId, InvalidGameId};
 
 /// The default stream name.
 pub const DEFAULT_STREAM: &str = "runtime:job_results";
@@ -44,6 +45,23 @@ crate::wire_enum! {
         /// The runtime could not be stopped.
         Failure = "failure",
     }
+}
+
+/// Why a job result cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidJobResult {
+    /// A field holds bytes that are not UTF-8.
+    #[error("{0} is not valid UTF-8")]
+    NotUtf8(&'static str),
+    /// `game_id` is missing, blank or too long.
+    #[error(transparent)]
+    GameId(#[from] InvalidGameId),
+    /// `outcome` is missing or blank.
+    #[error("outcome is missing")]
+    MissingOutcome,
+    /// `outcome` is neither `success` nor `failure`.
+    #[error(transparent)]
+    Outcome(#[from] UnknownJobOutcome),
 }
 
 /// The result of one stop job. Build it with [`success`](Self::success),
@@ -123,6 +141,37 @@ impl JobResult {
     #[must_use]
     pub fn is_replay_no_op(&self) -> bool {
         self.outcome == JobOutcome::Success && self.error_code == ERROR_CODE_REPLAY_NO_OP
+    }
+
+    /// Decodes a result from its stream fields, whatever the stream client. `game_id` and
+    /// `outcome` are trimmed; an absent `error_code` or `error_message` is empty; the
+    /// container fields are read on success only (a failure carries none).
+    ///
+    /// # Errors
+    /// [`InvalidJobResult`] naming the first field that is wrong.
+    pub fn decode<E: WireEntry + ?Sized>(entry: &E) -> Result<Self, InvalidJobResult> {
+        let fields = Fields::new(entry);
+        let text = |name| match fields.optional_text(name) {
+            Ok(value) => Ok(value.unwrap_or_default()),
+            Err(_) => Err(InvalidJobResult::NotUtf8(name)),
+        };
+        let game_id = GameId::new(text(fields::GAME_ID)?.trim())?;
+        let outcome = match text(fields::OUTCOME)?.trim() {
+            "" => return Err(InvalidJobResult::MissingOutcome),
+            raw => raw.parse::<JobOutcome>()?,
+        };
+        let on_success = |name| match outcome {
+            JobOutcome::Success => text(name).map(str::to_owned),
+            JobOutcome::Failure => Ok(String::new()),
+        };
+        Ok(Self {
+            game_id,
+            outcome,
+            error_code: text(fields::ERROR_CODE)?.to_owned(),
+            error_message: text(fields::ERROR_MESSAGE)?.to_owned(),
+            container_id: on_success(fields::CONTAINER_ID)?,
+            engine_endpoint: on_success(fields::ENGINE_ENDPOINT)?,
+        })
     }
 
     /// The exact field/value pairs to XADD: `game_id`, `outcome`, `error_code`,
@@ -208,6 +257,40 @@ mod tests {
     }
 
     #[test]
+    fn every_undecodable_result_is_a_typed_error() {
+        let decode = |pairs: &[(&str, &[u8])]| JobResult::decode(pairs);
+        assert_eq!(
+            decode(&[("outcome", b"success")]),
+            Err(InvalidJobResult::GameId(InvalidGameId::Blank))
+        );
+        assert_eq!(
+            decode(&[("game_id", b"g"), ("outcome", b" ")]),
+            Err(InvalidJobResult::MissingOutcome)
+        );
+        assert_eq!(
+            decode(&[("game_id", b"g"), ("outcome", b"ok")]),
+            Err(InvalidJobResult::Outcome(UnknownJobOutcome("ok".into())))
+        );
+        assert_eq!(
+            decode(&[
+                ("game_id", b"g"),
+                ("outcome", b"success"),
+                ("error_code", b"\xff")
+            ]),
+            Err(InvalidJobResult::NotUtf8("error_code"))
+        );
+        // A failure's container fields are not read, whatever they hold.
+        let failure = decode(&[
+            ("game_id", b"g"),
+            ("outcome", b"failure"),
+            ("container_id", b"\xff"),
+        ])
+        .unwrap();
+        assert_eq!(failure.container_id, "");
+        assert_eq!(failure.error_code, "");
+    }
+
+    #[test]
     fn a_failure_never_carries_container_fields() {
         let mut result = JobResult::failure(game(), "docker_unavailable", "daemon timed out");
         assert!(!result.is_replay_no_op());
@@ -222,5 +305,53 @@ mod tests {
                 ("error_message", "daemon timed out"),
             ],
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn result() -> impl Strategy<Value = JobResult> {
+        let game = "[A-Za-z0-9_.:-]{1,40}".prop_map(|g| GameId::new(g).unwrap());
+        let text = "[ -~]{0,40}";
+        prop_oneof![
+            (game.clone(), text, text).prop_map(|(g, c, e)| JobResult::success(g, c, e)),
+            (game.clone(), text, text, text)
+                .prop_map(|(g, c, e, m)| JobResult::replay_no_op(g, c, e, m)),
+            (game, "[a-z_]{1,30}", text).prop_map(|(g, code, m)| JobResult::failure(g, code, m)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn encode_then_decode_gives_the_result_back(result in result()) {
+            prop_assert_eq!(JobResult::decode(&result.wire_fields()), Ok(result));
+        }
+
+        #[test]
+        fn decode_never_panics_on_any_field_map(
+            pairs in proptest::collection::vec(
+                (
+                    prop_oneof![
+                        proptest::sample::select(fields::ALL.to_vec())
+                            .prop_map(|name| name.as_bytes().to_vec()),
+                        proptest::collection::vec(any::<u8>(), 0..12),
+                    ],
+                    prop_oneof![
+                        proptest::sample::select(JobOutcome::ALL.to_vec())
+                            .prop_map(|o| o.as_str().as_bytes().to_vec()),
+                        proptest::collection::vec(any::<u8>(), 0..40),
+                    ],
+                ),
+                0..10,
+            ),
+        ) {
+            if let Ok(result) = JobResult::decode(&pairs) {
+                prop_assert!(result.outcome == JobOutcome::Success || result.container_id.is_empty());
+            }
+        }
     }
 }

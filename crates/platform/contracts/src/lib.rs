@@ -12,6 +12,8 @@
 
 mod wire_enum;
 
+pub mod wire;
+
 mod game_id;
 mod health;
 pub mod health_events;
@@ -24,7 +26,12 @@ pub mod storable;
 
 pub use game_id::{GameId, InvalidGameId, MAX_GAME_ID_LEN};
 pub use health::{EngineHealth, HealthEventType, UnknownEngineHealth, UnknownEventType};
-pub use job_results::{ERROR_CODE_REPLAY_NO_OP, JobOutcome, JobResult, UnknownJobOutcome};
-pub use lobby_events::{LobbyEventKind, UnknownLobbyEventKind};
+pub use health_events::{HealthEvent, HealthEventEnvelope, InvalidHealthEvent};
+pub use job_results::{
+    ERROR_CODE_REPLAY_NO_OP, InvalidJobResult, JobOutcome, JobResult, UnknownJobOutcome,
+};
+pub use lobby_events::{
+    InvalidLobbyEvent, LobbyEventEntry, LobbyEventKind, PlayerTurnStats, UnknownLobbyEventKind,
+};
 pub use status::{RuntimeStatus, UnknownStatus};
 pub use stop_jobs::{InvalidStopJob, StopJob, StopReason, UnknownStopReason};

@@ -2,6 +2,7 @@
 //! decoded stop job.
 
 use crate::storable::MAX_TIME_MS;
+use crate::wire::{Fields, WireEntry};
 use crate::{GameId, InvalidGameId};
 
 /// The default stream name.
@@ -42,6 +43,9 @@ crate::wire_enum! {
 /// Why a stop job cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidStopJob {
+    /// A field holds bytes that are not UTF-8.
+    #[error("{0} is not valid UTF-8")]
+    NotUtf8(&'static str),
     /// `game_id` is missing, blank or too long.
     #[error(transparent)]
     GameId(#[from] InvalidGameId),
@@ -94,22 +98,23 @@ impl StopJob {
         })
     }
 
-    /// Decodes a job from its stream fields, whatever the stream client: `field` returns
-    /// the value of a field by name, `None` when the entry lacks it (or it is not text).
-    /// As in the seed, `game_id` and `reason` are trimmed, and a blank `requested_at_ms`
-    /// counts as absent.
+    /// Decodes a job from its stream fields, whatever the stream client. As in the seed,
+    /// `game_id` and `reason` are trimmed, and a blank `requested_at_ms` counts as absent.
     ///
     /// # Errors
     /// [`InvalidStopJob`] naming the first field that is wrong.
-    pub fn from_wire<'a>(
-        field: impl Fn(&'static str) -> Option<&'a str>,
-    ) -> Result<Self, InvalidStopJob> {
-        let game_id = GameId::new(field(fields::GAME_ID).unwrap_or_default().trim())?;
-        let reason = match field(fields::REASON).map(str::trim) {
+    pub fn decode<E: WireEntry + ?Sized>(entry: &E) -> Result<Self, InvalidStopJob> {
+        let fields = Fields::new(entry);
+        let text = |name| match fields.optional_text(name) {
+            Ok(value) => Ok(value.map(str::trim)),
+            Err(_) => Err(InvalidStopJob::NotUtf8(name)),
+        };
+        let game_id = GameId::new(text(fields::GAME_ID)?.unwrap_or_default())?;
+        let reason = match text(fields::REASON)? {
             None | Some("") => return Err(InvalidStopJob::MissingReason),
             Some(raw) => raw.parse::<StopReason>()?,
         };
-        let requested_at_ms = match field(fields::REQUESTED_AT_MS).map(str::trim) {
+        let requested_at_ms = match text(fields::REQUESTED_AT_MS)? {
             None | Some("") => None,
             Some(raw) => Some(
                 raw.parse::<i64>()
@@ -151,12 +156,7 @@ mod tests {
     use super::*;
 
     fn decode(pairs: &[(&str, &str)]) -> Result<StopJob, InvalidStopJob> {
-        StopJob::from_wire(|name| {
-            pairs
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| *value)
-        })
+        StopJob::decode(pairs)
     }
 
     #[test]
@@ -269,6 +269,10 @@ mod tests {
             ]),
             Err(InvalidStopJob::RequestedAtTooLate(i64::MAX))
         );
+        assert_eq!(
+            StopJob::decode(&[("game_id", &b"g"[..]), ("reason", b"\xff")]),
+            Err(InvalidStopJob::NotUtf8("reason"))
+        );
         assert!(matches!(
             decode(&[("game_id", "g\0"), ("reason", "cancelled")]),
             Err(InvalidStopJob::GameId(InvalidGameId::Unstorable(_)))
@@ -286,15 +290,6 @@ mod properties {
     use super::*;
     use proptest::prelude::*;
 
-    fn lookup<'a>(pairs: &'a [(String, String)]) -> impl Fn(&'static str) -> Option<&'a str> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        }
-    }
-
     proptest! {
         #[test]
         fn encode_then_decode_gives_the_job_back(
@@ -308,7 +303,7 @@ mod properties {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect();
-            prop_assert_eq!(StopJob::from_wire(lookup(&wire)), Ok(job));
+            prop_assert_eq!(StopJob::decode(&wire), Ok(job));
         }
 
         #[test]
@@ -316,17 +311,21 @@ mod properties {
             pairs in proptest::collection::vec(
                 (
                     prop_oneof![
-                        Just(fields::GAME_ID.to_owned()),
-                        Just(fields::REASON.to_owned()),
-                        Just(fields::REQUESTED_AT_MS.to_owned()),
-                        any::<String>(),
+                        proptest::sample::select(fields::ALL.to_vec())
+                            .prop_map(|name| name.as_bytes().to_vec()),
+                        proptest::collection::vec(any::<u8>(), 0..12),
                     ],
-                    any::<String>(),
+                    prop_oneof![
+                        proptest::sample::select(StopReason::ALL.to_vec())
+                            .prop_map(|r| r.as_str().as_bytes().to_vec()),
+                        any::<i64>().prop_map(|n| n.to_string().into_bytes()),
+                        proptest::collection::vec(any::<u8>(), 0..40),
+                    ],
                 ),
                 0..8,
             ),
         ) {
-            if let Ok(job) = StopJob::from_wire(lookup(&pairs)) {
+            if let Ok(job) = StopJob::decode(&pairs) {
                 prop_assert!(job.requested_at_ms.is_none_or(|ms| (1..=MAX_TIME_MS).contains(&ms)));
             }
         }

@@ -6,8 +6,9 @@
 //! of valid UTF-8, such a column refuses only the NUL character. The length limits are
 //! ours: an id or a short label of kilobytes is no game's, and an indexed text beyond
 //! about 2.7 kB cannot be stored at all (the btree row limit). Each field's limit is a
-//! constant next to the type that carries it (`MAX_GAME_ID_LEN`, the Lobby's
-//! `MAX_USER_ID_LEN` and `MAX_LABEL_LEN`), listed in `docs/decisions/0016`.
+//! constant next to the type or stream that carries it (`MAX_GAME_ID_LEN`,
+//! `lobby_events::MAX_LABEL_LEN`, `health_events::MAX_CONTAINER_ID_LEN`, the Lobby's
+//! `MAX_USER_ID_LEN`), listed in `docs/decisions/0016`.
 
 /// The latest time, in milliseconds since the Unix epoch, that a consumer stores as a
 /// timestamp: 9999-12-31T23:59:59.999Z. PostgreSQL's `timestamptz` reaches further, but

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use bytes::Bytes;
+use contracts::wire::WireEntry;
 
 /// A Redis Stream entry id, `<milliseconds>-<sequence>`. Ordered as Redis orders them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -61,7 +62,7 @@ impl FromStr for EntryId {
 
 /// One stream entry exactly as read: its id and its field/value pairs as raw bytes, in the
 /// order Redis returned them. Nothing is dropped or decoded here; decoding is the
-/// handler's job (see [`crate::decode`]).
+/// handler's job, with the stream's decoder in `contracts` (through [`WireEntry`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamEntry {
     /// The entry's id.
@@ -91,11 +92,13 @@ impl StreamEntry {
     /// The raw value of `name`; when a field repeats, the last one wins (as a map would).
     #[must_use]
     pub fn field(&self, name: &str) -> Option<&[u8]> {
-        self.fields
-            .iter()
-            .rev()
-            .find(|(k, _)| k.as_ref() == name.as_bytes())
-            .map(|(_, v)| v.as_ref())
+        self.fields.as_slice().raw(name)
+    }
+}
+
+impl WireEntry for StreamEntry {
+    fn raw(&self, name: &str) -> Option<&[u8]> {
+        self.field(name)
     }
 }
 

@@ -29,7 +29,6 @@
 //! [`Consumer::step`] is one iteration, so tests drive the runtime without racing a
 //! background loop; [`Consumer::run`] loops it until cancelled.
 
-pub mod decode;
 mod entry;
 pub mod isolate;
 mod ports;

@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use redis_streams::StreamWriter;
-use rtm_ports::{EntryId, Error, HealthEventEnvelope, HealthEventPublisher, HealthSnapshotStore};
+use rtm_ports::{
+    EntryId, Error, HealthEventEnvelope, HealthEventPublisher, HealthSnapshot, HealthSnapshotStore,
+};
 use stream_consumer::StreamError;
 
 /// Appends one entry to a stream and returns its id. The publisher's view of the stream,
@@ -71,7 +73,9 @@ where
         err
     )]
     async fn publish(&self, envelope: &HealthEventEnvelope) -> Result<EntryId, Error> {
-        self.snapshots.upsert(&envelope.snapshot()).await?;
+        self.snapshots
+            .upsert(&HealthSnapshot::from_envelope(envelope))
+            .await?;
         let fields = envelope.wire_fields();
         self.stream
             .append_entry(&fields)

@@ -1,10 +1,10 @@
 //! Runtime Manager domain: the vocabulary of the two Runtime Manager workers this project
 //! builds, as pure data and pure functions.
 //!
-//! - The health publisher (SPEC §RTM, seed 003) validates a [`HealthEventEnvelope`] on
-//!   construction, upserts the [`HealthSnapshot`] that [`snapshot_mapping`] derives from it,
-//!   and then appends the envelope's [`wire_fields`](HealthEventEnvelope::wire_fields) to
-//!   `runtime:health_events`.
+//! - The health publisher (SPEC §RTM, seed 003) takes a [`HealthEventEnvelope`] (the
+//!   contract's entry, validated on construction), upserts the [`HealthSnapshot`] that
+//!   [`snapshot_mapping`] derives from it, and then appends the envelope's
+//!   [`wire_fields`](HealthEventEnvelope::wire_fields) to `runtime:health_events`.
 //! - The stop-jobs consumer (seed 004) decodes a [`StopJob`] from `runtime:stop_jobs`, asks
 //!   the stop orchestrator to act, and publishes one [`JobResult`] on `runtime:job_results`
 //!   (both contracts are the `contracts` crate's, re-exported here).
@@ -13,9 +13,11 @@
 //! ends of `runtime:health_events` share one definition, so they cannot drift. Nothing here
 //! does I/O; the adapters and workers that do live in other crates.
 
-mod envelope;
 mod snapshot;
 
+pub use contracts::health_events::{
+    EMPTY_DETAILS, HealthEventEnvelope, InvalidHealthEvent, MAX_CONTAINER_ID_LEN,
+};
 pub use contracts::job_results::fields as job_result_fields;
 pub use contracts::stop_jobs::fields as stop_job_fields;
 pub use contracts::{
@@ -23,11 +25,10 @@ pub use contracts::{
     UnknownJobOutcome, UnknownStopReason,
 };
 pub use contracts::{GameId, HealthEventType, InvalidGameId, UnknownEventType};
-pub use envelope::{EMPTY_DETAILS, HealthEventEnvelope, InvalidHealthEvent};
 pub use snapshot::{
     HealthSnapshot, SNAPSHOT_MAPPINGS, SnapshotMapping, SnapshotSource, SnapshotStatus,
     UnknownSnapshotSource, UnknownSnapshotStatus, snapshot_mapping,
 };
 
 /// Wire field names of `runtime:health_events`.
-pub use envelope::fields as health_event_fields;
+pub use contracts::health_events::fields as health_event_fields;

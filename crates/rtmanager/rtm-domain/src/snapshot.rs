@@ -1,9 +1,7 @@
 //! The `health_snapshots` row: its status and source vocabularies and the table that maps
 //! each health event type onto them.
 
-use contracts::{GameId, HealthEventType};
-
-use crate::envelope::HealthEventEnvelope;
+use contracts::{GameId, HealthEventEnvelope, HealthEventType};
 
 contracts::wire_enum! {
     /// The health a snapshot records, as stored in `health_snapshots.status`.
@@ -188,6 +186,27 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn the_snapshot_copies_the_envelope_and_maps_the_event_type() {
+        let env = HealthEventEnvelope::new(
+            "g-1",
+            "c-9",
+            HealthEventType::ContainerOom,
+            42,
+            Some(r#"{"exit_code":137}"#),
+        )
+        .unwrap();
+        let snapshot = HealthSnapshot::from_envelope(&env);
+        assert_eq!(snapshot.game_id.as_str(), "g-1");
+        assert_eq!(snapshot.container_id, "c-9");
+        assert_eq!(snapshot.status, SnapshotStatus::Oom);
+        assert_eq!(snapshot.source, SnapshotSource::DockerEvent);
+        assert_eq!(snapshot.details, r#"{"exit_code":137}"#);
+        assert_eq!(snapshot.observed_at_ms, 42);
+        assert_eq!(HealthSnapshot::from(&env), snapshot);
     }
 
     #[test]

@@ -1,10 +1,39 @@
-//! The one helper every worker decodes stream entries with.
+//! Reading one stream entry's fields: the one helper every stream's decoder in this crate
+//! is written with, whatever the stream client.
 //!
 //! A decoder asks for the fields it needs; everything else (extra fields, non-UTF-8 bytes
 //! in fields it does not read) is left alone. Each failure names the field, so the warning
-//! a worker logs says exactly what was wrong with the entry.
+//! a consumer logs says exactly what was wrong with the entry.
 
-use crate::entry::StreamEntry;
+/// An entry's raw field/value pairs, as any stream client holds them: the stream
+/// consumer's entries implement it, and so do slices and vectors of pairs (producers and
+/// tests).
+pub trait WireEntry {
+    /// The raw value of the field `name`, `None` when the entry lacks it. When a field
+    /// repeats, the last one wins, as a map would.
+    fn raw(&self, name: &str) -> Option<&[u8]>;
+}
+
+impl<K: AsRef<[u8]>, V: AsRef<[u8]>> WireEntry for [(K, V)] {
+    fn raw(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .rev()
+            .find(|(k, _)| k.as_ref() == name.as_bytes())
+            .map(|(_, v)| v.as_ref())
+    }
+}
+
+impl<K: AsRef<[u8]>, V: AsRef<[u8]>> WireEntry for Vec<(K, V)> {
+    fn raw(&self, name: &str) -> Option<&[u8]> {
+        self.as_slice().raw(name)
+    }
+}
+
+impl<K: AsRef<[u8]>, V: AsRef<[u8]>, const N: usize> WireEntry for [(K, V); N] {
+    fn raw(&self, name: &str) -> Option<&[u8]> {
+        self.as_slice().raw(name)
+    }
+}
 
 /// Why an entry could not be decoded. Always permanent: retrying cannot fix the entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,13 +80,21 @@ fn clip(s: &str) -> String {
 }
 
 /// Typed access to one entry's fields.
-#[derive(Debug, Clone, Copy)]
-pub struct Fields<'a>(&'a StreamEntry);
+#[derive(Debug)]
+pub struct Fields<'a, E: WireEntry + ?Sized>(&'a E);
 
-impl<'a> Fields<'a> {
+impl<E: WireEntry + ?Sized> Clone for Fields<'_, E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E: WireEntry + ?Sized> Copy for Fields<'_, E> {}
+
+impl<'a, E: WireEntry + ?Sized> Fields<'a, E> {
     /// Wraps an entry.
     #[must_use]
-    pub fn new(entry: &'a StreamEntry) -> Self {
+    pub fn new(entry: &'a E) -> Self {
         Self(entry)
     }
 
@@ -67,7 +104,7 @@ impl<'a> Fields<'a> {
     /// [`DecodeError::NotUtf8`] when present but not UTF-8.
     pub fn optional_text(&self, name: &'static str) -> Result<Option<&'a str>, DecodeError> {
         self.0
-            .field(name)
+            .raw(name)
             .map(|raw| std::str::from_utf8(raw).map_err(|_| DecodeError::NotUtf8(name)))
             .transpose()
     }
@@ -125,11 +162,10 @@ impl<'a> Fields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EntryId;
     use proptest::prelude::*;
 
-    fn entry(pairs: &[(&str, &[u8])]) -> StreamEntry {
-        StreamEntry::from_pairs(EntryId::ZERO, pairs)
+    fn entry<'a>(pairs: &[(&'a str, &'a [u8])]) -> Vec<(&'a str, &'a [u8])> {
+        pairs.to_vec()
     }
 
     #[test]
@@ -179,7 +215,7 @@ mod tests {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(k in proptest::collection::vec(any::<u8>(), 0..8),
                                                  v in proptest::collection::vec(any::<u8>(), 0..32)) {
-            let e = StreamEntry::from_pairs(EntryId::ZERO, &[(k.clone(), v)]);
+            let e = vec![(k.clone(), v)];
             let f = Fields::new(&e);
             let _ = f.required_text("a");
             let _ = f.required_positive_i64("a");
