@@ -74,18 +74,14 @@ pub(crate) fn encode(event: &LobbyEvent) -> Vec<(&'static str, String)> {
     entry(event).wire_fields()
 }
 
-fn port_error(error: StreamError) -> Error {
-    match error {
-        StreamError::Unavailable(source) => Error::Unavailable(source),
-        StreamError::Protocol(message) => Error::Backend(message.into()),
-    }
-}
-
 #[async_trait]
 impl LobbyEventsPublisher for RedisLobbyEventsPublisher {
     async fn publish(&self, events: &[LobbyEvent]) -> Result<(), Error> {
         let entries: Vec<_> = events.iter().map(encode).collect();
-        self.writer.append(&entries).await.map_err(port_error)?;
+        self.writer
+            .append(&entries)
+            .await
+            .map_err(StreamError::into_port::<Error>)?;
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 
 use domain_runtime::{GameId, RuntimeStatus, TransitionError};
 
-pub use error_kit::BoxError;
+pub use error_kit::{BoxError, ServerFailure};
 
 /// What went wrong in a port call. [`Error::is_transient`] tells the failures worth
 /// retrying (the server is unreachable or slow) from the permanent ones.
@@ -44,6 +44,20 @@ pub enum Error {
     /// missing table or function, a revoked privilege): no entry is to blame.
     #[error("backend error: {0}")]
     Backend(#[source] BoxError),
+}
+
+impl ServerFailure for Error {
+    fn unavailable(source: BoxError) -> Self {
+        Self::Unavailable(source)
+    }
+
+    fn refused(source: BoxError) -> Self {
+        Self::Refused(source)
+    }
+
+    fn backend(source: BoxError) -> Self {
+        Self::Backend(source)
+    }
 }
 
 impl Error {

@@ -94,17 +94,10 @@ pub(crate) fn corrupt(key: &str, what: &str) -> Error {
     Error::Refused(format!("Lobby row '{key}' is unreadable: {what}").into())
 }
 
-/// The one mapping of a PostgreSQL failure onto [`Error`], by its [`pg_kit::ErrorKind`]:
-/// transient ones (unreachable server, timeouts, shutdown, deadlocks) become
-/// [`Error::Unavailable`], refused values [`Error::Refused`], the rest [`Error::Backend`];
-/// the [`PgError`] is kept as the source.
+/// A PostgreSQL failure as [`Error`], by the workspace's one mapping
+/// ([`PgError::into_port`]).
 pub(crate) fn store_error(e: impl Into<PgError>) -> Error {
-    let e = e.into();
-    match e.kind() {
-        pg_kit::ErrorKind::Transient => Error::Unavailable(Box::new(e)),
-        pg_kit::ErrorKind::Data => Error::Refused(Box::new(e)),
-        pg_kit::ErrorKind::Environment => Error::Backend(Box::new(e)),
-    }
+    e.into().into_port()
 }
 
 /// Like [`store_error`], but a violated constraint `code` becomes `mapped`.

@@ -1,12 +1,29 @@
-//! Two things every crate of the workspace needs about errors, defined once:
-//! [`BoxError`], the boxed cause a port error carries (so the whole chain still prints),
-//! and [`error_chain`], the one line a log field, a readiness reason or a start-up error
-//! shows for an error and all its causes.
+//! What every crate of the workspace needs about errors, defined once: [`BoxError`], the
+//! boxed cause a port error carries (so the whole chain still prints); [`error_chain`],
+//! the one line a log field, a readiness reason or a start-up error shows for an error and
+//! all its causes; and [`ServerFailure`], the three things a server's failure can mean to
+//! a caller, which every service's port error implements so that each server kit maps its
+//! failures onto any port in one place (`pg_kit::PgError::into_port`,
+//! `stream_consumer::StreamError::into_port`).
 
 use std::error::Error;
 
 /// A boxed error source, kept so the whole cause chain prints.
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
+
+/// A port error that can say what a server's failure means to its caller. Implemented by
+/// each service's port error; built only by the server kits' one mapping each.
+pub trait ServerFailure: Sized {
+    /// Transient: the server is unreachable, a connection was lost, something timed out.
+    /// Retrying may succeed on its own.
+    fn unavailable(source: BoxError) -> Self;
+    /// The server refused the values themselves: the same values fail the same way, so
+    /// the caller skips what carried them.
+    fn refused(source: BoxError) -> Self;
+    /// Neither: the server or its setup needs an operator (a missing table, a key of the
+    /// wrong type). Retrying waits for them; no value is to blame.
+    fn backend(source: BoxError) -> Self;
+}
 
 /// `error: cause: cause…` on one line. A cause whose text the line already ends with is
 /// not repeated (wrappers often quote their source), an empty one is left out, and line

@@ -25,7 +25,7 @@ use std::fmt;
 use std::time::Duration;
 
 use deadpool_postgres::{PoolError, TimeoutType};
-use error_kit::error_chain;
+use error_kit::{ServerFailure, error_chain};
 use tokio_postgres::error::SqlState;
 
 /// What a failure says about retrying it (see the module documentation).
@@ -210,6 +210,21 @@ impl PgError {
     #[must_use]
     pub fn is_transient(&self) -> bool {
         self.kind() == ErrorKind::Transient
+    }
+
+    /// The one mapping of a PostgreSQL failure onto a port's error, by its [`kind`]:
+    /// transient ones (unreachable server, timeouts, shutdown, deadlocks) become
+    /// [`ServerFailure::unavailable`], refused values [`ServerFailure::refused`], the rest
+    /// [`ServerFailure::backend`]; the failure is kept as the source.
+    ///
+    /// [`kind`]: Self::kind
+    #[must_use]
+    pub fn into_port<E: ServerFailure>(self) -> E {
+        match self.kind() {
+            ErrorKind::Transient => E::unavailable(Box::new(self)),
+            ErrorKind::Data => E::refused(Box::new(self)),
+            ErrorKind::Environment => E::backend(Box::new(self)),
+        }
     }
 
     /// The SQLSTATE the server answered with, if it answered.

@@ -9,6 +9,7 @@ use crate::entry::{EntryId, StreamEntry};
 
 /// A boxed error source, kept so the whole cause chain prints.
 pub use error_kit::BoxError;
+use error_kit::ServerFailure;
 
 /// Failure talking to the stream server or the offset store.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,17 @@ impl StreamError {
     #[must_use]
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable(_))
+    }
+
+    /// The one mapping of a stream server's failure onto a port's error: unavailable stays
+    /// unavailable, an unexpected reply is a backend error (a stream server never refuses
+    /// values); the failure is kept as the source.
+    #[must_use]
+    pub fn into_port<E: ServerFailure>(self) -> E {
+        match self {
+            Self::Unavailable(_) => E::unavailable(Box::new(self)),
+            Self::Protocol(_) => E::backend(Box::new(self)),
+        }
     }
 }
 

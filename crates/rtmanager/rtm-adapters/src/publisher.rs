@@ -80,10 +80,7 @@ where
         self.stream
             .append_entry(&fields)
             .await
-            .map_err(|e| match e {
-                StreamError::Unavailable(_) => Error::Unavailable(Box::new(e)),
-                StreamError::Protocol(_) => Error::Backend(Box::new(e)),
-            })
+            .map_err(StreamError::into_port)
     }
 }
 

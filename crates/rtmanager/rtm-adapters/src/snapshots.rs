@@ -36,22 +36,17 @@ impl PgHealthSnapshotStore {
     }
 }
 
+/// A PostgreSQL failure as [`Error`], by the workspace's one mapping
+/// ([`PgError::into_port`]).
+fn store_error(e: impl Into<PgError>) -> Error {
+    e.into().into_port()
+}
+
 #[async_trait]
 impl HealthSnapshotStore for PgHealthSnapshotStore {
     async fn upsert(&self, snapshot: &HealthSnapshot) -> Result<(), Error> {
-        let context = |e: PgError| {
-            let message = format!("upsert health snapshot of game '{}': {e}", snapshot.game_id);
-            if e.is_transient() {
-                Error::Unavailable(message.into())
-            } else {
-                Error::Backend(message.into())
-            }
-        };
-        let client = self.pool.get().await.map_err(|e| context(e.into()))?;
-        let statement = client
-            .prepare_cached(UPSERT)
-            .await
-            .map_err(|e| context(e.into()))?;
+        let client = self.pool.get().await.map_err(store_error)?;
+        let statement = client.prepare_cached(UPSERT).await.map_err(store_error)?;
         // The envelope guarantees a positive time.
         let millis = u64::try_from(snapshot.observed_at_ms).unwrap_or_default();
         let observed_at: SystemTime = UNIX_EPOCH + Duration::from_millis(millis);
@@ -68,7 +63,7 @@ impl HealthSnapshotStore for PgHealthSnapshotStore {
                 ],
             )
             .await
-            .map_err(|e| context(e.into()))?;
+            .map_err(store_error)?;
         Ok(())
     }
 }

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 pub use rtm_domain::{HealthEventEnvelope, HealthSnapshot};
 pub use stream_consumer::EntryId;
 
-pub use error_kit::BoxError;
+pub use error_kit::{BoxError, ServerFailure};
 
 /// What went wrong in a Runtime Manager port call.
 #[derive(Debug, thiserror::Error)]
@@ -27,10 +27,28 @@ pub enum Error {
     /// this way, the entry may or may not have been appended.
     #[error("unavailable: {0}")]
     Unavailable(#[source] BoxError),
+    /// The database refused the values of this call (a value it cannot hold, a violated
+    /// constraint): retrying the same call fails alike.
+    #[error("refused by the database: {0}")]
+    Refused(#[source] BoxError),
     /// The server answered with an error that retrying will not fix (a missing table, a
     /// key of the wrong type).
     #[error("backend error: {0}")]
     Backend(#[source] BoxError),
+}
+
+impl ServerFailure for Error {
+    fn unavailable(source: BoxError) -> Self {
+        Self::Unavailable(source)
+    }
+
+    fn refused(source: BoxError) -> Self {
+        Self::Refused(source)
+    }
+
+    fn backend(source: BoxError) -> Self {
+        Self::Backend(source)
+    }
 }
 
 impl Error {
