@@ -155,3 +155,87 @@ fn every_wire_field_name_is_spelled_once_outside_tests() {
         "field names spelled other than once, in contracts: {wrong:#?}"
     );
 }
+
+/// The top-level module a source file belongs to, within its crate: `(crate dir, module)`
+/// for `crates/<group>/<crate>/src/<module>.rs` or `…/src/<module>/…`; `None` for the
+/// crate root (`lib.rs`, `main.rs`) and for binaries' extra roots.
+fn module_of(path: &str) -> Option<(String, String)> {
+    let (krate, rest) = path.split_once("/src/")?;
+    let first = rest.split('/').next()?;
+    let module = first.strip_suffix(".rs").unwrap_or(first);
+    if matches!(module, "lib" | "main" | "bin") {
+        return None;
+    }
+    Some((krate.to_owned(), module.to_owned()))
+}
+
+/// The modules of its own crate that `code` names through `crate::<module>`.
+fn crate_references(code: &str) -> Vec<String> {
+    code.match_indices("crate::")
+        .filter(|(at, _)| {
+            // `crate::x`, not `some_crate::x` or `$crate::x`.
+            code[..*at]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '$'))
+        })
+        .filter_map(|(at, _)| {
+            let tail = &code[at + "crate::".len()..];
+            let name: String = tail
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
+}
+
+/// No two modules of one crate import each other, directly or through others: a reader
+/// can take each crate's files bottom-up. Read off the `crate::` paths outside tests.
+#[test]
+fn no_crate_has_a_cycle_between_its_files() {
+    use std::collections::BTreeSet;
+    let mut edges: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for (path, code) in non_test_sources() {
+        let Some((krate, module)) = module_of(&path) else {
+            continue;
+        };
+        let targets = edges.entry((krate.clone(), module.clone())).or_default();
+        for target in crate_references(&code) {
+            if target != module {
+                targets.insert(target);
+            }
+        }
+    }
+    assert!(
+        edges.len() > 40,
+        "the walk found the crates' modules: {edges:?}"
+    );
+    let mut cycles = Vec::new();
+    for (krate, start) in edges.keys() {
+        // Depth-first from each module: a path back to it is a cycle.
+        let mut stack = vec![vec![start.clone()]];
+        let mut seen = BTreeSet::new();
+        while let Some(path) = stack.pop() {
+            let last = path.last().unwrap();
+            let Some(next) = edges.get(&(krate.clone(), last.clone())) else {
+                continue;
+            };
+            for target in next {
+                if target == start {
+                    let mut cycle = path.clone();
+                    cycle.push(target.clone());
+                    cycles.push(format!("{krate}: {}", cycle.join(" → ")));
+                } else if seen.insert(target.clone()) {
+                    let mut longer = path.clone();
+                    longer.push(target.clone());
+                    stack.push(longer);
+                }
+            }
+        }
+    }
+    assert!(
+        cycles.is_empty(),
+        "files that import each other: {cycles:#?}"
+    );
+}

@@ -100,32 +100,6 @@ fn lobby_entry(
     .wire_fields()
 }
 
-/// Appends one `gm:lobby_events` entry (see [`lobby_entry`]).
-#[allow(clippy::too_many_arguments)]
-async fn gm_event(
-    redis: &TestRedis,
-    kind: LobbyEventKind,
-    game: &str,
-    turn: u32,
-    runtime_status: &str,
-    summary: &str,
-    occurred_at_ms: i64,
-    stats: Vec<PlayerTurnStats>,
-    finished_at_ms: Option<i64>,
-) -> String {
-    let entry = lobby_entry(
-        kind,
-        game,
-        turn,
-        runtime_status,
-        summary,
-        occurred_at_ms,
-        stats,
-        finished_at_ms,
-    );
-    xadd_all(redis, LOBBY, &[entry]).await
-}
-
 /// `(runtime_status, engine_health_summary, current_turn)` of every Lobby game.
 async fn lobby_snapshots(db: &tokio_postgres::Client) -> BTreeMap<String, (String, String, i64)> {
     db.query(
@@ -339,29 +313,35 @@ async fn lobby_mirrors_the_game_master_and_finishes_games_once_across_replays() 
     // Engine stats for g1, then the game finishes (the Game Master's binary has no path
     // that emits game_finished yet, so the test writes it with the wire fields).
     let t = now_ms() + 10_000;
-    gm_event(
+    xadd_all(
         &redis,
-        LobbyEventKind::RuntimeSnapshotUpdate,
-        "g1",
-        12,
-        "running",
-        "healthy",
-        t,
-        player_stats(&[("alice", 3, 120, 2), ("bob", 5, 40, 1)]),
-        None,
+        LOBBY,
+        &[lobby_entry(
+            LobbyEventKind::RuntimeSnapshotUpdate,
+            "g1",
+            12,
+            "running",
+            "healthy",
+            t,
+            player_stats(&[("alice", 3, 120, 2), ("bob", 5, 40, 1)]),
+            None,
+        )],
     )
     .await;
     let finished_at = t + 500;
-    let finish_id = gm_event(
+    let finish_id = xadd_all(
         &redis,
-        LobbyEventKind::GameFinished,
-        "g1",
-        40,
-        "finished",
-        "healthy",
-        t + 1_000,
-        player_stats(&[("alice", 7, 90, 6), ("bob", 4, 60, 1)]),
-        Some(finished_at),
+        LOBBY,
+        &[lobby_entry(
+            LobbyEventKind::GameFinished,
+            "g1",
+            40,
+            "finished",
+            "healthy",
+            t + 1_000,
+            player_stats(&[("alice", 7, 90, 6), ("bob", 4, 60, 1)]),
+            Some(finished_at),
+        )],
     )
     .await;
     wait_for_offset(&redis, LOBBY_OFFSET, &finish_id, &lobby.process).await;
@@ -562,16 +542,19 @@ async fn lobby_holds_its_offset_through_a_database_outage_and_catches_up() {
     let snapshot = |turn: u32, status: &'static str, summary: &'static str| {
         let redis = &redis;
         async move {
-            gm_event(
+            xadd_all(
                 redis,
-                LobbyEventKind::RuntimeSnapshotUpdate,
-                "g1",
-                turn,
-                status,
-                summary,
-                now_ms(),
-                Vec::new(),
-                None,
+                LOBBY,
+                &[lobby_entry(
+                    LobbyEventKind::RuntimeSnapshotUpdate,
+                    "g1",
+                    turn,
+                    status,
+                    summary,
+                    now_ms(),
+                    Vec::new(),
+                    None,
+                )],
             )
             .await
         }
@@ -693,8 +676,7 @@ fn with_field(mut entry: Entry, field: &'static str, value: &str) -> Entry {
 async fn xadd_all(redis: &TestRedis, stream: &str, entries: &[Entry]) -> String {
     let mut last = String::new();
     for entry in entries {
-        let fields: Vec<(&str, &str)> = entry.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        last = redis.xadd(stream, &fields).await.unwrap();
+        last = redis.xadd(stream, entry).await.unwrap();
     }
     last
 }

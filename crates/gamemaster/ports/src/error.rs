@@ -2,7 +2,7 @@
 
 use domain_runtime::{GameId, RuntimeStatus, TransitionError};
 
-pub use error_kit::{BoxError, ServerFailure};
+pub use error_kit::BoxError;
 
 /// What went wrong in a port call. [`Error::is_transient`] tells the failures worth
 /// retrying (the server is unreachable or slow) from the permanent ones.
@@ -46,19 +46,7 @@ pub enum Error {
     Backend(#[source] BoxError),
 }
 
-impl ServerFailure for Error {
-    fn unavailable(source: BoxError) -> Self {
-        Self::Unavailable(source)
-    }
-
-    fn refused(source: BoxError) -> Self {
-        Self::Refused(source)
-    }
-
-    fn backend(source: BoxError) -> Self {
-        Self::Backend(source)
-    }
-}
+error_kit::server_failure!(Error);
 
 impl Error {
     /// Whether retrying may succeed on its own.

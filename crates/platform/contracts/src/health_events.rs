@@ -485,22 +485,7 @@ mod properties {
 
         #[test]
         fn decode_never_panics_on_any_field_map(
-            pairs in proptest::collection::vec(
-                (
-                    prop_oneof![
-                        proptest::sample::select(fields::ALL.to_vec())
-                            .prop_map(|name| name.as_bytes().to_vec()),
-                        proptest::collection::vec(any::<u8>(), 0..12),
-                    ],
-                    prop_oneof![
-                        proptest::sample::select(HealthEventType::ALL.to_vec())
-                            .prop_map(|t| t.as_str().as_bytes().to_vec()),
-                        any::<i64>().prop_map(|n| n.to_string().into_bytes()),
-                        proptest::collection::vec(any::<u8>(), 0..40),
-                    ],
-                ),
-                0..10,
-            ),
+            pairs in crate::wire::arbitrary::field_map(&fields::ALL, crate::wire::arbitrary::spellings(&HealthEventType::ALL, HealthEventType::as_str)),
         ) {
             if let Ok(event) = decode(&pairs) {
                 prop_assert!(event.occurred_at_ms > 0);

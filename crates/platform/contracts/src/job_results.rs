@@ -333,21 +333,7 @@ mod properties {
 
         #[test]
         fn decode_never_panics_on_any_field_map(
-            pairs in proptest::collection::vec(
-                (
-                    prop_oneof![
-                        proptest::sample::select(fields::ALL.to_vec())
-                            .prop_map(|name| name.as_bytes().to_vec()),
-                        proptest::collection::vec(any::<u8>(), 0..12),
-                    ],
-                    prop_oneof![
-                        proptest::sample::select(JobOutcome::ALL.to_vec())
-                            .prop_map(|o| o.as_str().as_bytes().to_vec()),
-                        proptest::collection::vec(any::<u8>(), 0..40),
-                    ],
-                ),
-                0..10,
-            ),
+            pairs in crate::wire::arbitrary::field_map(&fields::ALL, crate::wire::arbitrary::spellings(&JobOutcome::ALL, JobOutcome::as_str)),
         ) {
             if let Ok(result) = JobResult::decode(&pairs) {
                 prop_assert!(result.outcome == JobOutcome::Success || result.container_id.is_empty());

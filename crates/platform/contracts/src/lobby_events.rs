@@ -555,23 +555,11 @@ mod properties {
 
         #[test]
         fn decode_never_panics_on_any_field_map(
-            pairs in proptest::collection::vec(
-                (
-                    prop_oneof![
-                        proptest::sample::select(fields::ALL.to_vec())
-                            .prop_map(|name| name.as_bytes().to_vec()),
-                        proptest::collection::vec(any::<u8>(), 0..12),
-                    ],
-                    prop_oneof![
-                        proptest::sample::select(LobbyEventKind::ALL.to_vec())
-                            .prop_map(|k| k.as_str().as_bytes().to_vec()),
-                        any::<i64>().prop_map(|n| n.to_string().into_bytes()),
-                        Just(br#"[{"user_id":"u","planets":1,"population":2,"ships_built":3}]"#.to_vec()),
-                        proptest::collection::vec(any::<u8>(), 0..40),
-                    ],
-                ),
-                0..12,
-            ),
+            pairs in crate::wire::arbitrary::field_map(&fields::ALL, {
+                let mut known = crate::wire::arbitrary::spellings(&LobbyEventKind::ALL, LobbyEventKind::as_str);
+                known.push(r#"[{"user_id":"u","planets":1,"population":2,"ships_built":3}]"#.to_owned());
+                known
+            }),
         ) {
             if let Ok(entry) = LobbyEventEntry::decode(&pairs) {
                 prop_assert!(entry.occurred_at_ms > 0);

@@ -308,22 +308,7 @@ mod properties {
 
         #[test]
         fn decode_never_panics_on_any_field_map(
-            pairs in proptest::collection::vec(
-                (
-                    prop_oneof![
-                        proptest::sample::select(fields::ALL.to_vec())
-                            .prop_map(|name| name.as_bytes().to_vec()),
-                        proptest::collection::vec(any::<u8>(), 0..12),
-                    ],
-                    prop_oneof![
-                        proptest::sample::select(StopReason::ALL.to_vec())
-                            .prop_map(|r| r.as_str().as_bytes().to_vec()),
-                        any::<i64>().prop_map(|n| n.to_string().into_bytes()),
-                        proptest::collection::vec(any::<u8>(), 0..40),
-                    ],
-                ),
-                0..8,
-            ),
+            pairs in crate::wire::arbitrary::field_map(&fields::ALL, crate::wire::arbitrary::spellings(&StopReason::ALL, StopReason::as_str)),
         ) {
             if let Ok(job) = StopJob::decode(&pairs) {
                 prop_assert!(job.requested_at_ms.is_none_or(|ms| (1..=MAX_TIME_MS).contains(&ms)));

@@ -159,6 +159,36 @@ impl<'a, E: WireEntry + ?Sized> Fields<'a, E> {
     }
 }
 
+/// Field maps for the decoders' "never panics" property tests.
+#[cfg(test)]
+pub(crate) mod arbitrary {
+    use proptest::prelude::*;
+
+    /// One entry's raw pairs, up to 12 of them: names of the stream's own `fields` or any
+    /// bytes; values that are one of `spellings` (the stream's enum values, a JSON
+    /// payload), any integer, or any bytes.
+    pub(crate) fn field_map(
+        fields: &'static [&'static str],
+        spellings: Vec<String>,
+    ) -> impl Strategy<Value = Vec<(Vec<u8>, Vec<u8>)>> {
+        let name = prop_oneof![
+            proptest::sample::select(fields).prop_map(|name| name.as_bytes().to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..12),
+        ];
+        let value = prop_oneof![
+            proptest::sample::select(spellings).prop_map(String::into_bytes),
+            any::<i64>().prop_map(|n| n.to_string().into_bytes()),
+            proptest::collection::vec(any::<u8>(), 0..40),
+        ];
+        proptest::collection::vec((name, value), 0..12)
+    }
+
+    /// The spellings of a wire enum's values.
+    pub(crate) fn spellings<T: Copy>(all: &[T], as_str: fn(T) -> &'static str) -> Vec<String> {
+        all.iter().map(|v| as_str(*v).to_owned()).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

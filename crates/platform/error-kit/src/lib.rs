@@ -25,6 +25,27 @@ pub trait ServerFailure: Sized {
     fn backend(source: BoxError) -> Self;
 }
 
+/// Implements [`ServerFailure`] for a port error whose variants are named as the trait's
+/// methods: `Unavailable(BoxError)`, `Refused(BoxError)` and `Backend(BoxError)`.
+#[macro_export]
+macro_rules! server_failure {
+    ($error:ty) => {
+        impl $crate::ServerFailure for $error {
+            fn unavailable(source: $crate::BoxError) -> Self {
+                Self::Unavailable(source)
+            }
+
+            fn refused(source: $crate::BoxError) -> Self {
+                Self::Refused(source)
+            }
+
+            fn backend(source: $crate::BoxError) -> Self {
+                Self::Backend(source)
+            }
+        }
+    };
+}
+
 /// `error: cause: cause…` on one line. A cause whose text the line already ends with is
 /// not repeated (wrappers often quote their source), an empty one is left out, and line
 /// breaks inside a message (PostgreSQL's DETAIL and HINT) become `; `.

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 pub use rtm_domain::{HealthEventEnvelope, HealthSnapshot};
 pub use stream_consumer::EntryId;
 
-pub use error_kit::{BoxError, ServerFailure};
+pub use error_kit::BoxError;
 
 /// What went wrong in a Runtime Manager port call.
 #[derive(Debug, thiserror::Error)]
@@ -37,19 +37,7 @@ pub enum Error {
     Backend(#[source] BoxError),
 }
 
-impl ServerFailure for Error {
-    fn unavailable(source: BoxError) -> Self {
-        Self::Unavailable(source)
-    }
-
-    fn refused(source: BoxError) -> Self {
-        Self::Refused(source)
-    }
-
-    fn backend(source: BoxError) -> Self {
-        Self::Backend(source)
-    }
-}
+error_kit::server_failure!(Error);
 
 impl Error {
     /// Whether retrying may succeed on its own.
