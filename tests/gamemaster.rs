@@ -43,8 +43,6 @@ async fn raw_health_event(redis: &TestRedis, game: &str, event_type: &str) -> St
 }
 
 /// A start-up failure case: arguments, environment, a word the error must contain.
-type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
-
 fn snapshot_of(fields: &e2e::Fields) -> (String, String, String) {
     (
         fields["game_id"].clone(),
@@ -320,7 +318,7 @@ async fn bad_settings_and_unreachable_servers_are_one_line_and_exit_2() {
     let redis_closed = format!("redis://{closed}");
     let pg_closed = format!("postgres://postgres:secret@{closed}/gm");
     // (arguments, environment, what the error line must mention)
-    let cases: Vec<Case> = vec![
+    let cases: Vec<e2e::StartupCase> = vec![
         (
             vec!["run"],
             vec![("GAMEMASTER_POSTGRES_URL", "not a url")],
@@ -373,25 +371,21 @@ async fn bad_settings_and_unreachable_servers_are_one_line_and_exit_2() {
 
 #[test]
 fn run_help_lists_every_setting_with_its_environment_variable() {
-    let output = std::process::Command::new(testkit::bins::binary("gamemaster").unwrap())
-        .args(["run", "--help"])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let text = String::from_utf8_lossy(&output.stdout);
-    for env in [
-        "GAMEMASTER_REDIS_URL",
-        "GAMEMASTER_POSTGRES_URL",
-        "GAMEMASTER_HEALTH_EVENTS_STREAM",
-        "GAMEMASTER_LOBBY_EVENTS_STREAM",
-        "GAMEMASTER_HTTP_ADDR",
-        "GAMEMASTER_LOG_FORMAT",
-        "GAMEMASTER_SHUTDOWN_TIMEOUT",
-        "GAMEMASTER_BATCH_SIZE",
-        "GAMEMASTER_READ_BLOCK",
-        "runtime:health_events",
-        "127.0.0.1:8080",
-    ] {
-        assert!(text.contains(env), "--help lacks {env}:\n{text}");
-    }
+    e2e::assert_help_lists(
+        "gamemaster",
+        &[
+            "GAMEMASTER_REDIS_URL",
+            "GAMEMASTER_POSTGRES_URL",
+            "GAMEMASTER_HEALTH_EVENTS_STREAM",
+            "GAMEMASTER_LOBBY_EVENTS_STREAM",
+            "GAMEMASTER_HTTP_ADDR",
+            "GAMEMASTER_LOG_FORMAT",
+            "GAMEMASTER_SHUTDOWN_TIMEOUT",
+            "GAMEMASTER_BATCH_SIZE",
+            "GAMEMASTER_READ_BLOCK",
+            "runtime:health_events",
+            "127.0.0.1:8080",
+        ],
+    )
+    .unwrap();
 }

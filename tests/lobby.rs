@@ -450,8 +450,6 @@ async fn lobby_mirrors_the_game_master_and_finishes_games_once_across_replays() 
 }
 
 /// Arguments, environment, and what the one stderr line must mention.
-type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
-
 #[tokio::test]
 async fn bad_settings_and_unreachable_servers_are_one_line_and_exit_2() {
     let closed = format!("127.0.0.1:{}", free_port());
@@ -469,7 +467,7 @@ async fn bad_settings_and_unreachable_servers_are_one_line_and_exit_2() {
     .unwrap();
     assert_eq!(code, 0, "{stderr}");
     let redis_url = testkit::redis::redis_url();
-    let cases: Vec<Case<'_>> = vec![
+    let cases: Vec<e2e::StartupCase<'_>> = vec![
         (
             vec!["run"],
             vec![("LOBBY_POSTGRES_URL", "not a url")],
@@ -603,27 +601,23 @@ async fn lobby_holds_its_offset_through_a_database_outage_and_catches_up() {
 
 #[test]
 fn run_help_lists_every_setting_with_its_environment_variable() {
-    let output = std::process::Command::new(testkit::bins::binary("lobby").unwrap())
-        .args(["run", "--help"])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    let text = String::from_utf8_lossy(&output.stdout);
-    for env in [
-        "LOBBY_REDIS_URL",
-        "LOBBY_POSTGRES_URL",
-        "LOBBY_GM_EVENTS_STREAM",
-        "LOBBY_HTTP_ADDR",
-        "LOBBY_LOG_FORMAT",
-        "LOBBY_SHUTDOWN_TIMEOUT",
-        "LOBBY_BATCH_SIZE",
-        "LOBBY_READ_BLOCK",
-        "gm:lobby_events",
-        "127.0.0.1:8081",
-        "postgres://postgres@127.0.0.1:5432/lobby",
-    ] {
-        assert!(text.contains(env), "--help lacks {env}:\n{text}");
-    }
+    e2e::assert_help_lists(
+        "lobby",
+        &[
+            "LOBBY_REDIS_URL",
+            "LOBBY_POSTGRES_URL",
+            "LOBBY_GM_EVENTS_STREAM",
+            "LOBBY_HTTP_ADDR",
+            "LOBBY_LOG_FORMAT",
+            "LOBBY_SHUTDOWN_TIMEOUT",
+            "LOBBY_BATCH_SIZE",
+            "LOBBY_READ_BLOCK",
+            "gm:lobby_events",
+            "127.0.0.1:8081",
+            "postgres://postgres@127.0.0.1:5432/lobby",
+        ],
+    )
+    .unwrap();
 }
 
 /// The fields of one `gm:lobby_events` entry, as text.

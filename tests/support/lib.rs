@@ -115,6 +115,26 @@ fn is_log_line(line: &str) -> bool {
     b.len() > 20 && b[4] == b'-' && b[10] == b'T'
 }
 
+/// One start-up failure case: arguments, environment, a word the error line must contain.
+pub type StartupCase<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+
+/// Asserts that `<binary> run --help` succeeds and mentions each of `expected` (setting
+/// names with their environment variables, and defaults).
+///
+/// # Errors
+/// The binary is not built or cannot be run; the expectations themselves are asserted.
+pub fn assert_help_lists(binary: &str, expected: &[&str]) -> anyhow::Result<()> {
+    let output = std::process::Command::new(testkit::bins::binary(binary)?)
+        .args(["run", "--help"])
+        .output()?;
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    for item in expected {
+        assert!(text.contains(item), "--help lacks {item}:\n{text}");
+    }
+    Ok(())
+}
+
 /// Runs `binary` with `args` and `env`, expecting a start-up failure: exit code 2, and,
 /// after any log lines, exactly one plain line on stderr that mentions `mentions`, with no
 /// panic and no password (`secret`) in it.

@@ -45,27 +45,6 @@ pub async fn migrate(pool: &Pool) -> Result<refinery::Report, MigrateError> {
     pg_kit::migrate(pool, &embedded::migrations::runner(), MIGRATION_LOCK_KEY).await
 }
 
-/// Checks that the Game Master's schema is in place, so `gamemaster run` against an
-/// unmigrated database stops at start with a clear message instead of retrying forever.
-///
-/// # Errors
-/// `Error::Backend` naming the fix (`gamemaster migrate`) when `runtime_records` is
-/// missing; `Error::Unavailable` when the server cannot be asked.
-pub async fn check_schema(pool: &Pool) -> Result<(), ports::Error> {
-    let client = pool.get().await.map_err(error::store_error)?;
-    let statement = client
-        .prepare_cached("SELECT to_regclass('runtime_records') IS NOT NULL")
-        .await
-        .map_err(error::store_error)?;
-    let row = client
-        .query_one(&statement, &[])
-        .await
-        .map_err(error::store_error)?;
-    if row.try_get::<_, bool>(0).unwrap_or(false) {
-        Ok(())
-    } else {
-        Err(ports::Error::Backend(
-            "the runtime_records table is missing: run `gamemaster migrate` first".into(),
-        ))
-    }
-}
+/// The tables `gamemaster run` needs (checked at start, see
+/// `service_kit::consumer::check_schema`).
+pub const TABLES: [&str; 1] = ["runtime_records"];

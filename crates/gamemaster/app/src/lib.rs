@@ -10,8 +10,8 @@ use adapters_redis::RedisLobbyEventsPublisher;
 use clap::{ArgMatches, Command};
 use prometheus_client::registry::Registry;
 use service_kit::consumer::{self, Backends};
-use service_kit::settings::{CommonSettings, Defaults, postgres_url_arg, stream_arg};
-use service_kit::{StartupError, error_chain, telemetry};
+use service_kit::settings::{CommonSettings, Defaults, migrate_command, postgres_url, stream_arg};
+use service_kit::{StartupError, telemetry};
 use worker_healthevents::{HealthEventsWorker, OFFSET_LABEL, WorkerMetrics, system_clock};
 
 /// The service name: log target, metric prefix, offset-key prefix, stderr prefix.
@@ -32,11 +32,7 @@ pub fn command() -> Command {
         .version(env!("CARGO_PKG_VERSION"))
         .subcommand_required(true)
         .arg_required_else_help(true)
-        .subcommand(
-            Command::new("migrate")
-                .about("Apply the Game Master schema to the database GAMEMASTER_POSTGRES_URL names (safe to run twice, or from two places at once)")
-                .arg(postgres_url_arg(&DEFAULTS)),
-        )
+        .subcommand(migrate_command("Game Master", &DEFAULTS))
         .subcommand(
             Command::new("run")
                 .about("Consume the health events stream until SIGTERM or SIGINT")
@@ -75,11 +71,7 @@ pub async fn main(matches: ArgMatches) -> ExitCode {
 }
 
 async fn migrate(m: &ArgMatches) -> Result<ExitCode, StartupError> {
-    let url = m
-        .get_one::<String>("postgres_url")
-        .cloned()
-        .unwrap_or_default();
-    consumer::migrate(SERVICE, &url, |pool| async move {
+    consumer::migrate(SERVICE, &postgres_url(m), |pool| async move {
         adapters_postgres::migrate(&pool).await
     })
     .await
@@ -93,12 +85,7 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
     telemetry::init(settings.log_format);
 
     let backends = Backends::connect(SERVICE, &settings).await?;
-    adapters_postgres::check_schema(&backends.pool)
-        .await
-        .map_err(|e| match e {
-            ports::Error::Backend(reason) => StartupError::new(reason.to_string()),
-            other => StartupError::new(format!("PostgreSQL: {}", error_chain(&other))),
-        })?;
+    consumer::check_schema(SERVICE, &backends.pool, &adapters_postgres::TABLES).await?;
 
     let mut registry = Registry::with_prefix(SERVICE);
     let store = PgRuntimeRecordStore::new(backends.pool.clone());

@@ -30,7 +30,6 @@ mod store;
 
 pub use store::PgLobbyStore;
 
-use lobby_ports::Error;
 use pg_kit::{MigrateError, Pool};
 
 /// The SQL files of `migrations/lobby/`, compiled in (private: only [`migrate`] runs them).
@@ -46,8 +45,9 @@ pub const MIGRATION_LOCK_KEY: i64 = 0x6761_6c61_7879_0002;
 /// two services with their own `V1` can share a database.
 pub const MIGRATION_TABLE: &str = "lobby_schema_history";
 
-/// The tables `lobby run` needs; [`check_schema`] looks for each.
-const TABLES: [&str; 4] = [
+/// The tables `lobby run` needs (checked at start, see
+/// `service_kit::consumer::check_schema`).
+pub const TABLES: [&str; 4] = [
     "games",
     "game_player_stats",
     "evaluation_guards",
@@ -63,39 +63,4 @@ pub async fn migrate(pool: &Pool) -> Result<refinery::Report, MigrateError> {
     let mut runner = embedded::migrations::runner();
     runner.set_migration_table_name(MIGRATION_TABLE);
     pg_kit::migrate(pool, &runner, MIGRATION_LOCK_KEY).await
-}
-
-/// Checks that the Lobby's schema is in place, so `lobby run` against an unmigrated
-/// database stops at start with a clear message instead of retrying forever.
-///
-/// # Errors
-/// `Error::Backend` naming the missing table and the fix (`lobby migrate`);
-/// `Error::Unavailable` when the server cannot be asked.
-pub async fn check_schema(pool: &Pool) -> Result<(), Error> {
-    let client = pool.get().await.map_err(store::store_error)?;
-    let statement = client
-        .prepare_cached(
-            "SELECT name FROM unnest($1::text[]) AS t(name) WHERE to_regclass(name) IS NULL",
-        )
-        .await
-        .map_err(store::store_error)?;
-    let missing: Vec<String> = client
-        .query(&statement, &[&&TABLES[..]])
-        .await
-        .map_err(store::store_error)?
-        .iter()
-        .map(|row| row.try_get::<_, String>(0))
-        .collect::<Result<_, _>>()
-        .map_err(store::store_error)?;
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Backend(
-            format!(
-                "the Lobby schema is missing (no table {}): run `lobby migrate` first",
-                missing.join(", ")
-            )
-            .into(),
-        ))
-    }
 }

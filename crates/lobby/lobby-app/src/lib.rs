@@ -20,7 +20,9 @@ use lobby_ports::{Error, GameStore, NewGame};
 use pg_kit::{PgSettings, Pool};
 use prometheus_client::registry::Registry;
 use service_kit::consumer::{self, Backends};
-use service_kit::settings::{CommonSettings, Defaults, postgres_url_arg, stream_arg};
+use service_kit::settings::{
+    CommonSettings, Defaults, migrate_command, postgres_url, postgres_url_arg, stream_arg,
+};
 use service_kit::{StartupError, error_chain, telemetry};
 use worker_gmevents::{GmEventsWorker, OFFSET_LABEL, WorkerMetrics, system_clock};
 
@@ -44,11 +46,7 @@ pub fn command() -> Command {
         .version(env!("CARGO_PKG_VERSION"))
         .subcommand_required(true)
         .arg_required_else_help(true)
-        .subcommand(
-            Command::new("migrate")
-                .about("Apply the Lobby schema to the database LOBBY_POSTGRES_URL names (safe to run twice, or from two places at once)")
-                .arg(postgres_url_arg(&DEFAULTS)),
-        )
+        .subcommand(migrate_command("Lobby", &DEFAULTS))
         .subcommand(
             Command::new("seed-game")
                 .about("Create games the Lobby does not know yet (games that exist are left alone), so the Game Master's events for them apply")
@@ -98,20 +96,9 @@ pub async fn main(matches: ArgMatches) -> ExitCode {
     }
 }
 
-fn postgres_url(m: &ArgMatches) -> String {
-    m.get_one::<String>("postgres_url")
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// The schema check, as a start-up error that names the fix.
 async fn check_schema(pool: &Pool) -> Result<(), StartupError> {
-    lobby_adapters_postgres::check_schema(pool)
-        .await
-        .map_err(|e| match e {
-            Error::Backend(reason) => StartupError::new(reason.to_string()),
-            other => StartupError::new(format!("PostgreSQL: {}", error_chain(&other))),
-        })
+    consumer::check_schema(SERVICE, pool, &lobby_adapters_postgres::TABLES).await
 }
 
 async fn migrate(m: &ArgMatches) -> Result<ExitCode, StartupError> {

@@ -55,3 +55,22 @@ pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), PgError> {
         }),
     }
 }
+
+/// Which of `tables` the pool's database lacks (in its search path), so a service can
+/// stop at start, naming the fix, instead of retrying against a schema that is not there.
+///
+/// # Errors
+/// The pool's or the query's error.
+pub async fn missing_tables(pool: &Pool, tables: &[&str]) -> Result<Vec<String>, PgError> {
+    let client = pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT name FROM unnest($1::text[]) WITH ORDINALITY AS t(name, n) \
+             WHERE to_regclass(name) IS NULL ORDER BY n",
+        )
+        .await?;
+    let rows = client.query(&statement, &[&tables]).await?;
+    rows.iter()
+        .map(|row| row.try_get::<_, String>(0).map_err(PgError::from))
+        .collect()
+}

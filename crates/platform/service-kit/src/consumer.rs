@@ -47,6 +47,24 @@ where
     Ok(ExitCode::SUCCESS)
 }
 
+/// Checks that the service's schema is in place: `tables` all exist. Stops the start with
+/// one line naming the fix (`<service> migrate`) when one is missing.
+///
+/// # Errors
+/// A start-up error naming the missing tables, or the server that could not be asked.
+pub async fn check_schema(service: &str, pool: &Pool, tables: &[&str]) -> Result<(), StartupError> {
+    let missing = pg_kit::missing_tables(pool, tables)
+        .await
+        .map_err(|e| StartupError::new(format!("PostgreSQL: {}", error_chain(&e))))?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(StartupError::new(format!(
+        "the {service} schema is missing (no table {}): run `{service} migrate` first",
+        missing.join(", ")
+    )))
+}
+
 /// What a consumer service talks to, each connection checked once at start.
 pub struct Backends {
     /// The service's database.

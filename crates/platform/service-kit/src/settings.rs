@@ -213,6 +213,45 @@ pub fn stream_arg(
         .help(help)
 }
 
+/// A duration argument (`--<long>` / `<PREFIX>_<env_suffix>`), written like `500ms`,
+/// `10s` or `1m`.
+#[must_use]
+pub fn duration_arg(
+    prefix: &str,
+    id: &'static str,
+    long: &'static str,
+    env_suffix: &str,
+    default: &'static str,
+    help: &'static str,
+) -> Arg {
+    Arg::new(id)
+        .long(long)
+        .env(env(prefix, env_suffix))
+        .default_value(default)
+        .value_parser(duration_parser())
+        .help(help)
+}
+
+/// The `migrate` subcommand: applies the schema of `title` (the service's name for
+/// people, e.g. "Game Master") to the database `<PREFIX>_POSTGRES_URL` names.
+#[must_use]
+pub fn migrate_command(title: &str, d: &Defaults) -> Command {
+    Command::new("migrate")
+        .about(format!(
+            "Apply the {title} schema to the database {}_POSTGRES_URL names (safe to run twice, or from two places at once)",
+            d.env_prefix
+        ))
+        .arg(postgres_url_arg(d))
+}
+
+/// The `--postgres-url` a subcommand was given.
+#[must_use]
+pub fn postgres_url(m: &ArgMatches) -> String {
+    m.get_one::<String>("postgres_url")
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// A PostgreSQL URL argument alone (for `migrate`).
 #[must_use]
 pub fn postgres_url_arg(d: &Defaults) -> Arg {
