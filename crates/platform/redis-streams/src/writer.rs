@@ -31,6 +31,43 @@ return ids
 static APPEND_SCRIPT_SHA1: LazyLock<String> =
     LazyLock::new(|| fred::util::sha1_hash(APPEND_SCRIPT));
 
+/// The append under given ids, each at most once. `KEYS[1]` is the stream; then, per
+/// entry, its id, its number of field/value pairs and the pairs. An entry whose id is in
+/// the stream already is left alone (0); any other is appended under its id (1), which
+/// the server refuses unless the id is above the stream's top.
+const APPEND_ONCE_SCRIPT: &str = r"
+local stream, done, i = KEYS[1], {}, 1
+while i <= #ARGV do
+  local id, last = ARGV[i], i + 1 + 2 * tonumber(ARGV[i + 1])
+  if #redis.call('XRANGE', stream, id, id, 'COUNT', 1) > 0 then
+    done[#done + 1] = 0
+  else
+    redis.call('XADD', stream, id, unpack(ARGV, i + 2, last))
+    done[#done + 1] = 1
+  end
+  i = last + 1
+end
+return done
+";
+
+static APPEND_ONCE_SCRIPT_SHA1: LazyLock<String> =
+    LazyLock::new(|| fred::util::sha1_hash(APPEND_ONCE_SCRIPT));
+
+/// Pushes one entry's field count and pairs onto a script's `ARGV`.
+fn push_fields<K, V>(args: &mut Vec<Value>, fields: &[(K, V)])
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    args.push(Value::Integer(
+        i64::try_from(fields.len()).unwrap_or(i64::MAX),
+    ));
+    for (k, v) in fields {
+        args.push(Value::Bytes(Bytes::copy_from_slice(k.as_ref())));
+        args.push(Value::Bytes(Bytes::copy_from_slice(v.as_ref())));
+    }
+}
+
 /// `ARGV` of [`APPEND_SCRIPT`] for `entries` (each non-empty): the trim setting, then per
 /// entry its number of pairs followed by the pairs.
 fn script_args<K, V>(max_len: Option<u64>, entries: &[Vec<(K, V)>]) -> Vec<Value>
@@ -44,15 +81,39 @@ where
         max_len.map(|n| n.to_string()).unwrap_or_default(),
     )));
     for fields in entries {
-        args.push(Value::Integer(
-            i64::try_from(fields.len()).unwrap_or(i64::MAX),
-        ));
-        for (k, v) in fields {
-            args.push(Value::Bytes(Bytes::copy_from_slice(k.as_ref())));
-            args.push(Value::Bytes(Bytes::copy_from_slice(v.as_ref())));
-        }
+        push_fields(&mut args, fields);
     }
     args
+}
+
+/// `ARGV` of [`APPEND_ONCE_SCRIPT`] for `entries`.
+fn once_args<K, V>(entries: &[(EntryId, Vec<(K, V)>)]) -> Vec<Value>
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let mut args = Vec::with_capacity(entries.len() * 8);
+    for (id, fields) in entries {
+        args.push(Value::Bytes(Bytes::from(id.to_string())));
+        push_fields(&mut args, fields);
+    }
+    args
+}
+
+/// The script's reply as one value per entry of the batch.
+fn one_reply_each(context: &str, reply: Value, entries: usize) -> Result<Vec<Value>, StreamError> {
+    let Value::Array(replies) = reply else {
+        return Err(StreamError::Protocol(format!(
+            "{context}: the reply is not an array"
+        )));
+    };
+    if replies.len() != entries {
+        return Err(StreamError::Protocol(format!(
+            "{context}: {} replies for {entries} entries",
+            replies.len()
+        )));
+    }
+    Ok(replies)
 }
 
 /// Appends entries to one stream in batches: a batch of any size costs one round trip,
@@ -123,38 +184,12 @@ impl StreamWriter {
             )));
         }
         let context = format!("XADD {} ({} entries)", self.stream, entries.len());
-        let client = self.client.fred().with_options(&self.client.options(None));
-        let keys = vec![self.stream.clone()];
-        let reply: Result<Value, _> = client
-            .evalsha(
-                APPEND_SCRIPT_SHA1.as_str(),
-                keys.clone(),
-                script_args(self.max_len, entries),
-            )
-            .await;
-        let reply = match reply {
-            Err(e) if e.details().starts_with("NOSCRIPT") => {
-                // First use on this server (or after SCRIPT FLUSH): send the body once. The
-                // arguments are built again rather than kept from the first try, so the
-                // common path never holds two copies of a batch.
-                client
-                    .eval(APPEND_SCRIPT, keys, script_args(self.max_len, entries))
-                    .await
-            }
-            other => other,
-        };
-        let Value::Array(replies) = reply.map_err(|e| stream_error(&context, &e))? else {
-            return Err(StreamError::Protocol(format!(
-                "{context}: the reply is not an array"
-            )));
-        };
-        if replies.len() != entries.len() {
-            return Err(StreamError::Protocol(format!(
-                "{context}: {} replies for {} entries",
-                replies.len(),
-                entries.len()
-            )));
-        }
+        let reply = self
+            .eval(APPEND_SCRIPT, &APPEND_SCRIPT_SHA1, &context, || {
+                script_args(self.max_len, entries)
+            })
+            .await?;
+        let replies = one_reply_each(&context, reply, entries.len())?;
         replies
             .into_iter()
             .map(|value| {
@@ -162,5 +197,75 @@ impl StreamWriter {
                     .map_err(|e| StreamError::Protocol(format!("{context}: {}", e.0)))
             })
             .collect()
+    }
+
+    /// Appends each entry under its own id, at most once: an entry whose id the stream
+    /// holds already (a retry after a reply was lost, or after a crash) is left alone.
+    /// Returns, per entry, whether this call appended it. The whole batch is one
+    /// server-side script, so a retried batch never lands twice, nor half twice.
+    ///
+    /// The ids must rise, and the first must be above the stream's top unless it is
+    /// already there: a stream written under its source's ids has one writer.
+    ///
+    /// # Errors
+    /// [`StreamError::Unavailable`] when the server cannot be reached or the reply times
+    /// out (the batch may have been appended: call again); [`StreamError::Protocol`] when
+    /// an entry has no fields, an id is not above the stream's top and not in it (another
+    /// writer appended past it), or the key holds another type.
+    pub async fn append_once<K, V>(
+        &self,
+        entries: &[(EntryId, Vec<(K, V)>)],
+    ) -> Result<Vec<bool>, StreamError>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some((id, _)) = entries.iter().find(|(_, fields)| fields.is_empty()) {
+            return Err(StreamError::Protocol(format!(
+                "XADD {} {id}: the entry has no fields",
+                self.stream
+            )));
+        }
+        let context = format!(
+            "XADD {} under given ids ({} entries)",
+            self.stream,
+            entries.len()
+        );
+        let reply = self
+            .eval(
+                APPEND_ONCE_SCRIPT,
+                &APPEND_ONCE_SCRIPT_SHA1,
+                &context,
+                || once_args(entries),
+            )
+            .await?;
+        let replies = one_reply_each(&context, reply, entries.len())?;
+        Ok(replies
+            .into_iter()
+            .map(|v| matches!(v, Value::Integer(1)))
+            .collect())
+    }
+
+    /// Runs a script by its digest, sending the body once when the server does not know
+    /// it yet (first use, or after `SCRIPT FLUSH`). The arguments are built again for the
+    /// second try rather than kept, so the common path never holds two copies of a batch.
+    async fn eval(
+        &self,
+        body: &str,
+        sha1: &str,
+        context: &str,
+        args: impl Fn() -> Vec<Value>,
+    ) -> Result<Value, StreamError> {
+        let client = self.client.fred().with_options(&self.client.options(None));
+        let keys = vec![self.stream.clone()];
+        let reply: Result<Value, _> = client.evalsha(sha1, keys.clone(), args()).await;
+        match reply {
+            Err(e) if e.details().starts_with("NOSCRIPT") => client.eval(body, keys, args()).await,
+            other => other,
+        }
+        .map_err(|e| stream_error(context, &e))
     }
 }

@@ -144,3 +144,55 @@ async fn a_server_without_the_script_gets_its_body_and_the_batch_lands_whole() {
     let got: Vec<Vec<(Vec<u8>, Vec<u8>)>> = stored.into_iter().map(|(_, f)| f).collect();
     assert_eq!(got, expected);
 }
+
+#[tokio::test]
+async fn entries_under_given_ids_land_once_however_often_the_batch_is_sent() {
+    let t = TestRedis::connect().await.unwrap();
+    let stream = t.key("once");
+    let writer = StreamWriter::new(
+        connect(t.url(), common::settings(), "test-writer")
+            .await
+            .unwrap(),
+        &stream,
+    );
+    let batch = |ids: &[u64]| -> Vec<(EntryId, Vec<(&'static str, String)>)> {
+        ids.iter()
+            .map(|&n| {
+                (
+                    EntryId::new(1_700_000_000_000, n),
+                    vec![("n", n.to_string())],
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        writer.append_once(&batch(&[1, 2])).await.unwrap(),
+        [true, true]
+    );
+    // A retry that overlaps what landed: only the new one is appended.
+    assert_eq!(
+        writer.append_once(&batch(&[1, 2, 3])).await.unwrap(),
+        [false, false, true]
+    );
+    let stored = t.xrange(&stream).await.unwrap();
+    let ids: Vec<String> = stored.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(
+        ids,
+        ["1700000000000-1", "1700000000000-2", "1700000000000-3"]
+    );
+    // An id below the top that the stream does not hold: another writer was here.
+    let refused = writer
+        .append_once(&batch(&[0]))
+        .await
+        .expect_err("below the top and not in the stream");
+    assert!(matches!(refused, StreamError::Protocol(_)), "{refused}");
+    assert_eq!(t.xrange(&stream).await.unwrap().len(), 3);
+    assert!(
+        writer
+            .append_once::<&str, &str>(&[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    t.cleanup().await.unwrap();
+}

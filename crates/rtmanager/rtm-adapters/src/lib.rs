@@ -1,4 +1,5 @@
-//! Runtime Manager adapters for the health publisher (SPEC §RTM, seed 003).
+//! Runtime Manager adapters for the health publisher (SPEC §RTM, seed 003) and the
+//! stop-jobs consumer (seed 004).
 //!
 //! 1. [`migrate`] applies the embedded migrations of `migrations/rtmanager/` through
 //!    `pg_kit::migrate`, under the service's own advisory lock ([`MIGRATION_LOCK_KEY`]) and
@@ -10,13 +11,27 @@
 //!    when that succeeded, XADD the envelope's exact wire fields through an
 //!    [`EntryAppender`] (in production `redis_streams::StreamWriter`). A failed upsert
 //!    appends nothing; a failed append is returned to the caller.
-//! 4. Failures map to `rtm_ports::Error`: transient ones (per `pg_kit` and
-//!    `redis_streams`) to `Unavailable`, the rest to `Backend`.
+//! 4. [`PgRuntimeRegistry`] keeps `runtimes` and `operation_log`: each write one
+//!    statement, a stop's log row and its compare-and-swap together.
+//! 5. [`RedisJobResultPublisher`] appends job results under their stop jobs' entry ids,
+//!    each at most once.
+//! 6. [`ProcessEngineDriver`] stops engines that are local processes: SIGTERM, SIGKILL
+//!    after the grace period, known by pid and start time.
+//! 7. Failures map to `rtm_ports::Error` by the workspace's one mapping per server kit.
 
+mod process;
 mod publisher;
+mod registry;
+mod results;
 mod snapshots;
 
+pub use process::{
+    ERROR_CODE_BAD_CONTAINER_ID, ERROR_CODE_STOP_DENIED, ERROR_CODE_STOP_TIMED_OUT,
+    ProcessEngineDriver, container_id,
+};
 pub use publisher::{EntryAppender, RtmHealthEventPublisher};
+pub use registry::PgRuntimeRegistry;
+pub use results::RedisJobResultPublisher;
 pub use snapshots::PgHealthSnapshotStore;
 
 use pg_kit::{MigrateError, Pool};
@@ -26,6 +41,10 @@ use pg_kit::{MigrateError, Pool};
 mod embedded {
     refinery::embed_migrations!("../../../migrations/rtmanager");
 }
+
+/// The tables `rtmanager run` needs (checked at start, see
+/// `service_kit::consumer::check_schema`).
+pub const TABLES: [&str; 3] = ["health_snapshots", "runtimes", "operation_log"];
 
 /// The `pg_advisory_lock` key the Runtime Manager's migrations run under ("galaxy" in
 /// ASCII, then service number 3; the Game Master uses 1).

@@ -6,13 +6,15 @@
 //!   [`snapshot_mapping`] derives from it, and then appends the envelope's
 //!   [`wire_fields`](HealthEventEnvelope::wire_fields) to `runtime:health_events`.
 //! - The stop-jobs consumer (seed 004) decodes a [`StopJob`] from `runtime:stop_jobs`, asks
-//!   the stop orchestrator to act, and publishes one [`JobResult`] on `runtime:job_results`
+//!   the stop orchestrator to act on the game's [`Runtime`] as [`stop_plan`] says (a table
+//!   over its [`RegistryStatus`]), and publishes one [`JobResult`] on `runtime:job_results`
 //!   (both contracts are the `contracts` crate's, re-exported here).
 //!
 //! The health event types are the Game Master's own [`HealthEventType`], re-exported: both
 //! ends of `runtime:health_events` share one definition, so they cannot drift. Nothing here
 //! does I/O; the adapters and workers that do live in other crates.
 
+mod registry;
 mod snapshot;
 
 pub use contracts::health_events::{
@@ -25,6 +27,10 @@ pub use contracts::{
     UnknownJobOutcome, UnknownStopReason,
 };
 pub use contracts::{GameId, HealthEventType, InvalidGameId, UnknownEventType};
+pub use registry::{
+    ERROR_CODE_NOT_FOUND, OperationSource, Origin, RegistryStatus, Runtime, STOP_PLANS,
+    StopDecision, StopPlan, UnknownOperationSource, UnknownRegistryStatus, decide_stop, stop_plan,
+};
 pub use snapshot::{
     HealthSnapshot, SNAPSHOT_MAPPINGS, SnapshotMapping, SnapshotSource, SnapshotStatus,
     UnknownSnapshotSource, UnknownSnapshotStatus, snapshot_mapping,

@@ -1,20 +1,29 @@
-//! Runtime Manager ports: the two traits the health publisher is built from, and the one
-//! typed error they return.
+//! Runtime Manager ports: the traits the health publisher and the stop-jobs consumer are
+//! built from, and the typed errors they return.
 //!
 //! 1. [`HealthSnapshotStore`] keeps the latest [`HealthSnapshot`] of every game (one row per
 //!    game, replaced on each observation).
 //! 2. [`HealthEventPublisher`] publishes one validated [`HealthEventEnvelope`]: the
 //!    snapshot first, then the stream entry, so the store is never behind the stream.
-//! 3. [`Error`] separates transient failures ([`Error::Unavailable`]: the server is down
-//!    or slow, retrying may help) from permanent ones ([`Error::Backend`]).
+//! 3. [`RuntimeRegistry`] keeps the runtimes the Runtime Manager started and the log of
+//!    every start and stop, with the result answered for it.
+//! 4. [`EngineDriver`] stops a game's engine in its container runtime.
+//! 5. [`JobResultPublisher`] answers stop jobs on `runtime:job_results`, at most once each.
+//! 6. [`Error`] separates transient failures ([`Error::Unavailable`]: the server is down
+//!    or slow, retrying may help) from permanent ones ([`Error::Backend`],
+//!    [`Error::Refused`]).
 //!
 //! Inputs are validated when they are built (`rtm-domain`), so an adapter never receives
-//! an envelope it would have to reject. With the `mocks` feature both traits have mockall
-//! fakes: `MockHealthSnapshotStore` and `MockHealthEventPublisher`.
+//! an envelope it would have to reject. With the `mocks` feature every trait has a mockall
+//! fake (`MockHealthSnapshotStore`, `MockRuntimeRegistry`, …).
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use rtm_domain::{HealthEventEnvelope, HealthSnapshot};
+pub use rtm_domain::{
+    GameId, HealthEventEnvelope, HealthSnapshot, JobResult, OperationSource, Origin, Runtime,
+};
 pub use stream_consumer::EntryId;
 
 pub use error_kit::BoxError;
@@ -71,6 +80,88 @@ pub trait HealthEventPublisher: Send + Sync {
     /// # Errors
     /// The first failure, from the store or from the stream.
     async fn publish(&self, envelope: &HealthEventEnvelope) -> Result<EntryId, Error>;
+}
+
+/// The registry of the runtimes the Runtime Manager started (`runtimes`) and its
+/// operation log (`operation_log`).
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait RuntimeRegistry: Send + Sync {
+    /// The game's runtime, if the Runtime Manager started one.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the registry cannot be reached; [`Error::Backend`] or
+    /// [`Error::Refused`] when it cannot answer.
+    async fn get(&self, game_id: &GameId) -> Result<Option<Runtime>, Error>;
+
+    /// The result recorded for the stop `origin` asked for, if that stop was carried out
+    /// already (a job retried after a crash).
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    async fn recorded_stop(&self, origin: &Origin) -> Result<Option<JobResult>, Error>;
+
+    /// Records a stop and the result answered for it, in one transaction: the operation
+    /// log row, and, for a stop that stopped the engine (a plain success), the
+    /// compare-and-swap `running → stopped`. A second call for the same origin changes
+    /// nothing.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    async fn record_stop(&self, origin: &Origin, result: &JobResult) -> Result<(), Error>;
+
+    /// Registers a started runtime as `running` (replacing a stopped or removed one of the
+    /// same game) and logs the start.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get); [`Error::Refused`] when the game's runtime is running.
+    async fn register(&self, runtime: &Runtime, origin: &Origin) -> Result<(), Error>;
+}
+
+/// Why an engine could not be acted on.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No such engine: it is gone already (exited, or never there).
+    #[error("no engine {0}")]
+    Gone(String),
+    /// The engine did not do as asked; retrying the same job would fail alike.
+    #[error("{code}: {message}")]
+    Failed {
+        /// Machine-readable, for the job result's `error_code`.
+        code: &'static str,
+        /// What happened, for people.
+        message: String,
+    },
+    /// The container runtime cannot be reached now; retrying may succeed.
+    #[error("container runtime unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+}
+
+/// A container runtime, as the stop orchestrator uses it: one engine per game, known by
+/// its container id.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait EngineDriver: Send + Sync {
+    /// Asks the engine to stop, waits up to `grace` for it to exit, then kills it; returns
+    /// once it is gone.
+    ///
+    /// # Errors
+    /// [`EngineError`]: gone already, not stopped, or the runtime unreachable.
+    async fn stop(&self, container_id: &str, grace: Duration) -> Result<(), EngineError>;
+}
+
+/// Publishes job results on `runtime:job_results`, each under the id of the stop job it
+/// answers, at most once: a result already in the stream is not appended again.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait JobResultPublisher: Send + Sync {
+    /// Appends `results` in order, each under its job's entry id, skipping those the
+    /// stream holds already.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] (some may have been appended: publish them again);
+    /// [`Error::Backend`] when the stream refuses them.
+    async fn publish(&self, results: &[(EntryId, JobResult)]) -> Result<(), Error>;
 }
 
 #[cfg(test)]

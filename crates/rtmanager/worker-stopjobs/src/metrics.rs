@@ -1,0 +1,71 @@
+//! Step 5: the worker's counter, `rtmanager_stop_jobs_consumed_total{outcome}`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+contracts::wire_enum! {
+    /// How one stop job ended.
+    pub enum Outcome {
+        /// The engine was stopped: `success`.
+        Stopped = "stopped",
+        /// The runtime was stopped or removed already: `success` + `replay_no_op`.
+        ReplayNoOp = "replay_no_op",
+        /// No runtime for the game: `failure` + `not_found`.
+        NotFound = "not_found",
+        /// The engine could not be stopped: `failure` with the engine's code.
+        Failed = "failed",
+        /// Answered again from the operation log: a job retried after its result was
+        /// recorded (a crash, or a publish that failed).
+        Recorded = "recorded",
+        /// Skipped without a result: the entry is not a stop job.
+        Malformed = "malformed",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// The worker's metric families; cheap to clone (shared counters).
+#[derive(Debug, Clone, Default)]
+pub struct WorkerMetrics {
+    consumed: Family<OutcomeLabel, Counter>,
+}
+
+impl WorkerMetrics {
+    /// Creates the families and registers them in `registry` (which carries the
+    /// `rtmanager` prefix). Every outcome is there from the start, at 0.
+    #[must_use]
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        for outcome in Outcome::ALL {
+            let _ = metrics.consumed.get_or_create(&label(outcome));
+        }
+        registry.register(
+            "stop_jobs_consumed",
+            "Stop jobs consumed, by how they ended",
+            metrics.consumed.clone(),
+        );
+        metrics
+    }
+
+    /// Counts one job.
+    pub fn consumed(&self, outcome: Outcome) {
+        self.consumed.get_or_create(&label(outcome)).inc();
+    }
+
+    /// How many jobs ended with `outcome` (tests and the simulator).
+    #[must_use]
+    pub fn consumed_count(&self, outcome: Outcome) -> u64 {
+        self.consumed.get_or_create(&label(outcome)).get()
+    }
+}
+
+fn label(outcome: Outcome) -> OutcomeLabel {
+    OutcomeLabel {
+        outcome: outcome.as_str(),
+    }
+}
