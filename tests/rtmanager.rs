@@ -266,3 +266,120 @@ fn run_help_lists_every_setting_with_its_environment_variable() {
     )
     .unwrap();
 }
+
+/// `(container_id, engine_endpoint)` of the game's runtime, when it is `running`.
+async fn running(pg: &tokio_postgres::Client, game: &str) -> Option<(String, String)> {
+    pg.query_opt(
+        "SELECT container_id, engine_endpoint FROM runtimes \
+         WHERE game_id = $1 AND status = 'running'",
+        &[&game],
+    )
+    .await
+    .unwrap()
+    .map(|row| (row.get(0), row.get(1)))
+}
+
+/// The engine's probe answer, `None` when nothing answers on its endpoint.
+async fn probe(endpoint: &str) -> Option<(u16, String)> {
+    let addr: SocketAddr = endpoint.strip_prefix("http://")?.parse().ok()?;
+    http::get(addr, "/healthz").await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_game_runs_real_engines_that_outlive_a_restart_and_stop_jobs_stop() {
+    let db = TestDb::create().await.unwrap();
+    let env = [("RTMANAGER_POSTGRES_URL", db.url())];
+    let (code, stderr) = run("rtmanager", &["migrate"], &env, WAIT).await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let pg = pg_client(db.url()).await.unwrap();
+    let redis_server = ThrowawayRedis::start().await.unwrap();
+    let redis = TestRedis::connect_to(&redis_server.url()).await.unwrap();
+    let (mut rtm, http_addr) = start_rtmanager(db.url(), &redis_server.url()).await;
+
+    let addr = http_addr.to_string();
+    for _ in 0..2 {
+        // The second time, both run already: harmless.
+        let args = ["start-game", "g1", "g/2", "--http-addr", addr.as_str()];
+        let (code, stderr) = run("rtmanager", &args, &[], WAIT).await.unwrap();
+        assert_eq!(code, 0, "{stderr}\n{}", rtm.stderr());
+    }
+    let (g1_container, g1_endpoint) = running(&pg, "g1").await.expect("g1 runs");
+    let (_, g2_endpoint) = running(&pg, "g/2").await.expect("g/2 runs");
+    assert_eq!(probe(&g1_endpoint).await, Some((200, "ok g1\n".to_owned())));
+    assert_eq!(
+        probe(&g2_endpoint).await,
+        Some((200, "ok g/2\n".to_owned()))
+    );
+    let starts: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM operation_log WHERE operation = 'start'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(starts, 2, "a second start-game starts nothing");
+
+    // A stop job stops g1's engine; g/2's keeps running through a restart.
+    let job = stop_job(&redis, "g1").await;
+    wait_for_offset(&redis, &job, &rtm).await;
+    let answered = results(&redis).await;
+    assert_eq!(answered[0].1.container_id, g1_container);
+    assert_eq!(probe(&g1_endpoint).await, None, "g1's engine is gone");
+    rtm.terminate().unwrap();
+    assert_eq!(rtm.wait(Duration::from_secs(15)).await.unwrap(), 0);
+    assert_eq!(probe(&g2_endpoint).await.map(|(code, _)| code), Some(200));
+
+    let (mut rtm, _) = start_rtmanager(db.url(), &redis_server.url()).await;
+    let job = stop_job(&redis, "g/2").await;
+    wait_for_offset(&redis, &job, &rtm).await;
+    assert_eq!(results(&redis).await[1].1.outcome, JobOutcome::Success);
+    eventually("g/2's engine is gone", WAIT, || async {
+        probe(&g2_endpoint).await.is_none()
+    })
+    .await
+    .unwrap();
+    rtm.terminate().unwrap();
+    assert_eq!(rtm.wait(Duration::from_secs(15)).await.unwrap(), 0);
+    redis.cleanup().await.unwrap();
+    db.drop_db().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_engine_reports_its_address_answers_its_probe_holds_memory_and_exits_0_on_sigterm() {
+    let mut engine = Process::spawn("galaxy-engine", &["--game-id", "g-9"], &[]).unwrap();
+    let reported = || {
+        let out = engine.stdout();
+        out.lines()
+            .next()
+            .and_then(|l| l.strip_prefix("listening "))
+            .map(str::to_owned)
+    };
+    eventually("the engine reports its address", WAIT, || async {
+        reported().is_some()
+    })
+    .await
+    .unwrap();
+    let address = reported().unwrap();
+    let addr: SocketAddr = address.parse().unwrap();
+    assert_eq!(
+        http::get(addr, "/healthz").await.unwrap(),
+        (200, "ok g-9\n".into())
+    );
+    let held = service_kit::http::request(addr, "POST", "/allocate/8", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(held, (200, "holding 8 MiB\n".into()));
+    engine.terminate().unwrap();
+    assert_eq!(engine.wait(Duration::from_secs(10)).await.unwrap(), 0);
+
+    for args in [
+        &[][..],
+        &["--game-id", " "][..],
+        &["--game-id", "g", "--listen", "nowhere"][..],
+    ] {
+        let (code, stderr) = run("galaxy-engine", args, &[], WAIT).await.unwrap();
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+    }
+}

@@ -120,12 +120,59 @@ pub async fn run<H>(
     backends: Backends,
     stream: &str,
     label: &str,
-    mut registry: Registry,
+    registry: Registry,
     handler: H,
 ) -> Result<ExitCode, StartupError>
 where
     H: BatchHandler + 'static,
 {
+    let consumer = ConsumerSpec {
+        stream,
+        label,
+        handler,
+    };
+    run_with(
+        service,
+        settings,
+        backends,
+        consumer,
+        registry,
+        axum::Router::new(),
+    )
+    .await
+}
+
+/// What [`run_with`] consumes: the stream, its offset label and the handler.
+pub struct ConsumerSpec<'a, H> {
+    /// The stream read.
+    pub stream: &'a str,
+    /// Its offset label.
+    pub label: &'a str,
+    /// The worker.
+    pub handler: H,
+}
+
+/// [`run`], with `routes` served beside the ops endpoints (a service's operator
+/// commands).
+///
+/// # Errors
+/// The ops address cannot be bound.
+pub async fn run_with<H>(
+    service: &'static str,
+    settings: &CommonSettings,
+    backends: Backends,
+    spec: ConsumerSpec<'_, H>,
+    mut registry: Registry,
+    routes: axum::Router,
+) -> Result<ExitCode, StartupError>
+where
+    H: BatchHandler + 'static,
+{
+    let ConsumerSpec {
+        stream,
+        label,
+        handler,
+    } = spec;
     let Backends {
         pool,
         redis,
@@ -156,7 +203,9 @@ where
         }),
         Check::with("consumer", health, |health| async move { health.check() }),
     ];
-    let ops = OpsServer::bind(settings.http_addr, registry, checks).await?;
+    let ops = OpsServer::bind(settings.http_addr, registry, checks)
+        .await?
+        .with_routes(routes);
     tracing::info!(%stream, http_addr = %settings.http_addr, "{service} running");
 
     let stop = CancellationToken::new();

@@ -65,6 +65,7 @@ struct Ops {
 pub struct OpsServer {
     listener: TcpListener,
     state: Arc<Ops>,
+    routes: Router,
 }
 
 impl OpsServer {
@@ -85,7 +86,16 @@ impl OpsServer {
         Ok(Self {
             listener,
             state: Arc::new(Ops { registry, checks }),
+            routes: Router::new(),
         })
+    }
+
+    /// Serves `routes` beside the ops endpoints: a service's operator commands (the
+    /// Runtime Manager's `start-game` asks it over this server).
+    #[must_use]
+    pub fn with_routes(mut self, routes: Router) -> Self {
+        self.routes = routes;
+        self
     }
 
     /// The bound address (useful with port 0).
@@ -102,7 +112,8 @@ impl OpsServer {
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
-            .with_state(self.state);
+            .with_state(self.state)
+            .merge(self.routes);
         let addr = self.listener.local_addr().ok();
         tracing::info!(addr = ?addr, "ops HTTP server listening");
         if let Err(error) = axum::serve(self.listener, app)

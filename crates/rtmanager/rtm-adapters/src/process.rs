@@ -3,13 +3,17 @@
 //! `/proc/<pid>/stat`), so a pid the kernel hands to another process later is never
 //! mistaken for the engine.
 
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use contracts::GameId;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use rtm_ports::{EngineDriver, EngineError};
+use rtm_ports::{EngineDriver, EngineError, StartedEngine};
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// How often a stop looks whether the engine is gone.
 const POLL: Duration = Duration::from_millis(20);
@@ -21,6 +25,10 @@ const AFTER_KILL: Duration = Duration::from_secs(5);
 pub const ERROR_CODE_STOP_TIMED_OUT: &str = "stop_timed_out";
 /// The error code of an engine this process may not signal.
 pub const ERROR_CODE_STOP_DENIED: &str = "stop_denied";
+/// The error code of an engine that could not be started.
+pub const ERROR_CODE_START_FAILED: &str = "start_failed";
+/// How long a starting engine may take to report its endpoint.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The error code of a container id the driver did not make.
 pub const ERROR_CODE_BAD_CONTAINER_ID: &str = "bad_container_id";
 
@@ -80,12 +88,97 @@ async fn gone_within(pid: u32, start: u64, limit: Duration) -> bool {
     true
 }
 
-/// Drives engines that are local processes (`galaxy-engine`): stop is SIGTERM, then
-/// SIGKILL after the grace period.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessEngineDriver;
+/// Drives engines that are local processes (`galaxy-engine`): start runs the binary in a
+/// process group of its own (so it outlives the Runtime Manager and a Ctrl-C to it),
+/// with its stderr in `<log dir>/<game>.log`; stop is SIGTERM, then SIGKILL after the
+/// grace period.
+#[derive(Debug, Clone)]
+pub struct ProcessEngineDriver {
+    binary: PathBuf,
+    log_dir: PathBuf,
+}
+
+impl Default for ProcessEngineDriver {
+    /// `galaxy-engine` beside the running executable, logs in `<tmp>/galaxy-engines`.
+    fn default() -> Self {
+        let beside = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|dir| dir.join("galaxy-engine")));
+        Self::new(
+            beside.unwrap_or_else(|| PathBuf::from("galaxy-engine")),
+            std::env::temp_dir().join("galaxy-engines"),
+        )
+    }
+}
+
+/// A failed start, as the job result and the operator see it.
+fn start_failed(message: String) -> EngineError {
+    EngineError::Failed {
+        code: ERROR_CODE_START_FAILED,
+        message,
+    }
+}
+
+/// A file name for the game's log: its id with anything but letters, digits, `-`, `_`
+/// and `.` replaced.
+fn log_name(game_id: &GameId) -> String {
+    let safe: String = game_id
+        .as_str()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}.log")
+}
 
 impl ProcessEngineDriver {
+    /// A driver that runs `binary`, with engines' logs in `log_dir`.
+    #[must_use]
+    pub fn new(binary: impl Into<PathBuf>, log_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: binary.into(),
+            log_dir: log_dir.into(),
+        }
+    }
+
+    /// The engine program it runs.
+    #[must_use]
+    pub fn binary(&self) -> &std::path::Path {
+        &self.binary
+    }
+
+    /// Where engines' logs go.
+    #[must_use]
+    pub fn log_dir(&self) -> &std::path::Path {
+        &self.log_dir
+    }
+
+    /// Runs the engine binary for `game_id`; the child, not yet reporting.
+    fn spawn(&self, game_id: &GameId) -> Result<tokio::process::Child, EngineError> {
+        std::fs::create_dir_all(&self.log_dir)
+            .map_err(|e| start_failed(format!("log dir {}: {e}", self.log_dir.display())))?;
+        let log_path = self.log_dir.join(log_name(game_id));
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| start_failed(format!("log {}: {e}", log_path.display())))?;
+        tokio::process::Command::new(&self.binary)
+            .args(["--game-id", game_id.as_str(), "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| start_failed(format!("cannot run {}: {e}", self.binary.display())))
+    }
+
     fn signal(pid: u32, signal: Signal, container_id: &str) -> Result<(), EngineError> {
         let target = Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
         match kill(target, signal) {
@@ -99,8 +192,52 @@ impl ProcessEngineDriver {
     }
 }
 
+/// Reads the engine's first line, `listening <address>`, within [`START_TIMEOUT`].
+async fn reported_address(child: &mut tokio::process::Child) -> Result<String, String> {
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or("no stdout to read the address from")?;
+    let mut line = String::new();
+    let mut reader = BufReader::new(stdout);
+    let read = reader.read_line(&mut line);
+    match tokio::time::timeout(START_TIMEOUT, read).await {
+        Err(_) => Err(format!("no address reported within {START_TIMEOUT:?}")),
+        Ok(Err(e)) => Err(format!("reading its address: {e}")),
+        Ok(Ok(_)) => line
+            .trim()
+            .strip_prefix("listening ")
+            .map(str::to_owned)
+            .ok_or_else(|| format!("exited or said {:?} instead of its address", line.trim())),
+    }
+}
+
 #[async_trait]
 impl EngineDriver for ProcessEngineDriver {
+    async fn start(&self, game_id: &GameId) -> Result<StartedEngine, EngineError> {
+        let mut child = self.spawn(game_id)?;
+        let pid = child
+            .id()
+            .ok_or_else(|| start_failed("exited at once".to_owned()))?;
+        let started = match reported_address(&mut child).await {
+            Ok(address) => container_id(pid)
+                .map(|id| StartedEngine {
+                    container_id: id,
+                    engine_endpoint: format!("http://{address}"),
+                })
+                .ok_or_else(|| "exited after reporting its address".to_owned()),
+            Err(reason) => Err(reason),
+        };
+        if started.is_err() {
+            let _ = child.start_kill();
+        }
+        // Reap the engine whenever it exits, so it does not linger as a zombie.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        started.map_err(|reason| start_failed(format!("engine for game '{game_id}': {reason}")))
+    }
+
     async fn stop(&self, container_id: &str, grace: Duration) -> Result<(), EngineError> {
         let (pid, start) = parse(container_id)?;
         if !alive(pid, start) {
@@ -151,7 +288,7 @@ mod tests {
     #[tokio::test]
     async fn an_engine_that_exits_on_sigterm_is_stopped_within_its_grace() {
         let (mut child, id) = spawn("echo ready; exec sleep 30");
-        let driver = ProcessEngineDriver;
+        let driver = ProcessEngineDriver::default();
         driver.stop(&id, Duration::from_secs(5)).await.unwrap();
         assert!(child.wait().unwrap().code().is_none(), "ended by a signal");
         assert!(matches!(
@@ -164,7 +301,7 @@ mod tests {
     async fn an_engine_that_ignores_sigterm_is_killed_after_the_grace() {
         let (mut child, id) = spawn("trap '' TERM; echo ready; while :; do sleep 0.05; done");
         let started = std::time::Instant::now();
-        ProcessEngineDriver
+        ProcessEngineDriver::default()
             .stop(&id, Duration::from_millis(300))
             .await
             .unwrap();
@@ -177,7 +314,9 @@ mod tests {
         for bad in ["", "abc", "12", "1.5", "x.1"] {
             assert!(
                 matches!(
-                    ProcessEngineDriver.stop(bad, Duration::ZERO).await,
+                    ProcessEngineDriver::default()
+                        .stop(bad, Duration::ZERO)
+                        .await,
                     Err(EngineError::Failed {
                         code: ERROR_CODE_BAD_CONTAINER_ID,
                         ..
@@ -191,7 +330,9 @@ mod tests {
         let (pid, start) = parse(&id).unwrap();
         let other = format!("{pid}.{}", start + 1);
         assert!(matches!(
-            ProcessEngineDriver.stop(&other, Duration::ZERO).await,
+            ProcessEngineDriver::default()
+                .stop(&other, Duration::ZERO)
+                .await,
             Err(EngineError::Gone(_))
         ));
         assert!(alive(pid, start));

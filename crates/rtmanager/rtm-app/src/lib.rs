@@ -6,16 +6,23 @@
 //! Subcommands:
 //! - `rtmanager migrate`: applies the Runtime Manager's schema (safe to run twice);
 //! - `rtmanager run`: consumes `runtime:stop_jobs`, stops engines and answers on
-//!   `runtime:job_results`, until SIGTERM or SIGINT.
+//!   `runtime:job_results`, until SIGTERM or SIGINT; its ops server also takes the start
+//!   requests of `start-game`;
+//! - `rtmanager start-game <GAME_ID>…`: has the running Runtime Manager start an engine
+//!   for each game; exits 0 once each is recorded `running` ([`start`]).
 
+pub mod start;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{ArgMatches, Command};
+use clap::{Arg, ArgAction, ArgMatches, Command};
 use prometheus_client::registry::Registry;
 use redis_streams::StreamWriter;
 use rtm_adapters::{PgRuntimeRegistry, ProcessEngineDriver, RedisJobResultPublisher};
-use service_kit::consumer::{self, Backends};
+use service_kit::consumer::{self, Backends, ConsumerSpec};
 use service_kit::settings::{
     CommonSettings, Defaults, duration_arg, migrate_command, postgres_url, stream_arg,
 };
@@ -68,7 +75,38 @@ pub fn command() -> Command {
                     "STOP_GRACE",
                     "10s",
                     "How long an engine asked to stop may take to exit before it is killed",
-                )),
+                ))
+                .arg(
+                    Arg::new("engine_binary")
+                        .long("engine-binary")
+                        .env("RTMANAGER_ENGINE_BINARY")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help("The engine program to run per game [default: galaxy-engine beside rtmanager]"),
+                )
+                .arg(
+                    Arg::new("engine_log_dir")
+                        .long("engine-log-dir")
+                        .env("RTMANAGER_ENGINE_LOG_DIR")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help("Where each engine's stderr goes, one <game>.log per game [default: <tmp>/galaxy-engines]"),
+                ),
+        )
+        .subcommand(
+            Command::new("start-game")
+                .about("Have the running Runtime Manager start an engine for each game; exits 0 once each is recorded running")
+                .arg(
+                    CommonSettings::args(&DEFAULTS)
+                        .into_iter()
+                        .find(|a| a.get_id() == "http_addr")
+                        .unwrap_or_else(|| Arg::new("http_addr")),
+                )
+                .arg(
+                    Arg::new("game_ids")
+                        .value_name("GAME_ID")
+                        .required(true)
+                        .action(ArgAction::Append)
+                        .help("Ids of the games to start"),
+                ),
         )
 }
 
@@ -78,6 +116,7 @@ pub async fn main(matches: ArgMatches) -> ExitCode {
     let result = match matches.subcommand() {
         Some(("migrate", m)) => migrate(m).await,
         Some(("run", m)) => run(m).await,
+        Some(("start-game", m)) => start_game(m).await,
         _ => Err(StartupError::new("unknown command (see rtmanager --help)")),
     };
     match result {
@@ -107,25 +146,60 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
     let backends = Backends::connect(SERVICE, &settings).await?;
     consumer::check_schema(SERVICE, &backends.pool, &rtm_adapters::TABLES).await?;
     let mut registry = Registry::with_prefix(SERVICE);
+    let runtimes = PgRuntimeRegistry::new(backends.pool.clone());
+    let driver = engine_driver(m);
     let writer = StreamWriter::new(backends.redis.clone(), job_results.clone());
     let worker = StopJobsWorker::new(
-        PgRuntimeRegistry::new(backends.pool.clone()),
-        ProcessEngineDriver,
+        runtimes.clone(),
+        driver.clone(),
         RedisJobResultPublisher::new(writer),
         grace,
         WorkerMetrics::register(&mut registry),
     );
     tracing::info!(job_results_stream = %job_results, ?grace, "answering stop jobs");
-    consumer::run(
-        SERVICE,
-        &settings,
-        backends,
-        &stop_jobs,
-        OFFSET_LABEL,
-        registry,
-        worker,
-    )
-    .await
+    let spec = ConsumerSpec {
+        stream: &stop_jobs,
+        label: OFFSET_LABEL,
+        handler: worker,
+    };
+    let routes = start::routes(runtimes, driver);
+    consumer::run_with(SERVICE, &settings, backends, spec, registry, routes).await
+}
+
+/// The process driver, with the engine binary and log dir the settings give.
+fn engine_driver(m: &ArgMatches) -> ProcessEngineDriver {
+    let defaults = ProcessEngineDriver::default();
+    match (
+        m.get_one::<PathBuf>("engine_binary"),
+        m.get_one::<PathBuf>("engine_log_dir"),
+    ) {
+        (None, None) => defaults,
+        (binary, log_dir) => ProcessEngineDriver::new(
+            binary
+                .cloned()
+                .unwrap_or_else(|| defaults.binary().to_owned()),
+            log_dir
+                .cloned()
+                .unwrap_or_else(|| defaults.log_dir().to_owned()),
+        ),
+    }
+}
+
+async fn start_game(m: &ArgMatches) -> Result<ExitCode, StartupError> {
+    let addr = m
+        .get_one::<SocketAddr>("http_addr")
+        .copied()
+        .ok_or_else(|| StartupError::new("--http-addr is missing"))?;
+    let games: Vec<String> = m
+        .get_many::<String>("game_ids")
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    start::start_games(addr, &games)
+        .await
+        .map(|()| ExitCode::SUCCESS)
+        .map_err(StartupError::new)
 }
 
 #[cfg(test)]

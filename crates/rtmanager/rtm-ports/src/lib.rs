@@ -137,11 +137,27 @@ pub enum EngineError {
     Unavailable(#[source] BoxError),
 }
 
-/// A container runtime, as the stop orchestrator uses it: one engine per game, known by
+/// An engine that was started: how the container runtime knows it, and where it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartedEngine {
+    /// The engine's id in its container runtime.
+    pub container_id: String,
+    /// Where it answers (`http://host:port`).
+    pub engine_endpoint: String,
+}
+
+/// A container runtime, as the Runtime Manager uses it: one engine per game, known by
 /// its container id.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait EngineDriver: Send + Sync {
+    /// Starts an engine for `game_id` and returns once it answers on its endpoint.
+    ///
+    /// # Errors
+    /// [`EngineError::Failed`] when it could not be started, [`EngineError::Unavailable`]
+    /// when the container runtime cannot be reached.
+    async fn start(&self, game_id: &GameId) -> Result<StartedEngine, EngineError>;
+
     /// Asks the engine to stop, waits up to `grace` for it to exit, then kills it; returns
     /// once it is gone.
     ///

@@ -108,6 +108,12 @@ struct Engines {
 
 #[async_trait]
 impl EngineDriver for Engines {
+    async fn start(&self, _game_id: &GameId) -> Result<rtm_ports::StartedEngine, EngineError> {
+        Err(EngineError::Unavailable(
+            "the stop-jobs worker never starts engines".into(),
+        ))
+    }
+
     async fn stop(&self, container_id: &str, _grace: Duration) -> Result<(), EngineError> {
         match self.refuse.lock().unwrap().get(container_id) {
             Some(&"unavailable") => Err(EngineError::Unavailable("runtime down".into())),

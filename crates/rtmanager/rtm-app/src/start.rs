@@ -1,0 +1,150 @@
+//! Starting engines on an operator's request: `POST /games/<id>/start` on the running
+//! Runtime Manager's ops server, and the `rtmanager start-game` command that asks for it.
+//!
+//! A start runs the engine through the driver and registers the runtime `running` with
+//! the start logged; a game whose runtime runs already is left as it is (the request
+//! answers what it has), so asking twice is harmless.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use contracts::GameId;
+use rtm_domain::{Origin, RegistryStatus, Runtime};
+use rtm_ports::{EngineDriver, RuntimeRegistry};
+
+/// How long `start-game` waits for the running service to answer one game.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a start did.
+enum Started {
+    /// The engine was started and the runtime registered.
+    Now(Runtime),
+    /// The game's runtime ran already.
+    Already(Runtime),
+}
+
+/// The registry and the driver a start uses.
+struct Starter<R, E> {
+    registry: R,
+    engine: E,
+}
+
+impl<R: RuntimeRegistry, E: EngineDriver> Starter<R, E> {
+    async fn start(&self, game_id: &GameId) -> Result<Started, String> {
+        let describe = |e: &dyn std::fmt::Display| format!("game '{game_id}': {e}");
+        if let Some(r) = self.registry.get(game_id).await.map_err(|e| describe(&e))?
+            && r.status == RegistryStatus::Running
+        {
+            return Ok(Started::Already(r));
+        }
+        let engine = self.engine.start(game_id).await.map_err(|e| describe(&e))?;
+        let runtime = Runtime {
+            game_id: game_id.clone(),
+            status: RegistryStatus::Running,
+            container_id: engine.container_id,
+            engine_endpoint: engine.engine_endpoint,
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let origin = Origin::admin(format!("start-game {game_id} {}", now.as_millis()));
+        if let Err(e) = self.registry.register(&runtime, &origin).await {
+            // Not recorded: an engine nobody knows of must not keep running.
+            let _ = self
+                .engine
+                .stop(&runtime.container_id, Duration::from_secs(5))
+                .await;
+            return Err(describe(&e));
+        }
+        tracing::info!(game_id = %game_id, container_id = %runtime.container_id, engine_endpoint = %runtime.engine_endpoint, "engine started");
+        Ok(Started::Now(runtime))
+    }
+}
+
+async fn start_route<R, E>(
+    State(starter): State<Arc<Starter<R, E>>>,
+    Path(game): Path<String>,
+) -> (StatusCode, String)
+where
+    R: RuntimeRegistry + 'static,
+    E: EngineDriver + 'static,
+{
+    let Ok(game_id) = GameId::new(game.as_str()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("not a game id: {game:?}\n"),
+        );
+    };
+    match starter.start(&game_id).await {
+        Ok(Started::Now(r)) => (StatusCode::OK, line("started", &r)),
+        Ok(Started::Already(r)) => (StatusCode::OK, line("running", &r)),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")),
+    }
+}
+
+fn line(word: &str, r: &Runtime) -> String {
+    format!(
+        "{word} {} {} {}\n",
+        r.game_id, r.container_id, r.engine_endpoint
+    )
+}
+
+/// The route the running service serves beside its ops endpoints.
+pub fn routes<R, E>(registry: R, engine: E) -> Router
+where
+    R: RuntimeRegistry + 'static,
+    E: EngineDriver + 'static,
+{
+    Router::new()
+        .route("/games/{game_id}/start", post(start_route::<R, E>))
+        .with_state(Arc::new(Starter { registry, engine }))
+}
+
+/// `%`-encodes everything in `id` but unreserved characters, for a URL path segment.
+fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `start-game`: asks the Runtime Manager on `addr` to start each game, in order; prints
+/// one line per game. Stops at the first that fails.
+///
+/// # Errors
+/// A line naming the game and why it did not start (or why the service did not answer).
+pub async fn start_games(addr: SocketAddr, games: &[String]) -> Result<(), String> {
+    for game in games {
+        let path = format!("/games/{}/start", path_segment(game));
+        let (code, body) = service_kit::http::request(addr, "POST", &path, REQUEST_TIMEOUT)
+            .await
+            .map_err(|e| format!("the Runtime Manager on {addr} did not answer: {e}"))?;
+        if code != 200 {
+            return Err(body.trim().to_owned());
+        }
+        print!("{body}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn game_ids_travel_as_one_path_segment() {
+        assert_eq!(path_segment("g-1_x.y~"), "g-1_x.y~");
+        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(path_segment("é"), "%C3%A9");
+    }
+}
