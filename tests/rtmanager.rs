@@ -22,22 +22,27 @@ const RESULTS: &str = contracts::job_results::DEFAULT_STREAM;
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn start_rtmanager(db_url: &str, redis_url: &str) -> (Process, SocketAddr) {
+    start_rtmanager_with(db_url, redis_url, &[]).await
+}
+
+async fn start_rtmanager_with(
+    db_url: &str,
+    redis_url: &str,
+    extra: &[(&str, &str)],
+) -> (Process, SocketAddr) {
     let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let addr_text = http_addr.to_string();
-    let process = Process::spawn(
-        "rtmanager",
-        &["run"],
-        &[
-            ("RTMANAGER_POSTGRES_URL", db_url),
-            ("RTMANAGER_REDIS_URL", redis_url),
-            ("RTMANAGER_HTTP_ADDR", &addr_text),
-            ("RTMANAGER_READ_BLOCK", "200ms"),
-            ("RTMANAGER_STOP_GRACE", "2s"),
-            ("RTMANAGER_LOG_FORMAT", "json"),
-            ("RUST_LOG", "info"),
-        ],
-    )
-    .unwrap();
+    let mut env = vec![
+        ("RTMANAGER_POSTGRES_URL", db_url),
+        ("RTMANAGER_REDIS_URL", redis_url),
+        ("RTMANAGER_HTTP_ADDR", &addr_text),
+        ("RTMANAGER_READ_BLOCK", "200ms"),
+        ("RTMANAGER_STOP_GRACE", "2s"),
+        ("RTMANAGER_LOG_FORMAT", "json"),
+        ("RUST_LOG", "info"),
+    ];
+    env.extend_from_slice(extra);
+    let process = Process::spawn("rtmanager", &["run"], &env).unwrap();
     eventually("rtmanager ready", WAIT, || async {
         matches!(http::get(http_addr, "/readyz").await, Ok((200, _)))
     })
@@ -279,6 +284,18 @@ async fn running(pg: &tokio_postgres::Client, game: &str) -> Option<(String, Str
     .map(|row| (row.get(0), row.get(1)))
 }
 
+/// A migrated database of its own (and a client on it), and a throwaway Redis.
+async fn migrated_with_redis() -> (TestDb, tokio_postgres::Client, ThrowawayRedis, TestRedis) {
+    let db = TestDb::create().await.unwrap();
+    let env = [("RTMANAGER_POSTGRES_URL", db.url())];
+    let (code, stderr) = run("rtmanager", &["migrate"], &env, WAIT).await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let pg = pg_client(db.url()).await.unwrap();
+    let redis_server = ThrowawayRedis::start().await.unwrap();
+    let redis = TestRedis::connect_to(&redis_server.url()).await.unwrap();
+    (db, pg, redis_server, redis)
+}
+
 /// The engine's probe answer, `None` when nothing answers on its endpoint.
 async fn probe(endpoint: &str) -> Option<(u16, String)> {
     let addr: SocketAddr = endpoint.strip_prefix("http://")?.parse().ok()?;
@@ -287,13 +304,7 @@ async fn probe(endpoint: &str) -> Option<(u16, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_game_runs_real_engines_that_outlive_a_restart_and_stop_jobs_stop() {
-    let db = TestDb::create().await.unwrap();
-    let env = [("RTMANAGER_POSTGRES_URL", db.url())];
-    let (code, stderr) = run("rtmanager", &["migrate"], &env, WAIT).await.unwrap();
-    assert_eq!(code, 0, "{stderr}");
-    let pg = pg_client(db.url()).await.unwrap();
-    let redis_server = ThrowawayRedis::start().await.unwrap();
-    let redis = TestRedis::connect_to(&redis_server.url()).await.unwrap();
+    let (db, pg, redis_server, redis) = migrated_with_redis().await;
     let (mut rtm, http_addr) = start_rtmanager(db.url(), &redis_server.url()).await;
 
     let addr = http_addr.to_string();
@@ -382,4 +393,149 @@ async fn the_engine_reports_its_address_answers_its_probe_holds_memory_and_exits
         assert_eq!(code, 2, "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
     }
+}
+
+/// Every `runtime:health_events` entry's (game, event type), in stream order.
+async fn health_events(redis: &TestRedis) -> Vec<(String, String)> {
+    redis
+        .xrange(contracts::health_events::DEFAULT_STREAM)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, pairs)| {
+            let event = contracts::health_events::decode(&pairs).unwrap();
+            (
+                event.game_id.as_str().to_owned(),
+                event.event_type.as_str().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Sends `signal` to the engine process behind `container_id` (`<pid>.<start>`).
+fn signal(container_id: &str, signal: &str) {
+    let pid = container_id.split('.').next().unwrap();
+    let status = Command::new("kill").args([signal, pid]).status().unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_real_disturbance_is_published_and_a_restart_re_adopts_without_false_alarms() {
+    let (db, pg, redis_server, redis) = migrated_with_redis().await;
+    let quick = [
+        ("RTMANAGER_SUPERVISE_INTERVAL", "100ms"),
+        ("RTMANAGER_ENGINE_MEMORY_LIMIT_MIB", "64"),
+    ];
+    let (mut rtm, http_addr) = start_rtmanager_with(db.url(), &redis_server.url(), &quick).await;
+    let addr = http_addr.to_string();
+    let games = [
+        "killed",
+        "paused",
+        "greedy",
+        "stopped",
+        "vanishing",
+        "steady",
+    ];
+    let mut args = vec!["start-game"];
+    args.extend(games);
+    args.extend(["--http-addr", addr.as_str()]);
+    let (code, stderr) = run("rtmanager", &args, &[], WAIT).await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let mut engines = std::collections::BTreeMap::new();
+    for game in games {
+        engines.insert(game, running(&pg, game).await.expect("started"));
+    }
+
+    signal(&engines["killed"].0, "-KILL");
+    signal(&engines["paused"].0, "-STOP");
+    let greedy: SocketAddr = engines["greedy"]
+        .1
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let held = service_kit::http::request(greedy, "POST", "/allocate/100", WAIT).await;
+    assert_eq!(held.unwrap().0, 200);
+    let job = stop_job(&redis, "stopped").await;
+    wait_for_offset(&redis, &job, &rtm).await;
+    let seen = |game: &'static str, event: &'static str| {
+        let redis = &redis;
+        async move {
+            health_events(redis)
+                .await
+                .contains(&(game.to_owned(), event.to_owned()))
+        }
+    };
+    for (game, event) in [
+        ("killed", "container_exited"),
+        ("paused", "inspect_unhealthy"),
+        ("paused", "probe_failed"),
+        ("greedy", "container_oom"),
+    ] {
+        eventually(&format!("{game}: {event}"), WAIT, || seen(game, event))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", rtm.stderr()));
+    }
+    signal(&engines["paused"].0, "-CONT");
+    eventually("paused: probe_recovered", WAIT, || {
+        seen("paused", "probe_recovered")
+    })
+    .await
+    .unwrap();
+
+    // Down: one engine goes while nobody watches; the restarted Runtime Manager finds it
+    // missing, and says nothing of the engines still running.
+    rtm.terminate().unwrap();
+    assert_eq!(rtm.wait(Duration::from_secs(15)).await.unwrap(), 0);
+    signal(&engines["vanishing"].0, "-KILL");
+    let before_restart = health_events(&redis).await.len();
+    let (mut rtm, _) = start_rtmanager_with(db.url(), &redis_server.url(), &quick).await;
+    eventually("vanishing: container_disappeared", WAIT, || {
+        seen("vanishing", "container_disappeared")
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after: Vec<(String, String)> = health_events(&redis).await[before_restart..].to_vec();
+    assert_eq!(
+        after,
+        [("vanishing".to_owned(), "container_disappeared".to_owned())],
+        "a restart publishes only what changed"
+    );
+
+    let events = health_events(&redis).await;
+    for game in games {
+        assert!(
+            events.contains(&(game.to_owned(), "container_started".to_owned())),
+            "{game}"
+        );
+    }
+    let stopped_game_events: Vec<&String> = events
+        .iter()
+        .filter(|(g, _)| g == "stopped")
+        .map(|(_, e)| e)
+        .collect();
+    assert_eq!(
+        stopped_game_events,
+        ["container_started"],
+        "a stopped engine publishes no exit"
+    );
+    let snapshot: String = pg
+        .query_one(
+            "SELECT status FROM health_snapshots WHERE game_id = 'greedy'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(snapshot, "oom");
+
+    // Leave nothing running.
+    for game in ["paused", "steady"] {
+        let job = stop_job(&redis, game).await;
+        wait_for_offset(&redis, &job, &rtm).await;
+    }
+    rtm.terminate().unwrap();
+    assert_eq!(rtm.wait(Duration::from_secs(15)).await.unwrap(), 0);
+    redis.cleanup().await.unwrap();
+    db.drop_db().await.unwrap();
 }

@@ -26,8 +26,8 @@ mod results;
 mod snapshots;
 
 pub use process::{
-    ERROR_CODE_BAD_CONTAINER_ID, ERROR_CODE_START_FAILED, ERROR_CODE_STOP_DENIED,
-    ERROR_CODE_STOP_TIMED_OUT, ProcessEngineDriver, container_id,
+    DEFAULT_MEMORY_LIMIT, ERROR_CODE_BAD_CONTAINER_ID, ERROR_CODE_START_FAILED,
+    ERROR_CODE_STOP_DENIED, ERROR_CODE_STOP_TIMED_OUT, ProcessEngineDriver, container_id,
 };
 pub use publisher::{EntryAppender, RtmHealthEventPublisher};
 pub use registry::PgRuntimeRegistry;

@@ -3,8 +3,10 @@
 //! `/proc/<pid>/stat`), so a pid the kernel hands to another process later is never
 //! mistaken for the engine.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,7 +14,7 @@ use contracts::GameId;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use rtm_ports::{EngineDriver, EngineError, StartedEngine};
+use rtm_ports::{EngineDriver, EngineError, EngineState, StartedEngine};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// How often a stop looks whether the engine is gone.
@@ -38,6 +40,8 @@ pub const ERROR_CODE_BAD_CONTAINER_ID: &str = "bad_container_id";
 struct ProcessState {
     start: u64,
     exited: bool,
+    /// Stopped by a signal (SIGSTOP) or traced: it exists but does not run.
+    paused: bool,
 }
 
 /// Reads `/proc/<pid>/stat`: the state is the first field after the command name (which
@@ -51,7 +55,29 @@ fn process_state(pid: u32) -> Option<ProcessState> {
     Some(ProcessState {
         start,
         exited: state == "Z" || state == "X",
+        paused: state == "T" || state == "t",
     })
+}
+
+/// The process's resident memory, in bytes (`VmRSS` of `/proc/<pid>/status`).
+fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// What the driver knows of how an engine it ran ended (or is ending), beyond `/proc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// A stop was asked for and is under way.
+    Stopping,
+    /// It was stopped on request.
+    Stopped,
+    /// It exited on its own (the driver reaped it).
+    Exited,
+    /// The driver killed it for its memory.
+    OutOfMemory,
 }
 
 /// The container id of the running process `pid`, `None` when there is none.
@@ -92,11 +118,23 @@ async fn gone_within(pid: u32, start: u64, limit: Duration) -> bool {
 /// process group of its own (so it outlives the Runtime Manager and a Ctrl-C to it),
 /// with its stderr in `<log dir>/<game>.log`; stop is SIGTERM, then SIGKILL after the
 /// grace period.
+///
+/// Its memory limit is enforced at each inspection: an engine whose resident memory is
+/// over it is killed and reported out of memory, as a container runtime's OOM killer
+/// would. Clones share what they know of the engines' fates.
 #[derive(Debug, Clone)]
 pub struct ProcessEngineDriver {
     binary: PathBuf,
     log_dir: PathBuf,
+    memory_limit: u64,
+    fates: Arc<Mutex<HashMap<String, Fate>>>,
 }
+
+/// The default memory limit of an engine: 256 MiB.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
+
+/// How long a probe may take before it counts as failed.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl Default for ProcessEngineDriver {
     /// `galaxy-engine` beside the running executable, logs in `<tmp>/galaxy-engines`.
@@ -143,7 +181,53 @@ impl ProcessEngineDriver {
         Self {
             binary: binary.into(),
             log_dir: log_dir.into(),
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+            fates: Arc::default(),
         }
+    }
+
+    /// The same driver with engines limited to `bytes` of resident memory.
+    #[must_use]
+    pub fn with_memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = bytes;
+        self
+    }
+
+    fn fate(&self, container_id: &str) -> Option<Fate> {
+        self.fates.lock().ok()?.get(container_id).copied()
+    }
+
+    fn set_fate(&self, container_id: &str, fate: Fate) {
+        if let Ok(mut fates) = self.fates.lock() {
+            fates.insert(container_id.to_owned(), fate);
+        }
+    }
+
+    /// Records that the engine exited, unless a stop or the memory limit ended it.
+    fn exited(&self, container_id: &str) {
+        if let Ok(mut fates) = self.fates.lock() {
+            fates.entry(container_id.to_owned()).or_insert(Fate::Exited);
+        }
+    }
+
+    /// A living engine's state: paused, over its memory limit (then killed), or running.
+    fn living_state(&self, pid: u32, process: ProcessState, container_id: &str) -> EngineState {
+        if process.paused {
+            return EngineState::Unhealthy;
+        }
+        let resident = resident_bytes(pid).unwrap_or(0);
+        if resident <= self.memory_limit {
+            return EngineState::Running;
+        }
+        tracing::warn!(
+            container_id,
+            resident,
+            limit = self.memory_limit,
+            "engine over its memory limit: killing it"
+        );
+        self.set_fate(container_id, Fate::OutOfMemory);
+        let _ = Self::signal(pid, Signal::SIGKILL, container_id);
+        EngineState::OutOfMemory
     }
 
     /// The engine program it runs.
@@ -231,11 +315,48 @@ impl EngineDriver for ProcessEngineDriver {
         if started.is_err() {
             let _ = child.start_kill();
         }
-        // Reap the engine whenever it exits, so it does not linger as a zombie.
+        // Reap the engine whenever it exits, so it does not linger as a zombie, and
+        // remember that it went.
+        let driver = self.clone();
+        let id = started.as_ref().ok().map(|s| s.container_id.clone());
         tokio::spawn(async move {
             let _ = child.wait().await;
+            if let Some(id) = id {
+                driver.exited(&id);
+            }
         });
         started.map_err(|reason| start_failed(format!("engine for game '{game_id}': {reason}")))
+    }
+
+    async fn inspect(&self, container_id: &str) -> Result<EngineState, EngineError> {
+        let (pid, start) = parse(container_id)?;
+        match self.fate(container_id) {
+            Some(Fate::Stopping | Fate::Stopped) => return Ok(EngineState::Stopped),
+            Some(Fate::OutOfMemory) => return Ok(EngineState::OutOfMemory),
+            Some(Fate::Exited) => return Ok(EngineState::Exited),
+            None => {}
+        }
+        // A zombie nobody here reaped (its parent is another process, e.g. after a
+        // restart) has gone, and nothing says how.
+        Ok(
+            match process_state(pid).filter(|p| p.start == start && !p.exited) {
+                None => EngineState::Gone,
+                Some(p) => self.living_state(pid, p, container_id),
+            },
+        )
+    }
+
+    async fn probe(&self, engine_endpoint: &str) -> bool {
+        let Some(addr) = engine_endpoint
+            .strip_prefix("http://")
+            .and_then(|a| a.parse().ok())
+        else {
+            return false;
+        };
+        matches!(
+            service_kit::http::request(addr, "GET", "/healthz", PROBE_TIMEOUT).await,
+            Ok((200, _))
+        )
     }
 
     async fn stop(&self, container_id: &str, grace: Duration) -> Result<(), EngineError> {
@@ -243,24 +364,41 @@ impl EngineDriver for ProcessEngineDriver {
         if !alive(pid, start) {
             return Err(EngineError::Gone(container_id.to_owned()));
         }
-        Self::signal(pid, Signal::SIGTERM, container_id)?;
-        if gone_within(pid, start, grace).await {
-            return Ok(());
+        self.set_fate(container_id, Fate::Stopping);
+        let result = stop_alive(pid, start, container_id, grace).await;
+        if result.is_ok() {
+            self.set_fate(container_id, Fate::Stopped);
         }
-        tracing::warn!(
-            container_id,
-            ?grace,
-            "engine outlived its grace period: killing it"
-        );
-        Self::signal(pid, Signal::SIGKILL, container_id)?;
-        if gone_within(pid, start, AFTER_KILL).await {
-            return Ok(());
-        }
-        Err(EngineError::Failed {
-            code: ERROR_CODE_STOP_TIMED_OUT,
-            message: format!("engine {container_id} still runs {AFTER_KILL:?} after SIGKILL"),
-        })
+        result
     }
+}
+
+/// SIGTERM (and SIGCONT, so a paused engine can act on it), then SIGKILL after `grace`;
+/// returns once the engine is gone.
+async fn stop_alive(
+    pid: u32,
+    start: u64,
+    container_id: &str,
+    grace: Duration,
+) -> Result<(), EngineError> {
+    ProcessEngineDriver::signal(pid, Signal::SIGTERM, container_id)?;
+    let _ = ProcessEngineDriver::signal(pid, Signal::SIGCONT, container_id);
+    if gone_within(pid, start, grace).await {
+        return Ok(());
+    }
+    tracing::warn!(
+        container_id,
+        ?grace,
+        "engine outlived its grace period: killing it"
+    );
+    ProcessEngineDriver::signal(pid, Signal::SIGKILL, container_id)?;
+    if gone_within(pid, start, AFTER_KILL).await {
+        return Ok(());
+    }
+    Err(EngineError::Failed {
+        code: ERROR_CODE_STOP_TIMED_OUT,
+        message: format!("engine {container_id} still runs {AFTER_KILL:?} after SIGKILL"),
+    })
 }
 
 #[cfg(test)]
@@ -338,5 +476,35 @@ mod tests {
         assert!(alive(pid, start));
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    #[tokio::test]
+    async fn inspection_tells_running_paused_over_its_memory_and_gone_apart() {
+        let driver = ProcessEngineDriver::default();
+        let (mut child, id) = spawn("echo ready; exec sleep 30");
+        assert_eq!(driver.inspect(&id).await.unwrap(), EngineState::Running);
+        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap());
+        kill(pid, Signal::SIGSTOP).unwrap();
+        let paused = async {
+            while driver.inspect(&id).await.unwrap() != EngineState::Unhealthy {
+                tokio::time::sleep(POLL).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), paused)
+            .await
+            .unwrap();
+        kill(pid, Signal::SIGCONT).unwrap();
+        // Over a limit of one byte: killed, and reported out of memory from then on.
+        let tight = driver.clone().with_memory_limit(1);
+        assert_eq!(tight.inspect(&id).await.unwrap(), EngineState::OutOfMemory);
+        child.wait().unwrap();
+        assert_eq!(tight.inspect(&id).await.unwrap(), EngineState::OutOfMemory);
+        // Another driver (a restarted Runtime Manager) knows nothing of how it went.
+        let (pid, start) = parse(&id).unwrap();
+        assert!(!alive(pid, start));
+        assert_eq!(
+            ProcessEngineDriver::default().inspect(&id).await.unwrap(),
+            EngineState::Gone
+        );
     }
 }

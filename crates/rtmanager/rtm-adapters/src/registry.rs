@@ -13,6 +13,9 @@ use tokio_postgres::Row;
 
 const GET: &str = "SELECT status, container_id, engine_endpoint FROM runtimes WHERE game_id = $1";
 
+const RUNNING: &str = "SELECT game_id, status, container_id, engine_endpoint FROM runtimes \
+     WHERE status = 'running' ORDER BY game_id";
+
 const RECORDED_STOP: &str = "SELECT game_id, outcome, error_code, error_message, \
      container_id, engine_endpoint FROM operation_log \
      WHERE operation = 'stop' AND source = $1 AND source_ref = $2";
@@ -97,15 +100,16 @@ fn text(row: &Row, index: usize) -> Result<String, Error> {
     row.try_get(index).map_err(store_error)
 }
 
-fn runtime_of(game_id: &GameId, row: &Row) -> Result<Runtime, Error> {
-    let status = text(row, 0)?;
+/// The runtime in `row`, whose status, container id and endpoint start at column `first`.
+fn runtime_of(game_id: &GameId, row: &Row, first: usize) -> Result<Runtime, Error> {
+    let status = text(row, first)?;
     Ok(Runtime {
         game_id: game_id.clone(),
         status: status
             .parse::<RegistryStatus>()
             .map_err(|e| corrupt(format!("runtime of game '{game_id}': {e}")))?,
-        container_id: text(row, 1)?,
-        engine_endpoint: text(row, 2)?,
+        container_id: text(row, first + 1)?,
+        engine_endpoint: text(row, first + 2)?,
     })
 }
 
@@ -129,7 +133,21 @@ fn result_of(row: &Row) -> Result<JobResult, Error> {
 impl RuntimeRegistry for PgRuntimeRegistry {
     async fn get(&self, game_id: &GameId) -> Result<Option<Runtime>, Error> {
         let rows = self.query(GET, &[&game_id.as_str()]).await?;
-        rows.first().map(|row| runtime_of(game_id, row)).transpose()
+        rows.first()
+            .map(|row| runtime_of(game_id, row, 0))
+            .transpose()
+    }
+
+    async fn running(&self) -> Result<Vec<Runtime>, Error> {
+        let rows = self.query(RUNNING, &[]).await?;
+        rows.iter()
+            .map(|row| {
+                let game = text(row, 0)?;
+                let game_id = GameId::new(game.as_str())
+                    .map_err(|e| corrupt(format!("runtimes row: {e}")))?;
+                runtime_of(&game_id, row, 1)
+            })
+            .collect()
     }
 
     async fn recorded_stop(&self, origin: &Origin) -> Result<Option<JobResult>, Error> {

@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use contracts::GameId;
 use pg_kit::{PgError, Pool};
 use rtm_ports::{Error, HealthSnapshot, HealthSnapshotStore};
 
@@ -19,6 +20,9 @@ const UPSERT: &str = "INSERT INTO health_snapshots \
        details = EXCLUDED.details, \
        observed_at = EXCLUDED.observed_at, \
        updated_at = now()";
+
+const ALL: &str = "SELECT game_id, container_id, status, source, details::text, \
+     (extract(epoch FROM observed_at) * 1000)::bigint FROM health_snapshots";
 
 /// The `health_snapshots` store behind [`HealthSnapshotStore`], on a `pg_kit` pool (its
 /// timeouts bound every call). Cheap to clone.
@@ -66,4 +70,31 @@ impl HealthSnapshotStore for PgHealthSnapshotStore {
             .map_err(store_error)?;
         Ok(())
     }
+
+    async fn all(&self) -> Result<Vec<HealthSnapshot>, Error> {
+        let client = self.pool.get().await.map_err(store_error)?;
+        let statement = client.prepare_cached(ALL).await.map_err(store_error)?;
+        let rows = client.query(&statement, &[]).await.map_err(store_error)?;
+        rows.iter().map(snapshot_of).collect()
+    }
+}
+
+/// One row of [`ALL`] (columns by position).
+fn snapshot_of(row: &tokio_postgres::Row) -> Result<HealthSnapshot, Error> {
+    let text = |i: usize| row.try_get::<_, String>(i).map_err(store_error);
+    let refused = |what: String| Error::Refused(what.into());
+    let game = text(0)?;
+    Ok(HealthSnapshot {
+        game_id: GameId::new(game.as_str())
+            .map_err(|e| refused(format!("health snapshot: {e}")))?,
+        container_id: text(1)?,
+        status: text(2)?
+            .parse()
+            .map_err(|e| refused(format!("health snapshot of game '{game}': {e}")))?,
+        source: text(3)?
+            .parse()
+            .map_err(|e| refused(format!("health snapshot of game '{game}': {e}")))?,
+        details: text(4)?,
+        observed_at_ms: row.try_get::<_, i64>(5).map_err(store_error)?,
+    })
 }

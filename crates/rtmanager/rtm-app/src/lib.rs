@@ -6,8 +6,9 @@
 //! Subcommands:
 //! - `rtmanager migrate`: applies the Runtime Manager's schema (safe to run twice);
 //! - `rtmanager run`: consumes `runtime:stop_jobs`, stops engines and answers on
-//!   `runtime:job_results`, until SIGTERM or SIGINT; its ops server also takes the start
-//!   requests of `start-game`;
+//!   `runtime:job_results`, and supervises every running engine (re-adopting those its
+//!   registry lists), publishing their health on `runtime:health_events`, until SIGTERM or
+//!   SIGINT; its ops server also takes the start requests of `start-game`;
 //! - `rtmanager start-game <GAME_ID>…`: has the running Runtime Manager start an engine
 //!   for each game; exits 0 once each is recorded `running` ([`start`]).
 
@@ -21,13 +22,18 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use prometheus_client::registry::Registry;
 use redis_streams::StreamWriter;
-use rtm_adapters::{PgRuntimeRegistry, ProcessEngineDriver, RedisJobResultPublisher};
+use rtm_adapters::{
+    PgHealthSnapshotStore, PgRuntimeRegistry, ProcessEngineDriver, RedisJobResultPublisher,
+    RtmHealthEventPublisher,
+};
 use service_kit::consumer::{self, Backends, ConsumerSpec};
 use service_kit::settings::{
     CommonSettings, Defaults, duration_arg, migrate_command, postgres_url, stream_arg,
 };
 use service_kit::{StartupError, telemetry};
+use tokio_util::sync::CancellationToken;
 use worker_stopjobs::{OFFSET_LABEL, StopJobsWorker, WorkerMetrics};
+use worker_supervisor::{Supervisor, SupervisorMetrics};
 
 /// The service name: log target, metric prefix, offset-key prefix, stderr prefix.
 pub const SERVICE: &str = "rtmanager";
@@ -39,19 +45,45 @@ const DEFAULTS: Defaults = Defaults {
     batch_size: "100",
 };
 
-/// The command line: `migrate` and `run`, every setting also an environment variable.
+/// The command line: `migrate`, `run` and `start-game`, every setting also an environment
+/// variable.
 #[must_use]
 pub fn command() -> Command {
     Command::new(SERVICE)
-        .about("Runtime Manager: stops game engines when the Lobby asks, and answers each stop job once")
+        .about("Runtime Manager: runs game engines, reports their health, and stops them when the Lobby asks, answering each stop job once")
         .version(env!("CARGO_PKG_VERSION"))
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(migrate_command("Runtime Manager", &DEFAULTS))
         .subcommand(
             Command::new("run")
-                .about("Consume stop jobs until SIGTERM or SIGINT")
+                .about("Consume stop jobs and supervise engines until SIGTERM or SIGINT")
                 .args(CommonSettings::args(&DEFAULTS))
+                .args(run_args()),
+        )
+        .subcommand(
+            Command::new("start-game")
+                .about("Have the running Runtime Manager start an engine for each game; exits 0 once each is recorded running")
+                .arg(
+                    CommonSettings::args(&DEFAULTS)
+                        .into_iter()
+                        .find(|a| a.get_id() == "http_addr")
+                        .unwrap_or_else(|| Arg::new("http_addr")),
+                )
+                .arg(
+                    Arg::new("game_ids")
+                        .value_name("GAME_ID")
+                        .required(true)
+                        .action(ArgAction::Append)
+                        .help("Ids of the games to start"),
+                ),
+        )
+}
+
+/// The settings `run` adds to the common ones: its streams, the stop grace, the
+/// supervisor's interval and the engines' program, logs and memory limit.
+fn run_args() -> Vec<Arg> {
+    let command = Command::new("run")
                 .arg(stream_arg(
                     DEFAULTS.env_prefix,
                     "stop_jobs_stream",
@@ -76,6 +108,30 @@ pub fn command() -> Command {
                     "10s",
                     "How long an engine asked to stop may take to exit before it is killed",
                 ))
+                .arg(stream_arg(
+                    DEFAULTS.env_prefix,
+                    "health_events_stream",
+                    "health-events-stream",
+                    "HEALTH_EVENTS_STREAM",
+                    contracts::health_events::DEFAULT_STREAM,
+                    "Stream the Runtime Manager publishes its engines' health events on",
+                ))
+                .arg(duration_arg(
+                    DEFAULTS.env_prefix,
+                    "supervise_interval",
+                    "supervise-interval",
+                    "SUPERVISE_INTERVAL",
+                    "1s",
+                    "How often every running engine is inspected and probed",
+                ))
+                .arg(
+                    Arg::new("engine_memory_limit_mib")
+                        .long("engine-memory-limit-mib")
+                        .env("RTMANAGER_ENGINE_MEMORY_LIMIT_MIB")
+                        .default_value("256")
+                        .value_parser(clap::value_parser!(u64).range(1..=1_048_576))
+                        .help("Resident memory an engine may use, in MiB; an engine over it is killed and reported container_oom"),
+                )
                 .arg(
                     Arg::new("engine_binary")
                         .long("engine-binary")
@@ -89,25 +145,8 @@ pub fn command() -> Command {
                         .env("RTMANAGER_ENGINE_LOG_DIR")
                         .value_parser(clap::value_parser!(PathBuf))
                         .help("Where each engine's stderr goes, one <game>.log per game [default: <tmp>/galaxy-engines]"),
-                ),
-        )
-        .subcommand(
-            Command::new("start-game")
-                .about("Have the running Runtime Manager start an engine for each game; exits 0 once each is recorded running")
-                .arg(
-                    CommonSettings::args(&DEFAULTS)
-                        .into_iter()
-                        .find(|a| a.get_id() == "http_addr")
-                        .unwrap_or_else(|| Arg::new("http_addr")),
-                )
-                .arg(
-                    Arg::new("game_ids")
-                        .value_name("GAME_ID")
-                        .required(true)
-                        .action(ArgAction::Append)
-                        .help("Ids of the games to start"),
-                ),
-        )
+                );
+    command.get_arguments().cloned().collect()
 }
 
 /// Runs the parsed command; the exit code is 0 on success, 2 for a start-up failure (one
@@ -148,6 +187,17 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
     let mut registry = Registry::with_prefix(SERVICE);
     let runtimes = PgRuntimeRegistry::new(backends.pool.clone());
     let driver = engine_driver(m);
+    let health = RtmHealthEventPublisher::new(
+        PgHealthSnapshotStore::new(backends.pool.clone()),
+        StreamWriter::new(backends.redis.clone(), stream("health_events_stream")),
+    );
+    let supervisor = Supervisor::new(
+        runtimes.clone(),
+        driver.clone(),
+        health.clone(),
+        PgHealthSnapshotStore::new(backends.pool.clone()),
+        SupervisorMetrics::register(&mut registry),
+    );
     let writer = StreamWriter::new(backends.redis.clone(), job_results.clone());
     let worker = StopJobsWorker::new(
         runtimes.clone(),
@@ -162,8 +212,17 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
         label: OFFSET_LABEL,
         handler: worker,
     };
-    let routes = start::routes(runtimes, driver);
-    consumer::run_with(SERVICE, &settings, backends, spec, registry, routes).await
+    let routes = start::routes(runtimes, driver, health);
+    let interval = m
+        .get_one::<Duration>("supervise_interval")
+        .copied()
+        .unwrap_or(worker_supervisor::DEFAULT_INTERVAL);
+    let stop_supervising = CancellationToken::new();
+    let supervising = tokio::spawn(supervisor.run(interval, stop_supervising.clone()));
+    let code = consumer::run_with(SERVICE, &settings, backends, spec, registry, routes).await;
+    stop_supervising.cancel();
+    let _ = supervising.await;
+    code
 }
 
 /// The process driver, with the engine binary and log dir the settings give.
@@ -183,6 +242,10 @@ fn engine_driver(m: &ArgMatches) -> ProcessEngineDriver {
                 .unwrap_or_else(|| defaults.log_dir().to_owned()),
         ),
     }
+    .with_memory_limit(
+        m.get_one::<u64>("engine_memory_limit_mib")
+            .map_or(rtm_adapters::DEFAULT_MEMORY_LIMIT, |mib| mib << 20),
+    )
 }
 
 async fn start_game(m: &ArgMatches) -> Result<ExitCode, StartupError> {

@@ -13,9 +13,9 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::post;
-use contracts::GameId;
+use contracts::{GameId, HealthEventEnvelope, HealthEventType};
 use rtm_domain::{Origin, RegistryStatus, Runtime};
-use rtm_ports::{EngineDriver, RuntimeRegistry};
+use rtm_ports::{EngineDriver, HealthEventPublisher, RuntimeRegistry};
 
 /// How long `start-game` waits for the running service to answer one game.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -28,13 +28,14 @@ enum Started {
     Already(Runtime),
 }
 
-/// The registry and the driver a start uses.
-struct Starter<R, E> {
+/// The registry, the driver and the health publisher a start uses.
+struct Starter<R, E, P> {
     registry: R,
     engine: E,
+    publisher: P,
 }
 
-impl<R: RuntimeRegistry, E: EngineDriver> Starter<R, E> {
+impl<R: RuntimeRegistry, E: EngineDriver, P: HealthEventPublisher> Starter<R, E, P> {
     async fn start(&self, game_id: &GameId) -> Result<Started, String> {
         let describe = |e: &dyn std::fmt::Display| format!("game '{game_id}': {e}");
         if let Some(r) = self.registry.get(game_id).await.map_err(|e| describe(&e))?
@@ -62,17 +63,52 @@ impl<R: RuntimeRegistry, E: EngineDriver> Starter<R, E> {
             return Err(describe(&e));
         }
         tracing::info!(game_id = %game_id, container_id = %runtime.container_id, engine_endpoint = %runtime.engine_endpoint, "engine started");
+        self.announce(&runtime).await;
         Ok(Started::Now(runtime))
+    }
+
+    /// Publishes `container_started` for a runtime just registered. A failure is logged,
+    /// not the start's: the engine runs and is recorded, and the supervisor reports what
+    /// becomes of it.
+    async fn announce(&self, runtime: &Runtime) {
+        let started = HealthEventEnvelope::new(
+            runtime.game_id.as_str(),
+            runtime.container_id.as_str(),
+            HealthEventType::ContainerStarted,
+            now_ms(),
+            None,
+        );
+        let published = match started {
+            Ok(envelope) => self
+                .publisher
+                .publish(&envelope)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = published {
+            tracing::warn!(game_id = %runtime.game_id, error = %e, "container_started not published");
+        }
     }
 }
 
-async fn start_route<R, E>(
-    State(starter): State<Arc<Starter<R, E>>>,
+/// Milliseconds since the epoch, the time a start is logged and announced with.
+fn now_ms() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
+async fn start_route<R, E, P>(
+    State(starter): State<Arc<Starter<R, E, P>>>,
     Path(game): Path<String>,
 ) -> (StatusCode, String)
 where
     R: RuntimeRegistry + 'static,
     E: EngineDriver + 'static,
+    P: HealthEventPublisher + 'static,
 {
     let Ok(game_id) = GameId::new(game.as_str()) else {
         return (
@@ -94,15 +130,22 @@ fn line(word: &str, r: &Runtime) -> String {
     )
 }
 
-/// The route the running service serves beside its ops endpoints.
-pub fn routes<R, E>(registry: R, engine: E) -> Router
+/// The route the running service serves beside its ops endpoints; a start publishes
+/// `container_started` through `publisher`.
+pub fn routes<R, E, P>(registry: R, engine: E, publisher: P) -> Router
 where
     R: RuntimeRegistry + 'static,
     E: EngineDriver + 'static,
+    P: HealthEventPublisher + 'static,
 {
+    let starter = Starter {
+        registry,
+        engine,
+        publisher,
+    };
     Router::new()
-        .route("/games/{game_id}/start", post(start_route::<R, E>))
-        .with_state(Arc::new(Starter { registry, engine }))
+        .route("/games/{game_id}/start", post(start_route::<R, E, P>))
+        .with_state(Arc::new(starter))
 }
 
 /// `%`-encodes everything in `id` but unreserved characters, for a URL path segment.

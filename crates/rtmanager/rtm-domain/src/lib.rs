@@ -10,10 +10,14 @@
 //!   over its [`RegistryStatus`]), and publishes one [`JobResult`] on `runtime:job_results`
 //!   (both contracts are the `contracts` crate's, re-exported here).
 //!
+//! - The supervisor looks at each running engine periodically and publishes the
+//!   [`events`] a [`Look`] gives after the one before (a pure table).
+//!
 //! The health event types are the Game Master's own [`HealthEventType`], re-exported: both
 //! ends of `runtime:health_events` share one definition, so they cannot drift. Nothing here
 //! does I/O; the adapters and workers that do live in other crates.
 
+mod observe;
 mod registry;
 mod snapshot;
 
@@ -27,6 +31,7 @@ pub use contracts::{
     UnknownJobOutcome, UnknownStopReason,
 };
 pub use contracts::{GameId, HealthEventType, InvalidGameId, UnknownEventType};
+pub use observe::{EngineState, Look, events};
 pub use registry::{
     ERROR_CODE_NOT_FOUND, OperationSource, Origin, RegistryStatus, Runtime, STOP_PLANS,
     StopDecision, StopPlan, UnknownOperationSource, UnknownRegistryStatus, decide_stop, stop_plan,

@@ -22,7 +22,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use rtm_domain::{
-    GameId, HealthEventEnvelope, HealthSnapshot, JobResult, OperationSource, Origin, Runtime,
+    EngineState, GameId, HealthEventEnvelope, HealthSnapshot, JobResult, OperationSource, Origin,
+    Runtime,
 };
 pub use stream_consumer::EntryId;
 
@@ -66,6 +67,13 @@ pub trait HealthSnapshotStore: Send + Sync {
     /// [`Error::Unavailable`] when the store cannot be reached, [`Error::Backend`] when it
     /// refuses the write.
     async fn upsert(&self, snapshot: &HealthSnapshot) -> Result<(), Error>;
+
+    /// Every game's snapshot (what a restarted supervisor last said of each engine).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the store cannot be reached; [`Error::Refused`] for a
+    /// row that does not decode.
+    async fn all(&self) -> Result<Vec<HealthSnapshot>, Error>;
 }
 
 /// Publishes health observations on `runtime:health_events`.
@@ -93,6 +101,12 @@ pub trait RuntimeRegistry: Send + Sync {
     /// [`Error::Unavailable`] when the registry cannot be reached; [`Error::Backend`] or
     /// [`Error::Refused`] when it cannot answer.
     async fn get(&self, game_id: &GameId) -> Result<Option<Runtime>, Error>;
+
+    /// Every runtime recorded `running`.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    async fn running(&self) -> Result<Vec<Runtime>, Error>;
 
     /// The result recorded for the stop `origin` asked for, if that stop was carried out
     /// already (a job retried after a crash).
@@ -157,6 +171,17 @@ pub trait EngineDriver: Send + Sync {
     /// [`EngineError::Failed`] when it could not be started, [`EngineError::Unavailable`]
     /// when the container runtime cannot be reached.
     async fn start(&self, game_id: &GameId) -> Result<StartedEngine, EngineError>;
+
+    /// What the runtime says of the engine now. An engine over its memory limit is
+    /// killed and reported [`EngineState::OutOfMemory`].
+    ///
+    /// # Errors
+    /// [`EngineError::Failed`] for an id the driver did not make,
+    /// [`EngineError::Unavailable`] when the runtime cannot be reached.
+    async fn inspect(&self, container_id: &str) -> Result<EngineState, EngineError>;
+
+    /// Whether the engine answers its health probe on `endpoint` in time.
+    async fn probe(&self, engine_endpoint: &str) -> bool;
 
     /// Asks the engine to stop, waits up to `grace` for it to exit, then kills it; returns
     /// once it is gone.

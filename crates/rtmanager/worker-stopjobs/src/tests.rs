@@ -68,6 +68,10 @@ impl RuntimeRegistry for SharedRegistry {
             .cloned())
     }
 
+    async fn running(&self) -> Result<Vec<Runtime>, Error> {
+        Ok(self.0.lock().unwrap().runtimes.values().cloned().collect())
+    }
+
     async fn recorded_stop(&self, origin: &Origin) -> Result<Option<JobResult>, Error> {
         self.failing("recorded_stop")?;
         Ok(self.0.lock().unwrap().log.get(&origin.reference).cloned())
@@ -112,6 +116,16 @@ impl EngineDriver for Engines {
         Err(EngineError::Unavailable(
             "the stop-jobs worker never starts engines".into(),
         ))
+    }
+
+    async fn inspect(&self, _container_id: &str) -> Result<rtm_domain::EngineState, EngineError> {
+        Err(EngineError::Unavailable(
+            "the stop-jobs worker never inspects".into(),
+        ))
+    }
+
+    async fn probe(&self, _engine_endpoint: &str) -> bool {
+        false
     }
 
     async fn stop(&self, container_id: &str, _grace: Duration) -> Result<(), EngineError> {
