@@ -303,7 +303,7 @@ async fn probe(endpoint: &str) -> Option<(u16, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_game_runs_real_engines_that_outlive_a_restart_and_stop_jobs_stop() {
+async fn start_game_runs_real_engines_that_outlive_a_kill_9_and_stop_jobs_stop() {
     let (db, pg, redis_server, redis) = migrated_with_redis().await;
     let (mut rtm, http_addr) = start_rtmanager(db.url(), &redis_server.url()).await;
 
@@ -337,11 +337,32 @@ async fn start_game_runs_real_engines_that_outlive_a_restart_and_stop_jobs_stop(
     let answered = results(&redis).await;
     assert_eq!(answered[0].1.container_id, g1_container);
     assert_eq!(probe(&g1_endpoint).await, None, "g1's engine is gone");
-    rtm.terminate().unwrap();
-    assert_eq!(rtm.wait(Duration::from_secs(15)).await.unwrap(), 0);
+    // kill -9: no drain, nothing saved on the way out; g/2's engine keeps running.
+    let pid = rtm.pid().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let _ = rtm.wait(Duration::from_secs(15)).await;
     assert_eq!(probe(&g2_endpoint).await.map(|(code, _)| code), Some(200));
 
     let (mut rtm, _) = start_rtmanager(db.url(), &redis_server.url()).await;
+    // Re-adopted: a few looks later, nothing was said of g/2 but its start.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let g2_events: Vec<String> = health_events(&redis)
+        .await
+        .into_iter()
+        .filter(|(game, _)| game == "g/2")
+        .map(|(_, event)| event)
+        .collect();
+    assert_eq!(
+        g2_events,
+        ["container_started"],
+        "no false alarm after kill -9"
+    );
     let job = stop_job(&redis, "g/2").await;
     wait_for_offset(&redis, &job, &rtm).await;
     assert_eq!(results(&redis).await[1].1.outcome, JobOutcome::Success);
@@ -538,4 +559,49 @@ async fn every_real_disturbance_is_published_and_a_restart_re_adopts_without_fal
     assert_eq!(rtm.wait(Duration::from_secs(15)).await.unwrap(), 0);
     redis.cleanup().await.unwrap();
     db.drop_db().await.unwrap();
+}
+
+/// PostgreSQL goes away mid-stream: nothing is answered while it is down, readiness says
+/// why, and once it is back every job is answered, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_mid_stream_loses_nothing_and_answers_nothing_twice() {
+    let pg_server = testkit::pg::ThrowawayPostgres::start().await.unwrap();
+    let admin = pg_client(&pg_server.admin_url()).await.unwrap();
+    admin.batch_execute("CREATE DATABASE rtm").await.unwrap();
+    let db_url = pg_server.url("rtm");
+    let env = [("RTMANAGER_POSTGRES_URL", db_url.as_str())];
+    let (code, stderr) = run("rtmanager", &["migrate"], &env, WAIT).await.unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let redis_server = ThrowawayRedis::start().await.unwrap();
+    let redis = TestRedis::connect_to(&redis_server.url()).await.unwrap();
+    let quick = [("RTMANAGER_POSTGRES_STATEMENT_TIMEOUT", "2s")];
+    let (mut rtm, http_addr) = start_rtmanager_with(&db_url, &redis_server.url(), &quick).await;
+    let before = stop_job(&redis, "a").await;
+    wait_for_offset(&redis, &before, &rtm).await;
+
+    pg_server.stop().await.unwrap();
+    let during = [stop_job(&redis, "b").await, stop_job(&redis, "c").await];
+    eventually("readiness fails while PostgreSQL is down", WAIT, || async {
+        matches!(http::get(http_addr, "/readyz").await, Ok((503, _)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        results(&redis).await.len(),
+        1,
+        "nothing answered while down"
+    );
+    pg_server.start_again().await.unwrap();
+    wait_for_offset(&redis, &during[1], &rtm).await;
+
+    let answered = results(&redis).await;
+    let ids: Vec<&str> = answered.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [before.as_str(), during[0].as_str(), during[1].as_str()]
+    );
+    assert!(answered.iter().all(|(_, r)| r.error_code == "not_found"));
+    rtm.terminate().unwrap();
+    assert_eq!(rtm.wait(Duration::from_secs(15)).await.unwrap(), 0);
+    redis.cleanup().await.unwrap();
 }
