@@ -474,8 +474,8 @@ async fn every_real_disturbance_is_published_and_a_restart_re_adopts_without_fal
         .trim_start_matches("http://")
         .parse()
         .unwrap();
-    let held = service_kit::http::request(greedy, "POST", "/allocate/100", WAIT).await;
-    assert_eq!(held.unwrap().0, 200);
+    // The engine may be killed for it before it answers: either way, it went over.
+    let _ = service_kit::http::request(greedy, "POST", "/allocate/100", WAIT).await;
     let job = stop_job(&redis, "stopped").await;
     wait_for_offset(&redis, &job, &rtm).await;
     let seen = |game: &'static str, event: &'static str| {

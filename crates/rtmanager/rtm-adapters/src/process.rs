@@ -70,6 +70,8 @@ fn resident_bytes(pid: u32) -> Option<u64> {
 /// What the driver knows of how an engine it ran ended (or is ending), beyond `/proc`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fate {
+    /// This driver started it: whenever it goes, its going is seen (it is a child).
+    Started,
     /// A stop was asked for and is under way.
     Stopping,
     /// It was stopped on request.
@@ -206,7 +208,10 @@ impl ProcessEngineDriver {
     /// Records that the engine exited, unless a stop or the memory limit ended it.
     fn exited(&self, container_id: &str) {
         if let Ok(mut fates) = self.fates.lock() {
-            fates.entry(container_id.to_owned()).or_insert(Fate::Exited);
+            let fate = fates.entry(container_id.to_owned()).or_insert(Fate::Exited);
+            if *fate == Fate::Started {
+                *fate = Fate::Exited;
+            }
         }
     }
 
@@ -319,6 +324,9 @@ impl EngineDriver for ProcessEngineDriver {
         // remember that it went.
         let driver = self.clone();
         let id = started.as_ref().ok().map(|s| s.container_id.clone());
+        if let Some(id) = &id {
+            self.set_fate(id, Fate::Started);
+        }
         tokio::spawn(async move {
             let _ = child.wait().await;
             if let Some(id) = id {
@@ -330,20 +338,21 @@ impl EngineDriver for ProcessEngineDriver {
 
     async fn inspect(&self, container_id: &str) -> Result<EngineState, EngineError> {
         let (pid, start) = parse(container_id)?;
-        match self.fate(container_id) {
+        let fate = self.fate(container_id);
+        match fate {
             Some(Fate::Stopping | Fate::Stopped) => return Ok(EngineState::Stopped),
             Some(Fate::OutOfMemory) => return Ok(EngineState::OutOfMemory),
             Some(Fate::Exited) => return Ok(EngineState::Exited),
-            None => {}
+            Some(Fate::Started) | None => {}
         }
-        // A zombie nobody here reaped (its parent is another process, e.g. after a
-        // restart) has gone, and nothing says how.
-        Ok(
-            match process_state(pid).filter(|p| p.start == start && !p.exited) {
-                None => EngineState::Gone,
-                Some(p) => self.living_state(pid, p, container_id),
-            },
-        )
+        // Gone, or a zombie: one of ours exited (its reaping may not be recorded yet);
+        // anyone else's (an engine adopted after a restart) went, and nothing says how.
+        let living = process_state(pid).filter(|p| p.start == start && !p.exited);
+        Ok(match living {
+            None if fate == Some(Fate::Started) => EngineState::Exited,
+            None => EngineState::Gone,
+            Some(p) => self.living_state(pid, p, container_id),
+        })
     }
 
     async fn probe(&self, engine_endpoint: &str) -> bool {
