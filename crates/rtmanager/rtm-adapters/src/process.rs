@@ -132,6 +132,9 @@ pub struct ProcessEngineDriver {
     fates: Arc<Mutex<HashMap<String, Fate>>>,
 }
 
+/// How many engines' fates the driver keeps before it forgets those that are over.
+const FATES_REMEMBERED: usize = 4096;
+
 /// The default memory limit of an engine: 256 MiB.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
 
@@ -201,6 +204,11 @@ impl ProcessEngineDriver {
 
     fn set_fate(&self, container_id: &str, fate: Fate) {
         if let Ok(mut fates) = self.fates.lock() {
+            if fates.len() >= FATES_REMEMBERED {
+                // Engines long over: their going was reported (or an inspection now says
+                // `Gone`, which after it reports nothing new).
+                fates.retain(|_, f| matches!(f, Fate::Started | Fate::Stopping));
+            }
             fates.insert(container_id.to_owned(), fate);
         }
     }

@@ -89,7 +89,7 @@ pub struct Supervisor<R, E, P, S> {
 impl<R, E, P, S> Supervisor<R, E, P, S>
 where
     R: RuntimeRegistry,
-    E: EngineDriver,
+    E: EngineDriver + Clone + 'static,
     P: HealthEventPublisher,
     S: HealthSnapshotStore,
 {
@@ -142,9 +142,10 @@ where
         };
         let mut published = Vec::new();
         let mut looks = HashMap::with_capacity(running.len());
-        for runtime in running {
+        let taken = self.look_all(&running).await;
+        for (runtime, now) in running.into_iter().zip(taken) {
             let before = last.get(&runtime.container_id).copied();
-            let Some(now) = self.look(&runtime).await else {
+            let Some(now) = now else {
                 if let Some(before) = before {
                     looks.insert(runtime.container_id.clone(), before);
                 }
@@ -167,21 +168,23 @@ where
         Ok(published)
     }
 
-    /// Step 2 for one engine; `None` when the runtime cannot say (logged).
-    async fn look(&self, runtime: &Runtime) -> Option<Look> {
-        let state = match self.engine.inspect(&runtime.container_id).await {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::warn!(game_id = %runtime.game_id, container_id = %runtime.container_id, error = %e, "engine not inspected");
-                return None;
+    /// Step 2 for every engine at once, so one that does not answer its probe (a paused
+    /// one waits out the probe's timeout) does not delay the others' looks. In `running`'s
+    /// order; `None` where the runtime could not say.
+    async fn look_all(&self, running: &[Runtime]) -> Vec<Option<Look>> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, runtime) in running.iter().enumerate() {
+            let engine = self.engine.clone();
+            let runtime = runtime.clone();
+            tasks.spawn(async move { (index, look(&engine, &runtime).await) });
+        }
+        let mut taken = vec![None; running.len()];
+        while let Some(done) = tasks.join_next().await {
+            if let Ok((index, found)) = done {
+                taken[index] = found;
             }
-        };
-        let probe_ok = if state.is_over() {
-            None
-        } else {
-            Some(self.engine.probe(&runtime.engine_endpoint).await)
-        };
-        Some(Look::seen(state, probe_ok))
+        }
+        taken
     }
 
     /// Step 3 for one engine: its events, in order, until one fails.
@@ -220,6 +223,23 @@ where
             }
         }
     }
+}
+
+/// Step 2 for one engine; `None` when the runtime cannot say (logged).
+async fn look<E: EngineDriver>(engine: &E, runtime: &Runtime) -> Option<Look> {
+    let state = match engine.inspect(&runtime.container_id).await {
+        Ok(state) => state,
+        Err(e) => {
+            tracing::warn!(game_id = %runtime.game_id, container_id = %runtime.container_id, error = %e, "engine not inspected");
+            return None;
+        }
+    };
+    let probe_ok = if state.is_over() {
+        None
+    } else {
+        Some(engine.probe(&runtime.engine_endpoint).await)
+    };
+    Some(Look::seen(state, probe_ok))
 }
 
 /// The wall clock, in ms since the epoch (always positive).
