@@ -604,6 +604,8 @@ fn run_help_lists_every_setting_with_its_environment_variable() {
     e2e::assert_help_lists(
         "lobby",
         &[
+            "LOBBY_STOP_JOBS_STREAM",
+            "runtime:stop_jobs",
             "LOBBY_REDIS_URL",
             "LOBBY_POSTGRES_URL",
             "LOBBY_GM_EVENTS_STREAM",
@@ -828,4 +830,76 @@ async fn lobby_drains_entries_postgres_refuses_and_the_rest_act_as_if_alone() {
     redis.cleanup().await.unwrap();
     clean_db.drop_db().await.unwrap();
     poisoned_db.drop_db().await.unwrap();
+}
+
+/// Every `runtime:stop_jobs` entry, decoded by the contract.
+async fn stop_jobs(redis: &TestRedis) -> Vec<contracts::StopJob> {
+    redis
+        .xrange(contracts::stop_jobs::DEFAULT_STREAM)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, pairs)| contracts::StopJob::decode(&pairs).unwrap())
+        .collect()
+}
+
+/// A finished game sends one stop job, a replayed finish none more, and `lobby stop-game`
+/// one with `admin_request`; an unknown game is one line and exit 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_finish_and_each_stop_game_sends_exactly_one_stop_job() {
+    let redis_server = ThrowawayRedis::start().await.unwrap();
+    let redis_url = redis_server.url();
+    let redis = TestRedis::connect_to(&redis_url).await.unwrap();
+    let db = migrated_lobby_db(&["g1", "g2"]).await;
+    let lobby = start_lobby(db.url(), &redis_url).await;
+    let finish = finished_entry("g1", Vec::new(), 1_700_000_000_500);
+    let first = xadd_all(&redis, LOBBY, std::slice::from_ref(&finish)).await;
+    wait_for_offset(&redis, LOBBY_OFFSET, &first, &lobby.process).await;
+    let replay = xadd_all(&redis, LOBBY, &[finish]).await;
+    wait_for_offset(&redis, LOBBY_OFFSET, &replay, &lobby.process).await;
+    eventually("the finish's stop job is sent", WAIT, || async {
+        !stop_jobs(&redis).await.is_empty()
+    })
+    .await
+    .unwrap();
+
+    let env = [("LOBBY_POSTGRES_URL", db.url())];
+    let (code, stderr) = run("lobby", &["stop-game", "g2"], &env, WAIT)
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    eventually("the operator's stop job is sent", WAIT, || async {
+        stop_jobs(&redis).await.len() >= 2
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let jobs: Vec<(String, &str)> = stop_jobs(&redis)
+        .await
+        .iter()
+        .map(|j| (j.game_id.as_str().to_owned(), j.reason.as_str()))
+        .collect();
+    assert_eq!(
+        jobs,
+        [
+            ("g1".to_owned(), "game_finished"),
+            ("g2".to_owned(), "admin_request")
+        ],
+        "one job per stop, none for the replayed finish"
+    );
+    let pg = pg_client(db.url()).await.unwrap();
+    let unsent: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM stop_requests WHERE stream_entry_id IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unsent, 0);
+    e2e::assert_startup_error("lobby", &["stop-game", "ghost"], &env, "no game 'ghost'")
+        .await
+        .unwrap();
+    stop(lobby.process).await;
+    db.drop_db().await.unwrap();
 }

@@ -42,6 +42,7 @@ async fn every_service_migrates_next_to_the_others_and_twice_is_harmless() {
         rtm_adapters::MIGRATION_TABLE,
         "games",
         "player_careers",
+        "stop_requests",
         lobby_adapters_postgres::MIGRATION_TABLE,
     ] {
         assert!(

@@ -1,6 +1,7 @@
 //! `games` behind `lobby_ports::GameStore`.
 
 use async_trait::async_trait;
+use contracts::StopReason;
 use lobby_domain::{FinishPlan, GameId, GameStatus, RuntimeSnapshot, plan_finish};
 use lobby_ports::{
     Error, FinishGame, FinishResult, GameRecord, GameStore, NewGame, SnapshotResult,
@@ -9,6 +10,7 @@ use lobby_ports::{
 use tokio_postgres::error::SqlState;
 
 use crate::apply::apply_run;
+use crate::stops::REQUEST_STOP;
 use crate::store::{
     Param, PgLobbyStore, corrupt, decode_game, game_columns, store_error, store_error_or,
     time_from_ms,
@@ -160,6 +162,14 @@ impl GameStore for PgLobbyStore {
                 let at = time_from_ms(finish.finished_at_ms);
                 let params: [Param<'_>; 2] = [&game_id, &at];
                 tx.execute(&write, &params).await.map_err(store_error)?;
+                // The runtime is no longer needed: one stop request, sent by the running
+                // Lobby. A replayed game_finished finds the game finished and asks again
+                // for nothing.
+                let stop = tx.prepare_cached(REQUEST_STOP).await.map_err(store_error)?;
+                let reason = StopReason::GameFinished.as_str();
+                tx.execute(&stop, &[&game_id, &reason])
+                    .await
+                    .map_err(store_error)?;
                 FinishResult::Finished {
                     transition,
                     finished_at_ms: finish.finished_at_ms,

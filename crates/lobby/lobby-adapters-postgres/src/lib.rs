@@ -3,6 +3,9 @@
 //! `CapabilityEvaluator`) on the tables of `migrations/lobby/`, and [`migrate`] applies
 //! those migrations.
 //!
+//! 0. `finish_game` also writes the game's stop request (`stop_requests`) in its
+//!    transaction, and `StopRequests` hands the pending ones to the sender and records
+//!    what they were sent as.
 //! 1. [`migrate`] runs the Lobby's embedded migrations through `pg_kit::migrate`, under
 //!    its own advisory lock ([`MIGRATION_LOCK_KEY`]) and with its own refinery history
 //!    table ([`MIGRATION_TABLE`]), so the Lobby can share a database with the other
@@ -26,6 +29,7 @@ mod apply;
 mod careers;
 mod games;
 mod stats;
+mod stops;
 mod store;
 
 pub use store::PgLobbyStore;
@@ -47,11 +51,12 @@ pub const MIGRATION_TABLE: &str = "lobby_schema_history";
 
 /// The tables `lobby run` needs (checked at start, see
 /// `service_kit::consumer::check_schema`).
-pub const TABLES: [&str; 4] = [
+pub const TABLES: [&str; 5] = [
     "games",
     "game_player_stats",
     "evaluation_guards",
     "player_careers",
+    "stop_requests",
 ];
 
 /// Applies the Lobby's schema (embedded at build time) to the pool's database, under

@@ -9,21 +9,29 @@
 //!   know yet. The Lobby's own flows that create games (drafts, enrollment, start) are not
 //!   part of this project, and an event for an unknown game is skipped (SPEC §Lobby), so
 //!   operators, demos and tests create the games the Game Master runs this way;
-//! - `lobby run`: consumes `gm:lobby_events` until SIGTERM or SIGINT.
+//! - `lobby run`: consumes `gm:lobby_events` until SIGTERM or SIGINT, and sends the stop
+//!   requests its finishes and operators made to `runtime:stop_jobs` ([`stops`]);
+//! - `lobby stop-game <GAME_ID>`: asks for the game's runtime to be stopped (reason
+//!   `admin_request`), one stop job, sent by the running Lobby.
 
 use std::process::ExitCode;
 
+pub mod stops;
+
 use clap::{Arg, ArgAction, ArgMatches, Command, builder::PossibleValuesParser};
+use contracts::StopReason;
 use lobby_adapters_postgres::PgLobbyStore;
 use lobby_domain::{GameId, GameStatus};
-use lobby_ports::{Error, GameStore, NewGame};
+use lobby_ports::{Error, GameStore, NewGame, StopRequests};
 use pg_kit::{PgSettings, Pool};
 use prometheus_client::registry::Registry;
+use redis_streams::StreamWriter;
 use service_kit::consumer::{self, Backends};
 use service_kit::settings::{
     CommonSettings, Defaults, migrate_command, postgres_url, postgres_url_arg, stream_arg,
 };
 use service_kit::{StartupError, error_chain, telemetry};
+use tokio_util::sync::CancellationToken;
 use worker_gmevents::{GmEventsWorker, OFFSET_LABEL, WorkerMetrics, system_clock};
 
 /// The service name: log target, metric prefix, offset-key prefix, stderr prefix.
@@ -77,7 +85,26 @@ pub fn command() -> Command {
                     "GM_EVENTS_STREAM",
                     "gm:lobby_events",
                     "Stream the Game Master publishes runtime snapshots and finished games on",
+                ))
+                .arg(stream_arg(
+                    DEFAULTS.env_prefix,
+                    "stop_jobs_stream",
+                    "stop-jobs-stream",
+                    "STOP_JOBS_STREAM",
+                    contracts::stop_jobs::DEFAULT_STREAM,
+                    "Stream the Lobby appends its stop jobs to, for the Runtime Manager",
                 )),
+        )
+        .subcommand(
+            Command::new("stop-game")
+                .about("Ask for a game's runtime to be stopped (reason admin_request); the running Lobby sends the stop job")
+                .arg(postgres_url_arg(&DEFAULTS))
+                .arg(
+                    Arg::new("game")
+                        .value_name("GAME_ID")
+                        .required(true)
+                        .help("The game whose runtime is to be stopped"),
+                ),
         )
 }
 
@@ -88,6 +115,7 @@ pub async fn main(matches: ArgMatches) -> ExitCode {
         Some(("migrate", m)) => migrate(m).await,
         Some(("seed-game", m)) => seed_game(m).await,
         Some(("run", m)) => run(m).await,
+        Some(("stop-game", m)) => stop_game(m).await,
         _ => Err(StartupError::new("unknown command (see lobby --help)")),
     };
     match result {
@@ -162,11 +190,18 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
     let store = PgLobbyStore::new(backends.pool.clone());
     let worker = GmEventsWorker::new(
         store.clone(),
-        store,
+        store.clone(),
         system_clock(),
         WorkerMetrics::register(&mut registry),
     );
-    consumer::run(
+    let stop_jobs = m
+        .get_one::<String>("stop_jobs_stream")
+        .cloned()
+        .unwrap_or_default();
+    let writer = StreamWriter::new(backends.redis.clone(), stop_jobs);
+    let stop_sending = CancellationToken::new();
+    let sending = tokio::spawn(stops::run(store, writer, stop_sending.clone()));
+    let code = consumer::run(
         SERVICE,
         &settings,
         backends,
@@ -175,7 +210,29 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
         registry,
         worker,
     )
-    .await
+    .await;
+    stop_sending.cancel();
+    let _ = sending.await;
+    code
+}
+
+async fn stop_game(m: &ArgMatches) -> Result<ExitCode, StartupError> {
+    telemetry::init(telemetry::LogFormat::Text);
+    let raw = m.get_one::<String>("game").cloned().unwrap_or_default();
+    let game_id =
+        GameId::new(raw.as_str()).map_err(|e| StartupError::new(format!("{e}: {raw:?}")))?;
+    let settings = PgSettings::default().application_name(SERVICE);
+    let pool = consumer::connect_postgres(&postgres_url(m), &settings).await?;
+    check_schema(&pool).await?;
+    PgLobbyStore::new(pool)
+        .request_stop(&game_id, StopReason::AdminRequest)
+        .await
+        .map_err(|e| match e {
+            Error::NotFound(id) => StartupError::new(format!("no game '{id}' in the Lobby")),
+            other => StartupError::new(format!("PostgreSQL: {}", error_chain(&other))),
+        })?;
+    println!("stop of {game_id} requested: the running Lobby sends it to the Runtime Manager");
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

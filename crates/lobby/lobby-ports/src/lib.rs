@@ -22,6 +22,7 @@ mod error;
 mod evaluation;
 mod games;
 mod stats;
+mod stops;
 
 pub use error::{BoxError, Error};
 pub use evaluation::{CapabilityEvaluator, CareerStore, Evaluation, EvaluationGuardStore};
@@ -36,3 +37,6 @@ pub use games::{
 pub use stats::GameTurnStatsStore;
 #[cfg(feature = "mocks")]
 pub use stats::MockGameTurnStatsStore;
+#[cfg(feature = "mocks")]
+pub use stops::MockStopRequests;
+pub use stops::{PendingStop, StopRequests};

@@ -1,0 +1,83 @@
+//! `stop_requests` behind `lobby_ports::StopRequests`.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use contracts::{StopJob, StopReason};
+use lobby_domain::GameId;
+use lobby_ports::{Error, PendingStop, StopRequests};
+use tokio_postgres::error::SqlState;
+
+use crate::store::{PgLobbyStore, ms_from_time, store_error, store_error_or};
+
+/// The request a game's finish writes, in the finish's transaction.
+pub(crate) const REQUEST_STOP: &str = "INSERT INTO stop_requests (game_id, reason) VALUES ($1, $2)";
+
+const PENDING: &str = "SELECT id, game_id, reason, requested_at FROM stop_requests \
+     WHERE stream_entry_id IS NULL ORDER BY id LIMIT $1";
+
+const MARK_SENT: &str = "UPDATE stop_requests AS r SET stream_entry_id = s.entry, sent_at = now() \
+     FROM unnest($1::bigint[], $2::text[]) AS s(id, entry) \
+     WHERE r.id = s.id AND r.stream_entry_id IS NULL";
+
+fn pending_of(row: &tokio_postgres::Row) -> Result<PendingStop, Error> {
+    let refused = |what: String| Error::Refused(what.into());
+    let id: i64 = row.try_get(0).map_err(store_error)?;
+    let game: String = row.try_get(1).map_err(store_error)?;
+    let reason: String = row.try_get(2).map_err(store_error)?;
+    let at: SystemTime = row.try_get(3).map_err(store_error)?;
+    let reason = reason
+        .parse::<StopReason>()
+        .map_err(|e| refused(format!("stop request {id}: {e}")))?;
+    let job = StopJob::new(&game, reason, Some(ms_from_time(at).max(1)))
+        .map_err(|e| refused(format!("stop request {id}: {e}")))?;
+    Ok(PendingStop { id, job })
+}
+
+#[async_trait]
+impl StopRequests for PgLobbyStore {
+    async fn request_stop(&self, game_id: &GameId, reason: StopReason) -> Result<(), Error> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(REQUEST_STOP)
+            .await
+            .map_err(store_error)?;
+        client
+            .execute(&statement, &[&game_id.as_str(), &reason.as_str()])
+            .await
+            .map_err(|e| {
+                store_error_or(
+                    e,
+                    &SqlState::FOREIGN_KEY_VIOLATION,
+                    Error::NotFound(game_id.clone()),
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn pending_stops(&self, limit: usize) -> Result<Vec<PendingStop>, Error> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(PENDING).await.map_err(store_error)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&statement, &[&limit])
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(pending_of).collect()
+    }
+
+    async fn mark_sent(&self, sent: &[(i64, String)]) -> Result<(), Error> {
+        let (ids, entries): (Vec<i64>, Vec<&str>) =
+            sent.iter().map(|(id, entry)| (*id, entry.as_str())).unzip();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(MARK_SENT)
+            .await
+            .map_err(store_error)?;
+        client
+            .execute(&statement, &[&ids, &entries])
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+}
