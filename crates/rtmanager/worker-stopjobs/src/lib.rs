@@ -35,7 +35,7 @@ use async_trait::async_trait;
 use contracts::{JobResult, StopJob};
 use rtm_domain::{Origin, Runtime, StopDecision, decide_stop};
 use rtm_ports::{EngineDriver, EngineError, Error, JobResultPublisher, RuntimeRegistry};
-use stream_consumer::{BatchHandler, BatchOutcome, BoxError, EntryId, StreamEntry, error_chain};
+use stream_consumer::{BatchHandler, BatchOutcome, BoxError, EntryId, StreamEntry};
 
 pub use metrics::{Outcome, WorkerMetrics};
 
@@ -223,14 +223,8 @@ where
             reason,
             "stop job skipped without a result: the registry refused it past the refusal hold"
         );
-        self.metrics.consumed(Outcome::Malformed);
+        self.metrics.consumed(Outcome::Abandoned);
     }
-}
-
-/// One line for a failure, with its causes (for logs and readiness).
-#[must_use]
-pub fn describe(error: &BoxError) -> String {
-    error_chain(error.as_ref())
 }
 
 #[cfg(test)]

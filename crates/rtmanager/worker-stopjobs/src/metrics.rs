@@ -21,6 +21,9 @@ contracts::wire_enum! {
         Recorded = "recorded",
         /// Skipped without a result: the entry is not a stop job.
         Malformed = "malformed",
+        /// Skipped without a result: the registry refused to record it for longer than the
+        /// refusal hold (an operator must look; the log line names the entry).
+        Abandoned = "abandoned",
     }
 }
 

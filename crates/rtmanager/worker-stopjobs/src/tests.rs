@@ -15,6 +15,8 @@ struct Registry {
     log: BTreeMap<String, JobResult>,
     /// Calls to fail (transiently) before answering, per method name.
     fail: BTreeMap<&'static str, usize>,
+    /// Whether recording a stop is refused for its values.
+    refuse_record: bool,
 }
 
 #[derive(Clone, Default)]
@@ -80,6 +82,9 @@ impl RuntimeRegistry for SharedRegistry {
     async fn record_stop(&self, origin: &Origin, result: &JobResult) -> Result<(), Error> {
         self.failing("record_stop")?;
         let mut inner = self.0.lock().unwrap();
+        if inner.refuse_record {
+            return Err(Error::Refused("value too long for type".into()));
+        }
         if inner.log.contains_key(&origin.reference) {
             return Ok(());
         }
@@ -361,4 +366,20 @@ async fn a_lost_publish_reply_is_retried_with_the_recorded_result_and_lands_once
     assert_eq!(h.engines.stopped.lock().unwrap().len(), 1);
     assert_eq!(h.metrics.consumed_count(Outcome::Recorded), 1);
     assert_eq!(h.metrics.consumed_count(Outcome::Stopped), 0);
+}
+
+#[tokio::test]
+async fn a_record_the_registry_refuses_holds_as_a_refusal_and_is_counted_when_abandoned() {
+    let h = Harness::new(&[("g", RegistryStatus::Stopped)]);
+    h.registry.0.lock().unwrap().refuse_record = true;
+    let mut w = h.worker();
+    let batch = [job(1, "g")];
+    let outcome = w.handle(&batch).await;
+    assert_eq!((outcome.finished, outcome.refused), (0, true));
+    assert!(
+        h.answered().is_empty(),
+        "nothing answered that was not recorded"
+    );
+    w.abandon(&batch[0], "refused past the hold");
+    assert_eq!(h.metrics.consumed_count(Outcome::Abandoned), 1);
 }
