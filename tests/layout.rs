@@ -108,8 +108,12 @@ fn non_test_sources() -> Vec<(String, String)> {
 }
 
 /// Spellings that are a wire field's but mean something else where they stand: the
-/// simulator reads the services' metric labels `outcome` and `kind`.
-const NOT_WIRE_FIELDS: [(&str, &str); 3] = [
+/// workers' metric label names (defined once, in the stream consumer's counters), and the
+/// simulator reading the services' metric labels `outcome` and `kind`.
+const NOT_WIRE_FIELDS: [(&str, &str); 6] = [
+    ("outcome", "platform/stream-consumer/src/counts.rs"),
+    ("kind", "platform/stream-consumer/src/counts.rs"),
+    ("event_type", "platform/stream-consumer/src/counts.rs"),
     ("outcome", "tools/galaxy-sim/src/gm.rs"),
     ("kind", "tools/galaxy-sim/src/gm.rs"),
     ("outcome", "tools/galaxy-sim/src/lobby.rs"),

@@ -7,6 +7,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use stream_consumer::{CountsBy, labels};
 
 contracts::wire_enum! {
     /// How one entry ended.
@@ -48,11 +49,6 @@ contracts::wire_enum! {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct OutcomeLabel {
-    outcome: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct TransitionLabels {
     from: &'static str,
     to: &'static str,
@@ -65,12 +61,24 @@ struct StageLabel {
 }
 
 /// The worker's metric families; cheap to clone (shared counters).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WorkerMetrics {
-    consumed: Family<OutcomeLabel, Counter>,
+    consumed: CountsBy<Outcome>,
     transitions: Family<TransitionLabels, Counter>,
-    evaluations: Family<OutcomeLabel, Counter>,
+    evaluations: CountsBy<EvaluationOutcome>,
     errors: Family<StageLabel, Counter>,
+}
+
+impl Default for WorkerMetrics {
+    /// Unregistered families, every outcome already at 0.
+    fn default() -> Self {
+        Self {
+            consumed: CountsBy::new(labels::OUTCOME),
+            transitions: Family::default(),
+            evaluations: CountsBy::new(labels::OUTCOME),
+            errors: Family::default(),
+        }
+    }
 }
 
 impl WorkerMetrics {
@@ -79,50 +87,31 @@ impl WorkerMetrics {
     #[must_use]
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
-        registry.register(
+        m.consumed.register(
+            registry,
             "gm_events_consumed",
             "Game Master events consumed, by outcome (applied, stale, finished, replayed, unexpected_status, malformed, unknown_kind, unknown_game, refused)",
-            m.consumed.clone(),
         );
         registry.register(
             "game_status_transitions",
             "Game status transitions made by Game Master events, by from, to and trigger",
             m.transitions.clone(),
         );
-        registry.register(
+        m.evaluations.register(
+            registry,
             "capability_evaluations",
             "Capability evaluations of finished games, by outcome (evaluated, already_evaluated, refused)",
-            m.evaluations.clone(),
         );
         registry.register(
             "gm_events_errors",
             "Failures of the gm events worker that held the offset, by stage (apply, finish, evaluate)",
             m.errors.clone(),
         );
-        // Every outcome appears in /metrics from the start, at 0.
-        for outcome in Outcome::ALL {
-            drop(m.consumed.get_or_create(&OutcomeLabel {
-                outcome: outcome.as_str(),
-            }));
-        }
-        for outcome in [
-            EvaluationOutcome::Evaluated,
-            EvaluationOutcome::AlreadyEvaluated,
-            EvaluationOutcome::Refused,
-        ] {
-            drop(m.evaluations.get_or_create(&OutcomeLabel {
-                outcome: outcome.as_str(),
-            }));
-        }
         m
     }
 
     pub(crate) fn consumed(&self, outcome: Outcome) {
-        self.consumed
-            .get_or_create(&OutcomeLabel {
-                outcome: outcome.as_str(),
-            })
-            .inc();
+        self.consumed.inc(outcome);
     }
 
     pub(crate) fn transition(&self, t: Transition) {
@@ -136,11 +125,7 @@ impl WorkerMetrics {
     }
 
     pub(crate) fn evaluation(&self, outcome: EvaluationOutcome) {
-        self.evaluations
-            .get_or_create(&OutcomeLabel {
-                outcome: outcome.as_str(),
-            })
-            .inc();
+        self.evaluations.inc(outcome);
     }
 
     pub(crate) fn error(&self, stage: &'static str) {
@@ -150,11 +135,7 @@ impl WorkerMetrics {
     /// Entries consumed with `outcome` so far.
     #[must_use]
     pub fn consumed_count(&self, outcome: Outcome) -> u64 {
-        self.consumed
-            .get_or_create(&OutcomeLabel {
-                outcome: outcome.as_str(),
-            })
-            .get()
+        self.consumed.get(outcome)
     }
 
     /// Transitions taken so far.
@@ -172,11 +153,7 @@ impl WorkerMetrics {
     /// Evaluations with `outcome` so far.
     #[must_use]
     pub fn evaluation_count(&self, outcome: EvaluationOutcome) -> u64 {
-        self.evaluations
-            .get_or_create(&OutcomeLabel {
-                outcome: outcome.as_str(),
-            })
-            .get()
+        self.evaluations.get(outcome)
     }
 
     /// Failures at `stage` (`apply`, `finish`, `evaluate`) so far.

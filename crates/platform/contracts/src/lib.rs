@@ -12,6 +12,8 @@
 
 mod wire_enum;
 
+pub use wire_enum::WireEnum;
+
 pub mod wire;
 
 mod game_id;

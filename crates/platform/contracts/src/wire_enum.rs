@@ -106,5 +106,29 @@ macro_rules! wire_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        impl $crate::WireEnum for $name {
+            const ALL: &'static [Self] = &Self::ALL;
+
+            fn as_str(self) -> &'static str {
+                Self::as_str(self)
+            }
+
+            fn index(self) -> usize {
+                self as usize
+            }
+        }
     };
+}
+
+/// What every enum declared with [`wire_enum!`] is: a fixed set of values with a spelling
+/// each, numbered in declaration order. Code that works over any of them (one counter per
+/// value, say) takes this.
+pub trait WireEnum: Copy + 'static {
+    /// Every value, in declaration order.
+    const ALL: &'static [Self];
+    /// The value's spelling.
+    fn as_str(self) -> &'static str;
+    /// The value's place in [`ALL`](Self::ALL).
+    fn index(self) -> usize;
 }

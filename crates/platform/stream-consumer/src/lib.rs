@@ -39,6 +39,7 @@ pub use ports::{BoxError, StreamError, StreamInfo, StreamOffsetStore, StreamRead
 pub use ports::{MockStreamOffsetStore, MockStreamReader};
 
 mod backoff;
+mod counts;
 mod health;
 mod metrics;
 mod runtime;
@@ -46,6 +47,7 @@ mod runtime;
 mod runtime_tests;
 
 pub use backoff::Backoff;
+pub use counts::{CountsBy, labels};
 pub use error_kit::error_chain;
 pub use health::ConsumerHealth;
 pub use isolate::{Isolated, isolate};

@@ -1,9 +1,7 @@
 //! Step 5: the worker's counter, `rtmanager_stop_jobs_consumed_total{outcome}`.
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use stream_consumer::{CountsBy, labels};
 
 contracts::wire_enum! {
     /// How one stop job ended.
@@ -27,48 +25,42 @@ contracts::wire_enum! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct OutcomeLabel {
-    outcome: &'static str,
+/// The worker's metric families; cheap to clone (shared counters).
+#[derive(Debug, Clone)]
+pub struct WorkerMetrics {
+    consumed: CountsBy<Outcome>,
 }
 
-/// The worker's metric families; cheap to clone (shared counters).
-#[derive(Debug, Clone, Default)]
-pub struct WorkerMetrics {
-    consumed: Family<OutcomeLabel, Counter>,
+impl Default for WorkerMetrics {
+    /// Unregistered, every outcome at 0.
+    fn default() -> Self {
+        Self {
+            consumed: CountsBy::new(labels::OUTCOME),
+        }
+    }
 }
 
 impl WorkerMetrics {
     /// Creates the families and registers them in `registry` (which carries the
-    /// `rtmanager` prefix). Every outcome is there from the start, at 0.
+    /// `rtmanager` prefix).
     #[must_use]
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
-        for outcome in Outcome::ALL {
-            let _ = metrics.consumed.get_or_create(&label(outcome));
-        }
-        registry.register(
-            "stop_jobs_consumed",
-            "Stop jobs consumed, by how they ended",
-            metrics.consumed.clone(),
-        );
+        let help = "Stop jobs consumed, by how they ended";
+        metrics
+            .consumed
+            .register(registry, "stop_jobs_consumed", help);
         metrics
     }
 
     /// Counts one job.
     pub fn consumed(&self, outcome: Outcome) {
-        self.consumed.get_or_create(&label(outcome)).inc();
+        self.consumed.inc(outcome);
     }
 
     /// How many jobs ended with `outcome` (tests and the simulator).
     #[must_use]
     pub fn consumed_count(&self, outcome: Outcome) -> u64 {
-        self.consumed.get_or_create(&label(outcome)).get()
-    }
-}
-
-fn label(outcome: Outcome) -> OutcomeLabel {
-    OutcomeLabel {
-        outcome: outcome.as_str(),
+        self.consumed.get(outcome)
     }
 }

@@ -23,54 +23,46 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use contracts::{HealthEventEnvelope, HealthEventType};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use rtm_domain::{Look, Runtime, events};
 use rtm_ports::{EngineDriver, Error, HealthEventPublisher, HealthSnapshotStore, RuntimeRegistry};
+use stream_consumer::{CountsBy, labels};
 use tokio_util::sync::CancellationToken;
 
 /// How often engines are looked at, by default.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct EventLabel {
-    event_type: &'static str,
+/// The supervisor's counter, `rtmanager_health_events_published_total{event_type}`.
+#[derive(Debug, Clone)]
+pub struct SupervisorMetrics {
+    published: CountsBy<HealthEventType>,
 }
 
-/// The supervisor's counter, `rtmanager_health_events_published_total{event_type}`.
-#[derive(Debug, Clone, Default)]
-pub struct SupervisorMetrics {
-    published: Family<EventLabel, Counter>,
+impl Default for SupervisorMetrics {
+    /// Unregistered, every event type at 0.
+    fn default() -> Self {
+        Self {
+            published: CountsBy::new(labels::EVENT_TYPE),
+        }
+    }
 }
 
 impl SupervisorMetrics {
-    /// Creates the family (every event type at 0) and registers it in `registry`.
+    /// Creates the family and registers it in `registry`.
     #[must_use]
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
-        for event_type in HealthEventType::ALL {
-            let _ = metrics.published.get_or_create(&label(event_type));
-        }
-        registry.register(
-            "health_events_published",
-            "Health events published from the supervisor's observations, by type",
-            metrics.published.clone(),
-        );
+        let help = "Health events published from the supervisor's observations, by type";
+        metrics
+            .published
+            .register(registry, "health_events_published", help);
         metrics
     }
 
     /// How many events of `event_type` were published.
     #[must_use]
     pub fn published(&self, event_type: HealthEventType) -> u64 {
-        self.published.get_or_create(&label(event_type)).get()
-    }
-}
-
-fn label(event_type: HealthEventType) -> EventLabel {
-    EventLabel {
-        event_type: event_type.as_str(),
+        self.published.get(event_type)
     }
 }
 
@@ -203,7 +195,7 @@ where
             )
             .map_err(|e| Error::Refused(Box::new(e)))?;
             self.publisher.publish(&envelope).await?;
-            self.metrics.published.get_or_create(&label(*event)).inc();
+            self.metrics.published.inc(*event);
             tracing::info!(game_id = %runtime.game_id, container_id = %runtime.container_id, event_type = event.as_str(), "health event published");
         }
         Ok(events.to_vec())
