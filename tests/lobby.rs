@@ -127,10 +127,7 @@ async fn careers(db: &tokio_postgres::Client) -> BTreeMap<String, (i64, i64, i64
     .collect()
 }
 
-struct Lobby {
-    process: Process,
-    http: SocketAddr,
-}
+type Lobby = e2e::Service;
 
 async fn start_lobby(db_url: &str, redis_url: &str) -> Lobby {
     start_lobby_with(db_url, redis_url, &[]).await
@@ -138,24 +135,14 @@ async fn start_lobby(db_url: &str, redis_url: &str) -> Lobby {
 
 /// `lobby run` with `extra` settings besides the test's own, once `/readyz` answers 200.
 async fn start_lobby_with(db_url: &str, redis_url: &str, extra: &[(&str, &str)]) -> Lobby {
-    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let addr = http.to_string();
     let mut env = vec![
         ("LOBBY_POSTGRES_URL", db_url),
         ("LOBBY_REDIS_URL", redis_url),
-        ("LOBBY_HTTP_ADDR", &addr),
-        ("LOBBY_READ_BLOCK", "200ms"),
         ("LOBBY_LOG_FORMAT", "json"),
         ("RUST_LOG", "info"),
     ];
     env.extend_from_slice(extra);
-    let process = Process::spawn("lobby", &["run"], &env).unwrap();
-    eventually("lobby ready", WAIT, || async {
-        matches!(http::get(http, "/readyz").await, Ok((200, _)))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", process.stderr()));
-    Lobby { process, http }
+    e2e::start_service("lobby", "LOBBY", &env).await
 }
 
 async fn stop(mut process: Process) -> String {

@@ -14,16 +14,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::Output;
 use std::time::Duration;
 
-use e2e::{assert_metrics, entries, gm_records, pg_client};
+use e2e::{Service, assert_metrics, entries, gm_records, pg_client};
 use fred::interfaces::KeysInterface;
-use testkit::bins::{Process, binary, run};
+use testkit::bins::{binary, run};
 use testkit::pg::TestDb;
 use testkit::redis::{TestRedis, ThrowawayRedis};
-use testkit::{eventually, free_port, http, unique_name};
+use testkit::{eventually, unique_name};
 
 const LOBBY_OFFSET: &str = "lobby:stream_offsets:gm_lobby_events";
 const LOBBY_STREAM: &str = "gm:lobby_events";
@@ -103,39 +102,16 @@ async fn guards(db: &tokio_postgres::Client) -> BTreeMap<String, String> {
     .collect()
 }
 
-/// A running service with its ops address.
-struct Service {
-    process: Process,
-    http: SocketAddr,
-}
-
-/// Starts `name run` with `env` plus its HTTP address, and waits for `/readyz`.
+/// Starts `name run` with `env`, once `/readyz` answers.
 async fn start(name: &str, prefix: &str, env: &[(&str, &str)]) -> Service {
-    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let addr = http.to_string();
-    let http_var = format!("{prefix}_HTTP_ADDR");
-    let read_block = format!("{prefix}_READ_BLOCK");
-    let mut all: Vec<(&str, &str)> = env.to_vec();
-    all.extend([
-        (http_var.as_str(), addr.as_str()),
-        (read_block.as_str(), "200ms"),
-        ("RUST_LOG", "warn"),
-    ]);
-    let process = Process::spawn(name, &["run"], &all).unwrap();
-    eventually(&format!("{name} ready"), WAIT, || async {
-        matches!(http::get(http, "/readyz").await, Ok((200, _)))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", process.stderr()));
-    Service { process, http }
+    let mut all = env.to_vec();
+    all.push(("RUST_LOG", "warn"));
+    e2e::start_service(name, prefix, &all).await
 }
 
 /// SIGTERM, and the exit code must be 0.
 async fn stop(service: Service) {
-    let mut process = service.process;
-    process.terminate().unwrap();
-    let code = process.wait(Duration::from_secs(15)).await.unwrap();
-    assert_eq!(code, 0, "SIGTERM must exit 0:\n{}", process.stderr());
+    e2e::stop_service(service).await;
 }
 
 /// Runs galaxy-sim to the end, keeping stdout (the summary) and stderr.

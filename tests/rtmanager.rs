@@ -30,25 +30,16 @@ async fn start_rtmanager_with(
     redis_url: &str,
     extra: &[(&str, &str)],
 ) -> (Process, SocketAddr) {
-    let http_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let addr_text = http_addr.to_string();
     let mut env = vec![
         ("RTMANAGER_POSTGRES_URL", db_url),
         ("RTMANAGER_REDIS_URL", redis_url),
-        ("RTMANAGER_HTTP_ADDR", &addr_text),
-        ("RTMANAGER_READ_BLOCK", "200ms"),
         ("RTMANAGER_STOP_GRACE", "2s"),
         ("RTMANAGER_LOG_FORMAT", "json"),
         ("RUST_LOG", "info"),
     ];
     env.extend_from_slice(extra);
-    let process = Process::spawn("rtmanager", &["run"], &env).unwrap();
-    eventually("rtmanager ready", WAIT, || async {
-        matches!(http::get(http_addr, "/readyz").await, Ok((200, _)))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", process.stderr()));
-    (process, http_addr)
+    let service = e2e::start_service("rtmanager", "RTMANAGER", &env).await;
+    (service.process, service.http)
 }
 
 /// An engine: a real process that exits on SIGTERM, and its container id.

@@ -184,3 +184,52 @@ pub async fn health_event(
         .xadd(contracts::health_events::DEFAULT_STREAM, &wire)
         .await
 }
+
+/// A service binary running `run`, with its ops address.
+pub struct Service {
+    /// The process (its stderr holds the logs).
+    pub process: testkit::bins::Process,
+    /// Where `/healthz`, `/readyz` and `/metrics` answer.
+    pub http: std::net::SocketAddr,
+}
+
+/// Starts `<name> run` with `env`, its `<PREFIX>_HTTP_ADDR` on a free port and a 200 ms
+/// `<PREFIX>_READ_BLOCK`, and waits (up to 30 s) until `/readyz` answers 200.
+///
+/// # Panics
+/// The binary does not start or never gets ready (with its logs).
+pub async fn start_service(name: &str, prefix: &str, env: &[(&str, &str)]) -> Service {
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", testkit::free_port())
+        .parse()
+        .unwrap_or_else(|e| panic!("a loopback address: {e}"));
+    let addr = http.to_string();
+    let http_var = format!("{prefix}_HTTP_ADDR");
+    let read_block = format!("{prefix}_READ_BLOCK");
+    let mut all: Vec<(&str, &str)> = vec![(http_var.as_str(), addr.as_str())];
+    all.push((read_block.as_str(), "200ms"));
+    all.extend_from_slice(env);
+    let process = testkit::bins::Process::spawn(name, &["run"], &all)
+        .unwrap_or_else(|e| panic!("{name} run: {e}"));
+    let wait = std::time::Duration::from_secs(30);
+    testkit::eventually(&format!("{name} ready"), wait, || async {
+        matches!(testkit::http::get(http, "/readyz").await, Ok((200, _)))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", process.stderr()));
+    Service { process, http }
+}
+
+/// SIGTERM, and the exit code must be 0; returns the logs.
+///
+/// # Panics
+/// The service does not exit 0 within 15 s.
+pub async fn stop_service(service: Service) -> String {
+    let mut process = service.process;
+    if let Err(e) = process.terminate() {
+        panic!("SIGTERM: {e}");
+    }
+    let code = process.wait(std::time::Duration::from_secs(15)).await;
+    let logs = process.stderr();
+    assert_eq!(code.ok(), Some(0), "SIGTERM must exit 0:\n{logs}");
+    logs
+}

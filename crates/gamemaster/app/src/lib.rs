@@ -9,7 +9,7 @@ use adapters_postgres::PgRuntimeRecordStore;
 use adapters_redis::RedisLobbyEventsPublisher;
 use clap::{ArgMatches, Command};
 use prometheus_client::registry::Registry;
-use service_kit::consumer::{self, Backends};
+use service_kit::consumer::{self, Backends, Work};
 use service_kit::settings::{CommonSettings, Defaults, migrate_command, postgres_url, stream_arg};
 use service_kit::{StartupError, telemetry};
 use worker_healthevents::{HealthEventsWorker, OFFSET_LABEL, WorkerMetrics, system_clock};
@@ -97,14 +97,6 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
         WorkerMetrics::register(&mut registry),
     );
     tracing::info!(lobby_events_stream = %lobby_stream, "publishing runtime snapshots");
-    consumer::run(
-        SERVICE,
-        &settings,
-        backends,
-        &health_stream,
-        OFFSET_LABEL,
-        registry,
-        worker,
-    )
-    .await
+    let work = Work::new().consumer(health_stream, OFFSET_LABEL, worker);
+    consumer::run(SERVICE, &settings, backends, work, registry).await
 }

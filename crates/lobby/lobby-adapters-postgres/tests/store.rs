@@ -81,7 +81,7 @@ async fn migrating_twice_is_harmless_and_the_schema_check_names_the_fix() {
         TABLES
     );
     let first = migrate(&pool).await.unwrap();
-    assert_eq!(first.applied_migrations().len(), 2);
+    assert_eq!(first.applied_migrations().len(), 3);
     let second = migrate(&pool).await.unwrap();
     assert!(second.applied_migrations().is_empty());
     assert!(
@@ -96,7 +96,7 @@ async fn migrating_twice_is_harmless_and_the_schema_check_names_the_fix() {
         .query_one("SELECT count(*) FROM lobby_schema_history", &[])
         .await
         .unwrap();
-    assert_eq!(row.get::<_, i64>(0), 2);
+    assert_eq!(row.get::<_, i64>(0), 3);
     drop(client);
     db.drop_db().await.unwrap();
 }

@@ -9,14 +9,13 @@
 //!   know yet. The Lobby's own flows that create games (drafts, enrollment, start) are not
 //!   part of this project, and an event for an unknown game is skipped (SPEC §Lobby), so
 //!   operators, demos and tests create the games the Game Master runs this way;
-//! - `lobby run`: consumes `gm:lobby_events` until SIGTERM or SIGINT, and sends the stop
-//!   requests its finishes and operators made to `runtime:stop_jobs` ([`stops`]);
+//! - `lobby run`: consumes `gm:lobby_events` until SIGTERM or SIGINT, sends the stop
+//!   requests its finishes and operators made to `runtime:stop_jobs`, and records the
+//!   Runtime Manager's answers from `runtime:job_results` on their games (`worker-stops`);
 //! - `lobby stop-game <GAME_ID>`: asks for the game's runtime to be stopped (reason
 //!   `admin_request`), one stop job, sent by the running Lobby.
 
 use std::process::ExitCode;
-
-pub mod stops;
 
 use clap::{Arg, ArgAction, ArgMatches, Command, builder::PossibleValuesParser};
 use contracts::StopReason;
@@ -26,13 +25,13 @@ use lobby_ports::{Error, GameStore, NewGame, StopRequests};
 use pg_kit::{PgSettings, Pool};
 use prometheus_client::registry::Registry;
 use redis_streams::StreamWriter;
-use service_kit::consumer::{self, Backends};
+use service_kit::consumer::{self, Backends, Work};
 use service_kit::settings::{
     CommonSettings, Defaults, migrate_command, postgres_url, postgres_url_arg, stream_arg,
 };
 use service_kit::{StartupError, error_chain, telemetry};
-use tokio_util::sync::CancellationToken;
-use worker_gmevents::{GmEventsWorker, OFFSET_LABEL, WorkerMetrics, system_clock};
+use worker_gmevents::{GmEventsWorker, WorkerMetrics, system_clock};
+use worker_stops::JobResultsWorker;
 
 /// The service name: log target, metric prefix, offset-key prefix, stderr prefix.
 pub const SERVICE: &str = "lobby";
@@ -93,6 +92,14 @@ pub fn command() -> Command {
                     "STOP_JOBS_STREAM",
                     contracts::stop_jobs::DEFAULT_STREAM,
                     "Stream the Lobby appends its stop jobs to, for the Runtime Manager",
+                ))
+                .arg(stream_arg(
+                    DEFAULTS.env_prefix,
+                    "job_results_stream",
+                    "job-results-stream",
+                    "JOB_RESULTS_STREAM",
+                    contracts::job_results::DEFAULT_STREAM,
+                    "Stream the Runtime Manager answers the Lobby's stop jobs on",
                 )),
         )
         .subcommand(
@@ -178,42 +185,35 @@ async fn seed_game(m: &ArgMatches) -> Result<ExitCode, StartupError> {
 
 async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
     let settings = CommonSettings::from_matches(m);
-    let stream = m
-        .get_one::<String>("gm_events_stream")
-        .cloned()
-        .unwrap_or_default();
+    let stream = |id: &str| m.get_one::<String>(id).cloned().unwrap_or_default();
     telemetry::init(settings.log_format);
 
     let backends = Backends::connect(SERVICE, &settings).await?;
     check_schema(&backends.pool).await?;
     let mut registry = Registry::with_prefix(SERVICE);
     let store = PgLobbyStore::new(backends.pool.clone());
-    let worker = GmEventsWorker::new(
+    let events = GmEventsWorker::new(
         store.clone(),
         store.clone(),
         system_clock(),
         WorkerMetrics::register(&mut registry),
     );
-    let stop_jobs = m
-        .get_one::<String>("stop_jobs_stream")
-        .cloned()
-        .unwrap_or_default();
-    let writer = StreamWriter::new(backends.redis.clone(), stop_jobs);
-    let stop_sending = CancellationToken::new();
-    let sending = tokio::spawn(stops::run(store, writer, stop_sending.clone()));
-    let code = consumer::run(
-        SERVICE,
-        &settings,
-        backends,
-        &stream,
-        OFFSET_LABEL,
-        registry,
-        worker,
-    )
-    .await;
-    stop_sending.cancel();
-    let _ = sending.await;
-    code
+    let answers =
+        JobResultsWorker::new(store.clone(), worker_stops::register_metrics(&mut registry));
+    let writer = StreamWriter::new(backends.redis.clone(), stream("stop_jobs_stream"));
+    let work = Work::new()
+        .consumer(
+            stream("gm_events_stream"),
+            worker_gmevents::OFFSET_LABEL,
+            events,
+        )
+        .consumer(
+            stream("job_results_stream"),
+            worker_stops::OFFSET_LABEL,
+            answers,
+        )
+        .background(move |stop| worker_stops::send::run(store, writer, stop));
+    consumer::run(SERVICE, &settings, backends, work, registry).await
 }
 
 async fn stop_game(m: &ArgMatches) -> Result<ExitCode, StartupError> {

@@ -39,4 +39,4 @@ pub use stats::GameTurnStatsStore;
 pub use stats::MockGameTurnStatsStore;
 #[cfg(feature = "mocks")]
 pub use stops::MockStopRequests;
-pub use stops::{PendingStop, StopRequests};
+pub use stops::{AnswerRecorded, PendingStop, StopAnswer, StopRequests};

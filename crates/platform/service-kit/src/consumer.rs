@@ -3,7 +3,10 @@
 //! consumer inside the ops server, drain on SIGTERM / SIGINT.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pg_kit::{MigrateError, PgSettings, Pool};
 use prometheus_client::registry::Registry;
@@ -107,92 +110,93 @@ impl Backends {
     }
 }
 
-/// Runs `handler` on `stream` (offset `<service>:stream_offsets:<label>`) until SIGTERM or
-/// SIGINT, serving `/healthz`, `/readyz` (PostgreSQL, Redis, the consumer) and `/metrics`
-/// from `registry` plus the consumer runtime's own metrics; then drains within the
-/// shutdown timeout. Exit code 0 after a clean drain, 1 when it timed out.
-///
-/// # Errors
-/// The ops address cannot be bound.
-pub async fn run<H>(
-    service: &'static str,
-    settings: &CommonSettings,
-    backends: Backends,
-    stream: &str,
-    label: &str,
-    registry: Registry,
-    handler: H,
-) -> Result<ExitCode, StartupError>
-where
-    H: BatchHandler + 'static,
-{
-    let consumer = ConsumerSpec {
-        stream,
-        label,
-        handler,
-    };
-    run_with(
-        service,
-        settings,
-        backends,
-        consumer,
-        registry,
-        axum::Router::new(),
-    )
-    .await
+/// A background loop of a service (a sender, a supervisor): it runs until the token fires.
+type Loop = Box<dyn FnOnce(CancellationToken) -> BoxFuture + Send>;
+type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One stream consumer of a service: the stream read, its offset label, the worker.
+struct ConsumerSpec {
+    stream: String,
+    label: String,
+    handler: Box<dyn BatchHandler>,
 }
 
-/// What [`run_with`] consumes: the stream, its offset label and the handler.
-pub struct ConsumerSpec<'a, H> {
-    /// The stream read.
-    pub stream: &'a str,
-    /// Its offset label.
-    pub label: &'a str,
-    /// The worker.
-    pub handler: H,
-}
-
-/// [`run`], with `routes` served beside the ops endpoints (a service's operator
-/// commands).
-///
-/// # Errors
-/// The ops address cannot be bound.
-pub async fn run_with<H>(
-    service: &'static str,
-    settings: &CommonSettings,
-    backends: Backends,
-    spec: ConsumerSpec<'_, H>,
-    mut registry: Registry,
+/// What a service runs inside its ops server: its stream consumers, its background loops
+/// and routes of its own (operator commands). Every part watches the one stop token, and
+/// the drain waits for all of them.
+#[derive(Default)]
+pub struct Work {
+    consumers: Vec<ConsumerSpec>,
+    loops: Vec<Loop>,
     routes: axum::Router,
-) -> Result<ExitCode, StartupError>
-where
-    H: BatchHandler + 'static,
-{
-    let ConsumerSpec {
-        stream,
-        label,
-        handler,
-    } = spec;
+}
+
+impl Work {
+    /// Nothing yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a consumer of `stream` (offset `<service>:stream_offsets:<label>`, and the
+    /// `consumer` label of the runtime's metrics) running `handler`.
+    #[must_use]
+    pub fn consumer(
+        mut self,
+        stream: impl Into<String>,
+        label: impl Into<String>,
+        handler: impl BatchHandler + 'static,
+    ) -> Self {
+        self.consumers.push(ConsumerSpec {
+            stream: stream.into(),
+            label: label.into(),
+            handler: Box::new(handler),
+        });
+        self
+    }
+
+    /// Adds a loop that runs beside the consumers until the token it is given fires.
+    #[must_use]
+    pub fn background<F, Fut>(mut self, run: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.loops.push(Box::new(move |stop| Box::pin(run(stop))));
+        self
+    }
+
+    /// Serves `routes` beside the ops endpoints.
+    #[must_use]
+    pub fn routes(mut self, routes: axum::Router) -> Self {
+        self.routes = routes;
+        self
+    }
+}
+
+/// Runs `work` until SIGTERM or SIGINT, serving `/healthz`, `/readyz` (PostgreSQL, Redis,
+/// each consumer as `consumer <label>`) and `/metrics` from `registry` plus the consumer
+/// runtime's own metrics; then drains within the shutdown timeout. The first consumer
+/// reads on the backends' reader; each other one gets a connection of its own, since a
+/// blocking read holds its connection. Exit code 0 after a clean drain, 1 when it timed
+/// out.
+///
+/// # Errors
+/// The ops address cannot be bound, or a further reader cannot connect.
+pub async fn run(
+    service: &'static str,
+    settings: &CommonSettings,
+    backends: Backends,
+    work: Work,
+    mut registry: Registry,
+) -> Result<ExitCode, StartupError> {
     let Backends {
         pool,
         redis,
         reader,
     } = backends;
-    let consumer_metrics = ConsumerMetrics::register(&mut registry);
-    let health = ConsumerHealth::default();
-    let mut config = ConsumerConfig::new(stream, label);
-    config.batch_size = settings.batch_size;
-    config.block = settings.read_block;
-    config.refusal_hold = settings.refusal_hold;
-    let consumer = Consumer::new(
-        reader,
-        RedisOffsetStore::new(redis.clone(), service),
-        handler,
-        config,
-        consumer_metrics,
-        health.clone(),
-    );
-    let checks = vec![
+    let metrics = ConsumerMetrics::register(&mut registry);
+    let mut checks = vec![
         Check::with("postgres", pool, |pool| async move {
             pg_kit::ping(&pool, pg_kit::DEFAULT_PING_TIMEOUT)
                 .await
@@ -201,27 +205,94 @@ where
         Check::with("redis", redis.clone(), |redis| async move {
             redis.ping().await.map_err(|e| error_chain(&e))
         }),
-        Check::with("consumer", health, |health| async move { health.check() }),
     ];
+    let mut parts: Vec<Loop> = Vec::new();
+    let mut reader = Some(reader);
+    for spec in work.consumers {
+        let reader = match reader.take() {
+            Some(first) => first,
+            None => connect_reader(service, settings, &spec.label).await?,
+        };
+        let health = ConsumerHealth::default();
+        checks.push(Check::with(
+            format!("consumer {}", spec.label),
+            health.clone(),
+            |health| async move { health.check() },
+        ));
+        let consumer = Consumer::new(
+            reader,
+            RedisOffsetStore::new(redis.clone(), service),
+            spec.handler,
+            consumer_config(settings, spec.stream, spec.label),
+            metrics.clone(),
+            health,
+        );
+        parts.push(Box::new(move |stop| Box::pin(consumer.run(stop))));
+    }
+    parts.extend(work.loops);
     let ops = OpsServer::bind(settings.http_addr, registry, checks)
         .await?
-        .with_routes(routes);
-    tracing::info!(%stream, http_addr = %settings.http_addr, "{service} running");
-
-    let stop = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(stop.clone()));
-    let drain = serve_and_drain(
-        ops,
-        stop.clone(),
-        settings.shutdown_timeout,
-        consumer.run(stop),
-    )
-    .await;
+        .with_routes(work.routes);
+    tracing::info!(http_addr = %settings.http_addr, "{service} running");
+    let drain = run_until_signal(ops, settings, parts).await;
     redis.quit().await;
     if drain == Drain::Finished {
         tracing::info!("{service} stopped");
         Ok(ExitCode::SUCCESS)
     } else {
         Ok(ExitCode::from(1))
+    }
+}
+
+/// A further blocking reader, named after its consumer.
+async fn connect_reader(
+    service: &str,
+    settings: &CommonSettings,
+    label: &str,
+) -> Result<RedisStreamReader, StartupError> {
+    RedisStreamReader::connect(
+        &settings.redis_url,
+        RedisSettings::default(),
+        &format!("{service}-reader-{label}"),
+    )
+    .await
+    .map_err(|e| StartupError::new(format!("Redis: {}", error_chain(&e))))
+}
+
+/// A consumer's settings: the common batch tuning for `stream` under `label`.
+fn consumer_config(settings: &CommonSettings, stream: String, label: String) -> ConsumerConfig {
+    let mut config = ConsumerConfig::new(stream, label);
+    config.batch_size = settings.batch_size;
+    config.block = settings.read_block;
+    config.refusal_hold = settings.refusal_hold;
+    config
+}
+
+/// Runs every part on one stop token, fired by SIGTERM or SIGINT, and drains them all. A
+/// part that panics stops the others too (a service missing a part is not running), and
+/// the drain reports it.
+async fn run_until_signal(ops: OpsServer, settings: &CommonSettings, parts: Vec<Loop>) -> Drain {
+    let stop = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(stop.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for part in parts {
+        tasks.spawn(part(stop.clone()));
+    }
+    let failed = Arc::new(AtomicBool::new(false));
+    let (all_stop, all_failed) = (stop.clone(), failed.clone());
+    let all = async move {
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(error) = joined {
+                tracing::error!(%error, "a part of the service ended abnormally; stopping");
+                all_failed.store(true, Ordering::SeqCst);
+                all_stop.cancel();
+            }
+        }
+    };
+    let drain = serve_and_drain(ops, stop, settings.shutdown_timeout, all).await;
+    if failed.load(Ordering::SeqCst) {
+        Drain::Panicked
+    } else {
+        drain
     }
 }

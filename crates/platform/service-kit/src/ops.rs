@@ -21,19 +21,19 @@ pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// One named readiness check.
 pub struct Check {
-    name: &'static str,
+    name: String,
     run: Box<dyn Fn() -> CheckFuture + Send + Sync>,
 }
 
 impl Check {
     /// A check called `name` (shown in the 503 reason) running `run`.
-    pub fn new<F, Fut>(name: &'static str, run: F) -> Self
+    pub fn new<F, Fut>(name: impl Into<String>, run: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
         Self {
-            name,
+            name: name.into(),
             run: Box::new(move || Box::pin(run())),
         }
     }
@@ -43,7 +43,7 @@ impl Check {
     /// A check that runs `run` on a fresh clone of `value` (a pool, a client, a health
     /// handle) each time it is asked: the usual shape of a readiness probe, without the
     /// clone-into-closure boilerplate.
-    pub fn with<T, F, Fut>(name: &'static str, value: T, run: F) -> Self
+    pub fn with<T, F, Fut>(name: impl Into<String>, value: T, run: F) -> Self
     where
         T: Clone + Send + Sync + 'static,
         F: Fn(T) -> Fut + Send + Sync + 'static,
@@ -138,7 +138,7 @@ async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {CHECK_TIMEOUT:?}")));
         if let Err(reason) = result {
-            failures.insert(check.name.to_owned(), serde_json::Value::String(reason));
+            failures.insert(check.name.clone(), serde_json::Value::String(reason));
         }
     }
     if failures.is_empty() {

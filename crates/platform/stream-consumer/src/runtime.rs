@@ -99,6 +99,19 @@ pub trait BatchHandler: Send {
     fn abandon(&mut self, entry: &StreamEntry, reason: &str);
 }
 
+/// A boxed handler is a handler, so one process can run consumers of different workers
+/// through the same code (the service kit's `Work`).
+#[async_trait]
+impl<H: BatchHandler + ?Sized> BatchHandler for Box<H> {
+    async fn handle(&mut self, batch: &[StreamEntry]) -> BatchOutcome {
+        (**self).handle(batch).await
+    }
+
+    fn abandon(&mut self, entry: &StreamEntry, reason: &str) {
+        (**self).abandon(entry, reason);
+    }
+}
+
 /// How long a refusal the handler cannot pin holds the stream by default.
 pub const DEFAULT_REFUSAL_HOLD: Duration = Duration::from_secs(30);
 

@@ -26,12 +26,11 @@ use rtm_adapters::{
     PgHealthSnapshotStore, PgRuntimeRegistry, ProcessEngineDriver, RedisJobResultPublisher,
     RtmHealthEventPublisher,
 };
-use service_kit::consumer::{self, Backends, ConsumerSpec};
+use service_kit::consumer::{self, Backends, Work};
 use service_kit::settings::{
     CommonSettings, Defaults, duration_arg, migrate_command, postgres_url, stream_arg,
 };
 use service_kit::{StartupError, telemetry};
-use tokio_util::sync::CancellationToken;
 use worker_stopjobs::{OFFSET_LABEL, StopJobsWorker, WorkerMetrics};
 use worker_supervisor::{Supervisor, SupervisorMetrics};
 
@@ -207,22 +206,16 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
         WorkerMetrics::register(&mut registry),
     );
     tracing::info!(job_results_stream = %job_results, ?grace, "answering stop jobs");
-    let spec = ConsumerSpec {
-        stream: &stop_jobs,
-        label: OFFSET_LABEL,
-        handler: worker,
-    };
     let routes = start::routes(runtimes, driver, health);
     let interval = m
         .get_one::<Duration>("supervise_interval")
         .copied()
         .unwrap_or(worker_supervisor::DEFAULT_INTERVAL);
-    let stop_supervising = CancellationToken::new();
-    let supervising = tokio::spawn(supervisor.run(interval, stop_supervising.clone()));
-    let code = consumer::run_with(SERVICE, &settings, backends, spec, registry, routes).await;
-    stop_supervising.cancel();
-    let _ = supervising.await;
-    code
+    let work = Work::new()
+        .consumer(stop_jobs, OFFSET_LABEL, worker)
+        .background(move |stop| supervisor.run(interval, stop))
+        .routes(routes);
+    consumer::run(SERVICE, &settings, backends, work, registry).await
 }
 
 /// The process driver, with the engine binary and log dir the settings give.
