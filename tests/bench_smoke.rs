@@ -34,6 +34,10 @@ async fn a_tiny_benchmark_runs_every_phase_and_finds_the_worker_and_baseline_ide
             "300",
             "--refused-percent",
             "2",
+            "--stop-jobs",
+            "50",
+            "--stop-live-engines",
+            "2",
             "--database",
             &database,
             "--redis-url",
@@ -59,6 +63,9 @@ async fn a_tiny_benchmark_runs_every_phase_and_finds_the_worker_and_baseline_ide
         "3 undecodable entries",
         "6 entries for 10 games the database refuses",
         "both poisoned streams drained completely and left the clean stream's",
+        "## Stop jobs: a backlog of 50 jobs for stopped runtimes",
+        "Both sides answered all 50 jobs replay_no_op, identically and in order.",
+        "XADD → result for 2 live engines, one at a time",
     ] {
         assert!(
             report.contains(expected),

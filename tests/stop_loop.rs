@@ -178,3 +178,98 @@ async fn stops_asked_in_the_lobby_stop_real_engines_and_their_answers_come_back(
     rtm_db.drop_db().await.unwrap();
     lobby_db.drop_db().await.unwrap();
 }
+
+/// `galaxy-live`, the demo's real-engine half, on a few games: all three services running,
+/// every disturbance and the whole stop loop checked by the tool's own verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn galaxy_live_takes_real_engines_round_the_whole_loop() {
+    let redis_server = ThrowawayRedis::start().await.unwrap();
+    let redis_url = redis_server.url();
+    let gm_db = migrated("gamemaster", "GAMEMASTER_POSTGRES_URL").await;
+    let rtm_db = migrated("rtmanager", "RTMANAGER_POSTGRES_URL").await;
+    let lobby_db = migrated("lobby", "LOBBY_POSTGRES_URL").await;
+    let gm = start_service(
+        "gamemaster",
+        "GAMEMASTER",
+        &[
+            ("GAMEMASTER_POSTGRES_URL", gm_db.url()),
+            ("GAMEMASTER_REDIS_URL", &redis_url),
+        ],
+    )
+    .await;
+    let lobby = start_service(
+        "lobby",
+        "LOBBY",
+        &[
+            ("LOBBY_POSTGRES_URL", lobby_db.url()),
+            ("LOBBY_REDIS_URL", &redis_url),
+        ],
+    )
+    .await;
+    let rtm = start_service(
+        "rtmanager",
+        "RTMANAGER",
+        &[
+            ("RTMANAGER_POSTGRES_URL", rtm_db.url()),
+            ("RTMANAGER_REDIS_URL", &redis_url),
+            ("RTMANAGER_STOP_GRACE", "2s"),
+            ("RTMANAGER_ENGINE_MEMORY_LIMIT_MIB", "64"),
+        ],
+    )
+    .await;
+    let rtm_addr = rtm.http.to_string();
+    let env = [
+        ("GALAXY_LIVE_POSTGRES_URL", gm_db.url()),
+        ("GALAXY_LIVE_LOBBY_POSTGRES_URL", lobby_db.url()),
+        ("GALAXY_LIVE_RTMANAGER_POSTGRES_URL", rtm_db.url()),
+        ("GALAXY_LIVE_REDIS_URL", redis_url.as_str()),
+        ("GALAXY_LIVE_RTMANAGER_HTTP_ADDR", rtm_addr.as_str()),
+        ("GALAXY_LIVE_GAMES", "4"),
+        ("GALAXY_LIVE_ENGINE_MEMORY_LIMIT_MIB", "64"),
+        ("GALAXY_LIVE_TIMEOUT", "20s"),
+    ];
+    let mut live = testkit::bins::Process::spawn("galaxy-live", &[], &env).unwrap();
+    let code = live.wait(Duration::from_secs(120)).await.unwrap();
+    let report = live.stdout();
+    let logs = format!("{}\n{}", rtm.process.stderr(), lobby.process.stderr());
+    assert_eq!(code, 0, "{report}\n{}\n{logs}", live.stderr());
+    for expected in [
+        "✔ kill -9 on",
+        "container_exited published, Game Master and Lobby show engine_unreachable/exited",
+        "container_oom published, Game Master and Lobby show engine_unreachable/oom",
+        "Game Master and Lobby show running/probe_failed",
+        "probe_recovered published, Game Master and Lobby show running/healthy",
+        "✔ finished games: 4, 4 with their stop answered success",
+        "✔ engine processes gone: 4 of 4",
+        "✔ stop jobs: 4, job results: 4, 4 under their job's id",
+        "answered success replay_no_op",
+        "verdict: every real engine's story went round the loop ✔",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing {expected:?} in:\n{report}"
+        );
+    }
+    stop_service(lobby).await;
+    stop_service(rtm).await;
+    stop_service(gm).await;
+    for db in [gm_db, rtm_db, lobby_db] {
+        db.drop_db().await.unwrap();
+    }
+}
+
+/// A bad setting or an unreachable server is one line on stderr and exit 2, with no
+/// password in it.
+#[tokio::test]
+async fn galaxy_live_bad_settings_are_one_line_and_exit_2() {
+    e2e::assert_startup_error("galaxy-live", &["--games", "1"], &[], "--games")
+        .await
+        .unwrap();
+    let unreachable = [(
+        "GALAXY_LIVE_POSTGRES_URL",
+        "postgres://postgres:secret@127.0.0.1:1/gamemaster",
+    )];
+    e2e::assert_startup_error("galaxy-live", &[], &unreachable, "Game Master's PostgreSQL")
+        .await
+        .unwrap();
+}

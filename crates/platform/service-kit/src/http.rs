@@ -54,3 +54,30 @@ pub async fn request(
         .unwrap_or_default();
     Ok((code, body))
 }
+
+/// `%`-encodes everything in `id` but unreserved characters, so an id (a game's, which
+/// may hold `/`) travels as one URL path segment.
+#[must_use]
+pub fn path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_travel_as_one_path_segment() {
+        assert_eq!(path_segment("g-1_x.y~"), "g-1_x.y~");
+        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(path_segment("é"), "%C3%A9");
+    }
+}

@@ -148,19 +148,6 @@ where
         .with_state(Arc::new(starter))
 }
 
-/// `%`-encodes everything in `id` but unreserved characters, for a URL path segment.
-fn path_segment(id: &str) -> String {
-    id.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// `start-game`: asks the Runtime Manager on `addr` to start each game, in order; prints
 /// one line per game. Stops at the first that fails.
 ///
@@ -168,7 +155,7 @@ fn path_segment(id: &str) -> String {
 /// A line naming the game and why it did not start (or why the service did not answer).
 pub async fn start_games(addr: SocketAddr, games: &[String]) -> Result<(), String> {
     for game in games {
-        let path = format!("/games/{}/start", path_segment(game));
+        let path = format!("/games/{}/start", service_kit::http::path_segment(game));
         let (code, body) = service_kit::http::request(addr, "POST", &path, REQUEST_TIMEOUT)
             .await
             .map_err(|e| format!("the Runtime Manager on {addr} did not answer: {e}"))?;
@@ -178,16 +165,4 @@ pub async fn start_games(addr: SocketAddr, games: &[String]) -> Result<(), Strin
         print!("{body}");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn game_ids_travel_as_one_path_segment() {
-        assert_eq!(path_segment("g-1_x.y~"), "g-1_x.y~");
-        assert_eq!(path_segment("a/b c"), "a%2Fb%20c");
-        assert_eq!(path_segment("é"), "%C3%A9");
-    }
 }

@@ -17,6 +17,9 @@
 //!  4. *Scale*: the real `gamemaster` binary draining N events over 1,000 and over
 //!     100,000 games, and once more over 1,000 of the 100,000 (the table's size alone,
 //!     with the load's shape of the first run); throughput and peak RSS.
+//!  5. *Stop jobs*: the Runtime Manager's stop-jobs worker against
+//!     seed 004's one-job-at-a-time loop on a backlog of jobs for stopped runtimes, and
+//!     the XADD → result latency for live engines.
 
 mod baseline;
 mod drain;
@@ -24,6 +27,7 @@ mod fixture;
 mod latency;
 mod poison;
 mod scale;
+mod stopjobs;
 mod workload;
 
 use std::process::ExitCode;
@@ -67,6 +71,10 @@ pub struct Options {
     pub poison_percent: f64,
     /// Share of entries the database refuses in that phase, in percent.
     pub refused_percent: f64,
+    /// Stop jobs in the stop-jobs backlog; 0 skips the phase.
+    pub stop_jobs: usize,
+    /// Live engines stopped one at a time for the stop latency; 0 skips that part.
+    pub stop_live_engines: usize,
 }
 
 /// A flag `--<long>` (id: `long` with `_`), its default, and its value type.
@@ -121,12 +129,16 @@ fn command() -> Command {
                 .help("Share of undecodable entries (NUL and overlong game ids) in the refused-entries phase, in percent"),
             flag("refused-percent", "0.1", value_parser!(f64))
                 .help("Share of entries whose writes the database refuses in that phase, in percent"),
+            flag("stop-jobs", "10000", value_parser!(usize))
+                .help("Stop jobs for stopped runtimes in the stop-jobs phase"),
+            flag("stop-live-engines", "20", value_parser!(usize))
+                .help("Real engines stopped one at a time for the stop latency (0: none)"),
             flag("seed", "42", value_parser!(u64)),
             Arg::new("skip")
                 .long("skip")
                 .value_delimiter(',')
                 .action(ArgAction::Append)
-                .value_parser(["baseline", "poison", "latency", "scale"])
+                .value_parser(["baseline", "poison", "latency", "scale", "stopjobs"])
                 .help("Phases to skip (baseline: time the worker alone, for profiling; then no ratio and no equality check)"),
         ])
 }
@@ -181,6 +193,12 @@ fn options(m: &ArgMatches) -> Options {
             percent("poison_percent")
         },
         refused_percent: percent("refused_percent"),
+        stop_jobs: if skipped("stopjobs") {
+            0
+        } else {
+            number("stop_jobs")
+        },
+        stop_live_engines: number("stop_live_engines"),
     }
 }
 
@@ -213,6 +231,9 @@ async fn run(opts: &Options) -> anyhow::Result<bool> {
     }
     if !opts.scale_games.is_empty() {
         ok &= scale::run(&fx, opts).await?;
+    }
+    if opts.stop_jobs > 0 {
+        ok &= stopjobs::run(&fx, opts).await?;
     }
     fx.cleanup().await?;
     Ok(ok)

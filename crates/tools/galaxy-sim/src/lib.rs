@@ -31,6 +31,7 @@
 
 pub mod fleet;
 pub mod gm;
+pub mod live;
 pub mod lobby;
 pub mod metrics;
 pub mod model;
@@ -65,6 +66,17 @@ use crate::model::GameModel;
 use crate::players::Roster;
 use crate::script::{FlowKind, GameScript};
 pub use crate::settings::Settings;
+
+/// Warnings and errors only, unless `RUST_LOG` asks for more: the tools' output is their
+/// status lines and their verdict.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
 
 /// The binary's name, as it prefixes its stderr lines.
 pub const NAME: &str = "galaxy-sim";

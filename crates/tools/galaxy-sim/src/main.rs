@@ -13,18 +13,7 @@ fn main() -> ExitCode {
             Ok(s) => s,
             Err(e) => return StartupError::new(e.to_string()).report(NAME),
         };
-        init_logging();
+        galaxy_sim::init_logging();
         galaxy_sim::run(settings).await
     })
-}
-
-/// Warnings and errors only, unless `RUST_LOG` asks for more: the simulator's output is
-/// its status line and its summary.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }

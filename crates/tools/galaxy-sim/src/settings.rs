@@ -40,7 +40,7 @@ fn metrics_url(s: &str) -> Result<MetricsUrl, String> {
     })
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s)
         .map_err(|e| format!("{e} (write a duration like 500ms, 20s or 1m)"))?;
     if d.is_zero() {
@@ -49,7 +49,9 @@ fn duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn url(schemes: &'static [&'static str]) -> impl Fn(&str) -> Result<String, String> + Clone {
+pub(crate) fn url(
+    schemes: &'static [&'static str],
+) -> impl Fn(&str) -> Result<String, String> + Clone {
     move |s: &str| match s.split_once("://") {
         Some((scheme, _)) if schemes.contains(&scheme) => Ok(s.to_owned()),
         _ => Err(format!(
