@@ -13,24 +13,39 @@ use tokio_postgres::Row;
 
 const GET: &str = "SELECT status, container_id, engine_endpoint FROM runtimes WHERE game_id = $1";
 
+/// One row per asked game, in the order asked; the runtime's columns NULL for a game with
+/// none.
+const GET_MANY: &str = "SELECT r.status, r.container_id, r.engine_endpoint \
+     FROM unnest($1::text[]) WITH ORDINALITY AS asked(game_id, n) \
+     LEFT JOIN runtimes r USING (game_id) ORDER BY asked.n";
+
 const RUNNING: &str = "SELECT game_id, status, container_id, engine_endpoint FROM runtimes \
      WHERE status = 'running' ORDER BY game_id";
 
-const RECORDED_STOP: &str = "SELECT game_id, outcome, error_code, error_message, \
-     container_id, engine_endpoint FROM operation_log \
-     WHERE operation = 'stop' AND source = $1 AND source_ref = $2";
+/// One row per asked origin, in the order asked; the log's columns NULL for a stop not
+/// logged yet.
+const RECORDED_STOPS: &str = "SELECT l.game_id, l.outcome, l.error_code, l.error_message, \
+     l.container_id, l.engine_endpoint \
+     FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS asked(source, source_ref, n) \
+     LEFT JOIN operation_log l ON l.operation = 'stop' AND l.source = asked.source \
+       AND l.source_ref = asked.source_ref \
+     ORDER BY asked.n";
 
-/// The log row, and for a plain success ($9) the compare-and-swap `running → stopped`,
-/// only when this call logged the stop (a second call for the same source changes
-/// nothing).
-const RECORD_STOP: &str = "WITH logged AS ( \
+/// The log rows, and for each plain success this call logged, the compare-and-swap
+/// `running → stopped` (a stop logged before changes nothing).
+const RECORD_STOPS: &str = "WITH logged AS ( \
        INSERT INTO operation_log (game_id, operation, source, source_ref, outcome, \
          error_code, error_message, container_id, engine_endpoint) \
-       VALUES ($1, 'stop', $2, $3, $4, $5, $6, $7, $8) \
+       SELECT game_id, 'stop', source, source_ref, outcome, error_code, error_message, \
+         container_id, engine_endpoint \
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+         $7::text[], $8::text[]) AS s(game_id, source, source_ref, outcome, error_code, \
+         error_message, container_id, engine_endpoint) \
        ON CONFLICT (operation, source, source_ref) DO NOTHING \
-       RETURNING 1) \
+       RETURNING game_id, outcome, error_code) \
      UPDATE runtimes SET status = 'stopped', stopped_at = now(), updated_at = now() \
-     WHERE game_id = $1 AND status = 'running' AND $9 AND EXISTS (SELECT 1 FROM logged)";
+     WHERE status = 'running' AND game_id IN ( \
+       SELECT game_id FROM logged WHERE outcome = 'success' AND error_code = '')";
 
 /// A new runtime, or a stopped or removed one started again; then its log row. A running
 /// runtime is left alone (no row comes back, nothing is logged).
@@ -68,6 +83,21 @@ impl PgRuntimeRegistry {
         let client = self.pool.get().await.map_err(store_error)?;
         let statement = client.prepare_cached(sql).await.map_err(store_error)?;
         client.query(&statement, params).await.map_err(store_error)
+    }
+
+    /// Like [`Self::query`], but planned for these parameters every time, for the
+    /// statements that take a batch as arrays. A cached statement gets a generic plan
+    /// after five runs, and one made while `operation_log` was small (a new deployment,
+    /// or the benchmark's fresh table) scans it for every element of the array once it
+    /// has grown: the benchmark measured 3,600 jobs/s so, against 20,000 with fresh plans.
+    /// Planning a batch costs a few milliseconds and one round trip.
+    async fn query_planned(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        let client = self.pool.get().await.map_err(store_error)?;
+        client.query(sql, params).await.map_err(store_error)
     }
 
     async fn execute(
@@ -138,6 +168,24 @@ impl RuntimeRegistry for PgRuntimeRegistry {
             .transpose()
     }
 
+    async fn get_many(&self, game_ids: &[GameId]) -> Result<Vec<Option<Runtime>>, Error> {
+        let ids: Vec<&str> = game_ids.iter().map(GameId::as_str).collect();
+        let rows = self.query_planned(GET_MANY, &[&ids]).await?;
+        if rows.len() != game_ids.len() {
+            return Err(Error::Backend(
+                format!("{} rows for {} games", rows.len(), game_ids.len()).into(),
+            ));
+        }
+        game_ids
+            .iter()
+            .zip(&rows)
+            .map(|(game_id, row)| {
+                let status: Option<String> = row.try_get(0).map_err(store_error)?;
+                status.map(|_| runtime_of(game_id, row, 0)).transpose()
+            })
+            .collect()
+    }
+
     async fn running(&self) -> Result<Vec<Runtime>, Error> {
         let rows = self.query(RUNNING, &[]).await?;
         rows.iter()
@@ -150,31 +198,43 @@ impl RuntimeRegistry for PgRuntimeRegistry {
             .collect()
     }
 
-    async fn recorded_stop(&self, origin: &Origin) -> Result<Option<JobResult>, Error> {
-        let source = origin.source.as_str();
+    async fn recorded_stops(&self, origins: &[Origin]) -> Result<Vec<Option<JobResult>>, Error> {
+        let sources: Vec<&str> = origins.iter().map(|o| o.source.as_str()).collect();
+        let refs: Vec<&str> = origins.iter().map(|o| o.reference.as_str()).collect();
         let rows = self
-            .query(RECORDED_STOP, &[&source, &origin.reference])
+            .query_planned(RECORDED_STOPS, &[&sources, &refs])
             .await?;
-        rows.first().map(result_of).transpose()
+        if rows.len() != origins.len() {
+            return Err(Error::Backend(
+                format!("{} rows for {} stops", rows.len(), origins.len()).into(),
+            ));
+        }
+        rows.iter()
+            .map(|row| {
+                let game: Option<String> = row.try_get(0).map_err(store_error)?;
+                game.map(|_| result_of(row)).transpose()
+            })
+            .collect()
     }
 
-    async fn record_stop(&self, origin: &Origin, result: &JobResult) -> Result<(), Error> {
-        let stopped = result.outcome == JobOutcome::Success && result.error_code.is_empty();
-        self.execute(
-            RECORD_STOP,
-            &[
-                &result.game_id.as_str(),
-                &origin.source.as_str(),
-                &origin.reference,
-                &result.outcome.as_str(),
-                &result.error_code,
-                &result.error_message,
-                &result.container_id,
-                &result.engine_endpoint,
-                &stopped,
-            ],
-        )
-        .await?;
+    async fn record_stops(&self, stops: &[(Origin, JobResult)]) -> Result<(), Error> {
+        let column =
+            |f: fn(&(Origin, JobResult)) -> &str| stops.iter().map(f).collect::<Vec<&str>>();
+        let columns = [
+            column(|(_, r)| r.game_id.as_str()),
+            column(|(o, _)| o.source.as_str()),
+            column(|(o, _)| o.reference.as_str()),
+            column(|(_, r)| r.outcome.as_str()),
+            column(|(_, r)| r.error_code.as_str()),
+            column(|(_, r)| r.error_message.as_str()),
+            column(|(_, r)| r.container_id.as_str()),
+            column(|(_, r)| r.engine_endpoint.as_str()),
+        ];
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = columns
+            .iter()
+            .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        self.query_planned(RECORD_STOPS, &params).await?;
         Ok(())
     }
 

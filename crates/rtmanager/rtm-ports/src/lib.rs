@@ -108,21 +108,30 @@ pub trait RuntimeRegistry: Send + Sync {
     /// As [`get`](Self::get).
     async fn running(&self) -> Result<Vec<Runtime>, Error>;
 
-    /// The result recorded for the stop `origin` asked for, if that stop was carried out
-    /// already (a job retried after a crash).
+    /// The runtimes of `game_ids`, one per id in order (`None`: the game has none), in
+    /// one round trip.
     ///
     /// # Errors
     /// As [`get`](Self::get).
-    async fn recorded_stop(&self, origin: &Origin) -> Result<Option<JobResult>, Error>;
+    async fn get_many(&self, game_ids: &[GameId]) -> Result<Vec<Option<Runtime>>, Error>;
 
-    /// Records a stop and the result answered for it, in one transaction: the operation
-    /// log row, and, for a stop that stopped the engine (a plain success), the
-    /// compare-and-swap `running → stopped`. A second call for the same origin changes
-    /// nothing.
+    /// The results recorded for the stops `origins` asked for, one per origin in order
+    /// (`None`: that stop was not carried out yet; `Some`: a job retried after a crash or
+    /// a failed publish), in one round trip.
     ///
     /// # Errors
     /// As [`get`](Self::get).
-    async fn record_stop(&self, origin: &Origin, result: &JobResult) -> Result<(), Error>;
+    async fn recorded_stops(&self, origins: &[Origin]) -> Result<Vec<Option<JobResult>>, Error>;
+
+    /// Records stops and the results answered for them, all in one statement: the
+    /// operation log rows, and, for each stop that stopped its engine (a plain success),
+    /// the compare-and-swap `running → stopped`. A stop whose origin is logged already
+    /// changes nothing.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get); [`Error::Refused`] when the database refuses one of them
+    /// (nothing of the call is kept).
+    async fn record_stops(&self, stops: &[(Origin, JobResult)]) -> Result<(), Error>;
 
     /// Registers a started runtime as `running` (replacing a stopped or removed one of the
     /// same game) and logs the start.

@@ -15,8 +15,10 @@ struct Registry {
     log: BTreeMap<String, JobResult>,
     /// Calls to fail (transiently) before answering, per method name.
     fail: BTreeMap<&'static str, usize>,
-    /// Whether recording a stop is refused for its values.
-    refuse_record: bool,
+    /// The game whose stops the registry refuses to record, for their values.
+    refuse_game: Option<String>,
+    /// Calls to `record_stops`.
+    record_calls: usize,
 }
 
 #[derive(Clone, Default)]
@@ -74,27 +76,47 @@ impl RuntimeRegistry for SharedRegistry {
         Ok(self.0.lock().unwrap().runtimes.values().cloned().collect())
     }
 
-    async fn recorded_stop(&self, origin: &Origin) -> Result<Option<JobResult>, Error> {
-        self.failing("recorded_stop")?;
-        Ok(self.0.lock().unwrap().log.get(&origin.reference).cloned())
+    async fn get_many(&self, game_ids: &[GameId]) -> Result<Vec<Option<Runtime>>, Error> {
+        self.failing("get_many")?;
+        let inner = self.0.lock().unwrap();
+        Ok(game_ids
+            .iter()
+            .map(|g| inner.runtimes.get(g.as_str()).cloned())
+            .collect())
     }
 
-    async fn record_stop(&self, origin: &Origin, result: &JobResult) -> Result<(), Error> {
-        self.failing("record_stop")?;
+    async fn recorded_stops(&self, origins: &[Origin]) -> Result<Vec<Option<JobResult>>, Error> {
+        self.failing("recorded_stops")?;
+        let inner = self.0.lock().unwrap();
+        Ok(origins
+            .iter()
+            .map(|o| inner.log.get(&o.reference).cloned())
+            .collect())
+    }
+
+    async fn record_stops(&self, stops: &[(Origin, JobResult)]) -> Result<(), Error> {
+        self.failing("record_stops")?;
         let mut inner = self.0.lock().unwrap();
-        if inner.refuse_record {
+        inner.record_calls += 1;
+        if stops
+            .iter()
+            .any(|(_, r)| inner.refuse_game.as_deref() == Some(r.game_id.as_str()))
+        {
             return Err(Error::Refused("value too long for type".into()));
         }
-        if inner.log.contains_key(&origin.reference) {
-            return Ok(());
-        }
-        inner.log.insert(origin.reference.clone(), result.clone());
-        let plain_success = result.outcome == JobOutcome::Success && result.error_code.is_empty();
-        if let Some(r) = inner.runtimes.get_mut(result.game_id.as_str())
-            && plain_success
-            && r.status == RegistryStatus::Running
-        {
-            r.status = RegistryStatus::Stopped;
+        for (origin, result) in stops {
+            if inner.log.contains_key(&origin.reference) {
+                continue;
+            }
+            inner.log.insert(origin.reference.clone(), result.clone());
+            let plain_success =
+                result.outcome == JobOutcome::Success && result.error_code.is_empty();
+            if let Some(r) = inner.runtimes.get_mut(result.game_id.as_str())
+                && plain_success
+                && r.status == RegistryStatus::Running
+            {
+                r.status = RegistryStatus::Stopped;
+            }
         }
         Ok(())
     }
@@ -325,7 +347,7 @@ async fn a_transient_failure_finishes_what_was_answered_and_the_retry_answers_th
     let mut w = h.worker();
     w.handle(&[job(1, "a")]).await;
     // The next registry read fails once.
-    h.registry.0.lock().unwrap().fail.insert("get", 1);
+    h.registry.0.lock().unwrap().fail.insert("get_many", 1);
     let outcome = w.handle(&[job(2, "b"), job(3, "a")]).await;
     assert_eq!(outcome.finished, 0);
     assert!(outcome.failure.is_some());
@@ -371,7 +393,7 @@ async fn a_lost_publish_reply_is_retried_with_the_recorded_result_and_lands_once
 #[tokio::test]
 async fn a_record_the_registry_refuses_holds_as_a_refusal_and_is_counted_when_abandoned() {
     let h = Harness::new(&[("g", RegistryStatus::Stopped)]);
-    h.registry.0.lock().unwrap().refuse_record = true;
+    h.registry.0.lock().unwrap().refuse_game = Some("g".into());
     let mut w = h.worker();
     let batch = [job(1, "g")];
     let outcome = w.handle(&batch).await;
@@ -382,4 +404,55 @@ async fn a_record_the_registry_refuses_holds_as_a_refusal_and_is_counted_when_ab
     );
     w.abandon(&batch[0], "refused past the hold");
     assert_eq!(h.metrics.consumed_count(Outcome::Abandoned), 1);
+}
+
+#[tokio::test]
+async fn a_batch_costs_three_registry_round_trips_and_a_games_second_job_sees_its_first() {
+    let h = Harness::new(&[
+        ("a", RegistryStatus::Running),
+        ("b", RegistryStatus::Running),
+        ("c", RegistryStatus::Stopped),
+    ]);
+    let batch = [job(1, "a"), job(2, "b"), job(3, "c"), job(4, "nobody")];
+    let outcome = h.worker().handle(&batch).await;
+    assert_eq!(outcome.finished, 4);
+    assert_eq!(
+        h.registry.0.lock().unwrap().record_calls,
+        1,
+        "one record for the batch"
+    );
+    let mut stopped = h.engines.stopped.lock().unwrap().clone();
+    stopped.sort();
+    assert_eq!(stopped, ["c-a", "c-b"]);
+
+    // Two jobs for one game in one batch: the second is decided after the first's effect.
+    let h = Harness::new(&[("g", RegistryStatus::Running)]);
+    let outcome = h.worker().handle(&[job(1, "g"), job(2, "g")]).await;
+    assert_eq!(outcome.finished, 2);
+    let answered = h.answered();
+    assert_eq!(answered[0].1.outcome, JobOutcome::Success);
+    assert!(!answered[0].1.is_replay_no_op());
+    assert!(answered[1].1.is_replay_no_op(), "{:?}", answered[1]);
+    assert_eq!(h.engines.stopped.lock().unwrap().len(), 1, "stopped once");
+}
+
+#[tokio::test]
+async fn a_refused_record_in_a_batch_answers_the_jobs_before_it_and_holds_at_it() {
+    let h = Harness::new(&[
+        ("a", RegistryStatus::Stopped),
+        ("g", RegistryStatus::Stopped),
+        ("b", RegistryStatus::Stopped),
+    ]);
+    h.registry.0.lock().unwrap().refuse_game = Some("g".into());
+    let outcome = h
+        .worker()
+        .handle(&[job(1, "a"), job(2, "g"), job(3, "b")])
+        .await;
+    assert_eq!((outcome.finished, outcome.refused), (1, true));
+    let answered: Vec<String> = h
+        .answered()
+        .iter()
+        .map(|(_, r)| r.game_id.as_str().to_owned())
+        .collect();
+    assert_eq!(answered, ["a"], "only what was recorded is answered");
 }

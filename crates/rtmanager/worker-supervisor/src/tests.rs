@@ -26,11 +26,14 @@ impl RuntimeRegistry for Registry {
     async fn running(&self) -> Result<Vec<Runtime>, Error> {
         Ok(self.0.lock().unwrap().clone())
     }
-    async fn recorded_stop(&self, _origin: &Origin) -> Result<Option<JobResult>, Error> {
-        Ok(None)
+    async fn get_many(&self, _game_ids: &[GameId]) -> Result<Vec<Option<Runtime>>, Error> {
+        unreachable!("the supervisor looks at running runtimes only")
     }
-    async fn record_stop(&self, _origin: &Origin, _result: &JobResult) -> Result<(), Error> {
-        Ok(())
+    async fn recorded_stops(&self, _origins: &[Origin]) -> Result<Vec<Option<JobResult>>, Error> {
+        unreachable!("the supervisor answers no stop job")
+    }
+    async fn record_stops(&self, _stops: &[(Origin, JobResult)]) -> Result<(), Error> {
+        unreachable!("the supervisor records no stop")
     }
     async fn register(&self, runtime: &Runtime, _origin: &Origin) -> Result<(), Error> {
         self.0.lock().unwrap().push(runtime.clone());

@@ -246,13 +246,46 @@ async fn baseline_drain(
                 job.game_id
             );
         };
-        registry
-            .record_stop(&Origin::stop_job(&entry.id), &result)
-            .await?;
+        seed_record(fx, &Origin::stop_job(&entry.id), &result).await?;
         writer.append(&[result.wire_fields()]).await?;
         offsets.save(OFFSET_LABEL, entry.id).await?;
         after = entry.id;
     }
+    Ok(())
+}
+
+/// What seed 004's store does to record one stop: one statement, prepared once (the log
+/// row, and the compare-and-swap `running → stopped` for a plain success).
+const SEED_RECORD: &str = "WITH logged AS ( \
+       INSERT INTO operation_log (game_id, operation, source, source_ref, outcome, \
+         error_code, error_message, container_id, engine_endpoint) \
+       VALUES ($1, 'stop', $2, $3, $4, $5, $6, $7, $8) \
+       ON CONFLICT (operation, source, source_ref) DO NOTHING RETURNING 1) \
+     UPDATE runtimes SET status = 'stopped', stopped_at = now(), updated_at = now() \
+     WHERE game_id = $1 AND status = 'running' AND $9 AND EXISTS (SELECT 1 FROM logged)";
+
+async fn seed_record(fx: &Fixture, origin: &Origin, r: &JobResult) -> anyhow::Result<()> {
+    let client = fx.pool.get().await?;
+    let statement = client.prepare_cached(SEED_RECORD).await?;
+    let stopped = r.outcome == contracts::JobOutcome::Success && r.error_code.is_empty();
+    let game = r.game_id.as_str();
+    let (source, outcome) = (origin.source.as_str(), r.outcome.as_str());
+    client
+        .execute(
+            &statement,
+            &[
+                &game,
+                &source,
+                &origin.reference,
+                &outcome,
+                &r.error_code,
+                &r.error_message,
+                &r.container_id,
+                &r.engine_endpoint,
+                &stopped,
+            ],
+        )
+        .await?;
     Ok(())
 }
 
