@@ -1,5 +1,5 @@
-//! `docs/contracts.md` says what the `contracts` crate defines: per stream, its default
-//! name, its fields (the first column of its table, in order) and every value list, with
+//! `docs/contracts.md` says what the `contracts` crate defines: per stream (the four
+//! between the services, and the dead-letter streams), its default name, its fields (the first column of its table, in order) and every value list, with
 //! nothing more and nothing less.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -54,7 +54,7 @@ fn sections(page: &str) -> BTreeMap<String, Section> {
 }
 
 /// A stream's default name, its fields, and its value lists by label.
-type Expected = (&'static str, Vec<String>, Vec<(&'static str, Vec<String>)>);
+type Expected<'a> = (&'a str, Vec<String>, Vec<(&'static str, Vec<String>)>);
 
 fn strings<const N: usize>(values: [&str; N]) -> Vec<String> {
     values.iter().map(|v| (*v).to_owned()).collect()
@@ -66,7 +66,8 @@ fn the_page_lists_exactly_what_the_contracts_crate_defines() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/contracts.md"))
             .expect("docs/contracts.md");
     let s = sections(&page);
-    let expected: [Expected; 4] = [
+    let dead_letters = contracts::dead_letters::stream_for("<service>", "<label>");
+    let expected: [Expected; 5] = [
         (
             health_events::DEFAULT_STREAM,
             strings(health_events::fields::ALL),
@@ -106,6 +107,11 @@ fn the_page_lists_exactly_what_the_contracts_crate_defines() {
             job_results::DEFAULT_STREAM,
             strings(job_results::fields::ALL),
             vec![("Outcomes", strings(JobOutcome::ALL.map(JobOutcome::as_str)))],
+        ),
+        (
+            dead_letters.as_str(),
+            strings(contracts::dead_letters::fields::ALL),
+            vec![],
         ),
     ];
     assert_eq!(

@@ -292,8 +292,28 @@ async fn entries_postgres_cannot_hold_are_skipped_and_the_stream_drains_ready() 
             r#"gamemaster_health_events_consumed_total{outcome="applied"} 3"#,
             r#"gamemaster_health_events_consumed_total{outcome="refused"} 0"#,
             r#"gamemaster_lobby_events_published_total{kind="runtime_snapshot_update"} 3"#,
+            r#"gamemaster_stream_consumer_dead_letters_total{consumer="health_events"} 2"#,
         ],
     );
+    // Both kept raw, NUL bytes and all, with why and where from.
+    let letters =
+        e2e::dead_letters("gamemaster", "health_events", &redis, &redis_server.url()).await;
+    let sources: Vec<&str> = letters.iter().map(|l| l.source_id.as_str()).collect();
+    assert_eq!(sources, [nul.as_str(), suffixed.as_str()]);
+    for letter in &letters {
+        assert_eq!(
+            letter.source_stream,
+            contracts::health_events::DEFAULT_STREAM
+        );
+        assert!(letter.reason.contains("NUL byte"), "{}", letter.reason);
+        assert!(
+            letter
+                .fields
+                .iter()
+                .any(|(k, v)| k == b"game_id" && v.contains(&0)),
+            "{letter:?}"
+        );
+    }
     assert!(
         !metrics.contains(r#"stage="handle"} "#),
         "no retry: {metrics}"

@@ -296,6 +296,17 @@ async fn lobby_mirrors_the_game_master_and_finishes_games_once_across_replays() 
             ),
         ],
     );
+    let letters = e2e::dead_letters("lobby", "gm_lobby_events", &redis, &redis_url).await;
+    let reasons: Vec<&str> = letters.iter().map(|l| l.reason.as_str()).collect();
+    assert_eq!(
+        letters.len(),
+        2,
+        "the unknown game's and the malformed entry: {reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("no game 'g4'")),
+        "{reasons:?}"
+    );
 
     // Engine stats for g1, then the game finishes (the Game Master's binary has no path
     // that emits game_finished yet, so the test writes it with the wire fields).

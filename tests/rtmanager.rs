@@ -162,7 +162,22 @@ async fn stop_jobs_stop_real_engines_and_each_job_is_answered_once_across_a_rest
             r#"rtmanager_stop_jobs_consumed_total{outcome="replay_no_op"} 2"#,
             r#"rtmanager_stop_jobs_consumed_total{outcome="not_found"} 1"#,
             r#"rtmanager_stop_jobs_consumed_total{outcome="malformed"} 1"#,
+            r#"rtmanager_stream_consumer_dead_letters_total{consumer="stopjobs"} 1"#,
         ],
+    );
+    let letters = e2e::dead_letters("rtmanager", "stopjobs", &redis, &redis_server.url()).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (
+            letters[0].source_stream.as_str(),
+            letters[0].source_id.as_str()
+        ),
+        (JOBS, jobs[3].as_str())
+    );
+    assert!(
+        letters[0].reason.contains("reason"),
+        "{}",
+        letters[0].reason
     );
     rtm.terminate().unwrap();
     assert_eq!(rtm.wait(Duration::from_secs(15)).await.unwrap(), 0);

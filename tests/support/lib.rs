@@ -233,3 +233,56 @@ pub async fn stop_service(service: Service) -> String {
     assert_eq!(code.ok(), Some(0), "SIGTERM must exit 0:\n{logs}");
     logs
 }
+
+/// The dead letters `service`'s consumer `label` kept on `redis_url`, read raw and
+/// decoded by the contract; and `<service> dead-letters list` must show each of them.
+///
+/// # Panics
+/// The stream cannot be read, an entry is no dead letter, or the command fails or leaves
+/// one out.
+pub async fn dead_letters(
+    service: &str,
+    label: &str,
+    redis: &testkit::redis::TestRedis,
+    redis_url: &str,
+) -> Vec<contracts::dead_letters::DeadLetter> {
+    let stream = contracts::dead_letters::stream_for(service, label);
+    let letters: Vec<contracts::dead_letters::DeadLetter> = redis
+        .xrange(&stream)
+        .await
+        .unwrap_or_else(|e| panic!("XRANGE {stream}: {e}"))
+        .into_iter()
+        .map(|(_, pairs)| {
+            contracts::dead_letters::DeadLetter::decode(&pairs)
+                .unwrap_or_else(|e| panic!("{stream}: {e}"))
+        })
+        .collect();
+    let args = [
+        "dead-letters",
+        "list",
+        "--consumer",
+        label,
+        "--redis-url",
+        redis_url,
+    ];
+    let mut list = testkit::bins::Process::spawn(service, &args, &[])
+        .unwrap_or_else(|e| panic!("{service} dead-letters list: {e}"));
+    let code = list.wait(std::time::Duration::from_secs(30)).await;
+    let out = list.stdout();
+    assert_eq!(code.ok(), Some(0), "{out}\n{}", list.stderr());
+    assert!(
+        out.contains(&format!(
+            "consumer {label} ({stream}): {} shown",
+            letters.len()
+        )),
+        "{out}"
+    );
+    for letter in &letters {
+        assert!(
+            out.contains(&format!("{} {}: ", letter.source_stream, letter.source_id)),
+            "{} missing in:\n{out}",
+            letter.source_id
+        );
+    }
+    letters
+}

@@ -17,6 +17,9 @@ use worker_healthevents::{HealthEventsWorker, OFFSET_LABEL, WorkerMetrics, syste
 /// The service name: log target, metric prefix, offset-key prefix, stderr prefix.
 pub const SERVICE: &str = "gamemaster";
 
+/// The offset labels of the service's consumers (their dead letters are kept by label).
+const CONSUMERS: [&str; 1] = [OFFSET_LABEL];
+
 const DEFAULTS: Defaults = Defaults {
     env_prefix: "GAMEMASTER",
     postgres_url: "postgres://postgres@127.0.0.1:5432/gamemaster",
@@ -33,6 +36,7 @@ pub fn command() -> Command {
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(migrate_command("Game Master", &DEFAULTS))
+        .subcommand(service_kit::dead_letters::command(&DEFAULTS, &CONSUMERS))
         .subcommand(
             Command::new("run")
                 .about("Consume the health events stream until SIGTERM or SIGINT")
@@ -61,6 +65,7 @@ pub fn command() -> Command {
 pub async fn main(matches: ArgMatches) -> ExitCode {
     let result = match matches.subcommand() {
         Some(("migrate", m)) => migrate(m).await,
+        Some(("dead-letters", m)) => service_kit::dead_letters::run(SERVICE, &CONSUMERS, m).await,
         Some(("run", m)) => run(m).await,
         _ => Err(StartupError::new("unknown command (see gamemaster --help)")),
     };

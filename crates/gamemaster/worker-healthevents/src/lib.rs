@@ -28,7 +28,9 @@
 //!     Master's clock. The publish runs in the background while the next batch is read
 //!     and applied; the batch's entries are finished (and the offset moves past them)
 //!     only once it succeeded, and only then are its summaries remembered as published.
-//!  5. **Counts** one "consumed" per entry, by outcome, and one "published" per snapshot.
+//!  5. **Counts** one "consumed" per entry, by outcome, and one "published" per snapshot;
+//!     hands the runtime each entry step 3 skipped (undecodable, for a game with no
+//!     record, refused), with why, for the dead letters.
 //!
 //! A transient database or Redis failure (step 2 or 4), or a database that needs an
 //! operator (a missing table), stops the batch without finishing it, so the runtime holds
@@ -151,9 +153,14 @@ where
         entry: EntryId,
         event: &HealthEvent,
         result: Result<ObservationResult, ports::Error>,
+        dead: &mut Vec<(EntryId, String)>,
     ) -> Option<(RuntimeRecord, Option<Transition>)> {
         let (record, transitioned) = match result {
             Err(refusal) => {
+                dead.push((
+                    entry,
+                    format!("refused by the database: {}", error_chain(&refusal)),
+                ));
                 tracing::warn!(
                     stream_entry_id = %entry,
                     game_id = %event.game_id,
@@ -172,6 +179,10 @@ where
                     "skipping health event for a game with no runtime record"
                 );
                 self.metrics.consumed(Outcome::UnknownGame);
+                dead.push((
+                    entry,
+                    format!("no runtime record for game '{}'", event.game_id),
+                ));
                 return None;
             }
             Ok(ObservationResult::Applied {
@@ -203,6 +214,7 @@ where
         decoded: &[Result<HealthEvent, SkipReason>],
         results: Vec<Result<ObservationResult, ports::Error>>,
         pending: &[LobbyEvent],
+        dead: &mut Vec<(EntryId, String)>,
     ) -> Vec<LobbyEvent> {
         let now_ms = (self.clock)();
         let mut results = results.into_iter();
@@ -226,12 +238,13 @@ where
                         "skipping health event"
                     );
                     self.metrics.consumed(Outcome::of(reason));
+                    dead.push((entry.id, reason.to_string()));
                     continue;
                 }
                 Ok(event) => event,
             };
             let Some(result) = results.next() else { break };
-            let Some((record, transitioned)) = self.count(entry.id, event, result) else {
+            let Some((record, transitioned)) = self.count(entry.id, event, result, dead) else {
                 continue;
             };
             let previous = ahead
@@ -397,9 +410,17 @@ where
         // 3. Decide publication, in stream order; count every entry once. Snapshots still
         //    in the outbox (their publish failed) go out first.
         let pending: &[LobbyEvent] = self.outbox.as_ref().map_or(&[], |o| o.events.as_slice());
-        let events = self.decide(&fresh[..covered], &decoded[..covered], results, pending);
+        let mut dead = Vec::new();
+        let events = self.decide(
+            &fresh[..covered],
+            &decoded[..covered],
+            results,
+            pending,
+            &mut dead,
+        );
 
-        // 4. Publish.
+        // 4. Publish. The entries skipped in step 3 go to the dead letters (the runtime
+        //    keeps them before the offset passes them).
         let through = applied_before + covered;
         self.publish(
             events,
@@ -410,6 +431,7 @@ where
             through,
             batch.len(),
         )
+        .with_dead_letters(dead)
     }
 
     fn abandon(&mut self, entry: &StreamEntry, reason: &str) {

@@ -36,6 +36,9 @@ use worker_stops::JobResultsWorker;
 /// The service name: log target, metric prefix, offset-key prefix, stderr prefix.
 pub const SERVICE: &str = "lobby";
 
+/// The offset labels of the service's consumers (their dead letters are kept by label).
+const CONSUMERS: [&str; 2] = [worker_gmevents::OFFSET_LABEL, worker_stops::OFFSET_LABEL];
+
 const DEFAULTS: Defaults = Defaults {
     env_prefix: "LOBBY",
     postgres_url: "postgres://postgres@127.0.0.1:5432/lobby",
@@ -54,6 +57,7 @@ pub fn command() -> Command {
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(migrate_command("Lobby", &DEFAULTS))
+        .subcommand(service_kit::dead_letters::command(&DEFAULTS, &CONSUMERS))
         .subcommand(
             Command::new("seed-game")
                 .about("Create games the Lobby does not know yet (games that exist are left alone), so the Game Master's events for them apply")
@@ -120,6 +124,7 @@ pub fn command() -> Command {
 pub async fn main(matches: ArgMatches) -> ExitCode {
     let result = match matches.subcommand() {
         Some(("migrate", m)) => migrate(m).await,
+        Some(("dead-letters", m)) => service_kit::dead_letters::run(SERVICE, &CONSUMERS, m).await,
         Some(("seed-game", m)) => seed_game(m).await,
         Some(("run", m)) => run(m).await,
         Some(("stop-game", m)) => stop_game(m).await,

@@ -27,7 +27,8 @@
 //!     is not this entry's values: it is reported as an unpinned refusal, which the
 //!     runtime retries for its refusal hold and then skips (decision 0016).
 //!  5. **Counts** one "consumed" per entry by outcome, each status transition, each
-//!     evaluation, and each failure by stage.
+//!     evaluation, and each failure by stage; hands the runtime each entry it skipped
+//!     (undecodable, for an unknown game, refused), with why, for the dead letters.
 //!
 //! Any store or evaluation failure stops the batch before the entry it hit, so the runtime
 //! holds the offset and hands the entry back after a backoff: nothing is lost. When the
@@ -77,6 +78,8 @@ pub struct GmEventsWorker<S, E> {
     metrics: WorkerMetrics,
     /// A finished game whose evaluation failed: the retry starts there.
     pending: Option<PendingEvaluation>,
+    /// Entries of the batch under way skipped as permanently bad, with why (step 5).
+    dead: std::sync::Mutex<Vec<(EntryId, String)>>,
 }
 
 /// What a failed evaluation leaves behind for the retry.
@@ -103,6 +106,7 @@ where
             clock,
             metrics,
             pending: None,
+            dead: std::sync::Mutex::default(),
         }
     }
 
@@ -179,13 +183,8 @@ where
                 Outcome::Stale
             }
             Ok(SnapshotResult::UnknownGame) => {
-                tracing::warn!(
-                    stream_entry_id = %entry,
-                    game_id = %event.game_id(),
-                    kind = %event.kind(),
-                    "skipping gm event for a game the Lobby does not know"
-                );
-                Outcome::UnknownGame
+                self.unknown_game(entry, event);
+                return;
             }
             Err(refusal) => {
                 self.refused(entry, event, &refusal);
@@ -197,14 +196,35 @@ where
 
     /// Logs and counts an entry whose own write the database refused.
     fn refused(&self, entry: EntryId, event: &GmEvent, refusal: &Error) {
+        let reason = error_chain(refusal);
         tracing::warn!(
             stream_entry_id = %entry,
             game_id = %event.game_id(),
             kind = %event.kind(),
-            reason = %error_chain(refusal),
+            %reason,
             "skipping gm event the database refused"
         );
         self.metrics.consumed(Outcome::Refused);
+        self.dead_letter(entry, format!("refused by the database: {reason}"));
+    }
+
+    /// Logs and counts an entry for a game the Lobby does not know.
+    fn unknown_game(&self, entry: EntryId, event: &GmEvent) {
+        tracing::warn!(
+            stream_entry_id = %entry,
+            game_id = %event.game_id(),
+            kind = %event.kind(),
+            "skipping gm event for a game the Lobby does not know"
+        );
+        self.metrics.consumed(Outcome::UnknownGame);
+        self.dead_letter(entry, format!("no game '{}' in the Lobby", event.game_id()));
+    }
+
+    /// Step 5's dead letter: `entry` was skipped for `reason`.
+    fn dead_letter(&self, entry: EntryId, reason: String) {
+        if let Ok(mut dead) = self.dead.lock() {
+            dead.push((entry, reason));
+        }
     }
 
     /// Step 3, then step 4 for a game that is finished. A finish the database refuses
@@ -233,13 +253,7 @@ where
         let game_id = event.game_id();
         let (outcome, finished_at_ms) = match result {
             FinishResult::UnknownGame => {
-                tracing::warn!(
-                    stream_entry_id = %entry,
-                    game_id = %game_id,
-                    kind = %event.kind(),
-                    "skipping gm event for a game the Lobby does not know"
-                );
-                self.metrics.consumed(Outcome::UnknownGame);
+                self.unknown_game(entry, event);
                 return Ok(());
             }
             FinishResult::UnexpectedStatus { status, .. } => {
@@ -339,6 +353,7 @@ where
             "skipping gm event"
         );
         self.metrics.consumed(reason.outcome());
+        self.dead_letter(entry, reason.to_string());
     }
 }
 
@@ -353,6 +368,36 @@ where
     E: CapabilityEvaluator,
 {
     async fn handle(&mut self, batch: &[StreamEntry]) -> BatchOutcome {
+        let outcome = self.handle_batch(batch).await;
+        let dead = self
+            .dead
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default();
+        outcome.with_dead_letters(dead)
+    }
+
+    fn abandon(&mut self, entry: &StreamEntry, reason: &str) {
+        if self.pending.as_ref().is_some_and(|p| p.entry == entry.id) {
+            self.pending = None;
+        }
+        tracing::error!(
+            stream_entry_id = %entry.id,
+            %reason,
+            "gm event skipped: its capability evaluation stays undone"
+        );
+        self.metrics.evaluation(EvaluationOutcome::Refused);
+        self.metrics.consumed(Outcome::Refused);
+    }
+}
+
+impl<S, E> GmEventsWorker<S, E>
+where
+    S: GameStore,
+    E: CapabilityEvaluator,
+{
+    /// Steps 1–4 for a batch.
+    async fn handle_batch(&mut self, batch: &[StreamEntry]) -> BatchOutcome {
         // A retry after a failed evaluation: the finish is written; evaluate only.
         let mut start = 0;
         if let Some(pending) = self.pending.take()
@@ -388,19 +433,6 @@ where
             at = run_end + 1;
         }
         BatchOutcome::done(batch.len())
-    }
-
-    fn abandon(&mut self, entry: &StreamEntry, reason: &str) {
-        if self.pending.as_ref().is_some_and(|p| p.entry == entry.id) {
-            self.pending = None;
-        }
-        tracing::error!(
-            stream_entry_id = %entry.id,
-            %reason,
-            "gm event skipped: its capability evaluation stays undone"
-        );
-        self.metrics.evaluation(EvaluationOutcome::Refused);
-        self.metrics.consumed(Outcome::Refused);
     }
 }
 

@@ -15,7 +15,8 @@
 //!     batch for its values, it is recorded in halves (`stream_consumer::isolate`) until
 //!     each refused answer stands alone; those are logged and counted as `refused`.
 //!  3. **Counts** one consumed entry per outcome: `stopped`, `already_stopped`
-//!     (`replay_no_op`), `failed`, `stale`, `unknown_game`, `malformed`, `refused`.
+//!     (`replay_no_op`), `failed`, `stale`, `unknown_game`, `malformed`, `refused`; the
+//!     last three go to the dead letters, with why.
 //!
 //! A transient failure stops the batch at the first answer it left unrecorded: what was
 //! recorded before it is finished, the rest is handed back after a backoff. An answer
@@ -70,13 +71,14 @@ impl<S: StopRequests> JobResultsWorker<S> {
         .await
     }
 
-    /// Step 3 for one entry that is a job result.
+    /// Step 3 for one entry that is a job result; why it was skipped, if it was.
     fn count(
         &self,
         entry: &StreamEntry,
         result: &JobResult,
         recorded: Result<AnswerRecorded, Error>,
-    ) {
+    ) -> Option<String> {
+        let mut skipped = None;
         let outcome = match recorded {
             Ok(AnswerRecorded::Recorded) => {
                 tracing::info!(stream_entry_id = %entry.id, game_id = %result.game_id, outcome = result.outcome.as_str(), error_code = %result.error_code, "stop answer recorded");
@@ -85,14 +87,18 @@ impl<S: StopRequests> JobResultsWorker<S> {
             Ok(AnswerRecorded::Stale) => Outcome::Stale,
             Ok(AnswerRecorded::UnknownGame) => {
                 tracing::warn!(stream_entry_id = %entry.id, game_id = %result.game_id, "job result skipped: no such game in the Lobby");
+                skipped = Some(format!("no game '{}' in the Lobby", result.game_id));
                 Outcome::UnknownGame
             }
             Err(refusal) => {
-                tracing::warn!(stream_entry_id = %entry.id, game_id = %result.game_id, reason = %error_chain(&refusal), "job result skipped: the database refused it");
+                let reason = error_chain(&refusal);
+                tracing::warn!(stream_entry_id = %entry.id, game_id = %result.game_id, %reason, "job result skipped: the database refused it");
+                skipped = Some(format!("refused by the database: {reason}"));
                 Outcome::Refused
             }
         };
         self.metrics.inc(outcome);
+        skipped
     }
 
     /// Step 3 for one entry that is not.
@@ -128,21 +134,26 @@ impl<S: StopRequests> BatchHandler for JobResultsWorker<S> {
             .collect();
         let Isolated { results, stopped } = self.record(&answers).await;
         let mut results = results.into_iter();
+        let mut dead = Vec::new();
         for (i, (entry, d)) in batch.iter().zip(&decoded).enumerate() {
-            match d {
-                Err(e) => self.malformed(entry, &e.to_string()),
+            let skipped = match d {
+                Err(e) => {
+                    self.malformed(entry, &e.to_string());
+                    Some(e.to_string())
+                }
                 Ok(result) => match results.next() {
                     Some(recorded) => self.count(entry, result, recorded),
                     None => {
                         // Only a failure leaves answers unrecorded: from here on, retried.
                         let error = stopped
                             .unwrap_or_else(|| Error::Backend("an answer got no result".into()));
-                        return BatchOutcome::stopped(i, error);
+                        return BatchOutcome::stopped(i, error).with_dead_letters(dead);
                     }
                 },
-            }
+            };
+            dead.extend(skipped.map(|reason| (entry.id, reason)));
         }
-        BatchOutcome::done(batch.len())
+        BatchOutcome::done(batch.len()).with_dead_letters(dead)
     }
 
     fn abandon(&mut self, entry: &StreamEntry, reason: &str) {

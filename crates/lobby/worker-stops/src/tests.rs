@@ -124,6 +124,12 @@ async fn each_answer_becomes_its_games_last_stop_and_is_counted_by_what_it_says(
     let outcome = w.handle(&batch).await;
     assert_eq!(outcome.finished, 5);
     assert!(outcome.failure.is_none());
+    let dead: Vec<EntryId> = outcome.dead_letters.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        dead,
+        [EntryId::new(1, 4), EntryId::new(1, 5)],
+        "unknown game, not a result"
+    );
     assert_eq!(
         counts(&w),
         [

@@ -16,6 +16,7 @@ pub use wire_enum::WireEnum;
 
 pub mod wire;
 
+pub mod dead_letters;
 mod game_id;
 mod health;
 pub mod health_events;

@@ -10,7 +10,9 @@
 //!  3. [`RedisOffsetStore`] implements [`StreamOffsetStore`](stream_consumer::StreamOffsetStore)
 //!     with plain strings under `<service>:stream_offsets:<label>`;
 //!  4. [`StreamWriter`] appends a batch of entries with one script call running the
-//!     `XADD`s server-side: one round trip per batch.
+//!     `XADD`s server-side: one round trip per batch;
+//!  5. [`RedisDeadLetters`] implements [`DeadLetterSink`](stream_consumer::DeadLetterSink)
+//!     on a bounded stream per consumer (`<service>:dead_letters:<label>`).
 //!
 //! Errors follow the consumer runtime's split: connection problems and timeouts are
 //! [`StreamError::Unavailable`](stream_consumer::StreamError::Unavailable) (retry), replies
@@ -19,6 +21,7 @@
 //! this crate. See `docs/decisions/0003-redis-access.md` for the reasons.
 
 mod client;
+mod dead_letters;
 mod error;
 mod offsets;
 mod reader;
@@ -27,6 +30,7 @@ mod settings;
 mod writer;
 
 pub use client::{ConnectError, RedisClient, connect};
+pub use dead_letters::{DEFAULT_DEAD_LETTER_MAX_LEN, RedisDeadLetters};
 pub use offsets::RedisOffsetStore;
 pub use reader::RedisStreamReader;
 pub use settings::{MAX_BLOCK, RedisSettings};

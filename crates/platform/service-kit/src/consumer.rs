@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pg_kit::{MigrateError, PgSettings, Pool};
 use prometheus_client::registry::Registry;
-use redis_streams::{RedisClient, RedisOffsetStore, RedisSettings, RedisStreamReader};
+use redis_streams::{
+    RedisClient, RedisDeadLetters, RedisOffsetStore, RedisSettings, RedisStreamReader,
+};
 use stream_consumer::{BatchHandler, Consumer, ConsumerConfig, ConsumerHealth, ConsumerMetrics};
 use tokio_util::sync::CancellationToken;
 
@@ -219,6 +221,11 @@ pub async fn run(
             health.clone(),
             |health| async move { health.check() },
         ));
+        let dead_letters = RedisDeadLetters::new(
+            redis.clone(),
+            contracts::dead_letters::stream_for(service, &spec.label),
+            settings.dead_letter_max_len,
+        );
         let consumer = Consumer::new(
             reader,
             RedisOffsetStore::new(redis.clone(), service),
@@ -226,7 +233,8 @@ pub async fn run(
             consumer_config(settings, spec.stream, spec.label),
             metrics.clone(),
             health,
-        );
+        )
+        .with_dead_letters(dead_letters);
         parts.push(Box::new(move |stop| Box::pin(consumer.run(stop))));
     }
     parts.extend(work.loops);

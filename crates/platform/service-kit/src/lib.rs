@@ -15,6 +15,7 @@
 //!   body.
 
 pub mod consumer;
+pub mod dead_letters;
 pub mod http;
 pub mod ops;
 pub mod settings;

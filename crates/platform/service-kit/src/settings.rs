@@ -48,6 +48,8 @@ pub struct CommonSettings {
     /// How long a refusal the worker cannot pin on an entry holds the stream before that
     /// entry is skipped (decision 0016).
     pub refusal_hold: Duration,
+    /// About how many dead letters each consumer's dead-letter stream keeps.
+    pub dead_letter_max_len: u64,
 }
 
 fn env(prefix: &str, suffix: &str) -> String {
@@ -158,6 +160,12 @@ impl CommonSettings {
                 .default_value("30s")
                 .value_parser(duration_parser())
                 .help("How long the database may refuse an entry's work, for a reason not in the entry's own values, before that entry is skipped (readiness fails meanwhile)"),
+            Arg::new("dead_letter_max_len")
+                .long("dead-letter-max-len")
+                .env(env(p, "DEAD_LETTER_MAX_LEN"))
+                .default_value("10000")
+                .value_parser(clap::value_parser!(u32).range(1..=10_000_000))
+                .help("About how many skipped entries each consumer keeps in its dead-letter stream (<service>:dead_letters:<label>); older ones are trimmed"),
         ]
     }
 
@@ -190,6 +198,8 @@ impl CommonSettings {
             postgres_pool_size: number("postgres_pool_size", 8),
             statement_timeout: duration("statement_timeout", 10),
             refusal_hold: duration("refusal_hold", 30),
+            dead_letter_max_len: u64::try_from(number("dead_letter_max_len", 10_000))
+                .unwrap_or(10_000),
         }
     }
 }
@@ -259,6 +269,15 @@ pub fn postgres_url_arg(d: &Defaults) -> Arg {
         .into_iter()
         .find(|a| a.get_id() == "postgres_url")
         .unwrap_or_else(|| Arg::new("postgres_url"))
+}
+
+/// A Redis URL argument alone (for operator commands).
+#[must_use]
+pub fn redis_url_arg(d: &Defaults) -> Arg {
+    CommonSettings::args(d)
+        .into_iter()
+        .find(|a| a.get_id() == "redis_url")
+        .unwrap_or_else(|| Arg::new("redis_url"))
 }
 
 /// Parses the process arguments. `--help` and `--version` print and exit 0 (returned as

@@ -34,9 +34,11 @@ pub mod isolate;
 mod ports;
 
 pub use entry::{EntryId, InvalidEntryId, StreamEntry};
-pub use ports::{BoxError, StreamError, StreamInfo, StreamOffsetStore, StreamReader};
+pub use ports::{
+    BoxError, DeadLetterSink, StreamError, StreamInfo, StreamOffsetStore, StreamReader,
+};
 #[cfg(feature = "mocks")]
-pub use ports::{MockStreamOffsetStore, MockStreamReader};
+pub use ports::{MockDeadLetterSink, MockStreamOffsetStore, MockStreamReader};
 
 mod backoff;
 mod counts;

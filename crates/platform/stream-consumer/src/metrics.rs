@@ -39,6 +39,7 @@ type HistogramFamily = Family<ConsumerLabel, Histogram, fn() -> Histogram>;
 #[derive(Debug, Clone)]
 pub struct ConsumerMetrics {
     pub(crate) entries: Family<ConsumerLabel, Counter>,
+    pub(crate) dead_letters: Family<ConsumerLabel, Counter>,
     pub(crate) retries: Family<RetryLabels, Counter>,
     pub(crate) trimmed: Family<ConsumerLabel, Counter>,
     pub(crate) abandoned: Family<ConsumerLabel, Counter>,
@@ -51,6 +52,7 @@ impl Default for ConsumerMetrics {
     fn default() -> Self {
         Self {
             entries: Family::default(),
+            dead_letters: Family::default(),
             retries: Family::default(),
             trimmed: Family::default(),
             abandoned: Family::default(),
@@ -71,6 +73,11 @@ impl ConsumerMetrics {
             "entries",
             "Stream entries the consumer finished (offset moved past them)",
             metrics.entries.clone(),
+        );
+        r.register(
+            "dead_letters",
+            "Skipped entries kept in the consumer's dead-letter stream",
+            metrics.dead_letters.clone(),
         );
         r.register(
             "retries",

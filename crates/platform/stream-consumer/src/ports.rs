@@ -87,3 +87,16 @@ pub trait StreamOffsetStore: Send + Sync {
     /// Stores `id` as the last finished entry.
     async fn save(&self, label: &str, id: EntryId) -> Result<(), StreamError>;
 }
+
+/// Keeps the entries a consumer skipped as permanently bad, raw, with why (its
+/// dead-letter stream; `contracts::dead_letters`).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait DeadLetterSink: Send + Sync {
+    /// Appends `letters`, in order. At least once: a call retried after a lost reply may
+    /// keep a letter twice (each names its source entry, so a duplicate shows).
+    async fn keep(
+        &self,
+        letters: &[contracts::dead_letters::DeadLetter],
+    ) -> Result<(), StreamError>;
+}

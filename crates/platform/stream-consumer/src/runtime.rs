@@ -14,7 +14,8 @@ use crate::backoff::Backoff;
 use crate::entry::{EntryId, StreamEntry};
 use crate::health::ConsumerHealth;
 use crate::metrics::{ConsumerMetrics, RetryLabels, label};
-use crate::ports::{BoxError, StreamError, StreamOffsetStore, StreamReader};
+use crate::ports::{BoxError, DeadLetterSink, StreamError, StreamOffsetStore, StreamReader};
+use contracts::dead_letters::DeadLetter;
 use error_kit::error_chain;
 
 /// What a handler reports for one batch.
@@ -37,6 +38,11 @@ pub struct BatchOutcome {
     /// entries stored earlier). The runtime retries it for
     /// [`ConsumerConfig::refusal_hold`], then skips that one entry.
     pub refused: bool,
+    /// Entries of the batch the handler skipped as permanently bad (it logged and counted
+    /// them), each with why: the runtime keeps them, raw, in the consumer's dead-letter
+    /// stream before its offset moves past them. Each is reported once, when the handler
+    /// first skips it.
+    pub dead_letters: Vec<(EntryId, String)>,
 }
 
 impl BatchOutcome {
@@ -48,6 +54,7 @@ impl BatchOutcome {
             failure: None,
             in_flight: false,
             refused: false,
+            dead_letters: Vec::new(),
         }
     }
 
@@ -59,6 +66,7 @@ impl BatchOutcome {
             failure: Some(error.into()),
             in_flight: false,
             refused: false,
+            dead_letters: Vec::new(),
         }
     }
 
@@ -80,7 +88,15 @@ impl BatchOutcome {
             failure: None,
             in_flight: true,
             refused: false,
+            dead_letters: Vec::new(),
         }
+    }
+
+    /// The same outcome, with the entries the handler skipped as permanently bad.
+    #[must_use]
+    pub fn with_dead_letters(mut self, dead_letters: Vec<(EntryId, String)>) -> Self {
+        self.dead_letters = dead_letters;
+        self
     }
 }
 
@@ -163,6 +179,8 @@ contracts::wire_enum! {
         Handle = "handle",
         /// Saving the offset.
         SaveOffset = "save_offset",
+        /// Keeping skipped entries in the dead-letter stream.
+        DeadLetter = "dead_letter",
     }
 }
 
@@ -221,6 +239,24 @@ pub struct Consumer<R, O, H> {
     reported_deleted: Option<EntryId>,
     /// The entry whose work the handler reports refused, and since when.
     refusal: Option<(EntryId, Instant)>,
+    /// Where skipped entries are kept; `None` keeps them only in the log.
+    dead_letters: Option<Box<dyn DeadLetterSink>>,
+    /// Skipped entries not kept yet: the offset is not stored past them until they are.
+    unkept: Vec<DeadLetter>,
+}
+
+/// `entry`, skipped on `stream` for `reason`, as a dead letter.
+fn dead_letter(stream: &str, entry: &StreamEntry, reason: String) -> DeadLetter {
+    DeadLetter {
+        source_stream: stream.to_owned(),
+        source_id: entry.id.to_string(),
+        reason,
+        fields: entry
+            .fields
+            .iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect(),
+    }
 }
 
 /// What the read-ahead of step 4 returned: `None` when it did not read.
@@ -232,6 +268,7 @@ type SaveResult = Result<Option<EntryId>, StreamError>;
 struct Handles {
     metrics: ConsumerMetrics,
     entries: Counter,
+    dead_lettered: Counter,
     trimmed: Counter,
     abandoned: Counter,
     lag_ms: Gauge,
@@ -257,6 +294,7 @@ where
     ) -> Self {
         let l = label(&config.label);
         let entries = metrics.entries.get_or_create(&l).clone();
+        let dead_lettered = metrics.dead_letters.get_or_create(&l).clone();
         let trimmed = metrics.trimmed.get_or_create(&l).clone();
         let abandoned = metrics.abandoned.get_or_create(&l).clone();
         let lag_ms = metrics.lag_ms.get_or_create(&l).clone();
@@ -265,6 +303,7 @@ where
         let m = Handles {
             metrics,
             entries,
+            dead_lettered,
             trimmed,
             abandoned,
             lag_ms,
@@ -288,7 +327,16 @@ where
             last_info: None,
             reported_deleted: None,
             refusal: None,
+            dead_letters: None,
+            unkept: Vec::new(),
         }
+    }
+
+    /// The same consumer, keeping the entries its handler skips in `sink`.
+    #[must_use]
+    pub fn with_dead_letters(mut self, sink: impl DeadLetterSink + 'static) -> Self {
+        self.dead_letters = Some(Box::new(sink));
+        self
     }
 
     /// The handler (tests inspect it).
@@ -322,7 +370,8 @@ where
         // entries read ahead behind it are left for the next start.
         if self.in_flight > 0 {
             self.pending.truncate(self.in_flight);
-            let outcome = self.handler.handle(&self.pending).await;
+            let mut outcome = self.handler.handle(&self.pending).await;
+            self.collect_dead_letters(std::mem::take(&mut outcome.dead_letters));
             let finished = outcome.finished.min(self.pending.len());
             if let Some(last) = finished.checked_sub(1).map(|i| self.pending[i].id) {
                 self.position = Some(last);
@@ -331,6 +380,12 @@ where
             if let Some(error) = outcome.failure {
                 tracing::warn!(error = %error_chain(&*error), "in-flight work did not finish at shutdown; it will be redone after the stored offset");
             }
+        }
+        // Skipped entries are kept before the offset moves past them; if they cannot be,
+        // the entries after the stored offset are handled (and skipped) again.
+        if self.keep_dead_letters().await.is_err() {
+            tracing::warn!(consumer = %self.config.label, "dead letters not kept at shutdown; offset left where it was stored");
+            return;
         }
         // A batch finished just before the stop but whose offset save failed: one more try.
         if let Some(position) = self.position.filter(|p| self.saved != Some(*p))
@@ -353,7 +408,11 @@ where
             Ok(position) => position,
             Err(step) => return step,
         };
-        // 2. Progress not yet stored, when about to wait or recovering.
+        // 2. Skipped entries kept, then progress not yet stored, when about to wait or
+        //    recovering.
+        if let Err(step) = self.keep_dead_letters().await {
+            return step;
+        }
         if let Err(step) = self.store_progress_first(position).await {
             return step;
         }
@@ -385,6 +444,42 @@ where
                 Ok(p)
             }
             Err(e) => Err(self.retry(Stage::LoadOffset, &e.into())),
+        }
+    }
+
+    /// Step 2: the entries the handler skipped go to the dead-letter stream before any
+    /// offset past them is stored (a failure holds the offset and is retried).
+    async fn keep_dead_letters(&mut self) -> Result<(), Step> {
+        if self.unkept.is_empty() {
+            return Ok(());
+        }
+        let Some(sink) = &self.dead_letters else {
+            tracing::warn!(consumer = %self.config.label, skipped = self.unkept.len(), "no dead-letter stream: skipped entries are only in the log");
+            self.unkept.clear();
+            return Ok(());
+        };
+        match sink.keep(&self.unkept).await {
+            Ok(()) => {
+                self.m.dead_lettered.inc_by(self.unkept.len() as u64);
+                self.unkept.clear();
+                Ok(())
+            }
+            Err(e) => Err(self.retry(Stage::DeadLetter, &e.into())),
+        }
+    }
+
+    /// The handler's skipped entries, raw from `pending`, to keep.
+    fn collect_dead_letters(&mut self, skipped: Vec<(EntryId, String)>) {
+        for (id, reason) in skipped {
+            match self.pending.iter().find(|e| e.id == id) {
+                Some(entry) => {
+                    let letter = dead_letter(&self.config.stream, entry, reason);
+                    self.unkept.push(letter);
+                }
+                None => {
+                    tracing::warn!(consumer = %self.config.label, stream_entry_id = %id, "the handler skipped an entry it was not given; no dead letter");
+                }
+            }
         }
     }
 
@@ -509,7 +604,8 @@ where
     /// Step 4's result: the finished entries leave `pending` and move the position; the
     /// rest are in flight or wait for a retry. Returns how many finished, and the failure
     /// (a handler that stops short without one has failed all the same).
-    fn take_finished(&mut self, outcome: BatchOutcome) -> (usize, Option<BoxError>) {
+    fn take_finished(&mut self, mut outcome: BatchOutcome) -> (usize, Option<BoxError>) {
+        self.collect_dead_letters(std::mem::take(&mut outcome.dead_letters));
         let finished = outcome.finished.min(self.pending.len());
         let failure = match outcome.failure {
             None if finished < self.pending.len() && !outcome.in_flight => {
@@ -625,6 +721,9 @@ where
             "entry skipped: its work was refused for longer than the refusal hold"
         );
         self.handler.abandon(&entry, &reason);
+        let why = format!("refused for longer than the refusal hold: {reason}");
+        self.unkept
+            .push(dead_letter(&self.config.stream, &entry, why));
         self.position = Some(entry.id);
         self.m.entries.inc();
         self.m.abandoned.inc();

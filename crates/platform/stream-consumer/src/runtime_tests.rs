@@ -567,6 +567,7 @@ async fn a_handler_that_stops_short_without_a_reason_is_retried_not_skipped() {
         failure: None,
         in_flight: false,
         refused: false,
+        dead_letters: Vec::new(),
     }));
     let (mut c, _, _) = consumer(reader, offsets, handler);
     assert!(matches!(
@@ -974,4 +975,120 @@ async fn an_unpinned_refusal_holds_the_stream_for_the_hold_then_skips_that_entry
     let seen = c.handler().seen.lock().unwrap().clone();
     assert_eq!(seen.last(), Some(&vec![EntryId::new(3, 0)]));
     assert_eq!(metrics.entries("test"), 3);
+}
+
+/// A dead-letter stream in memory that writes into a shared log, beside the offset saves,
+/// so a test sees their order; `fail` calls fail first.
+#[derive(Clone, Default)]
+struct Letters {
+    log: Arc<Mutex<Vec<String>>>,
+    kept: Arc<Mutex<Vec<contracts::dead_letters::DeadLetter>>>,
+    fail: Arc<Mutex<usize>>,
+}
+
+#[async_trait]
+impl DeadLetterSink for Letters {
+    async fn keep(
+        &self,
+        letters: &[contracts::dead_letters::DeadLetter],
+    ) -> Result<(), StreamError> {
+        let mut fail = self.fail.lock().unwrap();
+        if *fail > 0 {
+            *fail -= 1;
+            return Err(unavailable());
+        }
+        for letter in letters {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("keep {}", letter.source_id));
+        }
+        self.kept.lock().unwrap().extend_from_slice(letters);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn skipped_entries_are_kept_raw_before_the_offset_moves_past_them_and_a_failure_holds_it() {
+    let mut reader = MockStreamReader::new();
+    no_info(&mut reader);
+    nothing_ahead(&mut reader);
+    let mut first = Some(entries(&[(1, 0), (2, 0)]));
+    reader
+        .expect_read_after()
+        .withf(blocking())
+        .returning(move |_, _, _, _| Ok(first.take().unwrap_or_default()));
+    let letters = Letters::default();
+    *letters.fail.lock().unwrap() = 1;
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(None));
+    let log = letters.log.clone();
+    offsets.expect_save().returning(move |_, id| {
+        log.lock().unwrap().push(format!("save {id}"));
+        Ok(())
+    });
+    let mut handler = Recorder::default();
+    handler.script.push_back(Box::new(|_| {
+        BatchOutcome::done(2).with_dead_letters(vec![(EntryId::new(2, 0), "bad game".into())])
+    }));
+    let (c, metrics, _) = consumer(reader, offsets, handler);
+    let mut c = c.with_dead_letters(letters.clone());
+    assert!(matches!(c.step().await, Step::Handled { entries: 2, .. }));
+    // The sink is down: the offset is not stored past the skipped entry.
+    assert!(matches!(
+        c.step().await,
+        Step::Retry {
+            stage: Stage::DeadLetter,
+            ..
+        }
+    ));
+    assert!(letters.log.lock().unwrap().is_empty());
+    assert_eq!(c.step().await, Step::Idle);
+    assert_eq!(*letters.log.lock().unwrap(), ["keep 2-0", "save 2-0"]);
+    let kept = letters.kept.lock().unwrap()[0].clone();
+    assert_eq!(
+        (kept.source_stream.as_str(), kept.reason.as_str()),
+        ("s", "bad game")
+    );
+    assert_eq!(kept.fields, [(b"k".to_vec(), b"v".to_vec())]);
+    assert_eq!(
+        metrics
+            .dead_letters
+            .get_or_create(&crate::metrics::label("test"))
+            .get(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_entry_abandoned_past_the_refusal_hold_is_a_dead_letter_too() {
+    let mut reader = MockStreamReader::new();
+    no_info(&mut reader);
+    nothing_ahead(&mut reader);
+    let mut first = Some(entries(&[(1, 0)]));
+    reader
+        .expect_read_after()
+        .withf(blocking())
+        .returning(move |_, _, _, _| Ok(first.take().unwrap_or_default()));
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(None));
+    offsets.expect_save().returning(|_, _| Ok(()));
+    let mut handler = Recorder::default();
+    handler.script.push_back(Box::new(|_| {
+        BatchOutcome::refused(0, "guard row unreadable")
+    }));
+    let mut config = config();
+    config.refusal_hold = Duration::ZERO;
+    let (c, _, _) = consumer_with(reader, offsets, handler, config);
+    let letters = Letters::default();
+    let mut c = c.with_dead_letters(letters.clone());
+    assert!(matches!(c.step().await, Step::Handled { entries: 1, .. }));
+    assert_eq!(c.step().await, Step::Idle);
+    let kept = letters.kept.lock().unwrap().clone();
+    assert_eq!(kept.len(), 1);
+    assert!(
+        kept[0].reason.contains("guard row unreadable"),
+        "{}",
+        kept[0].reason
+    );
 }

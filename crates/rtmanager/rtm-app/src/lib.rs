@@ -37,6 +37,9 @@ use worker_supervisor::{Supervisor, SupervisorMetrics};
 /// The service name: log target, metric prefix, offset-key prefix, stderr prefix.
 pub const SERVICE: &str = "rtmanager";
 
+/// The offset labels of the service's consumers (their dead letters are kept by label).
+const CONSUMERS: [&str; 1] = [OFFSET_LABEL];
+
 const DEFAULTS: Defaults = Defaults {
     env_prefix: "RTMANAGER",
     postgres_url: "postgres://postgres@127.0.0.1:5432/rtmanager",
@@ -54,6 +57,7 @@ pub fn command() -> Command {
         .subcommand_required(true)
         .arg_required_else_help(true)
         .subcommand(migrate_command("Runtime Manager", &DEFAULTS))
+        .subcommand(service_kit::dead_letters::command(&DEFAULTS, &CONSUMERS))
         .subcommand(
             Command::new("run")
                 .about("Consume stop jobs and supervise engines until SIGTERM or SIGINT")
@@ -153,6 +157,7 @@ fn run_args() -> Vec<Arg> {
 pub async fn main(matches: ArgMatches) -> ExitCode {
     let result = match matches.subcommand() {
         Some(("migrate", m)) => migrate(m).await,
+        Some(("dead-letters", m)) => service_kit::dead_letters::run(SERVICE, &CONSUMERS, m).await,
         Some(("run", m)) => run(m).await,
         Some(("start-game", m)) => start_game(m).await,
         _ => Err(StartupError::new("unknown command (see rtmanager --help)")),

@@ -27,7 +27,8 @@
 //!     id and at most once (decision 0018): a result already in the stream is not
 //!     appended again, so neither a lost reply nor a crash before the offset was saved can
 //!     answer a job twice.
-//!  5. **Counts** one consumed job per entry, by outcome.
+//!  5. **Counts** one consumed job per entry, by outcome, and hands the runtime the
+//!     entries that were no stop job, with why, for the dead letters.
 //!
 //! A transient failure (the registry, the container runtime or Redis unreachable) stops
 //! the batch: the jobs answered before it are published and finished, the rest are
@@ -369,14 +370,23 @@ where
             return BatchOutcome::stopped(0, e);
         }
         self.count(batch, &answers);
-        match stop {
+        let dead: Vec<(EntryId, String)> = batch
+            .iter()
+            .zip(&answers)
+            .filter_map(|(entry, answer)| match answer {
+                Answer::Malformed(reason) => Some((entry.id, reason.clone())),
+                Answer::Result(..) => None,
+            })
+            .collect();
+        let outcome = match stop {
             None => BatchOutcome::done(batch.len()),
             Some(Stop {
                 error,
                 refused: true,
             }) => BatchOutcome::refused(answers.len(), error),
             Some(Stop { error, .. }) => BatchOutcome::stopped(answers.len(), error),
-        }
+        };
+        outcome.with_dead_letters(dead)
     }
 
     fn abandon(&mut self, entry: &StreamEntry, reason: &str) {

@@ -305,6 +305,13 @@ async fn an_entry_that_is_no_stop_job_is_counted_and_finished_without_a_result()
     let outcome = h.worker().handle(&poison).await;
     assert_eq!(outcome.finished, 4);
     assert_eq!(h.metrics.consumed_count(Outcome::Malformed), 3);
+    let dead: Vec<u64> = outcome.dead_letters.iter().map(|(id, _)| id.seq).collect();
+    assert_eq!(dead, [1, 2, 3], "each one a dead letter, with why");
+    assert!(
+        outcome.dead_letters[1].1.contains("reason"),
+        "{:?}",
+        outcome.dead_letters
+    );
     let answered = h.answered();
     assert_eq!(answered.len(), 1);
     assert_eq!(answered[0].0, EntryId::new(1, 4));
