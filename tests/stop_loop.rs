@@ -184,7 +184,20 @@ async fn stops_asked_in_the_lobby_stop_real_engines_and_their_answers_come_back(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn galaxy_live_takes_real_engines_round_the_whole_loop() {
     let redis_server = ThrowawayRedis::start().await.unwrap();
-    let redis_url = redis_server.url();
+    galaxy_live_round_the_loop(&redis_server.url()).await;
+}
+
+/// The same on a local Redis Cluster (three masters, three replicas): every service reads,
+/// writes, runs its scripts and keeps its offsets there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn galaxy_live_takes_real_engines_round_the_whole_loop_on_a_redis_cluster() {
+    let cluster = testkit::redis::ThrowawayCluster::start().await.unwrap();
+    galaxy_live_round_the_loop(&cluster.url()).await;
+}
+
+/// Three services on `redis_url`, then `galaxy-live --games 4`, which must pass.
+async fn galaxy_live_round_the_loop(redis_url: &str) {
+    let redis_url = redis_url.to_owned();
     let gm_db = migrated("gamemaster", "GAMEMASTER_POSTGRES_URL").await;
     let rtm_db = migrated("rtmanager", "RTMANAGER_POSTGRES_URL").await;
     let lobby_db = migrated("lobby", "LOBBY_POSTGRES_URL").await;

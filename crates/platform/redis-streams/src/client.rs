@@ -255,7 +255,38 @@ fn parse_url(url: &str) -> Result<Config, ConnectError> {
             SUPPORTED_SCHEMES.join(", ")
         )));
     }
-    Config::from_url(url).map_err(|e| ConnectError::InvalidUrl(e.details().to_owned()))
+    Config::from_url(&fred_url(url)).map_err(|e| ConnectError::InvalidUrl(e.details().to_owned()))
+}
+
+/// A URL as fred reads it. A cluster written as the services take it,
+/// `redis-cluster://[user:password@]host:port,host:port…[?query]`, becomes fred's form:
+/// the first node in the authority, the others as `node=host:port` query parameters.
+/// Every other URL is returned as it is.
+#[must_use]
+pub fn fred_url(url: &str) -> String {
+    let Some(rest) = url.strip_prefix("redis-cluster://") else {
+        return url.to_owned();
+    };
+    let (rest, query) = rest
+        .split_once('?')
+        .map_or((rest, None), |(r, q)| (r, Some(q)));
+    let (auth, hosts) = rest.rsplit_once('@').map_or(("", rest), |(a, h)| (a, h));
+    let hosts = hosts.trim_end_matches('/');
+    let mut nodes = hosts.split(',').filter(|h| !h.is_empty());
+    let Some(first) = nodes.next() else {
+        return url.to_owned();
+    };
+    let mut params: Vec<String> = nodes.map(|n| format!("node={n}")).collect();
+    if params.is_empty() {
+        return url.to_owned();
+    }
+    params.extend(query.map(str::to_owned));
+    let auth = if auth.is_empty() {
+        String::new()
+    } else {
+        format!("{auth}@")
+    };
+    format!("redis-cluster://{auth}{first}?{}", params.join("&"))
 }
 
 /// `host:port` of every server the config names.
@@ -293,6 +324,21 @@ fn log_connection_events(client: &Client, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_of_several_nodes_is_written_as_fred_reads_it() {
+        assert_eq!(
+            fred_url("redis-cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002"),
+            "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001&node=127.0.0.1:7002"
+        );
+        assert_eq!(
+            fred_url("redis-cluster://u:p@a:1,b:2?x=1"),
+            "redis-cluster://u:p@a:1?node=b:2&x=1"
+        );
+        for same in ["redis-cluster://a:1", "redis://a:1/3", "redis-cluster://"] {
+            assert_eq!(fred_url(same), same);
+        }
+    }
 
     #[test]
     fn bad_urls_are_named_without_echoing_them() {

@@ -29,7 +29,7 @@ mod reply;
 mod settings;
 mod writer;
 
-pub use client::{ConnectError, RedisClient, connect};
+pub use client::{ConnectError, RedisClient, connect, fred_url};
 pub use dead_letters::{DEFAULT_DEAD_LETTER_MAX_LEN, RedisDeadLetters};
 pub use offsets::RedisOffsetStore;
 pub use reader::RedisStreamReader;

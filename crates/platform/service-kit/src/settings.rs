@@ -103,7 +103,7 @@ impl CommonSettings {
                 .long("redis-url")
                 .env(env(p, "REDIS_URL"))
                 .default_value("redis://127.0.0.1:6379")
-                .value_parser(url_parser(&["redis", "rediss"]))
+                .value_parser(url_parser(&["redis", "rediss", "redis-cluster"]))
                 .help("Redis server URL"),
             Arg::new("postgres_url")
                 .long("postgres-url")
@@ -396,6 +396,9 @@ mod tests {
         ] {
             assert!(parse_from(cmd(), args.clone()).is_err(), "{args:?}");
         }
+        let cluster = "redis-cluster://127.0.0.1:7000,127.0.0.1:7001";
+        let m = parse_from(cmd(), ["kit", "--redis-url", cluster]).unwrap();
+        assert_eq!(CommonSettings::from_matches(&m).redis_url, cluster);
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub struct Settings {
         long,
         env = "GALAXY_SIM_REDIS_URL",
         default_value = "redis://127.0.0.1:6379",
-        value_parser = url(&["redis", "rediss"])
+        value_parser = url(&["redis", "rediss", "redis-cluster"])
     )]
     pub redis_url: String,
 

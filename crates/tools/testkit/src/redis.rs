@@ -39,7 +39,8 @@ pub fn redis_url() -> String {
 /// # Errors
 /// The URL does not parse or the server cannot be reached.
 pub async fn fixture_client(url: &str) -> anyhow::Result<Client> {
-    let config = Config::from_url(url).context("parse the test Redis URL")?;
+    let config =
+        Config::from_url(&redis_streams::fred_url(url)).context("parse the test Redis URL")?;
     let client = Builder::from_config(config)
         .with_connection_config(|c| c.connection_timeout = FIXTURE_TIMEOUT)
         .with_performance_config(|p| p.default_command_timeout = FIXTURE_TIMEOUT)
@@ -285,6 +286,8 @@ pub struct ThrowawayRedis {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Arguments after the defaults (a cluster node's).
+    extra: Vec<String>,
 }
 
 impl ThrowawayRedis {
@@ -293,6 +296,14 @@ impl ThrowawayRedis {
     /// # Errors
     /// `redis-server` is not on `PATH`, or does not come up within a few seconds.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Self::start`], with `extra` arguments for `redis-server` after the defaults.
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub async fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(crate::unique_name("galaxy_redis"));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let mut last_error = None;
@@ -302,6 +313,7 @@ impl ThrowawayRedis {
                 port: crate::free_port(),
                 dir: dir.clone(),
                 child: None,
+                extra: extra.iter().map(|a| (*a).to_owned()).collect(),
             };
             match server.start_again().await {
                 Ok(()) => return Ok(server),
@@ -352,6 +364,7 @@ impl ThrowawayRedis {
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().context("share the log file")?))
             .stderr(Stdio::from(log))
@@ -396,6 +409,88 @@ impl Drop for ThrowawayRedis {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of the test's own: three masters and three replicas, each a
+/// [`ThrowawayRedis`] with `--cluster-enabled yes`, joined by `redis-cli --cluster create`.
+/// Killed, every node, on drop.
+#[derive(Debug)]
+pub struct ThrowawayCluster {
+    nodes: Vec<ThrowawayRedis>,
+}
+
+impl ThrowawayCluster {
+    /// Starts six nodes, creates the cluster, and waits until every node says it is `ok`.
+    ///
+    /// # Errors
+    /// `redis-server` or `redis-cli` is missing (install Debian's `redis-server` package),
+    /// or the cluster does not form within a few seconds.
+    pub async fn start() -> anyhow::Result<Self> {
+        let args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+        ];
+        let mut nodes = Vec::with_capacity(6);
+        for _ in 0..6 {
+            nodes.push(ThrowawayRedis::start_with(&args).await?);
+        }
+        let cluster = Self { nodes };
+        let addrs: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .context("run redis-cli --cluster create (is redis-cli on PATH? it comes with Debian's redis-server package)")?;
+        if !created.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&created.stdout)
+            );
+        }
+        cluster.wait_until_ok().await?;
+        Ok(cluster)
+    }
+
+    /// `redis-cluster://127.0.0.1:<port>,…`, every node, as the services take it.
+    #[must_use]
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis-cluster://{}", nodes.join(","))
+    }
+
+    async fn wait_until_ok(&self) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut all_ok = true;
+            for node in &self.nodes {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &node.port().to_string(), "cluster", "info"])
+                    .output()
+                    .context("run redis-cli cluster info")?;
+                all_ok &= String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok");
+            }
+            if all_ok {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the local Redis Cluster did not reach cluster_state:ok within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

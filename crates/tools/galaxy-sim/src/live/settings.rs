@@ -34,7 +34,7 @@ pub struct LiveSettings {
     pub rtmanager_postgres_url: String,
 
     /// Redis URL (the one all three services use).
-    #[arg(long, env = "GALAXY_LIVE_REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true, value_parser = url(&["redis", "rediss"]))]
+    #[arg(long, env = "GALAXY_LIVE_REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true, value_parser = url(&["redis", "rediss", "redis-cluster"]))]
     pub redis_url: String,
 
     /// The running Runtime Manager's ops address (its RTMANAGER_HTTP_ADDR).
