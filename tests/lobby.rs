@@ -96,6 +96,7 @@ fn lobby_entry(
         occurred_at_ms,
         player_turn_stats: stats,
         finished_at_ms,
+        source_entry_id: None,
     }
     .wire_fields()
 }

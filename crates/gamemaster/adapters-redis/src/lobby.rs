@@ -60,6 +60,7 @@ fn entry(event: &LobbyEvent) -> LobbyEventEntry {
             LobbyEvent::GameFinished { finished_at_ms, .. } => Some(wire_int(*finished_at_ms)),
             LobbyEvent::SnapshotUpdate(_) => None,
         },
+        source_entry_id: snapshot.source_entry_id,
     }
 }
 
@@ -102,6 +103,7 @@ mod tests {
             engine_health: Some(EngineHealth::Oom),
             occurred_at_ms: 1_700_000_000_123,
             player_turn_stats: stats,
+            source_entry_id: None,
         }
     }
 

@@ -26,6 +26,7 @@ fn snapshot(game: &str, turn: u32, stats: Vec<PlayerTurnStats>) -> RuntimeSnapsh
         engine_health: Some(EngineHealth::Healthy),
         occurred_at_ms: 1_700_000_000_000 + u64::from(turn),
         player_turn_stats: stats,
+        source_entry_id: None,
     }
 }
 
@@ -59,12 +60,16 @@ async fn publisher(t: &TestRedis, stream: &str) -> RedisLobbyEventsPublisher {
 }
 
 #[tokio::test]
-async fn a_health_snapshot_has_exactly_the_six_contract_fields() {
+async fn a_health_snapshot_has_exactly_the_six_contract_fields_and_its_source_entry() {
     let t = TestRedis::connect().await.unwrap();
     let stream = t.key("lobby");
     let mut s = snapshot("game-1", 3, vec![]);
     s.runtime_status = RuntimeStatus::EngineUnreachable;
     s.engine_health = Some(EngineHealth::Exited);
+    s.source_entry_id = Some(contracts::SourceEntryId {
+        ms: 1_700_000_000_000,
+        seq: 3,
+    });
     publisher(&t, &stream)
         .await
         .publish(&[LobbyEvent::SnapshotUpdate(s)])
@@ -82,6 +87,7 @@ async fn a_health_snapshot_has_exactly_the_six_contract_fields() {
             ("runtime_status", "engine_unreachable"),
             ("engine_health_summary", "exited"),
             ("occurred_at_ms", "1700000000003"),
+            ("source_entry_id", "1700000000000-3"),
         ])
     );
     t.cleanup().await.unwrap();

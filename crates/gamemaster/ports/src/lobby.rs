@@ -33,6 +33,9 @@ pub struct RuntimeSnapshot {
     pub occurred_at_ms: u64,
     /// Fresh engine stats; empty for health-driven snapshots (then the field is omitted).
     pub player_turn_stats: Vec<PlayerTurnStats>,
+    /// The health entry a health-driven snapshot reflects (`None` for the other flows'),
+    /// so the Lobby can drop a duplicate or an older one whatever the clocks say.
+    pub source_entry_id: Option<contracts::SourceEntryId>,
 }
 
 /// The `kind` of a lobby event (the contract's).

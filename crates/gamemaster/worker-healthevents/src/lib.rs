@@ -265,6 +265,10 @@ where
                 engine_health: record.engine_health,
                 occurred_at_ms: now_ms,
                 player_turn_stats: Vec::new(),
+                source_entry_id: Some(contracts::SourceEntryId {
+                    ms: entry.id.ms,
+                    seq: entry.id.seq,
+                }),
             }));
         }
         events

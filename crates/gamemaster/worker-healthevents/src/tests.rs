@@ -207,6 +207,8 @@ async fn every_event_type_on_every_status_writes_publishes_and_counts_per_the_sp
             );
             let snapshot = h.published.lock().unwrap()[0].snapshot().clone();
             assert_eq!(snapshot.occurred_at_ms, NOW);
+            let source = snapshot.source_entry_id.map(|s| (s.ms, s.seq));
+            assert_eq!(source, Some((1, 1)), "it names the entry it reflects");
             assert_eq!(snapshot.current_turn, 7);
             assert!(snapshot.player_turn_stats.is_empty());
             assert_eq!(h.metrics.consumed_count(Outcome::Applied), 1);

@@ -22,9 +22,12 @@ const LOCK_GAMES: &str = concat!(
 const WRITE_SNAPSHOTS: &str = "UPDATE games AS g \
      SET current_turn = u.current_turn, runtime_status = u.runtime_status, \
          engine_health_summary = u.engine_health_summary, \
-         snapshot_observed_at_ms = u.observed_at_ms, updated_at = now() \
-     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[]) \
-         AS u(game_id, current_turn, runtime_status, engine_health_summary, observed_at_ms) \
+         snapshot_observed_at_ms = u.observed_at_ms, snapshot_source_ms = u.source_ms, \
+         snapshot_source_seq = u.source_seq, updated_at = now() \
+     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], \
+                 $6::bigint[], $7::bigint[]) \
+         AS u(game_id, current_turn, runtime_status, engine_health_summary, observed_at_ms, \
+              source_ms, source_seq) \
      WHERE g.game_id = u.game_id";
 
 /// Records the run's stats: a player new to the game gets the run's first observation as
@@ -122,6 +125,7 @@ async fn write_snapshots(
     let mut statuses = Vec::new();
     let mut summaries = Vec::new();
     let mut observed = Vec::new();
+    let (mut source_ms, mut source_seq) = (Vec::new(), Vec::new());
     for (id, game) in games {
         let Some(snapshot) = game.record.snapshot.as_ref().filter(|_| game.touched) else {
             continue;
@@ -131,6 +135,12 @@ async fn write_snapshots(
         statuses.push(snapshot.runtime_status.as_str());
         summaries.push(snapshot.engine_health_summary.as_str());
         observed.push(snapshot.observed_at_ms);
+        // Redis never makes an id past i64::MAX; one that claims to is stored as none.
+        let source = snapshot
+            .source
+            .and_then(|s| Some((i64::try_from(s.ms).ok()?, i64::try_from(s.seq).ok()?)));
+        source_ms.push(source.map(|(ms, _)| ms));
+        source_seq.push(source.map(|(_, seq)| seq));
     }
     if ids.is_empty() {
         return Ok(());
@@ -139,7 +149,15 @@ async fn write_snapshots(
         .prepare_cached(WRITE_SNAPSHOTS)
         .await
         .map_err(store_error)?;
-    let params: [Param<'_>; 5] = [&ids, &turns, &statuses, &summaries, &observed];
+    let params: [Param<'_>; 7] = [
+        &ids,
+        &turns,
+        &statuses,
+        &summaries,
+        &observed,
+        &source_ms,
+        &source_seq,
+    ];
     tx.execute(&write, &params).await.map_err(store_error)?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The store value, row decoding and error mapping shared by every port implementation.
 
+use contracts::SourceEntryId;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lobby_domain::{GameId, GameStatus, RuntimeSnapshot};
@@ -16,7 +17,8 @@ pub(crate) type Param<'a> = &'a (dyn ToSql + Sync);
 macro_rules! game_columns {
     () => {
         "game_id, status, current_turn, runtime_status, engine_health_summary, \
-         snapshot_observed_at_ms, finished_at, created_at, updated_at"
+         snapshot_observed_at_ms, finished_at, created_at, updated_at, \
+         snapshot_source_ms, snapshot_source_seq"
     };
 }
 pub(crate) use game_columns;
@@ -64,6 +66,7 @@ pub(crate) fn decode_game(row: &Row) -> Result<GameRecord, Error> {
             runtime_status: row.try_get(3).map_err(store_error)?,
             engine_health_summary: row.try_get(4).map_err(store_error)?,
             observed_at_ms,
+            source: source_of(id, row)?,
         }),
     };
     let finished_at: Option<SystemTime> = row.try_get(6).map_err(store_error)?;
@@ -75,6 +78,22 @@ pub(crate) fn decode_game(row: &Row) -> Result<GameRecord, Error> {
         created_at: row.try_get(7).map_err(store_error)?,
         updated_at: row.try_get(8).map_err(store_error)?,
     })
+}
+
+/// The snapshot's source entry from columns 9 and 10 of [`game_columns!`].
+fn source_of(id: &str, row: &Row) -> Result<Option<SourceEntryId>, Error> {
+    let ms: Option<i64> = row.try_get(9).map_err(store_error)?;
+    let seq: Option<i64> = row.try_get(10).map_err(store_error)?;
+    let (Some(ms), Some(seq)) = (ms, seq) else {
+        return Ok(None);
+    };
+    match (u64::try_from(ms), u64::try_from(seq)) {
+        (Ok(ms), Ok(seq)) => Ok(Some(SourceEntryId { ms, seq })),
+        _ => Err(corrupt(
+            id,
+            &format!("snapshot source {ms}-{seq} is negative"),
+        )),
+    }
 }
 
 /// Milliseconds since the epoch (validated positive by the ports) as a timestamp.

@@ -51,6 +51,7 @@ fn snapshot(turn: u32, status: &str, summary: &str, at: i64) -> RuntimeSnapshot 
         runtime_status: status.into(),
         engine_health_summary: summary.into(),
         observed_at_ms: at,
+        source: None,
     }
 }
 
@@ -81,7 +82,7 @@ async fn migrating_twice_is_harmless_and_the_schema_check_names_the_fix() {
         TABLES
     );
     let first = migrate(&pool).await.unwrap();
-    assert_eq!(first.applied_migrations().len(), 3);
+    assert_eq!(first.applied_migrations().len(), 4);
     let second = migrate(&pool).await.unwrap();
     assert!(second.applied_migrations().is_empty());
     assert!(
@@ -96,7 +97,7 @@ async fn migrating_twice_is_harmless_and_the_schema_check_names_the_fix() {
         .query_one("SELECT count(*) FROM lobby_schema_history", &[])
         .await
         .unwrap();
-    assert_eq!(row.get::<_, i64>(0), 3);
+    assert_eq!(row.get::<_, i64>(0), 4);
     drop(client);
     db.drop_db().await.unwrap();
 }
@@ -137,6 +138,41 @@ async fn games_are_created_once_and_read_back() {
             .unwrap()
             .finished_at_ms
             .is_some()
+    );
+}
+
+/// Two snapshots naming the health entries they reflect are ordered by them, across
+/// transactions: a duplicate, or an older entry with a later clock, is stale.
+#[tokio::test]
+async fn snapshots_naming_their_health_entries_keep_the_latest_entry_whatever_the_clocks() {
+    let (_db, store) = fresh_store().await;
+    create(&store, "g", Running).await;
+    let from = |turn: u32, at: i64, seq: u64| RuntimeSnapshot {
+        source: Some(contracts::SourceEntryId { ms: 7, seq }),
+        ..snapshot(turn, "running", "healthy", at)
+    };
+    let results = store
+        .apply_snapshots(&[
+            update("g", from(1, 500, 2), vec![]),
+            update("g", from(2, 900, 1), vec![]), // older entry, later clock
+            update("g", from(3, 100, 3), vec![]), // later entry, earlier clock
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results[0], SnapshotResult::Applied);
+    assert!(matches!(results[1], SnapshotResult::Stale { .. }));
+    assert_eq!(results[2], SnapshotResult::Applied);
+    assert_eq!(
+        store.get(&game("g")).await.unwrap().snapshot,
+        Some(from(3, 100, 3))
+    );
+    let again = store
+        .update_runtime_snapshot(&game("g"), &from(3, 100, 3))
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, SnapshotResult::Stale { .. }),
+        "a duplicate: {again:?}"
     );
 }
 

@@ -125,6 +125,7 @@ impl TryFrom<LobbyEventEntry> for GmEvent {
                 runtime_status: entry.runtime_status,
                 engine_health_summary: entry.engine_health_summary,
                 observed_at_ms: entry.occurred_at_ms,
+                source: entry.source_entry_id,
             },
             player_stats,
             finished_at_ms: entry.finished_at_ms,
@@ -182,6 +183,7 @@ mod tests {
                 runtime_status: "running".into(),
                 engine_health_summary: "healthy".into(),
                 observed_at_ms: 1_700_000_000_000,
+                source: None,
             }
         );
         assert!(event.player_stats().is_empty());

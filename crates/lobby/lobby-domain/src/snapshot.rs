@@ -1,5 +1,6 @@
 //! The Lobby's denormalised copy of a game's runtime state.
 
+use contracts::SourceEntryId;
 use contracts::{EngineHealth, RuntimeStatus};
 
 /// What the Lobby knows about a running game, copied from the Game Master's
@@ -19,8 +20,12 @@ pub struct RuntimeSnapshot {
     /// The Game Master's engine-health summary, verbatim (empty before the first
     /// observation).
     pub engine_health_summary: String,
-    /// When the Game Master emitted it (the event's `occurred_at_ms`); orders snapshots.
+    /// When the Game Master emitted it (the event's `occurred_at_ms`); orders snapshots
+    /// when one of the two compared names no source.
     pub observed_at_ms: i64,
+    /// The health entry it reflects (`source_entry_id`), when the Game Master named one;
+    /// orders two snapshots that both name one.
+    pub source: Option<SourceEntryId>,
 }
 
 impl RuntimeSnapshot {
@@ -42,13 +47,21 @@ impl RuntimeSnapshot {
         self.observed_at_ms > other.observed_at_ms
     }
 
-    /// Whether this snapshot may overwrite `stored`: always when nothing is stored,
-    /// otherwise unless `stored` is newer. A snapshot from the same millisecond wins, so
-    /// two events emitted within one millisecond still apply in stream order, and a
-    /// replay (which re-applies entries in stream order) ends where it ended before.
+    /// Whether this snapshot may overwrite `stored`: always when nothing is stored; when
+    /// both name the health entry they reflect, only a later entry (a duplicate or an
+    /// older one, say from a Game Master instance that took a game over, is dropped);
+    /// otherwise unless `stored` was emitted later. A snapshot from the same millisecond
+    /// wins, so two events emitted within one millisecond still apply in stream order,
+    /// and a replay (which re-applies entries in stream order) ends where it ended before.
     #[must_use]
     pub fn should_replace(&self, stored: Option<&Self>) -> bool {
-        stored.is_none_or(|stored| !stored.is_newer_than(self))
+        let Some(stored) = stored else {
+            return true;
+        };
+        match (self.source, stored.source) {
+            (Some(mine), Some(theirs)) => mine > theirs,
+            _ => !stored.is_newer_than(self),
+        }
     }
 }
 
@@ -62,6 +75,29 @@ mod tests {
             runtime_status: "running".into(),
             engine_health_summary: "healthy".into(),
             observed_at_ms,
+            source: None,
+        }
+    }
+
+    fn from_entry(observed_at_ms: i64, ms: u64, seq: u64) -> RuntimeSnapshot {
+        RuntimeSnapshot {
+            source: Some(SourceEntryId { ms, seq }),
+            ..at(observed_at_ms)
+        }
+    }
+
+    #[test]
+    fn two_snapshots_naming_their_health_entries_are_ordered_by_them_not_by_clocks() {
+        // (new, stored, replaces): the table of the rule.
+        let cases = [
+            (from_entry(1, 5, 1), from_entry(9, 5, 0), true), // later entry, earlier clock
+            (from_entry(9, 5, 0), from_entry(1, 5, 1), false), // older entry, later clock
+            (from_entry(5, 5, 0), from_entry(5, 5, 0), false), // a duplicate
+            (at(5), from_entry(5, 9, 9), true),               // no source: the clock rule
+            (from_entry(4, 1, 0), at(5), false),              // likewise
+        ];
+        for (i, (new, stored, replaces)) in cases.iter().enumerate() {
+            assert_eq!(new.should_replace(Some(stored)), *replaces, "case {i}");
         }
     }
 

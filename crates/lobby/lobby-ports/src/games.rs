@@ -294,6 +294,7 @@ mod tests {
                 runtime_status: "finished".into(),
                 engine_health_summary: "healthy".into(),
                 observed_at_ms: 10,
+                source: None,
             },
             player_stats: Vec::new(),
         };

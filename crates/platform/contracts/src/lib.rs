@@ -34,7 +34,8 @@ pub use job_results::{
     ERROR_CODE_REPLAY_NO_OP, InvalidJobResult, JobOutcome, JobResult, UnknownJobOutcome,
 };
 pub use lobby_events::{
-    InvalidLobbyEvent, LobbyEventEntry, LobbyEventKind, PlayerTurnStats, UnknownLobbyEventKind,
+    InvalidLobbyEvent, LobbyEventEntry, LobbyEventKind, PlayerTurnStats, SourceEntryId,
+    UnknownLobbyEventKind,
 };
 pub use status::{RuntimeStatus, UnknownStatus};
 pub use stop_jobs::{InvalidStopJob, StopJob, StopReason, UnknownStopReason};

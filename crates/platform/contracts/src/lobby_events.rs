@@ -44,9 +44,12 @@ pub mod fields {
     pub const PLAYER_TURN_STATS: &str = "player_turn_stats";
     /// When the game finished; `game_finished` only.
     pub const FINISHED_AT_MS: &str = "finished_at_ms";
+    /// The `runtime:health_events` entry a health-driven snapshot reflects; absent on
+    /// snapshots of the Game Master's other flows.
+    pub const SOURCE_ENTRY_ID: &str = "source_entry_id";
 
     /// Every field, in the order the Game Master writes them.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         KIND,
         GAME_ID,
         CURRENT_TURN,
@@ -55,7 +58,43 @@ pub mod fields {
         OCCURRED_AT_MS,
         PLAYER_TURN_STATS,
         FINISHED_AT_MS,
+        SOURCE_ENTRY_ID,
     ];
+}
+
+/// A stream entry id, `<ms>-<seq>`, as a snapshot names the health entry it reflects.
+/// Ordered as Redis orders ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceEntryId {
+    /// Milliseconds part.
+    pub ms: u64,
+    /// Sequence part.
+    pub seq: u64,
+}
+
+impl std::fmt::Display for SourceEntryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl std::str::FromStr for SourceEntryId {
+    type Err = InvalidLobbyEvent;
+
+    /// `<ms>-<seq>`, both decimal, neither empty.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || InvalidLobbyEvent::SourceEntryId(s.chars().take(64).collect());
+        let part = |p: &str| {
+            (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse::<u64>().ok())
+                .flatten()
+        };
+        let (ms, seq) = s.split_once('-').ok_or_else(bad)?;
+        Ok(Self {
+            ms: part(ms).ok_or_else(bad)?,
+            seq: part(seq).ok_or_else(bad)?,
+        })
+    }
 }
 
 /// Keys of one `player_turn_stats` element.
@@ -124,6 +163,8 @@ pub struct LobbyEventEntry {
     pub player_turn_stats: Vec<PlayerTurnStats>,
     /// When the game finished; `game_finished` only.
     pub finished_at_ms: Option<i64>,
+    /// The health entry a health-driven snapshot reflects.
+    pub source_entry_id: Option<SourceEntryId>,
 }
 
 /// Why a `gm:lobby_events` entry cannot be used.
@@ -176,6 +217,9 @@ pub enum InvalidLobbyEvent {
         /// What is wrong with it.
         error: UnstorableText,
     },
+    /// `source_entry_id` is not a stream entry id.
+    #[error("source_entry_id must be a stream entry id <ms>-<seq>, got {0:?}")]
+    SourceEntryId(String),
     /// `player_turn_stats` is not a JSON array of stats objects.
     #[error("player_turn_stats is not a JSON array of player stats: {0}")]
     PlayerStatsJson(String),
@@ -220,12 +264,17 @@ impl LobbyEventEntry {
             occurred_at_ms,
             player_turn_stats: decode_stats(read.text(fields::PLAYER_TURN_STATS)?)?,
             finished_at_ms,
+            source_entry_id: match read.text(fields::SOURCE_ENTRY_ID)?.trim() {
+                "" => None,
+                raw => Some(raw.parse()?),
+            },
         })
     }
 
     /// The exact field/value pairs to XADD: `kind`, `game_id`, `current_turn`,
     /// `runtime_status`, `engine_health_summary`, `occurred_at_ms`, then
-    /// `player_turn_stats` when there are stats and `finished_at_ms` when known.
+    /// `player_turn_stats` when there are stats, `finished_at_ms` when known and
+    /// `source_entry_id` when the snapshot reflects a health entry.
     #[must_use]
     pub fn wire_fields(&self) -> Vec<(&'static str, String)> {
         let mut wire = vec![
@@ -248,6 +297,9 @@ impl LobbyEventEntry {
         }
         if let Some(ms) = self.finished_at_ms {
             wire.push((fields::FINISHED_AT_MS, ms.to_string()));
+        }
+        if let Some(id) = self.source_entry_id {
+            wire.push((fields::SOURCE_ENTRY_ID, id.to_string()));
         }
         wire
     }
@@ -313,6 +365,24 @@ fn decode_stats(payload: &str) -> Result<Vec<PlayerTurnStats>, InvalidLobbyEvent
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_source_entry_id_is_read_when_present_and_refused_when_it_is_no_id() {
+        let entry = LobbyEventEntry::decode(&with(&[("source_entry_id", "17-3")])).unwrap();
+        assert_eq!(
+            entry.source_entry_id,
+            Some(SourceEntryId { ms: 17, seq: 3 })
+        );
+        assert_eq!(
+            LobbyEventEntry::decode(&with(&[])).unwrap().source_entry_id,
+            None
+        );
+        for bad in ["17", "a-1", "1-", "-1", "1-2-3"] {
+            let err = LobbyEventEntry::decode(&with(&[("source_entry_id", bad)])).unwrap_err();
+            assert_eq!(err, InvalidLobbyEvent::SourceEntryId(bad.into()), "{bad}");
+        }
+        assert!(SourceEntryId { ms: 2, seq: 0 } > SourceEntryId { ms: 1, seq: 9 });
+    }
+
     fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
         let mut pairs = vec![
             ("kind", "runtime_snapshot_update"),
@@ -367,7 +437,7 @@ mod tests {
         assert_eq!(entry.player_turn_stats.len(), 1);
         let wire = entry.wire_fields();
         let names: Vec<&str> = wire.iter().map(|(k, _)| *k).collect();
-        assert_eq!(names, fields::ALL);
+        assert_eq!(names, fields::ALL[..8], "no source on a flow's finish");
         assert_eq!(
             wire[6].1,
             r#"[{"user_id":"a","planets":3,"population":40,"ships_built":2}]"#
@@ -532,19 +602,23 @@ mod properties {
             1..=i64::MAX,
             stats,
             1..=MAX_TIME_MS,
+            proptest::option::of((any::<u64>(), any::<u64>())),
         )
-            .prop_map(|(kind, game, turn, status, summary, at, stats, finished)| {
-                LobbyEventEntry {
-                    kind,
-                    game_id: GameId::new(game).unwrap(),
-                    current_turn: turn,
-                    runtime_status: status,
-                    engine_health_summary: summary,
-                    occurred_at_ms: at,
-                    player_turn_stats: stats,
-                    finished_at_ms: (kind == LobbyEventKind::GameFinished).then_some(finished),
-                }
-            })
+            .prop_map(
+                |(kind, game, turn, status, summary, at, stats, finished, source)| {
+                    LobbyEventEntry {
+                        kind,
+                        game_id: GameId::new(game).unwrap(),
+                        current_turn: turn,
+                        runtime_status: status,
+                        engine_health_summary: summary,
+                        occurred_at_ms: at,
+                        player_turn_stats: stats,
+                        finished_at_ms: (kind == LobbyEventKind::GameFinished).then_some(finished),
+                        source_entry_id: source.map(|(ms, seq)| SourceEntryId { ms, seq }),
+                    }
+                },
+            )
     }
 
     proptest! {

@@ -129,7 +129,11 @@ impl Baseline {
         }
         // 3. publish when the status changed or the summary differs
         if changed || self.last_published.get(game).is_none_or(|s| s != summary) {
-            self.publish(game).await?;
+            let source = contracts::SourceEntryId {
+                ms: entry.id.ms,
+                seq: entry.id.seq,
+            };
+            self.publish(game, source).await?;
             self.last_published
                 .insert(game.to_owned(), summary.to_owned());
         }
@@ -137,7 +141,7 @@ impl Baseline {
     }
 
     /// 4. get again, 5. XADD.
-    async fn publish(&self, game: &str) -> anyhow::Result<()> {
+    async fn publish(&self, game: &str, source: contracts::SourceEntryId) -> anyhow::Result<()> {
         let row = self.db.query_one(&self.get, &[&game]).await?;
         let status: String = row.get(0);
         let health: String = row.get(1);
@@ -149,6 +153,7 @@ impl Baseline {
             engine_health: EngineHealth::parse_stored(&health)?,
             occurred_at_ms: now_ms(),
             player_turn_stats: Vec::new(),
+            source_entry_id: Some(source),
         };
         self.publisher
             .publish(&[LobbyEvent::SnapshotUpdate(snapshot)])

@@ -206,6 +206,8 @@ pub fn snapshot(
         engine_health: record.engine_health,
         occurred_at_ms: u64::try_from(at_ms).unwrap_or(1),
         player_turn_stats,
+        // The Game Master's other flows reflect no health entry.
+        source_entry_id: None,
     }
 }
 

@@ -509,6 +509,7 @@ mod tests {
                 runtime_status: s.to_owned(),
                 engine_health_summary: h.to_owned(),
                 observed_at_ms: 1,
+                source: None,
             }),
             finished_at_ms: (status == GameStatus::Finished).then_some(50),
             created_at: SystemTime::UNIX_EPOCH,
