@@ -318,8 +318,45 @@ async fn entries_postgres_cannot_hold_are_skipped_and_the_stream_drains_ready() 
         !metrics.contains(r#"stage="handle"} "#),
         "no retry: {metrics}"
     );
+    // The operator's view: position at the last entry, two dead letters, ready.
+    let url = redis_server.url();
+    let addr = http_addr.to_string();
+    let args = ["--redis-url", url.as_str(), "--http-addr", addr.as_str()];
+    let status = e2e::status("gamemaster", &args).await;
+    let consumer = &status["consumers"][0];
+    assert_eq!(consumer["label"], "health_events", "{status}");
+    assert_eq!(consumer["position"], last.as_str(), "{status}");
+    assert_eq!(consumer["last_entry"], last.as_str(), "{status}");
+    assert_eq!(consumer["stream_length"], 5, "{status}");
+    assert_eq!(consumer["dead_letters"], 2, "{status}");
+    assert_eq!(consumer["lag_seconds"], 0.0, "{status}");
+    assert_eq!(status["instance"]["state"], "ready", "{status}");
     gm.terminate().unwrap();
     assert_eq!(gm.wait(Duration::from_secs(15)).await.unwrap(), 0);
+    let status = e2e::status("gamemaster", &args).await;
+    assert_eq!(status["instance"]["state"], "not running", "{status}");
+    let mut table = testkit::bins::Process::spawn(
+        "gamemaster",
+        &[
+            "status",
+            "--redis-url",
+            url.as_str(),
+            "--http-addr",
+            addr.as_str(),
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(table.wait(Duration::from_secs(30)).await.unwrap(), 0);
+    let shown = table.stdout();
+    assert!(
+        shown.contains("health_events") && shown.contains(last.as_str()),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("instance on {addr}: not running")),
+        "{shown}"
+    );
     let logs = gm.stderr();
     for id in [&nul, &suffixed] {
         let line = logs

@@ -172,6 +172,27 @@ async fn stops_asked_in_the_lobby_stop_real_engines_and_their_answers_come_back(
             r#"rtmanager_stop_jobs_consumed_total{outcome="not_found"} 1"#,
         ],
     );
+    let lobby_addr = lobby.http.to_string();
+    let args = [
+        "--redis-url",
+        redis_url.as_str(),
+        "--http-addr",
+        lobby_addr.as_str(),
+    ];
+    let status = e2e::status("lobby", &args).await;
+    let labels: Vec<&str> = status["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["gm_lobby_events", "job_results"], "{status}");
+    assert_eq!(
+        status["consumers"][1]["dead_letters"], 1,
+        "the malformed result: {status}"
+    );
+    assert_eq!(status["consumers"][1]["stream_length"], 5, "{status}");
+    assert_eq!(status["instance"]["state"], "ready", "{status}");
     stop_service(lobby).await;
     stop_service(rtm).await;
     redis.cleanup().await.unwrap();

@@ -286,3 +286,18 @@ pub async fn dead_letters(
     }
     letters
 }
+
+/// `<service> status --json` (with `args`), parsed; it must exit 0.
+///
+/// # Panics
+/// The command fails or prints something that is not JSON.
+pub async fn status(service: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["status", "--json"];
+    all.extend_from_slice(args);
+    let mut p = testkit::bins::Process::spawn(service, &all, &[])
+        .unwrap_or_else(|e| panic!("{service} status: {e}"));
+    let code = p.wait(std::time::Duration::from_secs(30)).await;
+    let out = p.stdout();
+    assert_eq!(code.ok(), Some(0), "{out}\n{}", p.stderr());
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}

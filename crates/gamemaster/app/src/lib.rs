@@ -7,10 +7,11 @@ use std::process::ExitCode;
 
 use adapters_postgres::PgRuntimeRecordStore;
 use adapters_redis::RedisLobbyEventsPublisher;
-use clap::{ArgMatches, Command};
+use clap::{Arg, ArgMatches, Command};
 use prometheus_client::registry::Registry;
 use service_kit::consumer::{self, Backends, Work};
 use service_kit::settings::{CommonSettings, Defaults, migrate_command, postgres_url, stream_arg};
+use service_kit::status::Consumed;
 use service_kit::{StartupError, telemetry};
 use worker_healthevents::{HealthEventsWorker, OFFSET_LABEL, WorkerMetrics, system_clock};
 
@@ -19,6 +20,24 @@ pub const SERVICE: &str = "gamemaster";
 
 /// The offset labels of the service's consumers (their dead letters are kept by label).
 const CONSUMERS: [&str; 1] = [OFFSET_LABEL];
+
+/// The consumer `status` reports, and the setting naming its stream.
+const CONSUMED: [Consumed; 1] = [Consumed {
+    label: OFFSET_LABEL,
+    stream_setting: "health_events_stream",
+}];
+
+/// The settings naming the streams the Game Master consumes (for `run` and `status`).
+fn consumed_streams() -> Vec<Arg> {
+    vec![stream_arg(
+        DEFAULTS.env_prefix,
+        "health_events_stream",
+        "health-events-stream",
+        "HEALTH_EVENTS_STREAM",
+        "runtime:health_events",
+        "Stream the Runtime Manager publishes health events on",
+    )]
+}
 
 const DEFAULTS: Defaults = Defaults {
     env_prefix: "GAMEMASTER",
@@ -37,18 +56,12 @@ pub fn command() -> Command {
         .arg_required_else_help(true)
         .subcommand(migrate_command("Game Master", &DEFAULTS))
         .subcommand(service_kit::dead_letters::command(&DEFAULTS, &CONSUMERS))
+        .subcommand(service_kit::status::command(&DEFAULTS, consumed_streams()))
         .subcommand(
             Command::new("run")
                 .about("Consume the health events stream until SIGTERM or SIGINT")
                 .args(CommonSettings::args(&DEFAULTS))
-                .arg(stream_arg(
-                    DEFAULTS.env_prefix,
-                    "health_events_stream",
-                    "health-events-stream",
-                    "HEALTH_EVENTS_STREAM",
-                    "runtime:health_events",
-                    "Stream the Runtime Manager publishes health events on",
-                ))
+                .args(consumed_streams())
                 .arg(stream_arg(
                     DEFAULTS.env_prefix,
                     "lobby_events_stream",
@@ -66,6 +79,7 @@ pub async fn main(matches: ArgMatches) -> ExitCode {
     let result = match matches.subcommand() {
         Some(("migrate", m)) => migrate(m).await,
         Some(("dead-letters", m)) => service_kit::dead_letters::run(SERVICE, &CONSUMERS, m).await,
+        Some(("status", m)) => service_kit::status::run(SERVICE, &CONSUMED, m).await,
         Some(("run", m)) => run(m).await,
         _ => Err(StartupError::new("unknown command (see gamemaster --help)")),
     };

@@ -39,6 +39,40 @@ pub const SERVICE: &str = "lobby";
 /// The offset labels of the service's consumers (their dead letters are kept by label).
 const CONSUMERS: [&str; 2] = [worker_gmevents::OFFSET_LABEL, worker_stops::OFFSET_LABEL];
 
+/// The consumers `status` reports, and the settings naming their streams.
+const CONSUMED: [service_kit::status::Consumed; 2] = [
+    service_kit::status::Consumed {
+        label: worker_gmevents::OFFSET_LABEL,
+        stream_setting: "gm_events_stream",
+    },
+    service_kit::status::Consumed {
+        label: worker_stops::OFFSET_LABEL,
+        stream_setting: "job_results_stream",
+    },
+];
+
+/// The settings naming the streams the Lobby consumes (for `run` and `status`).
+fn consumed_streams() -> Vec<Arg> {
+    vec![
+        stream_arg(
+            DEFAULTS.env_prefix,
+            "gm_events_stream",
+            "gm-events-stream",
+            "GM_EVENTS_STREAM",
+            "gm:lobby_events",
+            "Stream the Game Master publishes runtime snapshots and finished games on",
+        ),
+        stream_arg(
+            DEFAULTS.env_prefix,
+            "job_results_stream",
+            "job-results-stream",
+            "JOB_RESULTS_STREAM",
+            contracts::job_results::DEFAULT_STREAM,
+            "Stream the Runtime Manager answers the Lobby's stop jobs on",
+        ),
+    ]
+}
+
 const DEFAULTS: Defaults = Defaults {
     env_prefix: "LOBBY",
     postgres_url: "postgres://postgres@127.0.0.1:5432/lobby",
@@ -58,6 +92,7 @@ pub fn command() -> Command {
         .arg_required_else_help(true)
         .subcommand(migrate_command("Lobby", &DEFAULTS))
         .subcommand(service_kit::dead_letters::command(&DEFAULTS, &CONSUMERS))
+        .subcommand(service_kit::status::command(&DEFAULTS, consumed_streams()))
         .subcommand(
             Command::new("seed-game")
                 .about("Create games the Lobby does not know yet (games that exist are left alone), so the Game Master's events for them apply")
@@ -81,14 +116,7 @@ pub fn command() -> Command {
             Command::new("run")
                 .about("Consume the Game Master's events until SIGTERM or SIGINT")
                 .args(CommonSettings::args(&DEFAULTS))
-                .arg(stream_arg(
-                    DEFAULTS.env_prefix,
-                    "gm_events_stream",
-                    "gm-events-stream",
-                    "GM_EVENTS_STREAM",
-                    "gm:lobby_events",
-                    "Stream the Game Master publishes runtime snapshots and finished games on",
-                ))
+                .args(consumed_streams())
                 .arg(stream_arg(
                     DEFAULTS.env_prefix,
                     "stop_jobs_stream",
@@ -97,14 +125,7 @@ pub fn command() -> Command {
                     contracts::stop_jobs::DEFAULT_STREAM,
                     "Stream the Lobby appends its stop jobs to, for the Runtime Manager",
                 ))
-                .arg(stream_arg(
-                    DEFAULTS.env_prefix,
-                    "job_results_stream",
-                    "job-results-stream",
-                    "JOB_RESULTS_STREAM",
-                    contracts::job_results::DEFAULT_STREAM,
-                    "Stream the Runtime Manager answers the Lobby's stop jobs on",
-                )),
+,
         )
         .subcommand(
             Command::new("stop-game")
@@ -125,6 +146,7 @@ pub async fn main(matches: ArgMatches) -> ExitCode {
     let result = match matches.subcommand() {
         Some(("migrate", m)) => migrate(m).await,
         Some(("dead-letters", m)) => service_kit::dead_letters::run(SERVICE, &CONSUMERS, m).await,
+        Some(("status", m)) => service_kit::status::run(SERVICE, &CONSUMED, m).await,
         Some(("seed-game", m)) => seed_game(m).await,
         Some(("run", m)) => run(m).await,
         Some(("stop-game", m)) => stop_game(m).await,

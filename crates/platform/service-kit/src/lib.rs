@@ -20,6 +20,7 @@ pub mod http;
 pub mod ops;
 pub mod settings;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;
 
 use std::fmt;

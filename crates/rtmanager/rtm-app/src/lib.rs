@@ -40,6 +40,24 @@ pub const SERVICE: &str = "rtmanager";
 /// The offset labels of the service's consumers (their dead letters are kept by label).
 const CONSUMERS: [&str; 1] = [OFFSET_LABEL];
 
+/// The consumer `status` reports, and the setting naming its stream.
+const CONSUMED: [service_kit::status::Consumed; 1] = [service_kit::status::Consumed {
+    label: OFFSET_LABEL,
+    stream_setting: "stop_jobs_stream",
+}];
+
+/// The settings naming the streams the Runtime Manager consumes (for `run` and `status`).
+fn consumed_streams() -> Vec<clap::Arg> {
+    vec![stream_arg(
+        DEFAULTS.env_prefix,
+        "stop_jobs_stream",
+        "stop-jobs-stream",
+        "STOP_JOBS_STREAM",
+        contracts::stop_jobs::DEFAULT_STREAM,
+        "Stream the Lobby appends stop jobs to",
+    )]
+}
+
 const DEFAULTS: Defaults = Defaults {
     env_prefix: "RTMANAGER",
     postgres_url: "postgres://postgres@127.0.0.1:5432/rtmanager",
@@ -58,6 +76,7 @@ pub fn command() -> Command {
         .arg_required_else_help(true)
         .subcommand(migrate_command("Runtime Manager", &DEFAULTS))
         .subcommand(service_kit::dead_letters::command(&DEFAULTS, &CONSUMERS))
+        .subcommand(service_kit::status::command(&DEFAULTS, consumed_streams()))
         .subcommand(
             Command::new("run")
                 .about("Consume stop jobs and supervise engines until SIGTERM or SIGINT")
@@ -87,14 +106,7 @@ pub fn command() -> Command {
 /// supervisor's interval and the engines' program, logs and memory limit.
 fn run_args() -> Vec<Arg> {
     let command = Command::new("run")
-                .arg(stream_arg(
-                    DEFAULTS.env_prefix,
-                    "stop_jobs_stream",
-                    "stop-jobs-stream",
-                    "STOP_JOBS_STREAM",
-                    contracts::stop_jobs::DEFAULT_STREAM,
-                    "Stream the Lobby appends stop jobs to",
-                ))
+                .args(consumed_streams())
                 .arg(stream_arg(
                     DEFAULTS.env_prefix,
                     "job_results_stream",
@@ -158,6 +170,7 @@ pub async fn main(matches: ArgMatches) -> ExitCode {
     let result = match matches.subcommand() {
         Some(("migrate", m)) => migrate(m).await,
         Some(("dead-letters", m)) => service_kit::dead_letters::run(SERVICE, &CONSUMERS, m).await,
+        Some(("status", m)) => service_kit::status::run(SERVICE, &CONSUMED, m).await,
         Some(("run", m)) => run(m).await,
         Some(("start-game", m)) => start_game(m).await,
         _ => Err(StartupError::new("unknown command (see rtmanager --help)")),
