@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use e2e::{assert_metrics, pg_client, start_service, stop_service};
+use e2e::{assert_metrics, pg_client, start_service_on, stop_service};
 use testkit::bins::run;
 use testkit::pg::TestDb;
 use testkit::redis::{TestRedis, ThrowawayRedis};
@@ -92,25 +92,15 @@ async fn stops_asked_in_the_lobby_stop_real_engines_and_their_answers_come_back(
     .await
     .unwrap();
     assert_eq!(code, 0, "{stderr}");
-    let rtm = start_service(
+    let rtm = start_service_on(
         "rtmanager",
         "RTMANAGER",
-        &[
-            ("RTMANAGER_POSTGRES_URL", rtm_db.url()),
-            ("RTMANAGER_REDIS_URL", &redis_url),
-            ("RTMANAGER_STOP_GRACE", "2s"),
-        ],
+        rtm_db.url(),
+        &redis_url,
+        &[("RTMANAGER_STOP_GRACE", "2s")],
     )
     .await;
-    let lobby = start_service(
-        "lobby",
-        "LOBBY",
-        &[
-            ("LOBBY_POSTGRES_URL", lobby_db.url()),
-            ("LOBBY_REDIS_URL", &redis_url),
-        ],
-    )
-    .await;
+    let lobby = start_service_on("lobby", "LOBBY", lobby_db.url(), &redis_url, &[]).await;
     let rtm_addr = rtm.http.to_string();
     let args = ["start-game", "g1", "--http-addr", rtm_addr.as_str()];
     let (code, stderr) = run("rtmanager", &args, &[], WAIT).await.unwrap();
@@ -222,30 +212,14 @@ async fn galaxy_live_round_the_loop(redis_url: &str) {
     let gm_db = migrated("gamemaster", "GAMEMASTER_POSTGRES_URL").await;
     let rtm_db = migrated("rtmanager", "RTMANAGER_POSTGRES_URL").await;
     let lobby_db = migrated("lobby", "LOBBY_POSTGRES_URL").await;
-    let gm = start_service(
-        "gamemaster",
-        "GAMEMASTER",
-        &[
-            ("GAMEMASTER_POSTGRES_URL", gm_db.url()),
-            ("GAMEMASTER_REDIS_URL", &redis_url),
-        ],
-    )
-    .await;
-    let lobby = start_service(
-        "lobby",
-        "LOBBY",
-        &[
-            ("LOBBY_POSTGRES_URL", lobby_db.url()),
-            ("LOBBY_REDIS_URL", &redis_url),
-        ],
-    )
-    .await;
-    let rtm = start_service(
+    let gm = start_service_on("gamemaster", "GAMEMASTER", gm_db.url(), &redis_url, &[]).await;
+    let lobby = start_service_on("lobby", "LOBBY", lobby_db.url(), &redis_url, &[]).await;
+    let rtm = start_service_on(
         "rtmanager",
         "RTMANAGER",
+        rtm_db.url(),
+        &redis_url,
         &[
-            ("RTMANAGER_POSTGRES_URL", rtm_db.url()),
-            ("RTMANAGER_REDIS_URL", &redis_url),
             ("RTMANAGER_STOP_GRACE", "2s"),
             ("RTMANAGER_ENGINE_MEMORY_LIMIT_MIB", "64"),
         ],

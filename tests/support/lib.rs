@@ -219,6 +219,24 @@ pub async fn start_service(name: &str, prefix: &str, env: &[(&str, &str)]) -> Se
     Service { process, http }
 }
 
+/// [`start_service`] on `postgres_url` and `redis_url` (its `<PREFIX>_POSTGRES_URL` and
+/// `<PREFIX>_REDIS_URL`), with `extra` settings.
+pub async fn start_service_on(
+    name: &str,
+    prefix: &str,
+    postgres_url: &str,
+    redis_url: &str,
+    extra: &[(&str, &str)],
+) -> Service {
+    let (pg, redis) = (
+        format!("{prefix}_POSTGRES_URL"),
+        format!("{prefix}_REDIS_URL"),
+    );
+    let mut env = vec![(pg.as_str(), postgres_url), (redis.as_str(), redis_url)];
+    env.extend_from_slice(extra);
+    start_service(name, prefix, &env).await
+}
+
 /// SIGTERM, and the exit code must be 0; returns the logs.
 ///
 /// # Panics
