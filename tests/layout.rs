@@ -121,13 +121,14 @@ const NOT_WIRE_FIELDS: [(&str, &str); 6] = [
 
 #[test]
 fn every_wire_field_name_is_spelled_once_outside_tests() {
-    use contracts::{health_events, job_results, lobby_events, stop_jobs};
+    use contracts::{dead_letters, health_events, job_results, lobby_events, stop_jobs};
     let mut names: Vec<&str> = [
         &health_events::fields::ALL[..],
         &lobby_events::fields::ALL[..],
         &lobby_events::stats::ALL[..],
         &stop_jobs::fields::ALL[..],
         &job_results::fields::ALL[..],
+        &dead_letters::fields::ALL[..],
     ]
     .concat();
     names.sort_unstable();

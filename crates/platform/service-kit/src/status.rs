@@ -140,10 +140,10 @@ async fn readiness(addr: SocketAddr) -> Value {
     match crate::http::request(addr, "GET", "/readyz", READY_TIMEOUT).await {
         Ok((200, _)) => json!({"http_addr": addr.to_string(), "state": "ready"}),
         Ok((code, body)) => {
-            json!({"http_addr": addr.to_string(), "state": "not ready", "status": code, "reason": body.trim()})
+            json!({"http_addr": addr.to_string(), "state": "not ready", "status": code, "detail": body.trim()})
         }
         Err(e) => {
-            json!({"http_addr": addr.to_string(), "state": "not running", "reason": e.to_string()})
+            json!({"http_addr": addr.to_string(), "state": "not running", "detail": e.to_string()})
         }
     }
 }
@@ -187,8 +187,8 @@ fn table(report: &Value) -> String {
         text(&i["http_addr"]),
         text(&i["state"])
     ));
-    if !i["reason"].is_null() {
-        out.push_str(&format!(" ({})", text(&i["reason"])));
+    if !i["detail"].is_null() {
+        out.push_str(&format!(" ({})", text(&i["detail"])));
     }
     out.push('\n');
     out
@@ -203,7 +203,7 @@ mod tests {
         let report = json!({
             "consumers": [{"label": "health_events", "stream": "runtime:health_events", "position": "5-0",
                 "first_entry": "1-0", "last_entry": "9-0", "lag_seconds": 0.004, "dead_letters": 2}],
-            "instance": {"http_addr": "127.0.0.1:8080", "state": "not ready", "reason": "postgres: down"},
+            "instance": {"http_addr": "127.0.0.1:8080", "state": "not ready", "detail": "postgres: down"},
         });
         let shown = table(&report);
         assert!(
