@@ -198,3 +198,48 @@ async fn a_transient_failure_finishes_nothing_and_the_retry_records_everything_o
     assert_eq!(retry.finished, 2);
     assert_eq!(counts(&w), [(Outcome::Stopped, 2), (Outcome::Malformed, 1)]);
 }
+
+/// The worker inside the real consumer runtime, on streams in memory: the answers are
+/// recorded, what it skipped is kept as dead letters, and the offset passes everything.
+#[tokio::test]
+async fn in_the_real_runtime_answers_land_skips_become_dead_letters_and_the_offset_moves() {
+    use stream_consumer::memory::MemoryStreams;
+    use stream_consumer::{Consumer, ConsumerConfig, ConsumerHealth, ConsumerMetrics, Step};
+
+    let streams = MemoryStreams::default();
+    let results = "runtime:job_results";
+    streams.append(
+        results,
+        &JobResult::success(game("g1"), "c1", "http://e1").wire_fields(),
+    );
+    streams.append(results, &[("game_id", "g1")]);
+    let last = streams.append(
+        results,
+        &JobResult::failure(game("nobody"), "not_found", "none").wire_fields(),
+    );
+    let answers = Answers::with(&["g1"]);
+    let mut consumer = Consumer::new(
+        streams.clone(),
+        streams.clone(),
+        worker(&answers),
+        ConsumerConfig::new(results, OFFSET_LABEL),
+        ConsumerMetrics::default(),
+        ConsumerHealth::default(),
+    )
+    .with_dead_letters(streams.clone());
+    assert!(matches!(
+        consumer.step().await,
+        Step::Handled { entries: 3, .. }
+    ));
+    assert_eq!(consumer.step().await, Step::Idle);
+    assert_eq!(streams.offset(OFFSET_LABEL), Some(last));
+    assert!(answers.last("g1").is_some());
+    let dead: Vec<(String, String)> = streams
+        .dead_letters()
+        .iter()
+        .map(|d| (d.source_id.clone(), d.reason.clone()))
+        .collect();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0].0, "2-0");
+    assert!(dead[1].1.contains("no game 'nobody'"), "{dead:?}");
+}

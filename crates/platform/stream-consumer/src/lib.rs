@@ -27,10 +27,13 @@
 //!     the offset and returns.
 //!
 //! [`Consumer::step`] is one iteration, so tests drive the runtime without racing a
-//! background loop; [`Consumer::run`] loops it until cancelled.
+//! background loop; [`Consumer::run`] loops it until cancelled. [`memory::MemoryStreams`]
+//! is a stream, an offset store and a dead-letter stream in memory, so a worker's unit
+//! tests can drive the real runtime with no server.
 
 mod entry;
 pub mod isolate;
+pub mod memory;
 mod ports;
 
 pub use entry::{EntryId, InvalidEntryId, StreamEntry};
