@@ -281,3 +281,30 @@ async fn galaxy_live_bad_settings_are_one_line_and_exit_2() {
         .await
         .unwrap();
 }
+
+/// `rtmanager status` before the consumer ever stored an offset, with no instance
+/// running: no position, the lag from the first entry to the last, and "not running".
+#[tokio::test]
+async fn status_before_any_offset_counts_the_lag_from_the_first_entry() {
+    let redis_server = ThrowawayRedis::start().await.unwrap();
+    let redis = TestRedis::connect_to(&redis_server.url()).await.unwrap();
+    let jobs = contracts::stop_jobs::DEFAULT_STREAM;
+    redis
+        .xadd_with_id(jobs, "1000-0", &[("game_id", "g")])
+        .await
+        .unwrap();
+    redis
+        .xadd_with_id(jobs, "3500-0", &[("game_id", "g")])
+        .await
+        .unwrap();
+    let url = redis_server.url();
+    let addr = format!("127.0.0.1:{}", testkit::free_port());
+    let status = e2e::status("rtmanager", &["--redis-url", &url, "--http-addr", &addr]).await;
+    let consumer = &status["consumers"][0];
+    assert_eq!(consumer["label"], "stopjobs", "{status}");
+    assert!(consumer["position"].is_null(), "{status}");
+    assert_eq!(consumer["first_entry"], "1000-0", "{status}");
+    assert_eq!(consumer["lag_seconds"], 2.5, "{status}");
+    assert_eq!(consumer["dead_letters"], 0, "{status}");
+    assert_eq!(status["instance"]["state"], "not running", "{status}");
+}

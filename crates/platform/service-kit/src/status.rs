@@ -118,9 +118,10 @@ async fn consumer(
         .await?;
     let lag = match (info, position) {
         (Some(info), Some(p)) => Some(info.last_generated.ms.saturating_sub(p.ms) as f64 / 1000.0),
-        (Some(info), None) => {
-            Some(info.last_generated.ms as f64 / 1000.0).filter(|_| info.length > 0)
-        }
+        // Never stored: the consumer starts at the stream's first entry.
+        (Some(info), None) => info
+            .first_entry
+            .map(|first| info.last_generated.ms.saturating_sub(first.ms) as f64 / 1000.0),
         (None, _) => None,
     };
     Ok(json!({
