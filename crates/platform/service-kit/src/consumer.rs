@@ -242,7 +242,7 @@ pub async fn run(
         .await?
         .with_routes(work.routes);
     tracing::info!(http_addr = %settings.http_addr, "{service} running");
-    let drain = run_until_signal(ops, settings, parts).await;
+    let drain = run_until_signal(ops, settings.shutdown_timeout, parts).await;
     redis.quit().await;
     if drain == Drain::Finished {
         tracing::info!("{service} stopped");
@@ -279,7 +279,7 @@ fn consumer_config(settings: &CommonSettings, stream: String, label: String) -> 
 /// Runs every part on one stop token, fired by SIGTERM or SIGINT, and drains them all. A
 /// part that panics stops the others too (a service missing a part is not running), and
 /// the drain reports it.
-async fn run_until_signal(ops: OpsServer, settings: &CommonSettings, parts: Vec<Loop>) -> Drain {
+async fn run_until_signal(ops: OpsServer, timeout: std::time::Duration, parts: Vec<Loop>) -> Drain {
     let stop = CancellationToken::new();
     tokio::spawn(cancel_on_signal(stop.clone()));
     let mut tasks = tokio::task::JoinSet::new();
@@ -297,10 +297,52 @@ async fn run_until_signal(ops: OpsServer, settings: &CommonSettings, parts: Vec<
             }
         }
     };
-    let drain = serve_and_drain(ops, stop, settings.shutdown_timeout, all).await;
+    let drain = serve_and_drain(ops, stop, timeout, all).await;
     if failed.load(Ordering::SeqCst) {
         Drain::Panicked
     } else {
         drain
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn ops() -> OpsServer {
+        OpsServer::bind(
+            "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+            Registry::default(),
+            vec![],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.0))
+    }
+
+    #[tokio::test]
+    async fn a_part_that_panics_stops_the_others_and_the_drain_says_so() {
+        let stopped = Arc::new(AtomicUsize::new(0));
+        let watcher = stopped.clone();
+        let parts: Vec<Loop> = vec![
+            Box::new(move |stop: CancellationToken| -> BoxFuture {
+                Box::pin(async move {
+                    stop.cancelled().await;
+                    watcher.fetch_add(1, Ordering::SeqCst);
+                })
+            }),
+            Box::new(|_stop: CancellationToken| -> BoxFuture {
+                Box::pin(async { panic!("a worker gone wrong") })
+            }),
+        ];
+        let drain = run_until_signal(ops().await, Duration::from_secs(5), parts).await;
+        assert_eq!(drain, Drain::Panicked);
+        assert_eq!(
+            stopped.load(Ordering::SeqCst),
+            1,
+            "the healthy part was stopped and drained"
+        );
     }
 }
