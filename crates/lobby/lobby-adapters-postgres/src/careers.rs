@@ -9,10 +9,9 @@ use lobby_domain::{
 };
 use lobby_ports::{CapabilityEvaluator, CareerStore, Error, Evaluation, EvaluationGuardStore};
 use tokio_postgres::Row;
-use tokio_postgres::error::SqlState;
 
 use crate::stats::decode_stats;
-use crate::store::{Param, PgLobbyStore, corrupt, store_error, store_error_or, time_from_ms};
+use crate::store::{Param, PgLobbyStore, corrupt, store_error, time_from_ms, unknown_game_or};
 
 const SELECT_GUARD: &str = "SELECT evaluated_at FROM evaluation_guards WHERE game_id = $1";
 
@@ -73,13 +72,10 @@ impl EvaluationGuardStore for PgLobbyStore {
         let claim = tx.prepare_cached(CLAIM_GUARD).await.map_err(store_error)?;
         let finished_at = time_from_ms(finished_at_ms);
         let params: [Param<'_>; 2] = [&game_id.as_str(), &finished_at];
-        let claimed = tx.query_opt(&claim, &params).await.map_err(|e| {
-            store_error_or(
-                e,
-                &SqlState::FOREIGN_KEY_VIOLATION,
-                Error::NotFound(game_id.clone()),
-            )
-        })?;
+        let claimed = tx
+            .query_opt(&claim, &params)
+            .await
+            .map_err(|e| unknown_game_or(e, game_id))?;
         if claimed.is_none() {
             return Ok(Evaluation::AlreadyEvaluated);
         }

@@ -8,10 +8,9 @@ use lobby_domain::{
 };
 use lobby_ports::{Error, GameTurnStatsStore};
 use tokio_postgres::Row;
-use tokio_postgres::error::SqlState;
 
 use crate::apply::StatColumns;
-use crate::store::{Param, PgLobbyStore, corrupt, store_error, store_error_or};
+use crate::store::{Param, PgLobbyStore, corrupt, store_error, unknown_game_or};
 
 /// New players only: the initial, which is also the first maximum.
 const INSERT_INITIAL: &str = "INSERT INTO game_player_stats \
@@ -66,13 +65,7 @@ impl GameTurnStatsStore for PgLobbyStore {
         let inserted = client
             .execute(&statement, &columns.params())
             .await
-            .map_err(|e| {
-                store_error_or(
-                    e,
-                    &SqlState::FOREIGN_KEY_VIOLATION,
-                    Error::NotFound(game_id.clone()),
-                )
-            })?;
+            .map_err(|e| unknown_game_or(e, game_id))?;
         Ok(usize::try_from(inserted).unwrap_or(usize::MAX))
     }
 

@@ -6,9 +6,8 @@ use async_trait::async_trait;
 use contracts::{StopJob, StopReason};
 use lobby_domain::GameId;
 use lobby_ports::{AnswerRecorded, Error, PendingStop, StopAnswer, StopRequests};
-use tokio_postgres::error::SqlState;
 
-use crate::store::{PgLobbyStore, ms_from_time, store_error, store_error_or};
+use crate::store::{PgLobbyStore, ms_from_time, store_error, unknown_game_or};
 
 type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
 
@@ -69,13 +68,7 @@ impl StopRequests for PgLobbyStore {
         client
             .execute(&statement, &[&game_id.as_str(), &reason.as_str()])
             .await
-            .map_err(|e| {
-                store_error_or(
-                    e,
-                    &SqlState::FOREIGN_KEY_VIOLATION,
-                    Error::NotFound(game_id.clone()),
-                )
-            })?;
+            .map_err(|e| unknown_game_or(e, game_id))?;
         Ok(())
     }
 

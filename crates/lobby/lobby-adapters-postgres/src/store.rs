@@ -120,6 +120,15 @@ pub(crate) fn store_error(e: impl Into<PgError>) -> Error {
 }
 
 /// Like [`store_error`], but a violated constraint `code` becomes `mapped`.
+/// A write that names a game: a foreign-key violation means the Lobby has no such game.
+pub(crate) fn unknown_game_or(e: tokio_postgres::Error, game_id: &GameId) -> Error {
+    store_error_or(
+        e,
+        &SqlState::FOREIGN_KEY_VIOLATION,
+        Error::NotFound(game_id.clone()),
+    )
+}
+
 pub(crate) fn store_error_or(e: tokio_postgres::Error, code: &SqlState, mapped: Error) -> Error {
     if e.code() == Some(code) {
         mapped

@@ -18,6 +18,16 @@ fn runtime(game: &str, container: &str) -> Runtime {
     }
 }
 
+/// A registry on a fresh, migrated database of its own.
+async fn migrated_registry() -> (TestDb, PgRuntimeRegistry) {
+    let db = TestDb::create().await.unwrap();
+    let pool = pg_kit::connect(db.url(), &PgSettings::default())
+        .await
+        .unwrap();
+    rtm_adapters::migrate(&pool).await.unwrap();
+    (db, PgRuntimeRegistry::new(pool))
+}
+
 async fn recorded(registry: &PgRuntimeRegistry, origin: &Origin) -> Option<JobResult> {
     let mut one = registry
         .recorded_stops(std::slice::from_ref(origin))
@@ -36,12 +46,7 @@ async fn record(registry: &PgRuntimeRegistry, origin: &Origin, result: &JobResul
 
 #[tokio::test]
 async fn a_stop_is_logged_once_and_moves_a_running_runtime_to_stopped() {
-    let db = TestDb::create().await.unwrap();
-    let pool = pg_kit::connect(db.url(), &PgSettings::default())
-        .await
-        .unwrap();
-    rtm_adapters::migrate(&pool).await.unwrap();
-    let registry = PgRuntimeRegistry::new(pool);
+    let (db, registry) = migrated_registry().await;
     let g = GameId::new("g").unwrap();
     let start = |n: u32| Origin::admin(format!("start-{n}"));
     let job = |id: &str| Origin::stop_job(&id);
@@ -84,12 +89,7 @@ async fn a_stop_is_logged_once_and_moves_a_running_runtime_to_stopped() {
 /// those whose engine it stopped.
 #[tokio::test]
 async fn lookups_and_records_of_many_keep_their_order_and_their_rules() {
-    let db = TestDb::create().await.unwrap();
-    let pool = pg_kit::connect(db.url(), &PgSettings::default())
-        .await
-        .unwrap();
-    rtm_adapters::migrate(&pool).await.unwrap();
-    let registry = PgRuntimeRegistry::new(pool);
+    let (db, registry) = migrated_registry().await;
     let ids: Vec<GameId> = ["b", "nobody", "a"]
         .iter()
         .map(|g| GameId::new(*g).unwrap())
