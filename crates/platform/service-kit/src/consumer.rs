@@ -235,7 +235,15 @@ pub async fn run(
             health,
         )
         .with_dead_letters(dead_letters);
-        parts.push(Box::new(move |stop| Box::pin(consumer.run(stop))));
+        // A consumer that stood down (its handler relinquished the stream) returns before
+        // the stop; the process stays up, not ready, until it is stopped: exiting would
+        // have an orchestrator restart it and take the work back from its successor.
+        parts.push(Box::new(move |stop| {
+            Box::pin(async move {
+                consumer.run(stop.clone()).await;
+                stop.cancelled().await;
+            })
+        }));
     }
     parts.extend(work.loops);
     let ops = OpsServer::bind(settings.http_addr, registry, checks)

@@ -43,6 +43,11 @@ pub struct BatchOutcome {
     /// stream before its offset moves past them. Each is reported once, when the handler
     /// first skips it.
     pub dead_letters: Vec<(EntryId, String)>,
+    /// Set with `failure` when the handler may no longer consume the stream (another
+    /// instance took the work over and fenced this one off): the runtime finishes the
+    /// `finished` entries, keeps their dead letters and offset, and stands down for good
+    /// (readiness then fails with the reason).
+    pub relinquished: bool,
 }
 
 impl BatchOutcome {
@@ -55,6 +60,7 @@ impl BatchOutcome {
             in_flight: false,
             refused: false,
             dead_letters: Vec::new(),
+            relinquished: false,
         }
     }
 
@@ -67,6 +73,17 @@ impl BatchOutcome {
             in_flight: false,
             refused: false,
             dead_letters: Vec::new(),
+            relinquished: false,
+        }
+    }
+
+    /// The first `finished` entries are done; the handler may not go on (see
+    /// [`BatchOutcome::relinquished`]) because of `reason`.
+    #[must_use]
+    pub fn relinquished(finished: usize, reason: impl Into<BoxError>) -> Self {
+        Self {
+            relinquished: true,
+            ..Self::stopped(finished, reason)
         }
     }
 
@@ -89,6 +106,7 @@ impl BatchOutcome {
             in_flight: true,
             refused: false,
             dead_letters: Vec::new(),
+            relinquished: false,
         }
     }
 
@@ -206,6 +224,9 @@ pub enum Step {
     },
     /// Cancelled while waiting for entries; nothing was in flight.
     Cancelled,
+    /// The handler relinquished the stream ([`BatchOutcome::relinquished`]): the consumer
+    /// does nothing more, every later step returns this too.
+    StoodDown,
 }
 
 /// A stream consumer: the reader, the offset store and the handler, driven one batch at a
@@ -243,6 +264,8 @@ pub struct Consumer<R, O, H> {
     dead_letters: Option<Box<dyn DeadLetterSink>>,
     /// Skipped entries not kept yet: the offset is not stored past them until they are.
     unkept: Vec<DeadLetter>,
+    /// Set once the handler relinquished the stream.
+    stood_down: bool,
 }
 
 /// `entry`, skipped on `stream` for `reason`, as a dead letter.
@@ -329,6 +352,7 @@ where
             refusal: None,
             dead_letters: None,
             unkept: Vec::new(),
+            stood_down: false,
         }
     }
 
@@ -355,7 +379,7 @@ where
     pub async fn run(mut self, cancel: CancellationToken) {
         self.cancel = cancel.clone();
         tracing::info!(stream = %self.config.stream, consumer = %self.config.label, "consumer started");
-        while !cancel.is_cancelled() {
+        while !cancel.is_cancelled() && !self.stood_down {
             match self.step().await {
                 Step::Retry { delay, .. } => {
                     tokio::select! {
@@ -363,7 +387,7 @@ where
                         () = tokio::time::sleep(delay) => {}
                     }
                 }
-                Step::Idle | Step::Handled { .. } | Step::Cancelled => {}
+                Step::Idle | Step::Handled { .. } | Step::Cancelled | Step::StoodDown => {}
             }
         }
         // Work the handler still has in flight is finished before the offset is saved; the
@@ -403,6 +427,9 @@ where
     /// (and, behind a backlog, the next batch is read ahead). Never sleeps: a transient
     /// failure returns [`Step::Retry`] with the wait.
     pub async fn step(&mut self) -> Step {
+        if self.stood_down {
+            return Step::StoodDown;
+        }
         // 1. The stored offset, once.
         let position = match self.load_position().await {
             Ok(position) => position,
@@ -422,10 +449,13 @@ where
         }
         // 4. The handler, beside the read-ahead and the previous batch's offset save.
         let (outcome, ahead, saved) = self.handle_pending(position).await;
-        let refused = outcome.refused;
+        let (refused, relinquished) = (outcome.refused, outcome.relinquished);
         let (finished, failure) = self.take_finished(outcome);
         self.keep_read_ahead(ahead, failure.is_none());
         // 5. What the step came to.
+        if relinquished {
+            return self.stand_down(&saved, failure);
+        }
         self.conclude(position, finished, failure, refused, saved)
     }
 
@@ -683,6 +713,21 @@ where
             entries: finished,
             offset: position,
         }
+    }
+
+    /// Step 5 when the handler relinquished the stream: nothing more is read or handled;
+    /// `run` then keeps the dead letters and stores the offset as at shutdown.
+    fn stand_down(&mut self, saved: &SaveResult, reason: Option<BoxError>) -> Step {
+        if let Ok(Some(offset)) = saved {
+            self.saved = Some(*offset);
+        }
+        let reason = reason.map_or_else(|| "no reason given".to_owned(), |e| error_chain(&*e));
+        tracing::error!(consumer = %self.config.label, reason = %reason, "consumer stands down: the handler may no longer consume this stream");
+        self.health.stood_down(reason);
+        self.stood_down = true;
+        self.pending.clear();
+        self.in_flight = 0;
+        Step::StoodDown
     }
 
     /// A refusal of the first unfinished entry's work: retried like a transient failure

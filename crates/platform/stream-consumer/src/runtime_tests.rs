@@ -568,6 +568,7 @@ async fn a_handler_that_stops_short_without_a_reason_is_retried_not_skipped() {
         in_flight: false,
         refused: false,
         dead_letters: Vec::new(),
+        relinquished: false,
     }));
     let (mut c, _, _) = consumer(reader, offsets, handler);
     assert!(matches!(
@@ -1091,4 +1092,51 @@ async fn an_entry_abandoned_past_the_refusal_hold_is_a_dead_letter_too() {
         "{}",
         kept[0].reason
     );
+}
+
+#[tokio::test]
+async fn a_handler_that_relinquishes_the_stream_stands_the_consumer_down_for_good() {
+    let mut reader = MockStreamReader::new();
+    no_info(&mut reader);
+    nothing_ahead(&mut reader);
+    reader
+        .expect_read_after()
+        .withf(blocking())
+        .times(1)
+        .returning(|_, _, _, _| Ok(entries(&[(1, 0), (2, 0), (3, 0)])));
+    let saved = Arc::new(Mutex::new(Vec::new()));
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(None));
+    let record = saved.clone();
+    offsets.expect_save().returning(move |_, id| {
+        record.lock().unwrap().push(id);
+        Ok(())
+    });
+    let mut handler = Recorder::default();
+    handler.script.push_back(Box::new(|_| {
+        BatchOutcome::relinquished(1, "shard 3 is held under another epoch")
+    }));
+    let seen = handler.seen.clone();
+    let (mut c, metrics, health) = consumer(reader, offsets, handler);
+    assert_eq!(c.step().await, Step::StoodDown);
+    assert_eq!(
+        c.position(),
+        Some(EntryId::new(1, 0)),
+        "the finished entry counts"
+    );
+    let why = health.check().unwrap_err();
+    assert!(
+        why.contains("stood down") && why.contains("shard 3"),
+        "{why}"
+    );
+    assert!(health.has_stood_down());
+    // Nothing more is read or handled, and it is no retry.
+    assert_eq!(c.step().await, Step::StoodDown);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(metrics.retries("test", "handle"), 0);
+    // `run` returns at once, storing the offset of the finished entry.
+    tokio::time::timeout(Duration::from_secs(5), c.run(CancellationToken::new()))
+        .await
+        .unwrap();
+    assert_eq!(*saved.lock().unwrap(), vec![EntryId::new(1, 0)]);
 }
