@@ -9,12 +9,14 @@
 //! write" is decided in exactly one place.
 
 mod health;
+pub mod shards;
 mod status;
 
 pub use contracts::{GameId, InvalidGameId, MAX_GAME_ID_LEN, storable};
 pub use health::{
     EngineHealth, HealthEventType, HealthPlan, PLANS, UnknownEngineHealth, UnknownEventType, plan,
 };
+pub use shards::{EntryPosition, Ownership, ShardClaim, ShardCount};
 pub use status::{
     RuntimeStatus, TRANSITIONS, Transition, TransitionError, UnknownStatus, transition,
 };

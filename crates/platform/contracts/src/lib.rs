@@ -23,6 +23,7 @@ pub mod health_events;
 pub mod job_results;
 pub mod lobby_events;
 mod names;
+pub mod shards;
 mod status;
 pub mod stop_jobs;
 pub mod storable;
@@ -37,5 +38,6 @@ pub use lobby_events::{
     InvalidLobbyEvent, LobbyEventEntry, LobbyEventKind, PlayerTurnStats, SourceEntryId,
     UnknownLobbyEventKind,
 };
+pub use shards::{InvalidShardCount, ShardCount};
 pub use status::{RuntimeStatus, UnknownStatus};
 pub use stop_jobs::{InvalidStopJob, StopJob, StopReason, UnknownStopReason};
