@@ -382,6 +382,9 @@ async fn bad_settings_and_unreachable_servers_are_one_line_and_exit_2() {
             "postgres",
         ),
         (vec!["run", "--batch-size", "0"], vec![], "batch-size"),
+        (vec!["run", "--shards", "0"], vec![], "shards"),
+        (vec!["run", "--shards", "4097"], vec![], "shards"),
+        (vec!["run", "--instance-id", " "], vec![], "instance-id"),
         (
             vec!["run", "--health-events-stream", "has space"],
             vec![],
@@ -440,9 +443,141 @@ fn run_help_lists_every_setting_with_its_environment_variable() {
             "GAMEMASTER_SHUTDOWN_TIMEOUT",
             "GAMEMASTER_BATCH_SIZE",
             "GAMEMASTER_READ_BLOCK",
+            "GAMEMASTER_SHARDS",
+            "GAMEMASTER_INSTANCE_ID",
             "runtime:health_events",
             "127.0.0.1:8080",
         ],
     )
     .unwrap();
+}
+
+/// A rolling update: a second `gamemaster run` on the same database and Redis claims every
+/// shard; the first, fenced off at its next write, stands down (not ready, still up until
+/// stopped), and each entry after the claim is applied and published exactly once, by the
+/// second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_fences_the_first_which_stands_down_and_no_entry_is_applied_twice() {
+    let db = TestDb::create().await.unwrap();
+    let env = [("GAMEMASTER_POSTGRES_URL", db.url())];
+    let (code, stderr) = run("gamemaster", &["migrate"], &env, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let client = pg_client(db.url()).await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO runtime_records (game_id, status, current_turn)
+             SELECT 'g-' || lpad(n::text, 2, '0'), 'running', 1 FROM generate_series(0, 19) n",
+        )
+        .await
+        .unwrap();
+    let games: Vec<String> = (0..20).map(|n| format!("g-{n:02}")).collect();
+    let redis_server = ThrowawayRedis::start().await.unwrap();
+    let redis = TestRedis::connect_to(&redis_server.url()).await.unwrap();
+    let redis_url = redis_server.url();
+    let start = |id: &'static str| {
+        let (db_url, redis_url) = (db.url().to_owned(), redis_url.clone());
+        async move {
+            let instance = [("GAMEMASTER_INSTANCE_ID", id)];
+            e2e::start_service_on("gamemaster", "GAMEMASTER", &db_url, &redis_url, &instance).await
+        }
+    };
+    let all_rows = |status: &'static str, health: &'static str| {
+        let client = &client;
+        move || async move {
+            let rows = runtime_rows(client).await.unwrap();
+            rows.len() == 20 && rows.values().all(|r| r.0 == status && r.1 == health)
+        }
+    };
+
+    let one = start("one").await;
+    for game in &games {
+        health_event(&redis, game, "container_exited").await;
+    }
+    eventually(
+        "one applies the exits",
+        Duration::from_secs(20),
+        all_rows("engine_unreachable", "exited"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", one.process.stderr()));
+
+    let two = start("two").await;
+    let owners = client
+        .query("SELECT DISTINCT owner FROM gm_shards", &[])
+        .await
+        .unwrap();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].get::<_, String>(0), "two");
+    let mut recovered = Vec::new();
+    for game in &games {
+        recovered.push(health_event(&redis, game, "probe_recovered").await);
+    }
+    eventually(
+        "two applies the recoveries",
+        Duration::from_secs(20),
+        all_rows("running", "healthy"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", two.process.stderr()));
+    eventually("one stands down", Duration::from_secs(20), || async {
+        matches!(http::get(one.http, "/readyz").await, Ok((503, body)) if body.contains("stood down"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", one.process.stderr()));
+    assert!(matches!(http::get(two.http, "/readyz").await, Ok((200, _))));
+
+    let fenced = |n: u32| format!("gamemaster_fenced_commits_total {n}");
+    let recovery =
+        r#"gamemaster_runtime_status_transitions_total{from="engine_unreachable",to="running"}"#;
+    let one_metrics = e2e::metrics(one.http).await.unwrap();
+    e2e::assert_metrics(
+        &one_metrics,
+        &[fenced(1), "gamemaster_shards_owned 0".to_owned()],
+    );
+    assert!(
+        !one_metrics.lines().any(|l| l.starts_with(recovery)),
+        "the fenced instance applied a recovery:\n{one_metrics}"
+    );
+    let two_metrics = e2e::metrics(two.http).await.unwrap();
+    e2e::assert_metrics(
+        &two_metrics,
+        &[
+            fenced(0),
+            format!("{recovery} 20"),
+            "gamemaster_shards_owned 64".to_owned(),
+            r#"gamemaster_health_events_consumed_total{outcome="applied"} 20"#.to_owned(),
+        ],
+    );
+    // Each recovery was published once, by the second instance, naming its entry.
+    let published = entries(&redis, LOBBY).await.unwrap();
+    for id in &recovered {
+        let copies = published
+            .iter()
+            .filter(|(_, f)| f.get("source_entry_id") == Some(id))
+            .count();
+        assert_eq!(copies, 1, "snapshots of {id}");
+    }
+
+    // Another shard count on the same database is refused at start.
+    let mismatch = [
+        ("GAMEMASTER_POSTGRES_URL", db.url()),
+        ("GAMEMASTER_REDIS_URL", redis_url.as_str()),
+    ];
+    e2e::assert_startup_error(
+        "gamemaster",
+        &["run", "--shards", "8"],
+        &mismatch,
+        "64 shards, not 8",
+    )
+    .await
+    .unwrap();
+
+    // The stood-down instance still drains and exits 0 when stopped.
+    let logs = e2e::stop_service(one).await;
+    assert!(logs.contains("standing down"), "{logs}");
+    e2e::stop_service(two).await;
+    redis.cleanup().await.unwrap();
+    db.drop_db().await.unwrap();
 }

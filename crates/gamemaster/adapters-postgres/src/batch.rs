@@ -19,12 +19,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use domain_runtime::{
-    EngineHealth, HealthState, RuntimeRecord, RuntimeStatus, Transition, apply_plan,
+    EngineHealth, HealthState, Ownership, RuntimeRecord, RuntimeStatus, Transition, apply_plan,
 };
 use pg_kit::PgError;
 use ports::{Error, HealthObservation, ObservationResult};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use crate::error::{corrupt, store_error};
@@ -41,13 +42,77 @@ const LOCK_BATCH: &str = "SELECT r.game_id, r.status FROM unnest($1::text[]) AS 
      CROSS JOIN LATERAL (SELECT game_id, status FROM runtime_records \
      WHERE game_id = u.game_id FOR NO KEY UPDATE) AS r";
 
-/// The write (migration V2): in autocommit on the guarded path (atomic on its own), inside
-/// the transaction on the locked path (where the statuses it checks are the locked ones).
+/// The write (migrations V2 and V3): in autocommit on the guarded path (atomic on its
+/// own), inside the transaction on the locked path (where the statuses it checks are the
+/// locked ones). It also checks each shard's epoch and moves its checkpoint.
 const WRITE: &str = "SELECT game_id, current_turn, created_at, updated_at \
-     FROM runtime_records_write_guarded($1::text[], $2::text[], $3::text[], $4::text[])";
+     FROM runtime_records_write_fenced($1::text[], $2::text[], $3::text[], $4::text[], \
+     $5::integer[], $6::bigint[], $7::bigint[], $8::bigint[])";
 
 /// The SQLSTATE `runtime_records_write_guarded` raises when a status moved.
 const GUARD_MISSED: &str = "GM001";
+
+/// The SQLSTATE `runtime_records_write_fenced` raises when a shard's epoch moved.
+const FENCED: &str = "GM002";
+
+/// Per shard of a batch (ascending): the epoch it is written under and its last entry,
+/// as the write's parallel arrays.
+#[derive(Debug, Default)]
+struct Fence {
+    shards: Vec<i32>,
+    epochs: Vec<i64>,
+    through_ms: Vec<i64>,
+    through_seq: Vec<i64>,
+}
+
+impl Fence {
+    /// The fence of `observations` under `owner`.
+    ///
+    /// # Errors
+    /// [`Error::Fenced`] for a shard `owner` does not hold; [`Error::Invalid`] for a
+    /// number beyond PostgreSQL's `bigint`.
+    fn of(observations: &[HealthObservation], owner: &Ownership) -> Result<Self, Error> {
+        let mut last: std::collections::BTreeMap<u32, domain_runtime::EntryPosition> =
+            std::collections::BTreeMap::new();
+        for o in observations {
+            let through = last.entry(o.shard).or_insert(o.entry);
+            *through = (*through).max(o.entry);
+        }
+        let big = |n: u64| {
+            i64::try_from(n).map_err(|_| Error::Invalid(format!("{n} does not fit a bigint")))
+        };
+        let mut fence = Self::default();
+        for (shard, through) in last {
+            let Some(claim) = owner.claim(shard) else {
+                return Err(Error::Fenced {
+                    shard,
+                    detail: "this instance never claimed it".to_owned(),
+                });
+            };
+            fence.shards.push(
+                i32::try_from(shard).map_err(|_| {
+                    Error::Invalid(format!("shard {shard} does not fit an integer"))
+                })?,
+            );
+            fence.epochs.push(big(claim.epoch)?);
+            fence.through_ms.push(big(through.ms)?);
+            fence.through_seq.push(big(through.seq)?);
+        }
+        Ok(fence)
+    }
+}
+
+/// A write the database fenced off ([`FENCED`]): the shard it names, with its message.
+fn fenced(error: &PgError) -> Error {
+    let shard = error
+        .detail()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(u32::MAX);
+    Error::Fenced {
+        shard,
+        detail: error.to_string(),
+    }
+}
 
 /// How many games' statuses the cache holds at most (about 20 bytes each). Games beyond
 /// it always take the locked path; nothing else changes.
@@ -214,6 +279,7 @@ impl Fold {
     async fn write(
         &self,
         client: &pg_kit::Object,
+        fence: &Fence,
         commit: bool,
     ) -> Result<Option<HashMap<String, Written>>, Error> {
         let statement = client.prepare_cached(WRITE).await.map_err(store_error)?;
@@ -229,7 +295,16 @@ impl Fold {
             .iter()
             .map(|f| EngineHealth::wire(f.state.engine_health))
             .collect();
-        let params: [&(dyn ToSql + Sync); 4] = [&ids, &expected, &statuses, &healths];
+        let params: [&(dyn ToSql + Sync); 8] = [
+            &ids,
+            &expected,
+            &statuses,
+            &healths,
+            &fence.shards,
+            &fence.epochs,
+            &fence.through_ms,
+            &fence.through_seq,
+        ];
         let (rows, committed) = tokio::join!(client.query(&statement, &params), async {
             if commit {
                 client.batch_execute("COMMIT").await
@@ -241,10 +316,11 @@ impl Fold {
             Ok(rows) => rows,
             Err(error) => {
                 let error = PgError::from(error);
-                if error.code().is_some_and(|c| c.code() == GUARD_MISSED) {
-                    return Ok(None);
-                }
-                return Err(store_error(error));
+                return match error.code().map(SqlState::code) {
+                    Some(GUARD_MISSED) => Ok(None),
+                    Some(FENCED) => Err(fenced(&error)),
+                    _ => Err(store_error(error)),
+                };
             }
         };
         committed.map_err(store_error)?;
@@ -324,20 +400,22 @@ enum Guarded {
     Missed,
 }
 
-/// Applies `observations` (non-empty) on `pool`: guarded when every game's status is
-/// cached, locked otherwise or when the guard misses.
+/// Applies `observations` (non-empty) on `pool` under `owner`'s epochs: guarded when every
+/// game's status is cached, locked otherwise or when the guard misses.
 pub(crate) async fn apply(
     pool: &pg_kit::Pool,
     cache: &StatusCache,
     counters: &PathCounters,
     observations: &[HealthObservation],
+    owner: &Ownership,
 ) -> Result<Vec<ObservationResult>, Error> {
+    let fence = Fence::of(observations, owner)?;
     let mut ids: Vec<&str> = observations.iter().map(|o| o.game_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
 
     if let Some(statuses) = cache.all(&ids) {
-        match guarded(pool, cache, &ids, &statuses, observations).await {
+        match guarded(pool, cache, &ids, &statuses, observations, &fence).await {
             Ok(Guarded::Applied(results)) => {
                 counters.guarded.inc();
                 return Ok(results);
@@ -352,7 +430,7 @@ pub(crate) async fn apply(
             }
         }
     }
-    let applied = locked(pool, cache, &ids, observations).await;
+    let applied = locked(pool, cache, &ids, observations, &fence).await;
     if applied.is_err() {
         cache.forget(&ids);
     } else {
@@ -368,12 +446,13 @@ async fn guarded(
     ids: &[&str],
     statuses: &[RuntimeStatus],
     observations: &[HealthObservation],
+    fence: &Fence,
 ) -> Result<Guarded, Error> {
     let start: Vec<(&str, RuntimeStatus)> =
         ids.iter().copied().zip(statuses.iter().copied()).collect();
     let fold = fold(observations, &start);
     let client = pool.get().await.map_err(store_error)?;
-    let Some(written) = fold.write(&client, false).await? else {
+    let Some(written) = fold.write(&client, fence, false).await? else {
         return Ok(Guarded::Missed);
     };
     fold.remember(cache);
@@ -387,19 +466,21 @@ async fn locked(
     cache: &StatusCache,
     ids: &[&str],
     observations: &[HealthObservation],
+    fence: &Fence,
 ) -> Result<Vec<ObservationResult>, Error> {
     let client = pool.get().await.map_err(store_error)?;
-    match lock_fold_write(&client, ids, observations).await {
+    match lock_fold_write(&client, ids, observations, fence).await {
         Ok((fold, written)) => {
             fold.remember(cache);
             results(observations, fold, &written)
         }
         Err(error) => {
             // The connection may still be inside the (failed) transaction. After a refusal
-            // the server is fine: a ROLLBACK makes the connection idle again and it goes
+            // (or a fence) the server is fine: a ROLLBACK makes the connection idle again and it goes
             // back to the pool (a reconnect per refused entry would dominate isolating
             // them). After anything else, or if the ROLLBACK fails, it is never handed back.
-            if !(error.is_refused() && client.batch_execute("ROLLBACK").await.is_ok()) {
+            let server_fine = error.is_refused() || error.is_fenced();
+            if !(server_fine && client.batch_execute("ROLLBACK").await.is_ok()) {
                 drop(pg_kit::Object::take(client));
             }
             Err(error)
@@ -411,6 +492,7 @@ async fn lock_fold_write(
     client: &pg_kit::Object,
     ids: &[&str],
     observations: &[HealthObservation],
+    fence: &Fence,
 ) -> Result<(Fold, HashMap<String, Written>), Error> {
     // 1. Lock every known game of the batch, in game_id order.
     let lock = client
@@ -437,12 +519,9 @@ async fn lock_fold_write(
     // 2. Fold in stream order from what the rows hold.
     let fold = fold(observations, &start);
 
-    // 3. One write for every known game's final state, committed with it.
-    if fold.finals.is_empty() {
-        client.batch_execute("COMMIT").await.map_err(store_error)?;
-        return Ok((fold, HashMap::new()));
-    }
-    match fold.write(client, true).await? {
+    // 3. One write for every known game's final state and the shards' checkpoints (also
+    //    when no game is known: the checkpoints still move), committed with it.
+    match fold.write(client, fence, true).await? {
         Some(written) => Ok((fold, written)),
         None => Err(Error::Backend(
             "a status the batch had locked was not the one read under the lock".into(),
@@ -460,6 +539,8 @@ mod tests {
         HealthObservation {
             game_id: GameId::new(id).expect("valid id"),
             plan: domain_runtime::plan(event),
+            entry: domain_runtime::EntryPosition { ms: 1, seq: 0 },
+            shard: 0,
         }
     }
 

@@ -47,4 +47,4 @@ pub async fn migrate(pool: &Pool) -> Result<refinery::Report, MigrateError> {
 
 /// The tables `gamemaster run` needs (checked at start, see
 /// `service_kit::consumer::check_schema`).
-pub const TABLES: [&str; 1] = ["runtime_records"];
+pub const TABLES: [&str; 3] = ["runtime_records", "gm_shard_layout", "gm_shards"];

@@ -1,7 +1,10 @@
 //! `runtime_records` behind `ports::RuntimeRecordStore`.
 
 use async_trait::async_trait;
-use domain_runtime::{EngineHealth, GameId, RuntimeRecord, RuntimeStatus};
+use domain_runtime::{
+    EngineHealth, EntryPosition, GameId, Ownership, RuntimeRecord, RuntimeStatus, ShardClaim,
+    ShardCount,
+};
 use pg_kit::{PgError, Pool};
 use ports::{
     Error, HealthObservation, NewRuntime, ObservationResult, RuntimeRecordStore,
@@ -39,6 +42,24 @@ const CAS_STATUS: &str = concat!(
      updated_at = now() WHERE game_id = $1 AND status = $2 RETURNING ",
     record_columns!()
 );
+
+/// Several records by id (the id comes last, after [`record_columns!`]).
+const SELECT_RECORDS: &str = concat!(
+    "SELECT ",
+    record_columns!(),
+    ", game_id FROM runtime_records WHERE game_id = ANY($1::text[])"
+);
+
+/// Claims shards (migration V3).
+const CLAIM: &str = "SELECT shard, epoch, checkpoint_ms, checkpoint_seq \
+     FROM gm_claim_shards($1::text, $2::integer, $3::integer[])";
+
+/// The SQLSTATE `gm_claim_shards` raises when the layout differs.
+const LAYOUT_MISMATCH: &str = "GM003";
+
+/// Shards' epochs and checkpoints as stored.
+const READ_SHARDS: &str = "SELECT shard, epoch, checkpoint_ms, checkpoint_seq \
+     FROM gm_shards WHERE shard = ANY($1::integer[]) ORDER BY shard";
 
 const SELECT_STATUS: &str = "SELECT status FROM runtime_records WHERE game_id = $1";
 
@@ -211,12 +232,110 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
     async fn apply_health_batch(
         &self,
         observations: &[HealthObservation],
+        owner: &Ownership,
     ) -> Result<Vec<ObservationResult>, Error> {
         if observations.is_empty() {
             return Ok(Vec::new());
         }
-        batch::apply(&self.pool, &self.statuses, &self.paths, observations).await
+        batch::apply(&self.pool, &self.statuses, &self.paths, observations, owner).await
     }
+
+    async fn get_many(&self, game_ids: &[GameId]) -> Result<Vec<RuntimeRecord>, Error> {
+        if game_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = game_ids.iter().map(GameId::as_str).collect();
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(SELECT_RECORDS)
+            .await
+            .map_err(store_error)?;
+        let rows = client
+            .query(&statement, &[&ids])
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                let id: &str = row.try_get(5).map_err(store_error)?;
+                let game_id = GameId::new(id).map_err(|e| corrupt(id, &e.to_string()))?;
+                decode_record(&game_id, row)
+            })
+            .collect()
+    }
+
+    async fn claim_shards(
+        &self,
+        instance: &str,
+        count: ShardCount,
+        shards: &[u32],
+    ) -> Result<Vec<ShardClaim>, Error> {
+        let wanted = shard_numbers(shards)?;
+        let layout = i32::try_from(count.get()).unwrap_or(i32::MAX);
+        let client = self.client().await?;
+        let statement = client.prepare_cached(CLAIM).await.map_err(store_error)?;
+        let rows = client
+            .query(&statement, &[&instance, &layout, &wanted])
+            .await
+            .map_err(|e| {
+                let e = PgError::from(e);
+                if e.code().is_some_and(|c| c.code() == LAYOUT_MISMATCH) {
+                    Error::Invalid(e.to_string())
+                } else {
+                    store_error(e)
+                }
+            })?;
+        rows.iter().map(decode_claim).collect()
+    }
+
+    async fn read_shards(&self, shards: &[u32]) -> Result<Vec<ShardClaim>, Error> {
+        let wanted = shard_numbers(shards)?;
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(READ_SHARDS)
+            .await
+            .map_err(store_error)?;
+        let rows = client
+            .query(&statement, &[&wanted])
+            .await
+            .map_err(store_error)?;
+        rows.iter().map(decode_claim).collect()
+    }
+}
+
+/// Shard numbers as PostgreSQL integers.
+fn shard_numbers(shards: &[u32]) -> Result<Vec<i32>, Error> {
+    shards
+        .iter()
+        .map(|&s| {
+            i32::try_from(s).map_err(|_| Error::Invalid(format!("shard {s} is out of range")))
+        })
+        .collect()
+}
+
+/// Decodes a row of [`CLAIM`] or [`READ_SHARDS`]: shard, epoch, checkpoint.
+fn decode_claim(row: &Row) -> Result<ShardClaim, Error> {
+    let shard: i32 = row.try_get(0).map_err(store_error)?;
+    let epoch: i64 = row.try_get(1).map_err(store_error)?;
+    let ms: Option<i64> = row.try_get(2).map_err(store_error)?;
+    let seq: Option<i64> = row.try_get(3).map_err(store_error)?;
+    let unsigned = |n: i64| {
+        u64::try_from(n).map_err(|_| {
+            Error::Backend(format!("shard {shard} holds a negative number ({n})").into())
+        })
+    };
+    let checkpoint = match (ms, seq) {
+        (Some(ms), Some(seq)) => Some(EntryPosition {
+            ms: unsigned(ms)?,
+            seq: unsigned(seq)?,
+        }),
+        _ => None,
+    };
+    Ok(ShardClaim {
+        shard: u32::try_from(shard)
+            .map_err(|_| Error::Backend(format!("negative shard {shard} stored").into()))?,
+        epoch: unsigned(epoch)?,
+        checkpoint,
+    })
 }
 
 /// Decodes a row of [`record_columns!`].

@@ -5,7 +5,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use adapters_postgres::{BatchPaths, PgRuntimeRecordStore};
-use domain_runtime::{EngineHealth, GameId, HealthEventType, RuntimeRecord, RuntimeStatus};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use domain_runtime::{
+    EngineHealth, EntryPosition, GameId, HealthEventType, Ownership, RuntimeRecord, RuntimeStatus,
+    ShardClaim, ShardCount,
+};
 use pg_kit::PgSettings;
 use ports::{
     Error, HealthObservation, NewRuntime, ObservationResult, RuntimeRecordStore,
@@ -22,8 +27,41 @@ async fn fresh_store() -> (TestDb, PgRuntimeRecordStore) {
         .await
         .unwrap();
     adapters_postgres::migrate(&pool).await.unwrap();
-    (db, PgRuntimeRecordStore::new(pool))
+    let store = PgRuntimeRecordStore::new(pool);
+    claim_every_shard(&store).await;
+    (db, store)
 }
+
+/// The first claim of every shard of the default layout on a fresh database: each then
+/// holds epoch 1, as [`owner`] says.
+async fn claim_every_shard(store: &PgRuntimeRecordStore) {
+    let all: Vec<u32> = ShardCount::default().all().collect();
+    let claims = store
+        .claim_shards("test", ShardCount::default(), &all)
+        .await
+        .unwrap();
+    assert!(
+        claims
+            .iter()
+            .all(|c| c.epoch == 1 && c.checkpoint.is_none())
+    );
+}
+
+/// Every shard, under the epoch of the first claim.
+fn owner() -> Ownership {
+    let count = ShardCount::default();
+    Ownership::new(
+        count,
+        count.all().map(|shard| ShardClaim {
+            shard,
+            epoch: 1,
+            checkpoint: None,
+        }),
+    )
+}
+
+/// Entry ids for observations: rising, as a stream's.
+static NEXT_ENTRY: AtomicU64 = AtomicU64::new(1);
 
 /// A plain connection of its own, for playing "another flow" and for looking under the
 /// store.
@@ -52,6 +90,11 @@ fn observation(id: &str, event: HealthEventType) -> HealthObservation {
     HealthObservation {
         game_id: game(id),
         plan: domain_runtime::plan(event),
+        entry: EntryPosition {
+            ms: 1,
+            seq: NEXT_ENTRY.fetch_add(1, Ordering::Relaxed),
+        },
+        shard: ShardCount::default().shard_of(id.as_bytes()),
     }
 }
 
@@ -290,7 +333,7 @@ async fn observations_of_one_game_in_a_batch_each_see_the_previous_ones_state() 
         observation("g-1", HealthEventType::ContainerExited),
         observation("g-1", HealthEventType::ProbeRecovered),
     ];
-    let results = store.apply_health_batch(&batch).await.unwrap();
+    let results = store.apply_health_batch(&batch, &owner()).await.unwrap();
     assert_eq!(results.len(), 3);
 
     let expected = [
@@ -332,7 +375,7 @@ async fn unknown_games_in_a_batch_are_reported_and_not_created() {
         observation("ghost-2", HealthEventType::ContainerStarted),
         observation("ghost-1", HealthEventType::ProbeRecovered),
     ];
-    let results = store.apply_health_batch(&batch).await.unwrap();
+    let results = store.apply_health_batch(&batch, &owner()).await.unwrap();
     assert_eq!(results[0], ObservationResult::UnknownGame);
     let (record, moved) = applied(&results[1]);
     assert_eq!(
@@ -347,11 +390,20 @@ async fn unknown_games_in_a_batch_are_reported_and_not_created() {
     ));
 
     let only_unknown = store
-        .apply_health_batch(&[observation("ghost-3", HealthEventType::ContainerOom)])
+        .apply_health_batch(
+            &[observation("ghost-3", HealthEventType::ContainerOom)],
+            &owner(),
+        )
         .await
         .unwrap();
     assert_eq!(only_unknown, [ObservationResult::UnknownGame]);
-    assert!(store.apply_health_batch(&[]).await.unwrap().is_empty());
+    assert!(
+        store
+            .apply_health_batch(&[], &owner())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -372,7 +424,7 @@ async fn a_batch_across_many_games_keeps_each_games_order() {
         .iter()
         .flat_map(|event| (0..games).map(move |i| observation(&format!("g-{i:04}"), *event)))
         .collect();
-    let results = store.apply_health_batch(&batch).await.unwrap();
+    let results = store.apply_health_batch(&batch, &owner()).await.unwrap();
     assert_eq!(results.len(), batch.len());
     for i in 0..games {
         let last = applied(&results[2 * games + i]).0;
@@ -405,7 +457,7 @@ async fn concurrent_batches_over_the_same_games_do_not_deadlock() {
         let store = Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
             for _ in 0..25 {
-                store.apply_health_batch(&batch).await?;
+                store.apply_health_batch(&batch, &owner()).await?;
             }
             Ok::<_, Error>(())
         }));
@@ -440,7 +492,7 @@ async fn once_a_batch_has_seen_its_games_the_next_takes_the_one_statement_path()
         observation("g-1", HealthEventType::ContainerExited),
         observation("g-2", HealthEventType::ProbeFailed),
     ];
-    store.apply_health_batch(&first).await.unwrap();
+    store.apply_health_batch(&first, &owner()).await.unwrap();
     assert_eq!(
         store.batch_paths(),
         BatchPaths {
@@ -455,7 +507,7 @@ async fn once_a_batch_has_seen_its_games_the_next_takes_the_one_statement_path()
         observation("g-2", HealthEventType::ContainerOom),
         observation("g-1", HealthEventType::ContainerDisappeared),
     ];
-    let results = store.apply_health_batch(&second).await.unwrap();
+    let results = store.apply_health_batch(&second, &owner()).await.unwrap();
     assert_eq!(
         store.batch_paths(),
         BatchPaths {
@@ -505,7 +557,7 @@ async fn a_status_moved_by_another_flow_since_the_last_batch_is_seen_and_nothing
         observation("moved", HealthEventType::ProbeFailed),
         observation("still", HealthEventType::ProbeFailed),
     ];
-    store.apply_health_batch(&warm).await.unwrap();
+    store.apply_health_batch(&warm, &owner()).await.unwrap();
 
     // Another flow (turn generation) moves one status behind the store's back.
     let raw = raw_client(db.url()).await;
@@ -521,7 +573,7 @@ async fn a_status_moved_by_another_flow_since_the_last_batch_is_seen_and_nothing
         observation("moved", HealthEventType::ContainerExited),
         observation("still", HealthEventType::ProbeRecovered),
     ];
-    let results = store.apply_health_batch(&batch).await.unwrap();
+    let results = store.apply_health_batch(&batch, &owner()).await.unwrap();
     assert_eq!(
         store.batch_paths(),
         BatchPaths {
@@ -557,7 +609,10 @@ async fn a_status_moved_by_another_flow_since_the_last_batch_is_seen_and_nothing
 
     // The locked path refreshed what the store knows: the next batch is guarded again.
     store
-        .apply_health_batch(&[observation("moved", HealthEventType::ProbeRecovered)])
+        .apply_health_batch(
+            &[observation("moved", HealthEventType::ProbeRecovered)],
+            &owner(),
+        )
         .await
         .unwrap();
     assert_eq!(store.batch_paths().guarded, 1);
@@ -572,17 +627,20 @@ async fn a_record_deleted_since_the_last_batch_is_an_unknown_game() {
         observation("gone", HealthEventType::ProbeFailed),
         observation("kept", HealthEventType::ProbeFailed),
     ];
-    store.apply_health_batch(&warm).await.unwrap();
+    store.apply_health_batch(&warm, &owner()).await.unwrap();
     let raw = raw_client(db.url()).await;
     raw.execute("DELETE FROM runtime_records WHERE game_id = 'gone'", &[])
         .await
         .unwrap();
 
     let results = store
-        .apply_health_batch(&[
-            observation("gone", HealthEventType::ContainerOom),
-            observation("kept", HealthEventType::ContainerOom),
-        ])
+        .apply_health_batch(
+            &[
+                observation("gone", HealthEventType::ContainerOom),
+                observation("kept", HealthEventType::ContainerOom),
+            ],
+            &owner(),
+        )
         .await
         .unwrap();
     assert!(matches!(results[0], ObservationResult::UnknownGame));
@@ -608,7 +666,10 @@ async fn a_batch_meets_a_row_another_flow_holds(seen_before: bool) -> BatchPaths
     register(&store, "g-1", Running).await;
     if seen_before {
         store
-            .apply_health_batch(&[observation("g-1", HealthEventType::ProbeFailed)])
+            .apply_health_batch(
+                &[observation("g-1", HealthEventType::ProbeFailed)],
+                &owner(),
+            )
             .await
             .unwrap();
     }
@@ -624,7 +685,10 @@ async fn a_batch_meets_a_row_another_flow_holds(seen_before: bool) -> BatchPaths
     let batch_store = store.clone();
     let batch = tokio::spawn(async move {
         batch_store
-            .apply_health_batch(&[observation("g-1", HealthEventType::ContainerOom)])
+            .apply_health_batch(
+                &[observation("g-1", HealthEventType::ContainerOom)],
+                &owner(),
+            )
             .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -670,6 +734,7 @@ async fn a_server_that_goes_away_is_unavailable_not_not_found() {
         .unwrap();
     adapters_postgres::migrate(&pool).await.unwrap();
     let store = PgRuntimeRecordStore::new(pool);
+    claim_every_shard(&store).await;
     register(&store, "g-1", Running).await;
 
     server.stop().await.unwrap();
@@ -678,7 +743,10 @@ async fn a_server_that_goes_away_is_unavailable_not_not_found() {
     assert!(matches!(err, Error::Unavailable(_)), "get: {err:?}");
     assert!(err.is_transient());
     let batch = [observation("g-1", HealthEventType::ContainerOom)];
-    let err = store.apply_health_batch(&batch).await.unwrap_err();
+    let err = store
+        .apply_health_batch(&batch, &owner())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "batch: {err:?}");
     let update = UpdateStatus::new(game("g-1"), Running, Stopped, None).unwrap();
     let err = store.update_status(&update).await.unwrap_err();
@@ -691,7 +759,7 @@ async fn a_server_that_goes_away_is_unavailable_not_not_found() {
     server.start_again().await.unwrap();
     let started = SystemTime::now();
     let results = loop {
-        match store.apply_health_batch(&batch).await {
+        match store.apply_health_batch(&batch, &owner()).await {
             Ok(results) => break results,
             Err(e) if e.is_transient() && started.elapsed().unwrap() < Duration::from_secs(5) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -701,4 +769,140 @@ async fn a_server_that_goes_away_is_unavailable_not_not_found() {
     };
     let (record, moved) = applied(&results[0]);
     assert_eq!((record.status, moved), (EngineUnreachable, true));
+}
+
+#[tokio::test]
+async fn a_claim_raises_each_epoch_and_the_layout_is_set_once() {
+    let (db, store) = fresh_store().await;
+    let claims = store
+        .claim_shards("next", ShardCount::default(), &[3, 1])
+        .await
+        .unwrap();
+    let epochs: Vec<(u32, u64)> = claims.iter().map(|c| (c.shard, c.epoch)).collect();
+    assert_eq!(epochs, [(1, 2), (3, 2)]);
+    let read = store.read_shards(&[0, 1, 3]).await.unwrap();
+    let epochs: Vec<(u32, u64)> = read.iter().map(|c| (c.shard, c.epoch)).collect();
+    assert_eq!(epochs, [(0, 1), (1, 2), (3, 2)]);
+
+    let other = ShardCount::new(8).unwrap();
+    let err = store.claim_shards("x", other, &[0]).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Invalid(m) if m.contains("64 shards, not 8")),
+        "{err:?}"
+    );
+    let err = store
+        .claim_shards("x", ShardCount::default(), &[64])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Invalid(m) if m.contains("outside")),
+        "{err:?}"
+    );
+    db.drop_db().await.unwrap();
+}
+
+/// A batch on the guarded path (`warm`: every status known) or the locked one.
+async fn a_batch_under_a_stale_epoch_is_fenced_and_writes_nothing(warm: bool) {
+    let (db, store) = fresh_store().await;
+    register(&store, "g-1", Running).await;
+    if warm {
+        store
+            .apply_health_batch(
+                &[observation("g-1", HealthEventType::ProbeFailed)],
+                &owner(),
+            )
+            .await
+            .unwrap();
+    }
+    let shard = ShardCount::default().shard_of(b"g-1");
+    let before = store.read_shards(&[shard]).await.unwrap();
+    // Another instance claims the shard: this one's epoch 1 is stale now.
+    store
+        .claim_shards("other", ShardCount::default(), &[shard])
+        .await
+        .unwrap();
+    let err = store
+        .apply_health_batch(
+            &[observation("g-1", HealthEventType::ContainerOom)],
+            &owner(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Fenced { shard: s, .. } if *s == shard),
+        "{err:?}"
+    );
+    assert!(err.is_fenced() && !err.is_transient() && !err.is_refused());
+    let record = store.get(&game("g-1")).await.unwrap();
+    assert_eq!(record.status, Running, "nothing written");
+    assert_ne!(record.engine_health, Some(EngineHealth::Oom));
+    let after = store.read_shards(&[shard]).await.unwrap();
+    assert_eq!(after[0].checkpoint, before[0].checkpoint);
+    // The store still works for the epoch that holds the shard.
+    let current = Ownership::new(ShardCount::default(), after);
+    store
+        .apply_health_batch(
+            &[observation("g-1", HealthEventType::ContainerOom)],
+            &current,
+        )
+        .await
+        .unwrap();
+    db.drop_db().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_guarded_batch_under_a_stale_epoch_is_fenced_and_writes_nothing() {
+    a_batch_under_a_stale_epoch_is_fenced_and_writes_nothing(true).await;
+}
+
+#[tokio::test]
+async fn a_locked_batch_under_a_stale_epoch_is_fenced_and_writes_nothing() {
+    a_batch_under_a_stale_epoch_is_fenced_and_writes_nothing(false).await;
+}
+
+#[tokio::test]
+async fn a_batch_moves_each_of_its_shards_checkpoint_to_its_last_entry_even_for_unknown_games() {
+    let (db, store) = fresh_store().await;
+    register(&store, "g-1", Running).await;
+    let (a, b, ghost) = (
+        observation("g-1", HealthEventType::ProbeFailed),
+        observation("g-1", HealthEventType::ProbeRecovered),
+        observation("ghost", HealthEventType::ContainerOom),
+    );
+    store
+        .apply_health_batch(&[a.clone(), b.clone()], &owner())
+        .await
+        .unwrap();
+    // Only unknown games: the locked path with nothing to write still moves the checkpoint.
+    let results = store
+        .apply_health_batch(std::slice::from_ref(&ghost), &owner())
+        .await
+        .unwrap();
+    assert!(matches!(results[..], [ObservationResult::UnknownGame]));
+    let read = store.read_shards(&[a.shard, ghost.shard]).await.unwrap();
+    let at = |shard| read.iter().find(|c| c.shard == shard).unwrap().checkpoint;
+    // g-1's shard ends at its last entry, unless the ghost's later entry shares it.
+    assert_ne!(a.shard, ghost.shard, "the test wants two shards");
+    assert_eq!(at(a.shard), Some(b.entry));
+    assert_eq!(at(ghost.shard), Some(ghost.entry));
+    // A shard this instance never claimed is refused before any statement.
+    let none = Ownership::new(ShardCount::default(), []);
+    let err = store.apply_health_batch(&[a], &none).await.unwrap_err();
+    assert!(err.is_fenced(), "{err:?}");
+    db.drop_db().await.unwrap();
+}
+
+#[tokio::test]
+async fn get_many_returns_the_records_that_exist() {
+    let (db, store) = fresh_store().await;
+    let one = register(&store, "g-1", Running).await;
+    let two = register(&store, "g-2", Stopped).await;
+    let mut got = store
+        .get_many(&[game("g-2"), game("nobody"), game("g-1")])
+        .await
+        .unwrap();
+    got.sort_by(|x, y| x.game_id.as_str().cmp(y.game_id.as_str()));
+    assert_eq!(got, [one, two]);
+    assert!(store.get_many(&[]).await.unwrap().is_empty());
+    db.drop_db().await.unwrap();
 }

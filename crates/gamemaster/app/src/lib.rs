@@ -8,12 +8,18 @@ use std::process::ExitCode;
 use adapters_postgres::PgRuntimeRecordStore;
 use adapters_redis::RedisLobbyEventsPublisher;
 use clap::{Arg, ArgMatches, Command};
+use domain_runtime::shards::{DEFAULT_SHARDS, MAX_SHARDS, ShardCount};
 use prometheus_client::registry::Registry;
 use service_kit::consumer::{self, Backends, Work};
-use service_kit::settings::{CommonSettings, Defaults, migrate_command, postgres_url, stream_arg};
+use service_kit::settings::{
+    CommonSettings, Defaults, instance_id, instance_id_arg, migrate_command, postgres_url,
+    stream_arg,
+};
 use service_kit::status::Consumed;
 use service_kit::{StartupError, telemetry};
-use worker_healthevents::{HealthEventsWorker, OFFSET_LABEL, WorkerMetrics, system_clock};
+use worker_healthevents::{
+    HealthEventsWorker, OFFSET_LABEL, WorkerMetrics, claim_all, system_clock,
+};
 
 /// The service name: log target, metric prefix, offset-key prefix, stderr prefix.
 pub const SERVICE: &str = "gamemaster";
@@ -69,8 +75,20 @@ pub fn command() -> Command {
                     "LOBBY_EVENTS_STREAM",
                     "gm:lobby_events",
                     "Stream the Game Master publishes runtime snapshots on for the Game Lobby",
-                )),
+                ))
+                .arg(shards_arg())
+                .arg(instance_id_arg(DEFAULTS.env_prefix)),
         )
+}
+
+/// `--shards` / `GAMEMASTER_SHARDS`: the deployment's shard count (decision 0023).
+fn shards_arg() -> Arg {
+    Arg::new("shards")
+        .long("shards")
+        .env("GAMEMASTER_SHARDS")
+        .default_value(DEFAULT_SHARDS.to_string())
+        .value_parser(clap::value_parser!(u32).range(1..=i64::from(MAX_SHARDS)))
+        .help("How many shards games are partitioned into; set once per deployment, the same on every instance")
 }
 
 /// Runs the parsed command; the exit code is 0 on success, 2 for a start-up failure (one
@@ -109,13 +127,43 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
     let mut registry = Registry::with_prefix(SERVICE);
     let store = PgRuntimeRecordStore::new(backends.pool.clone());
     store.register_metrics(&mut registry);
+    let owner = claim(&store, m).await?;
     let worker = HealthEventsWorker::new(
         store,
         RedisLobbyEventsPublisher::new(backends.redis.clone(), lobby_stream.clone()),
         system_clock(),
         WorkerMetrics::register(&mut registry),
+        owner,
     );
     tracing::info!(lobby_events_stream = %lobby_stream, "publishing runtime snapshots");
     let work = Work::new().consumer(health_stream, OFFSET_LABEL, worker);
     consumer::run(SERVICE, &settings, backends, work, registry).await
+}
+
+/// Claims every shard for this instance (one instance owns them all until leases divide
+/// them): an instance that held them stands down at its next write.
+async fn claim(
+    store: &PgRuntimeRecordStore,
+    m: &ArgMatches,
+) -> Result<domain_runtime::Ownership, StartupError> {
+    let instance = instance_id(m);
+    let shards = m
+        .get_one::<u32>("shards")
+        .copied()
+        .unwrap_or(DEFAULT_SHARDS);
+    let count = ShardCount::new(u64::from(shards))
+        .map_err(|e| StartupError::new(format!("--shards: {e}")))?;
+    let owner = claim_all(store, &instance, count).await.map_err(|e| {
+        StartupError::new(format!("claiming shards: {}", service_kit::error_chain(&e)))
+    })?;
+    let epochs: Vec<u64> = owner.claims().map(|c| c.epoch).collect();
+    tracing::info!(
+        instance = %instance,
+        shards = count.get(),
+        owned = owner.len(),
+        lowest_epoch = epochs.iter().min().copied().unwrap_or_default(),
+        highest_epoch = epochs.iter().max().copied().unwrap_or_default(),
+        "claimed shards"
+    );
+    Ok(owner)
 }

@@ -40,6 +40,16 @@ pub enum Error {
     /// consumer isolates the entries responsible and skips them.
     #[error("refused by the database: {0}")]
     Refused(#[source] BoxError),
+    /// The write belongs to a shard this instance does not hold (any more): another
+    /// instance claimed it under a newer epoch. Nothing was written; the instance must
+    /// stop applying the shard's entries.
+    #[error("shard {shard} is not held by this instance (another claimed it): {detail}")]
+    Fenced {
+        /// The shard.
+        shard: u32,
+        /// What the database said.
+        detail: String,
+    },
     /// The server answered with an error retrying will not fix until an operator acts (a
     /// missing table or function, a revoked privilege): no entry is to blame.
     #[error("backend error: {0}")]
@@ -53,6 +63,12 @@ impl Error {
     #[must_use]
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable(_))
+    }
+
+    /// Whether the call was fenced off ([`Error::Fenced`]).
+    #[must_use]
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Self::Fenced { .. })
     }
 
     /// Whether the database refused this call's values ([`Error::Refused`]).

@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 use domain_runtime::{
-    EngineHealth, GameId, HealthPlan, RuntimeRecord, RuntimeStatus, Transition, transition,
+    EngineHealth, EntryPosition, GameId, HealthPlan, Ownership, RuntimeRecord, RuntimeStatus,
+    ShardClaim, ShardCount, Transition, transition,
 };
 
 use crate::Error;
@@ -58,13 +59,18 @@ pub struct UpdateEngineHealth {
     pub engine_health: EngineHealth,
 }
 
-/// One decoded health event to apply: the game and the plan its event type maps to.
+/// One decoded health event to apply: the game, the plan its event type maps to, and the
+/// entry it came from with its shard (whose checkpoint the write moves).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthObservation {
     /// The game.
     pub game_id: GameId,
     /// Summary plus optional CAS (from `domain_runtime::PLANS`).
     pub plan: HealthPlan,
+    /// The `runtime:health_events` entry.
+    pub entry: EntryPosition,
+    /// The game's shard.
+    pub shard: u32,
 }
 
 /// What applying one observation of a batch did.
@@ -114,16 +120,46 @@ pub trait RuntimeRecordStore: Send + Sync {
         update: &UpdateEngineHealth,
     ) -> Result<RuntimeRecord, Error>;
 
+    /// Several records at once (one round trip); games with no record are left out.
+    ///
+    /// # Errors
+    /// A store failure.
+    async fn get_many(&self, game_ids: &[GameId]) -> Result<Vec<RuntimeRecord>, Error>;
+
     /// Applies a batch of observations in one transaction. For each observation, in
     /// order: with a planned transition whose source is the status the record holds at
     /// that point (after the batch's earlier observations), move the status and write the
-    /// summary; otherwise write the summary alone. Returns one result per observation, in
-    /// the same order. Either the whole batch is written or none of it.
+    /// summary; otherwise write the summary alone. In the same transaction, each shard of
+    /// the batch must still hold the epoch `owner` claimed it under, and its checkpoint
+    /// moves to the batch's last entry of that shard. Returns one result per observation,
+    /// in the same order. Either the whole batch is written or none of it.
     ///
     /// # Errors
-    /// A store failure; then nothing was written.
+    /// [`Error::Fenced`] when a shard of the batch is not owned, or was claimed since by
+    /// another instance; a store failure. Either way nothing was written.
     async fn apply_health_batch(
         &self,
         observations: &[HealthObservation],
+        owner: &Ownership,
     ) -> Result<Vec<ObservationResult>, Error>;
+
+    /// Claims `shards` for `instance` in a layout of `count` shards: each one's epoch rises
+    /// (fencing whichever instance held it), and its checkpoint is read in the same
+    /// statement. The first claim on a database sets its layout.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the database was laid out with another shard count (or a
+    /// shard is outside the layout); a store failure.
+    async fn claim_shards(
+        &self,
+        instance: &str,
+        count: ShardCount,
+        shards: &[u32],
+    ) -> Result<Vec<ShardClaim>, Error>;
+
+    /// Each of `shards`' epoch and checkpoint as the database holds them now.
+    ///
+    /// # Errors
+    /// A store failure.
+    async fn read_shards(&self, shards: &[u32]) -> Result<Vec<ShardClaim>, Error>;
 }

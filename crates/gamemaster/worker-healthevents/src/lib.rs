@@ -2,15 +2,25 @@
 //! engine-health observations into runtime-record updates and debounced snapshots for the
 //! Game Lobby.
 //!
-//! For every batch the stream-consumer runtime hands it, the worker:
+//! The worker applies the entries of the shards its instance owns (`domain_runtime::
+//! Ownership`: each shard's fencing epoch and checkpoint, claimed at start). For every
+//! batch the stream-consumer runtime hands it, the worker:
 //!
+//!  0. **Re-reads its checkpoints** after a write whose outcome it does not know (a lost
+//!     reply may hide a commit); a shard another instance claimed since makes it stand
+//!     down (below).
 //!  1. **Decodes** each entry (`game_id`, `event_type`, `occurred_at_ms`; nothing else is
-//!     read). A missing or blank `game_id` or `event_type`, a missing, non-integer or
-//!     non-positive `occurred_at_ms`, or an unknown `event_type` is a permanent problem:
-//!     the entry is logged with its `stream_entry_id`, counted and skipped, and the offset
-//!     still moves past it.
-//!  2. **Applies** the decoded observations through the store's atomic batch operation: one
-//!     transaction for the batch, stream order kept per game; per observation, the plan of
+//!     read) and places it in its shard (by the raw `game_id`). A missing or blank
+//!     `game_id` or `event_type`, a missing, non-integer or non-positive
+//!     `occurred_at_ms`, or an unknown `event_type` is a permanent problem: the entry is
+//!     logged with its `stream_entry_id`, counted and skipped, and the offset still moves
+//!     past it. An entry at or below its shard's checkpoint was applied before: it is
+//!     counted `replayed` and not applied again, and the last such entry of a game
+//!     republishes the game's current record (its snapshot may never have gone out;
+//!     `replay`).
+//!  2. **Applies** the other decoded observations through the store's atomic batch
+//!     operation: one transaction for the batch, committed only under the epoch of each
+//!     of its shards, moving their checkpoints; stream order kept per game; per observation, the plan of
 //!     its event type (summary plus optional CAS `running → engine_unreachable` or
 //!     `engine_unreachable → running`) either moves the status with the summary, or, when
 //!     another flow holds the status, writes the summary alone. The store returns each
@@ -32,6 +42,10 @@
 //!     hands the runtime each entry step 3 skipped (undecodable, for a game with no
 //!     record, refused), with why, for the dead letters.
 //!
+//! A write fenced off (another instance claimed one of its shards) means this instance no
+//! longer owns the work: the worker relinquishes the stream and the runtime stands down,
+//! leaving the entries to the new owner (`stream_consumer::BatchOutcome::relinquished`).
+//!
 //! A transient database or Redis failure (step 2 or 4), or a database that needs an
 //! operator (a missing table), stops the batch without finishing it, so the runtime holds
 //! the offset and retries: nothing is lost. If it stops a batch being applied in halves,
@@ -43,13 +57,14 @@
 
 mod decode;
 mod metrics;
+mod shards;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use domain_runtime::{EngineHealth, GameId, RuntimeRecord, Transition};
+use domain_runtime::{EngineHealth, GameId, Ownership, RuntimeRecord, Transition};
 use ports::{
     HealthObservation, LobbyEvent, LobbyEventsPublisher, ObservationResult, RuntimeRecordStore,
     RuntimeSnapshot,
@@ -57,8 +72,11 @@ use ports::{
 use stream_consumer::{BatchHandler, BatchOutcome, EntryId, Isolated, StreamEntry, error_chain};
 use tokio::task::JoinHandle;
 
+use shards::{Decoded, position};
+
 pub use decode::{HealthEvent, SkipReason, decode};
 pub use metrics::{Outcome, WorkerMetrics};
+pub use shards::claim_all;
 
 /// How many games refused by the database the worker remembers (beyond it, the memory
 /// starts again empty: a game refused once more is found by the search again).
@@ -94,6 +112,10 @@ pub struct HealthEventsWorker<S, P> {
     /// Games whose last observation the database refused: their observations are applied
     /// alone from the start (step 2).
     refused: HashSet<GameId>,
+    /// The shards this instance owns, their epochs and checkpoints.
+    owner: Ownership,
+    /// Set when a write's outcome is unknown: step 0 re-reads the checkpoints.
+    stale: bool,
 }
 
 /// Snapshots on their way to the lobby events stream.
@@ -110,8 +132,16 @@ where
     S: RuntimeRecordStore,
     P: LobbyEventsPublisher + 'static,
 {
-    /// Assembles the worker.
-    pub fn new(store: S, publisher: P, clock: Clock, metrics: WorkerMetrics) -> Self {
+    /// Assembles the worker for the shards `owner` holds (see
+    /// `RuntimeRecordStore::claim_shards`).
+    pub fn new(
+        store: S,
+        publisher: P,
+        clock: Clock,
+        metrics: WorkerMetrics,
+        owner: Ownership,
+    ) -> Self {
+        metrics.owned(owner.len());
         Self {
             store,
             publisher: Arc::new(publisher),
@@ -120,7 +150,44 @@ where
             last_published: HashMap::new(),
             outbox: None,
             refused: HashSet::new(),
+            owner,
+            stale: false,
         }
+    }
+
+    /// Step 2's bookkeeping of the commits: each committed observation moves its shard's
+    /// checkpoint; a failure that stopped the step leaves the last write's outcome unknown.
+    fn remember_commits(
+        &mut self,
+        observations: &[HealthObservation],
+        results: &[Result<ObservationResult, ports::Error>],
+        stopped: Option<&ports::Error>,
+    ) {
+        for (observation, result) in observations.iter().zip(results) {
+            if result.is_ok() {
+                self.owner.advance(observation.shard, observation.entry);
+            }
+        }
+        self.stale |= stopped.is_some();
+    }
+
+    /// A batch that ends before step 2 because of `error` (nothing new finished): a fence
+    /// stands the worker down, anything else is retried.
+    fn halted(&mut self, error: ports::Error) -> BatchOutcome {
+        if error.is_fenced() {
+            return self.stand_down(0, error);
+        }
+        self.metrics.error("shards");
+        BatchOutcome::stopped(0, error)
+    }
+
+    /// Gives the stream up: another instance claimed one of this instance's shards. The
+    /// first `finished` entries are done; the new owner applies the rest.
+    fn stand_down(&mut self, finished: usize, error: ports::Error) -> BatchOutcome {
+        self.metrics.fenced();
+        self.metrics.owned(0);
+        tracing::error!(error = %error_chain(&error), "fenced off: another instance owns this instance's shards now; standing down");
+        BatchOutcome::relinquished(finished, error)
     }
 
     /// Step 2's memory: games the database refused now are tried alone next time; games
@@ -205,14 +272,28 @@ where
         Some((record, transitioned))
     }
 
+    /// Step 5 for an entry step 1 could not decode.
+    fn skip(&self, entry: EntryId, reason: &SkipReason, dead: &mut Vec<(EntryId, String)>) {
+        tracing::warn!(
+            stream_entry_id = %entry,
+            game_id = reason.game_id().unwrap_or_default(),
+            reason = %reason,
+            "skipping health event"
+        );
+        self.metrics.consumed(Outcome::of(reason));
+        dead.push((entry, reason.to_string()));
+    }
+
     /// Step 3: which applied observations publish a snapshot, in stream order. `pending`
     /// are snapshots not yet published that will go out before these (their summaries
     /// count as published for the debounce).
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &self,
         entries: &[StreamEntry],
-        decoded: &[Result<HealthEvent, SkipReason>],
+        decoded: &[Decoded],
         results: Vec<Result<ObservationResult, ports::Error>>,
+        replayed: &HashMap<GameId, (EntryId, RuntimeRecord)>,
         pending: &[LobbyEvent],
         dead: &mut Vec<(EntryId, String)>,
     ) -> Vec<LobbyEvent> {
@@ -229,23 +310,25 @@ where
             })
             .collect();
         for (entry, decoded) in entries.iter().zip(decoded) {
-            let event = match decoded {
-                Err(reason) => {
-                    tracing::warn!(
-                        stream_entry_id = %entry.id,
-                        game_id = reason.game_id().unwrap_or_default(),
-                        reason = %reason,
-                        "skipping health event"
-                    );
-                    self.metrics.consumed(Outcome::of(reason));
-                    dead.push((entry.id, reason.to_string()));
+            let (event, record, transitioned) = match decoded {
+                Decoded::Skipped(reason) => {
+                    self.skip(entry.id, reason, dead);
                     continue;
                 }
-                Ok(event) => event,
-            };
-            let Some(result) = results.next() else { break };
-            let Some((record, transitioned)) = self.count(entry.id, event, result, dead) else {
-                continue;
+                Decoded::Replayed(event) => {
+                    self.metrics.consumed(Outcome::Replayed);
+                    match replayed.get(&event.game_id) {
+                        Some((last, record)) if *last == entry.id => (event, record.clone(), None),
+                        _ => continue,
+                    }
+                }
+                Decoded::Fresh(event, _) => {
+                    let Some(result) = results.next() else { break };
+                    match self.count(entry.id, event, result, dead) {
+                        Some((record, transitioned)) => (event, record, transitioned),
+                        None => continue,
+                    }
+                }
             };
             let previous = ahead
                 .get(event.game_id.as_str())
@@ -320,11 +403,12 @@ async fn apply<S: RuntimeRecordStore>(
     store: &S,
     observations: &[HealthObservation],
     refused: &HashSet<GameId>,
+    owner: &Ownership,
 ) -> Isolated<ObservationResult, ports::Error> {
     stream_consumer::isolate(
         observations,
         |run| async move {
-            let results = store.apply_health_batch(run).await?;
+            let results = store.apply_health_batch(run, owner).await?;
             if results.len() != run.len() {
                 return Err(ports::Error::Backend(
                     format!(
@@ -343,9 +427,26 @@ async fn apply<S: RuntimeRecordStore>(
     .await
 }
 
+/// Step 2's input: the entries step 1 found fresh, as observations of their shards.
+fn observations(entries: &[StreamEntry], decoded: &[Decoded]) -> Vec<HealthObservation> {
+    entries
+        .iter()
+        .zip(decoded)
+        .filter_map(|(entry, d)| match d {
+            Decoded::Fresh(event, shard) => Some(HealthObservation {
+                game_id: event.game_id.clone(),
+                plan: domain_runtime::plan(event.event_type),
+                entry: position(entry.id),
+                shard: *shard,
+            }),
+            Decoded::Skipped(_) | Decoded::Replayed(_) => None,
+        })
+        .collect()
+}
+
 /// How many leading entries step 2 finished with: all of them, unless a failure stopped
 /// it after `applied` observations (then the entries through the last applied one).
-fn covered(decoded: &[Result<HealthEvent, SkipReason>], applied: usize, stopped: bool) -> usize {
+fn covered(decoded: &[Decoded], applied: usize, stopped: bool) -> usize {
     if !stopped {
         return decoded.len();
     }
@@ -355,7 +456,7 @@ fn covered(decoded: &[Result<HealthEvent, SkipReason>], applied: usize, stopped:
     decoded
         .iter()
         .enumerate()
-        .filter(|(_, d)| d.is_ok())
+        .filter(|(_, d)| d.is_fresh())
         .nth(last)
         .map_or(0, |(i, _)| i + 1)
 }
@@ -374,16 +475,22 @@ where
         });
         let fresh = &batch[applied_before..];
 
-        // 1. Decode.
-        let decoded: Vec<Result<HealthEvent, SkipReason>> = fresh.iter().map(decode).collect();
-        let observations: Vec<HealthObservation> = decoded
-            .iter()
-            .filter_map(|d| d.as_ref().ok())
-            .map(|event| HealthObservation {
-                game_id: event.game_id.clone(),
-                plan: domain_runtime::plan(event.event_type),
-            })
-            .collect();
+        // 0. The checkpoints as stored, after a write whose outcome is unknown.
+        if self.stale {
+            if let Err(error) = shards::refresh(&self.store, &mut self.owner).await {
+                return self.halted(error);
+            }
+            self.stale = false;
+        }
+
+        // 1. Decode, placing each entry against its shard's checkpoint; the current
+        //    records of games with entries applied before.
+        let decoded: Vec<Decoded> = fresh.iter().map(|e| Decoded::of(e, &self.owner)).collect();
+        let replayed = match shards::current_records(&self.store, fresh, &decoded).await {
+            Ok(replayed) => replayed,
+            Err(error) => return self.halted(error),
+        };
+        let observations = observations(fresh, &decoded);
 
         // 2. Apply this batch, while the previous batch's snapshots finish publishing
         //    (the database and Redis work at the same time).
@@ -394,13 +501,21 @@ where
                 &self.metrics,
                 &mut self.last_published
             ),
-            apply(&self.store, &observations, &self.refused),
+            apply(&self.store, &observations, &self.refused, &self.owner),
         );
         let Isolated { results, stopped } = applied;
+        let stopped = match stopped {
+            Some(error) if error.is_fenced() => {
+                let finished = if published.is_ok() { applied_before } else { 0 };
+                return self.stand_down(finished, error);
+            }
+            other => other,
+        };
         if stopped.is_some() {
             self.metrics.error("apply");
         }
         self.remember_refusals(&observations, &results);
+        self.remember_commits(&observations, &results, stopped.as_ref());
         let covered = covered(&decoded, results.len(), stopped.is_some());
         let Some(last) = fresh[..covered].last().map(|e| e.id) else {
             // Nothing new finished: this call only settled the previous batch's publish.
@@ -419,6 +534,7 @@ where
             &fresh[..covered],
             &decoded[..covered],
             results,
+            &replayed,
             pending,
             &mut dead,
         );

@@ -8,6 +8,7 @@ use ports::LobbyEventKind;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use stream_consumer::{CountsBy, labels};
 
@@ -24,6 +25,8 @@ contracts::wire_enum! {
         UnknownGame = "unknown_game",
         /// Skipped: the database refused the entry's write on its own (decision 0016).
         Refused = "refused",
+        /// Not applied again: at or below its shard's checkpoint (decision 0023).
+        Replayed = "replayed",
     }
 }
 
@@ -47,6 +50,8 @@ pub struct WorkerMetrics {
     published: CountsBy<LobbyEventKind>,
     transitions: Family<TransitionLabels, Counter>,
     errors: Family<StageLabel, Counter>,
+    shards_owned: Gauge,
+    fenced: Counter,
 }
 
 impl Default for WorkerMetrics {
@@ -57,6 +62,8 @@ impl Default for WorkerMetrics {
             published: CountsBy::new(labels::KIND),
             transitions: Family::default(),
             errors: Family::default(),
+            shards_owned: Gauge::default(),
+            fenced: Counter::default(),
         }
     }
 }
@@ -70,7 +77,7 @@ impl WorkerMetrics {
         m.consumed.register(
             registry,
             "health_events_consumed",
-            "Health events consumed, by outcome (applied, malformed, unknown_event_type, unknown_game)",
+            "Health events consumed, by outcome (applied, malformed, unknown_event_type, unknown_game, refused, replayed)",
         );
         m.published.register(
             registry,
@@ -84,10 +91,35 @@ impl WorkerMetrics {
         );
         registry.register(
             "health_events_errors",
-            "Transient failures of the health events worker, by stage (apply, publish)",
+            "Transient failures of the health events worker, by stage (apply, publish, shards)",
             m.errors.clone(),
         );
+        registry.register(
+            "shards_owned",
+            "Shards this instance owns and applies health events for",
+            m.shards_owned.clone(),
+        );
+        registry.register(
+            "fenced_commits",
+            "Batch writes the database fenced off because another instance had claimed a shard",
+            m.fenced.clone(),
+        );
         m
+    }
+
+    pub(crate) fn owned(&self, shards: usize) {
+        self.shards_owned
+            .set(i64::try_from(shards).unwrap_or(i64::MAX));
+    }
+
+    pub(crate) fn fenced(&self) {
+        self.fenced.inc();
+    }
+
+    /// Fenced-off writes so far.
+    #[must_use]
+    pub fn fenced_count(&self) -> u64 {
+        self.fenced.get()
     }
 
     pub(crate) fn consumed(&self, outcome: Outcome) {
@@ -151,7 +183,7 @@ mod tests {
         m.published(LobbyEventKind::RuntimeSnapshotUpdate);
         m.published(LobbyEventKind::GameFinished);
         let counts: Vec<u64> = Outcome::ALL.map(|o| m.consumed_count(o)).to_vec();
-        assert_eq!(counts, [1, 0, 0, 2, 0]);
+        assert_eq!(counts, [1, 0, 0, 2, 0, 0]);
         assert_eq!(m.published_count(LobbyEventKind::RuntimeSnapshotUpdate), 1);
         assert_eq!(m.published_count(LobbyEventKind::GameFinished), 1);
         let clone = m.clone();

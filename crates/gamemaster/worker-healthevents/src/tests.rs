@@ -38,6 +38,24 @@ async fn drive<H: BatchHandler>(worker: &mut H, batch: &[StreamEntry]) -> Driven
     }
 }
 
+/// Every shard of the default layout, claimed under epoch 1, none applied yet.
+fn owner() -> Ownership {
+    owner_at(None)
+}
+
+/// [`owner`], with every shard's checkpoint at `checkpoint`.
+fn owner_at(checkpoint: Option<domain_runtime::EntryPosition>) -> Ownership {
+    let count = domain_runtime::ShardCount::default();
+    Ownership::new(
+        count,
+        count.all().map(|shard| domain_runtime::ShardClaim {
+            shard,
+            epoch: 1,
+            checkpoint,
+        }),
+    )
+}
+
 fn gid(s: &str) -> GameId {
     GameId::new(s).unwrap()
 }
@@ -69,14 +87,19 @@ fn store_over(
 }
 
 /// [`store_over`], with `gate` deciding first whether call number `n` (from 1) fails, and
-/// how; a failed call writes nothing, as one transaction would.
+/// how; a failed call writes nothing, as one transaction would. Like the real store it
+/// moves each shard's checkpoint with a write (every shard held under epoch 1), and
+/// reads records and checkpoints back.
 fn store_gated(
     records: Arc<Mutex<HashMap<GameId, HealthState>>>,
     calls: Arc<Mutex<usize>>,
     gate: impl Fn(&[HealthObservation], usize) -> Option<ports::Error> + Send + 'static,
 ) -> MockRuntimeRecordStore {
     let mut store = MockRuntimeRecordStore::new();
-    store.expect_apply_health_batch().returning(move |obs| {
+    let checkpoints: Checkpoints = Arc::default();
+    let written = checkpoints.clone();
+    let fold = records.clone();
+    store.expect_apply_health_batch().returning(move |obs, _| {
         let n = {
             let mut calls = calls.lock().unwrap();
             *calls += 1;
@@ -85,30 +108,67 @@ fn store_gated(
         if let Some(error) = gate(obs, n) {
             return Err(error);
         }
-        let mut records = records.lock().unwrap();
-        Ok(obs
+        let mut written = written.lock().unwrap();
+        for o in obs {
+            let at = written.entry(o.shard).or_insert(o.entry);
+            *at = (*at).max(o.entry);
+        }
+        Ok(fold_over(&fold, obs))
+    });
+    store.expect_read_shards().returning(move |shards| {
+        let checkpoints = checkpoints.lock().unwrap();
+        Ok(shards
             .iter()
-            .map(|o| match records.get_mut(&o.game_id) {
-                None => ObservationResult::UnknownGame,
-                Some(state) => {
-                    let out = apply_plan(*state, o.plan);
-                    *state = out.state;
-                    ObservationResult::Applied {
-                        record: RuntimeRecord {
-                            game_id: o.game_id.clone(),
-                            status: out.state.status,
-                            engine_health: out.state.engine_health,
-                            current_turn: 7,
-                            created_at: UNIX_EPOCH,
-                            updated_at: UNIX_EPOCH,
-                        },
-                        transitioned: out.transitioned,
-                    }
-                }
+            .map(|&shard| domain_runtime::ShardClaim {
+                shard,
+                epoch: 1,
+                checkpoint: checkpoints.get(&shard).copied(),
             })
             .collect())
     });
+    store.expect_get_many().returning(move |ids| {
+        let records = records.lock().unwrap();
+        Ok(ids
+            .iter()
+            .filter_map(|id| records.get(id).map(|state| record(id, *state)))
+            .collect())
+    });
     store
+}
+
+/// Each shard's checkpoint as a store fake holds it.
+type Checkpoints = Arc<Mutex<HashMap<u32, domain_runtime::EntryPosition>>>;
+
+/// `obs` folded over the in-memory records with the domain's `apply_plan`.
+fn fold_over(
+    records: &Mutex<HashMap<GameId, HealthState>>,
+    obs: &[HealthObservation],
+) -> Vec<ObservationResult> {
+    let mut records = records.lock().unwrap();
+    obs.iter()
+        .map(|o| match records.get_mut(&o.game_id) {
+            None => ObservationResult::UnknownGame,
+            Some(state) => {
+                let out = apply_plan(*state, o.plan);
+                *state = out.state;
+                ObservationResult::Applied {
+                    record: record(&o.game_id, out.state),
+                    transitioned: out.transitioned,
+                }
+            }
+        })
+        .collect()
+}
+
+fn record(game_id: &GameId, state: HealthState) -> RuntimeRecord {
+    RuntimeRecord {
+        game_id: game_id.clone(),
+        status: state.status,
+        engine_health: state.engine_health,
+        current_turn: 7,
+        created_at: UNIX_EPOCH,
+        updated_at: UNIX_EPOCH,
+    }
 }
 
 type Published = Arc<Mutex<Vec<LobbyEvent>>>;
@@ -165,6 +225,7 @@ impl Harness {
             recording_publisher(self.published.clone()),
             Arc::new(|| NOW),
             self.metrics.clone(),
+            owner(),
         )
     }
 
@@ -474,6 +535,7 @@ async fn a_failed_publish_is_retried_without_reapplying_and_is_not_remembered_un
         publisher,
         Arc::new(|| NOW),
         h.metrics.clone(),
+        owner(),
     );
     let batch = [
         event(1, "g", "container_oom"),
@@ -537,6 +599,7 @@ async fn a_failed_publish_with_a_longer_retry_batch_publishes_then_applies_the_r
         publisher,
         Arc::new(|| NOW),
         h.metrics.clone(),
+        owner(),
     );
     assert_eq!(
         drive(&mut w, &[event(1, "g", "probe_failed")])
@@ -558,11 +621,12 @@ async fn a_store_failure_holds_the_whole_batch_and_publishes_nothing() {
     let mut store = MockRuntimeRecordStore::new();
     store
         .expect_apply_health_batch()
-        .returning(|_| Err(ports::Error::Unavailable("pool timed out".into())));
+        .returning(|_, _| Err(ports::Error::Unavailable("pool timed out".into())));
     let mut publisher = MockLobbyEventsPublisher::new();
     publisher.expect_publish().never();
     let metrics = WorkerMetrics::default();
-    let mut w = HealthEventsWorker::new(store, publisher, Arc::new(|| NOW), metrics.clone());
+    let mut w =
+        HealthEventsWorker::new(store, publisher, Arc::new(|| NOW), metrics.clone(), owner());
     let outcome = drive(
         &mut w,
         &[
@@ -591,7 +655,8 @@ async fn a_batch_of_only_bad_entries_never_touches_the_store() {
     let mut publisher = MockLobbyEventsPublisher::new();
     publisher.expect_publish().never();
     let metrics = WorkerMetrics::default();
-    let mut w = HealthEventsWorker::new(store, publisher, Arc::new(|| NOW), metrics.clone());
+    let mut w =
+        HealthEventsWorker::new(store, publisher, Arc::new(|| NOW), metrics.clone(), owner());
     assert_eq!(drive(&mut w, &[entry(1, &[("x", b"y")])]).await.finished, 1);
     assert_eq!(metrics.consumed_count(Outcome::Malformed), 1);
 }
@@ -739,4 +804,157 @@ async fn a_game_refused_before_is_tried_alone_so_its_next_refusal_costs_no_searc
     assert_eq!(*h.applies.lock().unwrap(), 3);
     assert_eq!(h.metrics.consumed_count(Outcome::Refused), 2);
     assert_eq!(h.metrics.consumed_count(Outcome::Applied), 8);
+}
+
+#[tokio::test]
+async fn entries_at_their_checkpoint_are_not_applied_again_and_the_last_republishes_the_record() {
+    let h = Harness::new(&[("g", RuntimeStatus::EngineUnreachable)]);
+    h.records
+        .lock()
+        .unwrap()
+        .get_mut(&gid("g"))
+        .unwrap()
+        .engine_health = Some(EngineHealth::Oom);
+    let applied: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let seen = applied.clone();
+    let mut w = HealthEventsWorker::new(
+        store_gated(h.records.clone(), h.applies.clone(), move |obs, _| {
+            seen.lock().unwrap().extend(obs.iter().map(|o| o.entry.seq));
+            None
+        }),
+        recording_publisher(h.published.clone()),
+        Arc::new(|| NOW),
+        h.metrics.clone(),
+        owner_at(Some(domain_runtime::EntryPosition { ms: 1, seq: 2 })),
+    );
+    let batch = [
+        event(1, "g", "container_exited"),
+        event(2, "g", "container_oom"),
+        event(3, "g", "probe_recovered"),
+    ];
+    assert_eq!(drive(&mut w, &batch).await.finished, 3);
+    assert_eq!(
+        *applied.lock().unwrap(),
+        [3],
+        "only the entry past the checkpoint"
+    );
+    assert_eq!(
+        h.published(),
+        [
+            // The record as the earlier owner left it, for the last replayed entry.
+            (
+                "g".into(),
+                RuntimeStatus::EngineUnreachable,
+                Some(EngineHealth::Oom)
+            ),
+            (
+                "g".into(),
+                RuntimeStatus::Running,
+                Some(EngineHealth::Healthy)
+            ),
+        ]
+    );
+    let sources: Vec<Option<contracts::SourceEntryId>> = h
+        .published
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.snapshot().source_entry_id)
+        .collect();
+    let at = |seq| Some(contracts::SourceEntryId { ms: 1, seq });
+    assert_eq!(sources, [at(2), at(3)]);
+    assert_eq!(h.metrics.consumed_count(Outcome::Replayed), 2);
+    assert_eq!(h.metrics.consumed_count(Outcome::Applied), 1);
+}
+
+#[tokio::test]
+async fn a_fenced_write_relinquishes_the_stream_and_publishes_nothing() {
+    let h = Harness::new(&[("g", RuntimeStatus::Running)]);
+    let mut w = h.worker_gated(|_, _| {
+        Some(ports::Error::Fenced {
+            shard: 5,
+            detail: "shard 5 is held under another epoch than 1".into(),
+        })
+    });
+    let outcome = w.handle(&[event(1, "g", "container_exited")]).await;
+    assert!(outcome.relinquished);
+    assert_eq!(outcome.finished, 0);
+    assert!(
+        outcome
+            .failure
+            .is_some_and(|e| e.to_string().contains("shard 5"))
+    );
+    assert!(h.published().is_empty());
+    assert_eq!(h.metrics.fenced_count(), 1);
+    assert_eq!(h.metrics.consumed_count(Outcome::Applied), 0);
+}
+
+#[tokio::test]
+async fn a_commit_whose_reply_was_lost_is_found_by_its_checkpoint_and_not_applied_again() {
+    let h = Harness::new(&[("g", RuntimeStatus::Running)]);
+    // The first write commits, then its reply is lost; the fake's checkpoints know.
+    let inner = Arc::new(store_over(h.records.clone(), h.applies.clone()));
+    let mut store = MockRuntimeRecordStore::new();
+    let calls = Arc::new(Mutex::new(0));
+    let counted = calls.clone();
+    let write = inner.clone();
+    store
+        .expect_apply_health_batch()
+        .returning(move |obs, owner| {
+            let result = ready_now(write.apply_health_batch(obs, owner));
+            *counted.lock().unwrap() += 1;
+            match *counted.lock().unwrap() {
+                1 => Err(ports::Error::Unavailable("reply lost".into())),
+                _ => result,
+            }
+        });
+    let read = inner.clone();
+    store
+        .expect_read_shards()
+        .returning(move |shards| ready_now(read.read_shards(shards)));
+    let get = inner;
+    store
+        .expect_get_many()
+        .returning(move |ids| ready_now(get.get_many(ids)));
+    let mut w = HealthEventsWorker::new(
+        store,
+        recording_publisher(h.published.clone()),
+        Arc::new(|| NOW),
+        h.metrics.clone(),
+        owner(),
+    );
+    let batch = [event(1, "g", "container_exited")];
+    let first = drive(&mut w, &batch).await;
+    assert!(
+        first
+            .failure
+            .is_some_and(|e| e.to_string().contains("reply lost"))
+    );
+    let second = drive(&mut w, &batch).await;
+    assert_eq!(second.finished, 1);
+    assert_eq!(
+        *calls.lock().unwrap(),
+        1,
+        "the retry found the entry committed"
+    );
+    assert_eq!(h.metrics.consumed_count(Outcome::Replayed), 1);
+    // Its snapshot still goes out, from the record as committed.
+    assert_eq!(
+        h.published(),
+        [(
+            "g".into(),
+            RuntimeStatus::EngineUnreachable,
+            Some(EngineHealth::Exited)
+        )]
+    );
+}
+
+/// The output of a fake's future, which is ready when first polled.
+fn ready_now<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("a fake's call is ready at once"),
+    }
 }

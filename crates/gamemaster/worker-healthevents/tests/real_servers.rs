@@ -1,5 +1,6 @@
 //! The worker inside the consumer runtime, driven one step at a time against the real
-//! PostgreSQL and Redis: a scripted stream, a restart, a trimmed offset.
+//! PostgreSQL and Redis: a scripted stream, a restart, a trimmed offset, a second instance
+//! that fences the first, a lost offset replayed without applying anything again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,7 +15,7 @@ use redis_streams::{RedisClient, RedisOffsetStore, RedisSettings, RedisStreamRea
 use stream_consumer::{Consumer, ConsumerConfig, ConsumerHealth, ConsumerMetrics, Step};
 use testkit::pg::TestDb;
 use testkit::redis::TestRedis;
-use worker_healthevents::{HealthEventsWorker, OFFSET_LABEL, Outcome, WorkerMetrics};
+use worker_healthevents::{HealthEventsWorker, OFFSET_LABEL, Outcome, WorkerMetrics, claim_all};
 
 struct Fixture {
     db: TestDb,
@@ -56,17 +57,30 @@ impl Fixture {
         }
     }
 
+    /// A consumer whose worker has just claimed every shard (as `gamemaster run` does at
+    /// start), with its health.
     async fn consumer(&self) -> (GmConsumer, WorkerMetrics, ConsumerMetrics) {
+        let (consumer, wm, cm, _) = self.instance().await;
+        (consumer, wm, cm)
+    }
+
+    async fn instance(&self) -> (GmConsumer, WorkerMetrics, ConsumerMetrics, ConsumerHealth) {
+        let store = PgRuntimeRecordStore::new(self.pool.clone());
+        let owner = claim_all(&store, "test", domain_runtime::ShardCount::default())
+            .await
+            .unwrap();
+        let health = ConsumerHealth::default();
         let reader = RedisStreamReader::connect(self.redis.url(), RedisSettings::default(), "r")
             .await
             .unwrap();
         let wm = WorkerMetrics::default();
         let cm = ConsumerMetrics::default();
         let worker = HealthEventsWorker::new(
-            PgRuntimeRecordStore::new(self.pool.clone()),
+            store,
             RedisLobbyEventsPublisher::new(self.client.clone(), self.lobby.clone()),
             Arc::new(|| 1_800_000_000_000),
             wm.clone(),
+            owner,
         );
         let mut config = ConsumerConfig::new(self.health.clone(), OFFSET_LABEL);
         config.batch_size = 100;
@@ -77,9 +91,19 @@ impl Fixture {
             worker,
             config,
             cm.clone(),
-            ConsumerHealth::default(),
+            health.clone(),
         );
-        (consumer, wm, cm)
+        (consumer, wm, cm, health)
+    }
+
+    async fn sql(&self, statements: &str) {
+        self.pool
+            .get()
+            .await
+            .unwrap()
+            .batch_execute(statements)
+            .await
+            .unwrap();
     }
 
     async fn event(&self, game: &str, event_type: &str) -> String {
@@ -432,4 +456,95 @@ async fn a_stream_with_entries_postgres_refuses_drains_and_its_valid_entries_act
         f.redis.cleanup().await.unwrap();
         f.db.drop_db().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_second_instance_fences_the_first_which_stands_down_and_every_entry_is_applied_once() {
+    let f = Fixture::new().await;
+    f.sql("INSERT INTO runtime_records (game_id, status, current_turn) VALUES ('a', 'running', 0), ('b', 'running', 0)")
+        .await;
+    let first = f.event("a", "container_exited").await;
+    let (mut one, one_metrics, _, one_health) = f.instance().await;
+    assert_eq!(step_to(&mut one, &first).await, 1);
+
+    // A second instance starts on the same database (a rolling update) and claims every
+    // shard. The first still reads the next entry, but its write is fenced off.
+    let (mut two, two_metrics, _, two_health) = f.instance().await;
+    let next = f.event("b", "container_exited").await;
+    let mut steps = Vec::new();
+    while steps.last() != Some(&Step::StoodDown) && steps.len() < 10 {
+        steps.push(one.step().await);
+    }
+    assert_eq!(steps.last(), Some(&Step::StoodDown), "{steps:?}");
+    assert_eq!(one_metrics.fenced_count(), 1);
+    assert!(
+        one_health
+            .check()
+            .is_err_and(|e| e.contains("stood down") && e.contains("shard")),
+        "{:?}",
+        one_health.check()
+    );
+    assert_eq!(one.step().await, Step::StoodDown, "it stays down");
+    assert_eq!(
+        f.rows().await[1],
+        t("b", "running", ""),
+        "the fenced write left nothing"
+    );
+
+    // The second applies the entry, once.
+    assert_eq!(step_to(&mut two, &next).await, 1);
+    assert_eq!(
+        f.rows().await,
+        vec![
+            t("a", "engine_unreachable", "exited"),
+            t("b", "engine_unreachable", "exited"),
+        ]
+    );
+    assert_eq!(two_metrics.consumed_count(Outcome::Applied), 1);
+    assert_eq!(two_metrics.fenced_count(), 0);
+    assert!(two_health.check().is_ok());
+    f.redis.cleanup().await.unwrap();
+    f.db.drop_db().await.unwrap();
+}
+
+#[tokio::test]
+async fn after_a_lost_offset_entries_at_their_checkpoint_are_not_applied_again_but_republished() {
+    let f = Fixture::new().await;
+    f.sql("INSERT INTO runtime_records (game_id, status, current_turn) VALUES ('a', 'running', 0)")
+        .await;
+    let exited = f.event("a", "container_exited").await;
+    let (mut one, _, _, _) = f.instance().await;
+    assert_eq!(step_to(&mut one, &exited).await, 1);
+    drop(one);
+
+    // Another flow brings the game back to running; then Redis loses the offset (it keeps
+    // nothing on disk), so the next instance reads the stream from the start.
+    f.sql("UPDATE runtime_records SET status = 'running' WHERE game_id = 'a'")
+        .await;
+    use fred::interfaces::KeysInterface;
+    let _: i64 = f
+        .redis
+        .client()
+        .del(format!("{}:stream_offsets:{OFFSET_LABEL}", f.service))
+        .await
+        .unwrap();
+    let failed = f.event("a", "probe_failed").await;
+    let (mut two, metrics, _, _) = f.instance().await;
+    assert_eq!(step_to(&mut two, &failed).await, 2);
+
+    // Applied again, container_exited would have moved the game to engine_unreachable.
+    assert_eq!(f.rows().await, vec![t("a", "running", "probe_failed")]);
+    assert_eq!(metrics.consumed_count(Outcome::Replayed), 1);
+    assert_eq!(metrics.consumed_count(Outcome::Applied), 1);
+    assert_eq!(
+        f.snapshots().await,
+        vec![
+            t("a", "engine_unreachable", "exited"),
+            // The replayed entry republishes the record as it is now.
+            t("a", "running", "exited"),
+            t("a", "running", "probe_failed"),
+        ]
+    );
+    f.redis.cleanup().await.unwrap();
+    f.db.drop_db().await.unwrap();
 }

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use adapters_postgres::PgRuntimeRecordStore;
-use domain_runtime::{HealthEventType, RuntimeStatus};
+use domain_runtime::{HealthEventType, Ownership, RuntimeStatus, ShardCount};
 use pg_kit::PgSettings;
 use ports::{Error, HealthObservation, NewRuntime, ObservationResult, RuntimeRecordStore};
 use proptest::prelude::*;
@@ -47,16 +47,25 @@ fn entry_fields() -> impl Strategy<Value = Vec<(Vec<u8>, Vec<u8>)>> {
 
 /// The store's answer to one accepted entry: looked up while unknown, then registered,
 /// then applied twice (the locked path, then the guarded one).
-async fn store_takes(store: &PgRuntimeRecordStore, entry: &StreamEntry) -> Result<bool, String> {
+async fn store_takes(
+    store: &PgRuntimeRecordStore,
+    owner: &Ownership,
+    entry: &StreamEntry,
+) -> Result<bool, String> {
     let Ok(event) = worker_healthevents::decode(entry) else {
         return Ok(false);
     };
     let observation = [HealthObservation {
         game_id: event.game_id.clone(),
         plan: domain_runtime::plan(event.event_type),
+        entry: domain_runtime::EntryPosition {
+            ms: entry.id.ms,
+            seq: entry.id.seq,
+        },
+        shard: owner.shard_of(event.game_id.as_str().as_bytes()),
     }];
     let fail = |step: &str, e: Error| format!("{step} of {:?}: {e}", event.game_id.as_str());
-    let unknown = store.apply_health_batch(&observation).await;
+    let unknown = store.apply_health_batch(&observation, owner).await;
     let already = match unknown
         .map_err(|e| fail("unknown-game apply", e))?
         .as_slice()
@@ -78,7 +87,7 @@ async fn store_takes(store: &PgRuntimeRecordStore, entry: &StreamEntry) -> Resul
     }
     for step in ["first apply", "second apply"] {
         let results = store
-            .apply_health_batch(&observation)
+            .apply_health_batch(&observation, owner)
             .await
             .map_err(|e| fail(step, e))?;
         if !matches!(results.as_slice(), [ObservationResult::Applied { .. }]) {
@@ -91,13 +100,17 @@ async fn store_takes(store: &PgRuntimeRecordStore, entry: &StreamEntry) -> Resul
 #[test]
 fn the_store_never_refuses_what_decode_accepts() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (db, store) = rt.block_on(async {
+    let (db, store, owner) = rt.block_on(async {
         let db = TestDb::create().await.unwrap();
         let pool = pg_kit::connect(db.url(), &PgSettings::default())
             .await
             .unwrap();
         adapters_postgres::migrate(&pool).await.unwrap();
-        (db, PgRuntimeRecordStore::new(pool))
+        let store = PgRuntimeRecordStore::new(pool);
+        let owner = worker_healthevents::claim_all(&store, "test", ShardCount::default())
+            .await
+            .unwrap();
+        (db, store, owner)
     });
     let seq = AtomicU64::new(0);
     let outcome = accepted_and_stored(400, &entry_fields(), |fields| {
@@ -105,7 +118,7 @@ fn the_store_never_refuses_what_decode_accepts() {
             EntryId::new(1, seq.fetch_add(1, Ordering::Relaxed)),
             &fields,
         );
-        rt.block_on(store_takes(&store, &entry))
+        rt.block_on(store_takes(&store, &owner, &entry))
     });
     rt.block_on(db.drop_db()).unwrap();
     let (accepted, rejected) = outcome.unwrap();

@@ -227,6 +227,18 @@ impl PgError {
         }
     }
 
+    /// The server's `DETAIL` line, when it answered with one (a function raising an
+    /// error can carry a value there for its caller).
+    #[must_use]
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Self::Query(e) | Self::Pool(PoolError::Backend(e)) => {
+                e.as_db_error().and_then(|db| db.detail())
+            }
+            Self::Pool(_) | Self::TimedOut { .. } => None,
+        }
+    }
+
     /// The SQLSTATE the server answered with, if it answered.
     #[must_use]
     pub fn code(&self) -> Option<&SqlState> {

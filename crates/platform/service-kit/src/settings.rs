@@ -93,6 +93,36 @@ pub fn validate_stream_name(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// The instance name argument (`--instance-id` / `<PREFIX>_INSTANCE_ID`): how this process
+/// is named where instances meet (shard claims, logs); [`instance_id`] reads it.
+#[must_use]
+pub fn instance_id_arg(prefix: &str) -> Arg {
+    Arg::new("instance_id")
+        .long("instance-id")
+        .env(env(prefix, "INSTANCE_ID"))
+        .value_parser(ValueParser::new(|s: &str| {
+            let ok = !s.trim().is_empty() && s.len() <= 200 && !s.chars().any(char::is_control);
+            ok.then(|| s.to_owned())
+                .ok_or_else(|| "an instance id is 1 to 200 bytes of text, not blank".to_owned())
+        }))
+        .help("Names this instance among others (default: host name and process id)")
+}
+
+/// The instance name given by [`instance_id_arg`], else `<host name>-<process id>`.
+#[must_use]
+pub fn instance_id(m: &ArgMatches) -> String {
+    if let Some(id) = m.get_one::<String>("instance_id") {
+        return id.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
 impl CommonSettings {
     /// The common arguments for a service's `run` command.
     #[must_use]

@@ -4,9 +4,12 @@ use std::time::{Duration, Instant};
 
 use adapters_postgres::PgRuntimeRecordStore;
 use adapters_redis::RedisLobbyEventsPublisher;
+use domain_runtime::ShardCount;
 use redis_streams::{RedisOffsetStore, RedisSettings, RedisStreamReader};
 use stream_consumer::{Consumer, ConsumerConfig, ConsumerHealth, ConsumerMetrics, EntryId, Step};
-use worker_healthevents::{HealthEventsWorker, OFFSET_LABEL, WorkerMetrics, system_clock};
+use worker_healthevents::{
+    HealthEventsWorker, OFFSET_LABEL, WorkerMetrics, claim_all, system_clock,
+};
 
 use crate::fixture::{Fixture, Rows, Snapshots};
 use crate::{Options, baseline, median, rate, workload};
@@ -23,11 +26,14 @@ pub async fn worker_drain(
 ) -> anyhow::Result<Duration> {
     let reader =
         RedisStreamReader::connect(&fx.redis_url, RedisSettings::default(), "bench-reader").await?;
+    let store = PgRuntimeRecordStore::new(fx.pool.clone());
+    let owner = claim_all(&store, "bench", ShardCount::default()).await?;
     let worker = HealthEventsWorker::new(
-        PgRuntimeRecordStore::new(fx.pool.clone()),
+        store,
         RedisLobbyEventsPublisher::new(fx.redis.clone(), lobby),
         system_clock(),
         WorkerMetrics::default(),
+        owner,
     );
     let mut config = ConsumerConfig::new(stream, OFFSET_LABEL);
     config.batch_size = batch_size;

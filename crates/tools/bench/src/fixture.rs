@@ -90,7 +90,8 @@ impl Fixture {
     /// Replaces the games with `n` fresh ones (`g000001`…, `running`, turn 0).
     pub async fn seed_games(&self, n: usize) -> anyhow::Result<()> {
         let c = self.pool.get().await?;
-        c.batch_execute("TRUNCATE runtime_records").await?;
+        c.batch_execute("TRUNCATE runtime_records, gm_shards")
+            .await?;
         let n = i64::try_from(n)?;
         c.execute(
             "INSERT INTO runtime_records (game_id, status, current_turn)
@@ -102,11 +103,13 @@ impl Fixture {
         Ok(())
     }
 
-    /// Puts every game back to `running` with no summary (between runs).
+    /// Puts every game back to `running` with no summary, and forgets the shards'
+    /// checkpoints so the same entries are applied again (between runs).
     pub async fn reset_games(&self) -> anyhow::Result<()> {
         let c = self.pool.get().await?;
         c.batch_execute(
-            "UPDATE runtime_records SET status = 'running', engine_health = '', updated_at = now()",
+            "UPDATE runtime_records SET status = 'running', engine_health = '', updated_at = now();
+             UPDATE gm_shards SET checkpoint_ms = NULL, checkpoint_seq = NULL",
         )
         .await?;
         c.batch_execute("VACUUM ANALYZE runtime_records").await?;
