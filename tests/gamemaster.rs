@@ -247,16 +247,22 @@ async fn gamemaster_applies_publishes_survives_a_database_outage_and_drains_on_s
     redis.cleanup().await.unwrap();
 }
 
-/// Issue 11's reproduction: entries whose `game_id` holds a NUL byte, then ordinary ones.
-/// They used to wedge the Game Master for good; now they are skipped and the rest applied.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn entries_postgres_cannot_hold_are_skipped_and_the_stream_drains_ready() {
+/// A database of its own, migrated by `gamemaster migrate`.
+async fn migrated_db() -> TestDb {
     let db = TestDb::create().await.unwrap();
     let env = [("GAMEMASTER_POSTGRES_URL", db.url())];
     let (code, stderr) = run("gamemaster", &["migrate"], &env, Duration::from_secs(30))
         .await
         .unwrap();
     assert_eq!(code, 0, "{stderr}");
+    db
+}
+
+/// Issue 11's reproduction: entries whose `game_id` holds a NUL byte, then ordinary ones.
+/// They used to wedge the Game Master for good; now they are skipped and the rest applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_postgres_cannot_hold_are_skipped_and_the_stream_drains_ready() {
+    let db = migrated_db().await;
     let pg = pg_client(db.url()).await.unwrap();
     pg.batch_execute(
         "INSERT INTO runtime_records (game_id, status, current_turn) VALUES
@@ -458,12 +464,7 @@ fn run_help_lists_every_setting_with_its_environment_variable() {
 /// second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_instance_fences_the_first_which_stands_down_and_no_entry_is_applied_twice() {
-    let db = TestDb::create().await.unwrap();
-    let env = [("GAMEMASTER_POSTGRES_URL", db.url())];
-    let (code, stderr) = run("gamemaster", &["migrate"], &env, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(code, 0, "{stderr}");
+    let db = migrated_db().await;
     let client = pg_client(db.url()).await.unwrap();
     client
         .batch_execute(

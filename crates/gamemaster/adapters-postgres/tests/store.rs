@@ -657,14 +657,12 @@ async fn a_record_deleted_since_the_last_batch_is_an_unknown_game() {
     assert_eq!(count, 0, "nothing is created for it");
 }
 
-/// Another flow (an admin stop) holds game g-1's row in an open transaction while a
-/// batch about it arrives; `seen_before` makes the store know g-1's status already (the
-/// guarded path) or not (the locked path). The batch must wait for the row, then see the
-/// committed status and fall back to a health-only write.
-async fn a_batch_meets_a_row_another_flow_holds(seen_before: bool) -> BatchPaths {
+/// A fresh store with game g-1 running; `seen` applies one observation to it first, so the
+/// store knows its status (the next batch takes the guarded path) or not (the locked one).
+async fn store_with_one_game(seen: bool) -> (TestDb, PgRuntimeRecordStore) {
     let (db, store) = fresh_store().await;
     register(&store, "g-1", Running).await;
-    if seen_before {
+    if seen {
         store
             .apply_health_batch(
                 &[observation("g-1", HealthEventType::ProbeFailed)],
@@ -673,6 +671,15 @@ async fn a_batch_meets_a_row_another_flow_holds(seen_before: bool) -> BatchPaths
             .await
             .unwrap();
     }
+    (db, store)
+}
+
+/// Another flow (an admin stop) holds game g-1's row in an open transaction while a
+/// batch about it arrives; `seen_before` makes the store know g-1's status already (the
+/// guarded path) or not (the locked path). The batch must wait for the row, then see the
+/// committed status and fall back to a health-only write.
+async fn a_batch_meets_a_row_another_flow_holds(seen_before: bool) -> BatchPaths {
+    let (db, store) = store_with_one_game(seen_before).await;
 
     let mut other = raw_client(db.url()).await;
     let tx = other.transaction().await.unwrap();
@@ -803,17 +810,7 @@ async fn a_claim_raises_each_epoch_and_the_layout_is_set_once() {
 
 /// A batch on the guarded path (`warm`: every status known) or the locked one.
 async fn a_batch_under_a_stale_epoch_is_fenced_and_writes_nothing(warm: bool) {
-    let (db, store) = fresh_store().await;
-    register(&store, "g-1", Running).await;
-    if warm {
-        store
-            .apply_health_batch(
-                &[observation("g-1", HealthEventType::ProbeFailed)],
-                &owner(),
-            )
-            .await
-            .unwrap();
-    }
+    let (db, store) = store_with_one_game(warm).await;
     let shard = ShardCount::default().shard_of(b"g-1");
     let before = store.read_shards(&[shard]).await.unwrap();
     // Another instance claims the shard: this one's epoch 1 is stale now.

@@ -118,6 +118,16 @@ pub struct HealthEventsWorker<S, P> {
     stale: bool,
 }
 
+/// What steps 0 and 1 made of a batch's new entries.
+struct Placed {
+    /// Each entry, decoded and placed.
+    decoded: Vec<Decoded>,
+    /// Per game with entries applied before: its last such entry and its record now.
+    replayed: HashMap<GameId, (EntryId, RuntimeRecord)>,
+    /// The entries to apply.
+    observations: Vec<HealthObservation>,
+}
+
 /// Snapshots on their way to the lobby events stream.
 struct Outbox {
     /// The last entry whose database write these snapshots reflect.
@@ -169,6 +179,24 @@ where
             }
         }
         self.stale |= stopped.is_some();
+    }
+
+    /// Steps 0 and 1: the checkpoints as stored, after a write whose outcome is unknown;
+    /// each entry decoded and placed against its shard's checkpoint; the current records
+    /// of games with entries applied before; the observations to apply.
+    async fn place(&mut self, fresh: &[StreamEntry]) -> Result<Placed, ports::Error> {
+        if self.stale {
+            shards::refresh(&self.store, &mut self.owner).await?;
+            self.stale = false;
+        }
+        let decoded: Vec<Decoded> = fresh.iter().map(|e| Decoded::of(e, &self.owner)).collect();
+        let replayed = shards::current_records(&self.store, fresh, &decoded).await?;
+        let observations = observations(fresh, &decoded);
+        Ok(Placed {
+            decoded,
+            replayed,
+            observations,
+        })
     }
 
     /// A batch that ends before step 2 because of `error` (nothing new finished): a fence
@@ -475,22 +503,15 @@ where
         });
         let fresh = &batch[applied_before..];
 
-        // 0. The checkpoints as stored, after a write whose outcome is unknown.
-        if self.stale {
-            if let Err(error) = shards::refresh(&self.store, &mut self.owner).await {
-                return self.halted(error);
-            }
-            self.stale = false;
-        }
-
-        // 1. Decode, placing each entry against its shard's checkpoint; the current
-        //    records of games with entries applied before.
-        let decoded: Vec<Decoded> = fresh.iter().map(|e| Decoded::of(e, &self.owner)).collect();
-        let replayed = match shards::current_records(&self.store, fresh, &decoded).await {
-            Ok(replayed) => replayed,
+        // 0–1. Checkpoints re-read when stale; entries decoded and placed.
+        let Placed {
+            decoded,
+            replayed,
+            observations,
+        } = match self.place(fresh).await {
+            Ok(placed) => placed,
             Err(error) => return self.halted(error),
         };
-        let observations = observations(fresh, &decoded);
 
         // 2. Apply this batch, while the previous batch's snapshots finish publishing
         //    (the database and Redis work at the same time).
