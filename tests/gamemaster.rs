@@ -505,12 +505,26 @@ async fn a_second_instance_fences_the_first_which_stands_down_and_no_entry_is_ap
     .unwrap_or_else(|e| panic!("{e}\n{}", one.process.stderr()));
 
     let two = start("two").await;
-    let owners = client
-        .query("SELECT DISTINCT owner FROM gm_shards", &[])
-        .await
-        .unwrap();
-    assert_eq!(owners.len(), 1);
-    assert_eq!(owners[0].get::<_, String>(0), "two");
+    let shards = e2e::json_output(
+        "gamemaster",
+        &["shards", "--json", "--postgres-url", db.url()],
+    )
+    .await;
+    assert_eq!(shards["shard_count"], 64);
+    assert_eq!(shards["owners"], serde_json::json!({"two": 64}), "{shards}");
+    let listed = shards["shards"].as_array().unwrap();
+    assert!(listed.iter().all(|s| s["epoch"] == 2), "{shards}");
+    // The exits moved the checkpoints of the games' shards (and of no other).
+    let games_shards: std::collections::BTreeSet<u64> = games
+        .iter()
+        .map(|g| u64::from(contracts::ShardCount::default().shard_of(g.as_bytes())))
+        .collect();
+    let with_checkpoint: std::collections::BTreeSet<u64> = listed
+        .iter()
+        .filter(|s| !s["checkpoint"].is_null())
+        .filter_map(|s| s["shard"].as_u64())
+        .collect();
+    assert_eq!(with_checkpoint, games_shards);
     let mut recovered = Vec::new();
     for game in &games {
         recovered.push(health_event(&redis, game, "probe_recovered").await);

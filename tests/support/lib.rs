@@ -312,8 +312,16 @@ pub async fn dead_letters(
 pub async fn status(service: &str, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["status", "--json"];
     all.extend_from_slice(args);
-    let mut p = testkit::bins::Process::spawn(service, &all, &[])
-        .unwrap_or_else(|e| panic!("{service} status: {e}"));
+    json_output(service, &all).await
+}
+
+/// `<service> <args>` run to its end, its stdout parsed as JSON; it must exit 0.
+///
+/// # Panics
+/// The command fails or prints something that is not JSON.
+pub async fn json_output(service: &str, args: &[&str]) -> serde_json::Value {
+    let mut p = testkit::bins::Process::spawn(service, args, &[])
+        .unwrap_or_else(|e| panic!("{service} {args:?}: {e}"));
     let code = p.wait(std::time::Duration::from_secs(30)).await;
     let out = p.stdout();
     assert_eq!(code.ok(), Some(0), "{out}\n{}", p.stderr());

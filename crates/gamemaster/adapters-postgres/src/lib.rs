@@ -22,7 +22,7 @@ mod error;
 mod store;
 
 pub use batch::{BatchPaths, STATUS_CACHE_CAPACITY};
-pub use store::PgRuntimeRecordStore;
+pub use store::{PgRuntimeRecordStore, ShardRow, ShardTable};
 
 use pg_kit::{MigrateError, Pool};
 

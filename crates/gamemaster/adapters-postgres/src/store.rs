@@ -57,6 +57,30 @@ const CLAIM: &str = "SELECT shard, epoch, checkpoint_ms, checkpoint_seq \
 /// The SQLSTATE `gm_claim_shards` raises when the layout differs.
 const LAYOUT_MISMATCH: &str = "GM003";
 
+/// Every shard, with its owner and claim time, for operators.
+const SHARD_TABLE: &str = "SELECT shard, epoch, checkpoint_ms, checkpoint_seq, owner, claimed_at \
+     FROM gm_shards ORDER BY shard";
+
+/// Every shard as stored ([`PgRuntimeRecordStore::shard_table`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardTable {
+    /// The layout's shard count; `None` before the first claim.
+    pub count: Option<u32>,
+    /// Each shard, by number.
+    pub shards: Vec<ShardRow>,
+}
+
+/// One shard as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardRow {
+    /// Number, epoch and checkpoint.
+    pub claim: ShardClaim,
+    /// The instance that claimed it last ('' before any claim).
+    pub owner: String,
+    /// When it was claimed last.
+    pub claimed_at: Option<std::time::SystemTime>,
+}
+
 /// Shards' epochs and checkpoints as stored.
 const READ_SHARDS: &str = "SELECT shard, epoch, checkpoint_ms, checkpoint_seq \
      FROM gm_shards WHERE shard = ANY($1::integer[]) ORDER BY shard";
@@ -105,6 +129,38 @@ impl PgRuntimeRecordStore {
     /// `health_batches_locked` and `health_batch_guard_misses` (counters).
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.paths.register(registry);
+    }
+
+    /// Every shard as stored, for operators (`gamemaster shards`): the layout's count
+    /// (`None` before the first claim) and, per shard, its epoch, checkpoint, owner and
+    /// when it was claimed.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn shard_table(&self) -> Result<ShardTable, Error> {
+        let client = self.client().await?;
+        let count = client
+            .query_opt("SELECT shard_count FROM gm_shard_layout", &[])
+            .await
+            .map_err(store_error)?
+            .map(|row| row.try_get::<_, i32>(0))
+            .transpose()
+            .map_err(store_error)?;
+        let rows = client.query(SHARD_TABLE, &[]).await.map_err(store_error)?;
+        let shards = rows
+            .iter()
+            .map(|row| {
+                Ok(ShardRow {
+                    claim: decode_claim(row)?,
+                    owner: row.try_get(4).map_err(store_error)?,
+                    claimed_at: row.try_get(5).map_err(store_error)?,
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(ShardTable {
+            count: count.and_then(|c| u32::try_from(c).ok()),
+            shards,
+        })
     }
 
     /// The pool, e.g. for a readiness ping.

@@ -3,6 +3,8 @@
 //! drain on SIGTERM / SIGINT. Everything reusable lives in the crates it links; this crate
 //! only connects them.
 
+mod shards;
+
 use std::process::ExitCode;
 
 use adapters_postgres::PgRuntimeRecordStore;
@@ -63,6 +65,7 @@ pub fn command() -> Command {
         .subcommand(migrate_command("Game Master", &DEFAULTS))
         .subcommand(service_kit::dead_letters::command(&DEFAULTS, &CONSUMERS))
         .subcommand(service_kit::status::command(&DEFAULTS, consumed_streams()))
+        .subcommand(shards::command(&DEFAULTS))
         .subcommand(
             Command::new("run")
                 .about("Consume the health events stream until SIGTERM or SIGINT")
@@ -98,6 +101,7 @@ pub async fn main(matches: ArgMatches) -> ExitCode {
         Some(("migrate", m)) => migrate(m).await,
         Some(("dead-letters", m)) => service_kit::dead_letters::run(SERVICE, &CONSUMERS, m).await,
         Some(("status", m)) => service_kit::status::run(SERVICE, &CONSUMED, m).await,
+        Some(("shards", m)) => shards::run(SERVICE, m).await,
         Some(("run", m)) => run(m).await,
         _ => Err(StartupError::new("unknown command (see gamemaster --help)")),
     };
