@@ -14,7 +14,8 @@
 //!     `game_id` or `event_type`, a missing, non-integer or non-positive
 //!     `occurred_at_ms`, or an unknown `event_type` is a permanent problem: the entry is
 //!     logged with its `stream_entry_id`, counted and skipped, and the offset still moves
-//!     past it. An entry at or below its shard's checkpoint was applied before: it is
+//!     past it. An entry of a shard this instance does not own is left to its owner
+//!     (counted `not_owned`). An entry at or below its shard's checkpoint was applied before: it is
 //!     counted `replayed` and not applied again, and the last such entry of a game
 //!     republishes the game's current record (its snapshot may never have gone out;
 //!     `replay`).
@@ -343,6 +344,10 @@ where
                     self.skip(entry.id, reason, dead);
                     continue;
                 }
+                Decoded::NotOwned => {
+                    self.metrics.consumed(Outcome::NotOwned);
+                    continue;
+                }
                 Decoded::Replayed(event) => {
                     self.metrics.consumed(Outcome::Replayed);
                     match replayed.get(&event.game_id) {
@@ -467,7 +472,7 @@ fn observations(entries: &[StreamEntry], decoded: &[Decoded]) -> Vec<HealthObser
                 entry: position(entry.id),
                 shard: *shard,
             }),
-            Decoded::Skipped(_) | Decoded::Replayed(_) => None,
+            Decoded::Skipped(_) | Decoded::Replayed(_) | Decoded::NotOwned => None,
         })
         .collect()
 }

@@ -27,6 +27,8 @@ contracts::wire_enum! {
         Refused = "refused",
         /// Not applied again: at or below its shard's checkpoint (decision 0023).
         Replayed = "replayed",
+        /// Left to another instance: its shard is not this one's.
+        NotOwned = "not_owned",
     }
 }
 
@@ -77,7 +79,7 @@ impl WorkerMetrics {
         m.consumed.register(
             registry,
             "health_events_consumed",
-            "Health events consumed, by outcome (applied, malformed, unknown_event_type, unknown_game, refused, replayed)",
+            "Health events consumed, by outcome (applied, malformed, unknown_event_type, unknown_game, refused, replayed, not_owned)",
         );
         m.published.register(
             registry,
@@ -183,7 +185,7 @@ mod tests {
         m.published(LobbyEventKind::RuntimeSnapshotUpdate);
         m.published(LobbyEventKind::GameFinished);
         let counts: Vec<u64> = Outcome::ALL.map(|o| m.consumed_count(o)).to_vec();
-        assert_eq!(counts, [1, 0, 0, 2, 0, 0]);
+        assert_eq!(counts, [1, 0, 0, 2, 0, 0, 0]);
         assert_eq!(m.published_count(LobbyEventKind::RuntimeSnapshotUpdate), 1);
         assert_eq!(m.published_count(LobbyEventKind::GameFinished), 1);
         let clone = m.clone();

@@ -24,6 +24,9 @@ pub(crate) enum Decoded {
     Fresh(HealthEvent, u32),
     /// At or below its shard's checkpoint: applied before.
     Replayed(HealthEvent),
+    /// Of a shard another instance owns: not even decoded here (its owner handles it,
+    /// dead letter included).
+    NotOwned,
 }
 
 impl Decoded {
@@ -33,6 +36,9 @@ impl Decoded {
     pub(crate) fn of(entry: &StreamEntry, owner: &Ownership) -> Self {
         let game_id = entry.field(contracts::health_events::fields::GAME_ID);
         let shard = owner.shard_of(game_id.unwrap_or_default());
+        if owner.claim(shard).is_none() {
+            return Self::NotOwned;
+        }
         match crate::decode(entry) {
             Err(reason) => Self::Skipped(reason),
             Ok(event) if owner.is_applied(shard, position(entry.id)) => Self::Replayed(event),

@@ -958,3 +958,63 @@ fn ready_now<F: std::future::Future>(f: F) -> F::Output {
         std::task::Poll::Pending => panic!("a fake's call is ready at once"),
     }
 }
+
+#[tokio::test]
+async fn entries_of_shards_another_instance_owns_are_left_to_it_dead_letters_included() {
+    let count = domain_runtime::ShardCount::default();
+    let mine = count.shard_of(b"mine");
+    let theirs = (0..100)
+        .map(|i| format!("theirs-{i}"))
+        .find(|g| count.shard_of(g.as_bytes()) != mine)
+        .unwrap();
+    let h = Harness::new(&[
+        ("mine", RuntimeStatus::Running),
+        (&theirs, RuntimeStatus::Running),
+    ]);
+    let applied: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = applied.clone();
+    let owner = Ownership::new(
+        count,
+        [domain_runtime::ShardClaim {
+            shard: mine,
+            epoch: 1,
+            checkpoint: None,
+        }],
+    );
+    let mut w = HealthEventsWorker::new(
+        store_gated(h.records.clone(), h.applies.clone(), move |obs, _| {
+            seen.lock()
+                .unwrap()
+                .extend(obs.iter().map(|o| o.game_id.as_str().to_owned()));
+            None
+        }),
+        recording_publisher(h.published.clone()),
+        Arc::new(|| NOW),
+        h.metrics.clone(),
+        owner,
+    );
+    let batch = [
+        event(1, &theirs, "container_exited"),
+        event(2, "mine", "container_exited"),
+        entry(
+            3,
+            &[
+                ("game_id", theirs.as_bytes()),
+                ("event_type", b"container_flooded"),
+            ],
+        ),
+    ];
+    let outcome = w.handle(&batch).await;
+    assert!(
+        outcome.dead_letters.is_empty(),
+        "the other owner keeps its dead letters"
+    );
+    assert_eq!(
+        drive(&mut w, &batch[outcome.finished..]).await.finished + outcome.finished,
+        3
+    );
+    assert_eq!(*applied.lock().unwrap(), ["mine"]);
+    assert_eq!(h.metrics.consumed_count(Outcome::NotOwned), 2);
+    assert_eq!(h.metrics.consumed_count(Outcome::Applied), 1);
+    assert_eq!(h.published().len(), 1);
+}
