@@ -105,6 +105,41 @@ impl Ownership {
     }
 }
 
+/// Which of `members` should own `shard`: the one with the highest rendezvous score
+/// (highest-random-weight hashing). Every instance computes the same answer from the same
+/// member list, whatever its order, and a change of members moves only the shards it must:
+/// a member that joins takes about 1/N of the shards, from every other member alike; a
+/// member that leaves hands over only its own. `None` when there are no members.
+#[must_use]
+pub fn rendezvous_owner(shard: u32, members: &[String]) -> Option<&str> {
+    members
+        .iter()
+        .max_by_key(|m| (score(m, shard), m.as_str()))
+        .map(String::as_str)
+}
+
+/// The shards of a layout of `count` that `member` should own among `members`.
+#[must_use]
+pub fn assigned(count: ShardCount, members: &[String], member: &str) -> Vec<u32> {
+    count
+        .all()
+        .filter(|&s| rendezvous_owner(s, members) == Some(member))
+        .collect()
+}
+
+/// A member's weight for a shard: FNV-1a over the member's bytes, a separator and the
+/// shard's, finished with a 64-bit mixer so that near names and numbers spread evenly.
+fn score(member: &str, shard: u32) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let bytes = member.bytes().chain([0xff]).chain(shard.to_le_bytes());
+    let mut h = bytes.fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    // The finaliser of splitmix64.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -172,5 +207,81 @@ mod tests {
         assert_eq!(o.claim(2).unwrap().checkpoint, None);
         assert_eq!(o.refresh(&read[..1]), None);
         assert_eq!((o.len(), o.is_empty(), o.count().get()), (2, false, 8));
+    }
+}
+
+#[cfg(test)]
+mod assignment {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("gm-{i}")).collect()
+    }
+
+    fn owners(members: &[String]) -> Vec<String> {
+        ShardCount::default()
+            .all()
+            .map(|s| rendezvous_owner(s, members).unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn every_shard_has_one_owner_whatever_the_order_of_the_members() {
+        let members = names(3);
+        let mut reversed = members.clone();
+        reversed.reverse();
+        assert_eq!(owners(&members), owners(&reversed));
+        let count = ShardCount::default();
+        let total: usize = members
+            .iter()
+            .map(|m| assigned(count, &members, m).len())
+            .sum();
+        assert_eq!(total, 64);
+        assert_eq!(rendezvous_owner(0, &[]), None);
+    }
+
+    #[test]
+    fn a_member_that_joins_takes_shards_only_for_itself_and_about_its_share() {
+        for n in 1..=6 {
+            let before = owners(&names(n));
+            let after = owners(&names(n + 1));
+            let joined = format!("gm-{n}");
+            let moved: Vec<usize> = (0..64).filter(|&s| before[s] != after[s]).collect();
+            assert!(moved.iter().all(|&s| after[s] == joined), "{n} → {}", n + 1);
+            // About 64/(n+1) move; rendezvous hashing's spread on 64 shards is wide.
+            let share = 64 / (n + 1);
+            assert!(
+                moved.len() >= share / 3 && moved.len() <= share * 2 + 4,
+                "{n}: {}",
+                moved.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_member_that_leaves_hands_over_only_its_own_shards() {
+        let all = names(4);
+        let before = owners(&all);
+        let rest: Vec<String> = all.iter().filter(|m| *m != "gm-2").cloned().collect();
+        let after = owners(&rest);
+        for s in 0..64 {
+            if before[s] != "gm-2" {
+                assert_eq!(
+                    before[s], after[s],
+                    "shard {s} moved although its owner stayed"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn three_members_share_the_shards_roughly_evenly() {
+        let members = names(3);
+        let count = ShardCount::default();
+        for m in &members {
+            let held = assigned(count, &members, m).len();
+            assert!((12..=32).contains(&held), "{m} holds {held}");
+        }
     }
 }
