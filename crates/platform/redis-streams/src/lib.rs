@@ -12,7 +12,9 @@
 //!  4. [`StreamWriter`] appends a batch of entries with one script call running the
 //!     `XADD`s server-side: one round trip per batch;
 //!  5. [`RedisDeadLetters`] implements [`DeadLetterSink`](stream_consumer::DeadLetterSink)
-//!     on a bounded stream per consumer (`<service>:dead_letters:<label>`).
+//!     on a bounded stream per consumer (`<service>:dead_letters:<label>`);
+//!  6. [`RedisShardLeases`] keeps who is alive and which instance holds which shard, each
+//!     change one script call in one slot.
 //!
 //! Errors follow the consumer runtime's split: connection problems and timeouts are
 //! [`StreamError::Unavailable`](stream_consumer::StreamError::Unavailable) (retry), replies
@@ -23,14 +25,17 @@
 mod client;
 mod dead_letters;
 mod error;
+mod leases;
 mod offsets;
 mod reader;
 mod reply;
+mod script;
 mod settings;
 mod writer;
 
 pub use client::{ConnectError, RedisClient, connect, fred_url};
 pub use dead_letters::{DEFAULT_DEAD_LETTER_MAX_LEN, RedisDeadLetters};
+pub use leases::RedisShardLeases;
 pub use offsets::RedisOffsetStore;
 pub use reader::RedisStreamReader;
 pub use settings::{MAX_BLOCK, RedisSettings};

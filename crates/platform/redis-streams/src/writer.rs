@@ -1,15 +1,13 @@
 //! Appending entries to a stream, many at a time, in one round trip.
 
 use bytes::Bytes;
-use std::sync::LazyLock;
 
-use fred::interfaces::{ClientLike, LuaInterface};
 use fred::types::Value;
 use stream_consumer::{EntryId, StreamError};
 
 use crate::client::RedisClient;
-use crate::error::stream_error;
 use crate::reply;
+use crate::script::Script;
 
 /// The batch append, run by the server. `KEYS[1]` is the stream; `ARGV[1]` the
 /// approximate maximum length (empty: no trimming); then, per entry, its number of
@@ -28,8 +26,7 @@ end
 return ids
 ";
 
-static APPEND_SCRIPT_SHA1: LazyLock<String> =
-    LazyLock::new(|| fred::util::sha1_hash(APPEND_SCRIPT));
+static APPEND: Script = Script::new(APPEND_SCRIPT);
 
 /// The append under given ids, each at most once. `KEYS[1]` is the stream; then, per
 /// entry, its id, its number of field/value pairs and the pairs. An entry whose id is in
@@ -50,8 +47,7 @@ end
 return done
 ";
 
-static APPEND_ONCE_SCRIPT_SHA1: LazyLock<String> =
-    LazyLock::new(|| fred::util::sha1_hash(APPEND_ONCE_SCRIPT));
+static APPEND_ONCE: Script = Script::new(APPEND_ONCE_SCRIPT);
 
 /// Pushes one entry's field count and pairs onto a script's `ARGV`.
 fn push_fields<K, V>(args: &mut Vec<Value>, fields: &[(K, V)])
@@ -184,8 +180,8 @@ impl StreamWriter {
             )));
         }
         let context = format!("XADD {} ({} entries)", self.stream, entries.len());
-        let reply = self
-            .eval(APPEND_SCRIPT, &APPEND_SCRIPT_SHA1, &context, || {
+        let reply = APPEND
+            .run(&self.client, vec![self.stream.clone()], &context, || {
                 script_args(self.max_len, entries)
             })
             .await?;
@@ -234,38 +230,15 @@ impl StreamWriter {
             self.stream,
             entries.len()
         );
-        let reply = self
-            .eval(
-                APPEND_ONCE_SCRIPT,
-                &APPEND_ONCE_SCRIPT_SHA1,
-                &context,
-                || once_args(entries),
-            )
+        let reply = APPEND_ONCE
+            .run(&self.client, vec![self.stream.clone()], &context, || {
+                once_args(entries)
+            })
             .await?;
         let replies = one_reply_each(&context, reply, entries.len())?;
         Ok(replies
             .into_iter()
             .map(|v| matches!(v, Value::Integer(1)))
             .collect())
-    }
-
-    /// Runs a script by its digest, sending the body once when the server does not know
-    /// it yet (first use, or after `SCRIPT FLUSH`). The arguments are built again for the
-    /// second try rather than kept, so the common path never holds two copies of a batch.
-    async fn eval(
-        &self,
-        body: &str,
-        sha1: &str,
-        context: &str,
-        args: impl Fn() -> Vec<Value>,
-    ) -> Result<Value, StreamError> {
-        let client = self.client.fred().with_options(&self.client.options(None));
-        let keys = vec![self.stream.clone()];
-        let reply: Result<Value, _> = client.evalsha(sha1, keys.clone(), args()).await;
-        match reply {
-            Err(e) if e.details().starts_with("NOSCRIPT") => client.eval(body, keys, args()).await,
-            other => other,
-        }
-        .map_err(|e| stream_error(context, &e))
     }
 }

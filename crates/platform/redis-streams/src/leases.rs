@@ -1,0 +1,215 @@
+//! Shard leases and membership in Redis (decision 0024): who is alive, and which instance
+//! holds which shard for now. Every key shares the hash tag `{shards}` so each script stays
+//! in one slot on a cluster. A lease only says who should be working on a shard: the
+//! fencing epoch in PostgreSQL (decision 0023) decides whose writes commit, so a lease
+//! lost in a Redis failover costs a takeover, never a double apply.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::types::Value;
+use stream_consumer::StreamError;
+
+use crate::client::RedisClient;
+use crate::script::Script;
+
+/// Heartbeat: `KEYS[1]` the members (a sorted set scored by expiry, server time in ms);
+/// `ARGV` member and time to live in ms. Renews the member, drops the expired ones and
+/// returns those alive.
+static HEARTBEAT: Script = Script::new(
+    r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+",
+);
+
+/// Hold: `KEYS` lease keys; `ARGV` member and time to live in ms. Each lease that is free
+/// is taken and each the member holds is renewed; per key, 1 when the member holds it now.
+static HOLD: Script = Script::new(
+    r"
+local held = {}
+for i, key in ipairs(KEYS) do
+  local owner = redis.call('GET', key)
+  if owner == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+    held[i] = 1
+  elseif not owner then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    held[i] = 1
+  else
+    held[i] = 0
+  end
+end
+return held
+",
+);
+
+/// Release: `KEYS` lease keys; `ARGV[1]` the member. Deletes the leases it holds; returns
+/// how many.
+static RELEASE: Script = Script::new(
+    r"
+local n = 0
+for _, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('DEL', key)
+    n = n + 1
+  end
+end
+return n
+",
+);
+
+/// Leave: `KEYS[1]` the members; `ARGV[1]` the member.
+static LEAVE: Script = Script::new("return redis.call('ZREM', KEYS[1], ARGV[1])");
+
+/// Membership and shard leases of one service, under `<service>:{shards}:…`.
+#[derive(Debug, Clone)]
+pub struct RedisShardLeases {
+    client: RedisClient,
+    service: String,
+}
+
+impl RedisShardLeases {
+    /// The leases of `service` on `client`.
+    #[must_use]
+    pub fn new(client: RedisClient, service: impl Into<String>) -> Self {
+        Self {
+            client,
+            service: service.into(),
+        }
+    }
+
+    /// The members key, `<service>:{shards}:members`.
+    #[must_use]
+    pub fn members_key(&self) -> String {
+        format!("{}:{{shards}}:members", self.service)
+    }
+
+    /// The lease key of `shard`, `<service>:{shards}:lease:<shard>`.
+    #[must_use]
+    pub fn lease_key(&self, shard: u32) -> String {
+        format!("{}:{{shards}}:lease:{shard}", self.service)
+    }
+
+    /// Says `member` is alive for `ttl` more and returns every member alive (in name
+    /// order), itself included. Expiry runs on the server's clock, so members' clocks
+    /// need not agree.
+    ///
+    /// # Errors
+    /// [`StreamError`] when Redis cannot be reached or answers nonsense.
+    pub async fn heartbeat(&self, member: &str, ttl: Duration) -> Result<Vec<String>, StreamError> {
+        let reply = HEARTBEAT
+            .run(&self.client, vec![self.members_key()], "heartbeat", || {
+                vec![text(member), millis(ttl)]
+            })
+            .await?;
+        let Value::Array(members) = reply else {
+            return Err(StreamError::Protocol(format!(
+                "heartbeat: unexpected reply {reply:?}"
+            )));
+        };
+        let mut names = members
+            .into_iter()
+            .map(|m| match m {
+                Value::Bytes(b) => String::from_utf8(b.to_vec()).map_err(|_| {
+                    StreamError::Protocol("heartbeat: a member name is not UTF-8".into())
+                }),
+                Value::String(s) => Ok(s.to_string()),
+                other => Err(StreamError::Protocol(format!(
+                    "heartbeat: unexpected member {other:?}"
+                ))),
+            })
+            .collect::<Result<Vec<String>, StreamError>>()?;
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    /// Takes each of `shards` that is free and renews each `member` holds, for `ttl`;
+    /// returns those it holds now (a shard another member holds is left to it).
+    ///
+    /// # Errors
+    /// [`StreamError`] when Redis cannot be reached or answers nonsense (then the leases
+    /// are as they were, or renewed: call again).
+    pub async fn hold(
+        &self,
+        member: &str,
+        shards: &[u32],
+        ttl: Duration,
+    ) -> Result<Vec<u32>, StreamError> {
+        if shards.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = shards.iter().map(|&s| self.lease_key(s)).collect();
+        let reply = HOLD
+            .run(&self.client, keys, "hold shard leases", || {
+                vec![text(member), millis(ttl)]
+            })
+            .await?;
+        let Value::Array(flags) = reply else {
+            return Err(StreamError::Protocol(format!(
+                "hold: unexpected reply {reply:?}"
+            )));
+        };
+        if flags.len() != shards.len() {
+            return Err(StreamError::Protocol(format!(
+                "hold: {} answers for {} shards",
+                flags.len(),
+                shards.len()
+            )));
+        }
+        Ok(shards
+            .iter()
+            .zip(flags)
+            .filter(|(_, held)| matches!(held, Value::Integer(1)))
+            .map(|(&s, _)| s)
+            .collect())
+    }
+
+    /// Gives up the leases of `shards` that `member` holds (others' are left alone), so
+    /// another member can take them at once; returns how many it gave up.
+    ///
+    /// # Errors
+    /// [`StreamError`] when Redis cannot be reached (the leases then lapse on their own).
+    pub async fn release(&self, member: &str, shards: &[u32]) -> Result<usize, StreamError> {
+        if shards.is_empty() {
+            return Ok(0);
+        }
+        let keys = shards.iter().map(|&s| self.lease_key(s)).collect();
+        let reply = RELEASE
+            .run(&self.client, keys, "release shard leases", || {
+                vec![text(member)]
+            })
+            .await?;
+        match reply {
+            Value::Integer(n) => Ok(usize::try_from(n).unwrap_or_default()),
+            other => Err(StreamError::Protocol(format!(
+                "release: unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Removes `member` from the members at once (a stopping instance), rather than when
+    /// its heartbeat lapses.
+    ///
+    /// # Errors
+    /// [`StreamError`] when Redis cannot be reached.
+    pub async fn leave(&self, member: &str) -> Result<(), StreamError> {
+        LEAVE
+            .run(&self.client, vec![self.members_key()], "leave", || {
+                vec![text(member)]
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::Bytes(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+fn millis(d: Duration) -> Value {
+    Value::Integer(i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1))
+}
