@@ -340,7 +340,12 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
                     store_error(e)
                 }
             })?;
-        rows.iter().map(decode_claim).collect()
+        let mut claims = rows
+            .iter()
+            .map(decode_claim)
+            .collect::<Result<Vec<_>, _>>()?;
+        claims.sort_unstable_by_key(|c| c.shard);
+        Ok(claims)
     }
 
     async fn read_shards(&self, shards: &[u32]) -> Result<Vec<ShardClaim>, Error> {

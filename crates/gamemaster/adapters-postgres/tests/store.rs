@@ -903,3 +903,95 @@ async fn get_many_returns_the_records_that_exist() {
     assert!(store.get_many(&[]).await.unwrap().is_empty());
     db.drop_db().await.unwrap();
 }
+
+/// The fence under concurrency: one instance writes batches back to back while another
+/// claims its shards. Every write that starts after the claim returned is fenced off, and
+/// the checkpoint is the last entry of a write that committed before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_write_commits_under_an_epoch_after_another_instance_claimed_it() {
+    let (db, store) = fresh_store().await;
+    for g in ["g-1", "g-2", "g-3"] {
+        register(&store, g, Running).await;
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut log = Vec::new();
+            let events = [
+                HealthEventType::ProbeFailed,
+                HealthEventType::ProbeRecovered,
+            ];
+            for (n, event) in events.iter().cycle().enumerate() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let batch: Vec<HealthObservation> = ["g-1", "g-2", "g-3"]
+                    .iter()
+                    .map(|g| observation(g, *event))
+                    .collect();
+                let started = std::time::Instant::now();
+                let result = store.apply_health_batch(&batch, &owner()).await;
+                log.push((started, batch, result.map(|_| ())));
+                if n > 10_000 {
+                    break;
+                }
+            }
+            log
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let all: Vec<u32> = ShardCount::default().all().collect();
+    let claimed = store
+        .claim_shards("other", ShardCount::default(), &all)
+        .await
+        .unwrap();
+    let claimed_at = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::SeqCst);
+    let log = writer.await.unwrap();
+
+    let committed = log.iter().filter(|(_, _, r)| r.is_ok()).count();
+    let fenced = log
+        .iter()
+        .filter(|(_, _, r)| r.as_ref().is_err_and(Error::is_fenced))
+        .count();
+    assert!(
+        committed > 0 && fenced > 0,
+        "{committed} committed, {fenced} fenced"
+    );
+    assert_eq!(
+        committed + fenced,
+        log.len(),
+        "every write committed or was fenced"
+    );
+    for (started, _, result) in &log {
+        if *started > claimed_at {
+            assert!(
+                result.as_ref().is_err_and(Error::is_fenced),
+                "a write after the claim: {result:?}"
+            );
+        }
+    }
+    // The claim read each checkpoint as it stood; nothing moved it afterwards.
+    let last_committed = log
+        .iter()
+        .rev()
+        .find(|(_, _, r)| r.is_ok())
+        .map(|(_, batch, _)| batch.clone())
+        .unwrap();
+    let now = store.read_shards(&all).await.unwrap();
+    assert_eq!(
+        now, claimed,
+        "no commit after the claim moved a checkpoint or an epoch"
+    );
+    for o in &last_committed {
+        let shard = now.iter().find(|c| c.shard == o.shard).unwrap();
+        assert_eq!(
+            shard.checkpoint,
+            Some(o.entry),
+            "the last commit before the claim"
+        );
+    }
+    db.drop_db().await.unwrap();
+}

@@ -145,7 +145,8 @@ pub trait RuntimeRecordStore: Send + Sync {
 
     /// Claims `shards` for `instance` in a layout of `count` shards: each one's epoch rises
     /// (fencing whichever instance held it), and its checkpoint is read in the same
-    /// statement. The first claim on a database sets its layout.
+    /// statement; the claims come back in shard order. The first claim on a database sets
+    /// its layout.
     ///
     /// # Errors
     /// [`Error::Invalid`] when the database was laid out with another shard count (or a
@@ -157,7 +158,8 @@ pub trait RuntimeRecordStore: Send + Sync {
         shards: &[u32],
     ) -> Result<Vec<ShardClaim>, Error>;
 
-    /// Each of `shards`' epoch and checkpoint as the database holds them now.
+    /// Each of `shards`' epoch and checkpoint as the database holds them now, in shard
+    /// order.
     ///
     /// # Errors
     /// A store failure.
