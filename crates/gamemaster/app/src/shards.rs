@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use std::time::UNIX_EPOCH;
 
 use adapters_postgres::{PgRuntimeRecordStore, ShardTable};
-use clap::{Arg, ArgAction, ArgMatches, Command};
+use clap::{ArgMatches, Command};
 use pg_kit::PgSettings;
 use serde_json::{Value, json};
 use service_kit::consumer::connect_postgres;
-use service_kit::settings::{Defaults, postgres_url, postgres_url_arg};
+use service_kit::settings::{Defaults, json_flag, postgres_url, postgres_url_arg};
 use service_kit::{StartupError, error_chain};
 
 /// The command.
@@ -19,12 +19,7 @@ pub fn command(d: &Defaults) -> Command {
     Command::new("shards")
         .about("Show each shard's owner, fencing epoch and checkpoint (the last entry applied)")
         .arg(postgres_url_arg(d))
-        .arg(
-            Arg::new("json")
-                .long("json")
-                .action(ArgAction::SetTrue)
-                .help("Print JSON instead of a table"),
-        )
+        .arg(json_flag())
 }
 
 /// Prints the shards; exit code 0 when PostgreSQL could be read.

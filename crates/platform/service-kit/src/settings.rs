@@ -93,6 +93,15 @@ pub fn validate_stream_name(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// `--json`: an operator command prints JSON for machines instead of a table.
+#[must_use]
+pub fn json_flag() -> Arg {
+    Arg::new("json")
+        .long("json")
+        .action(clap::ArgAction::SetTrue)
+        .help("Print JSON instead of a table")
+}
+
 /// The instance name argument (`--instance-id` / `<PREFIX>_INSTANCE_ID`): how this process
 /// is named where instances meet (shard claims, logs); [`instance_id`] reads it.
 #[must_use]

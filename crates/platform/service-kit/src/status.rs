@@ -6,12 +6,12 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Arg, ArgAction, ArgMatches, Command};
+use clap::{Arg, ArgMatches, Command};
 use redis_streams::{RedisClient, RedisOffsetStore, RedisSettings, RedisStreamReader};
 use serde_json::{Value, json};
 use stream_consumer::{StreamOffsetStore, StreamReader};
 
-use crate::settings::{CommonSettings, Defaults, redis_url_arg};
+use crate::settings::{CommonSettings, Defaults, json_flag, redis_url_arg};
 use crate::{StartupError, error_chain};
 
 /// How long the running instance gets to answer `/readyz`.
@@ -40,12 +40,7 @@ pub fn command(d: &Defaults, streams: Vec<Arg>) -> Command {
         .arg(redis_url_arg(d))
         .arg(http)
         .args(streams)
-        .arg(
-            Arg::new("json")
-                .long("json")
-                .action(ArgAction::SetTrue)
-                .help("Print JSON instead of a table"),
-        )
+        .arg(json_flag())
 }
 
 /// Runs `status` for `service`; exit code 0 when Redis could be read.
