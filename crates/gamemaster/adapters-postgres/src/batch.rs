@@ -13,13 +13,14 @@
 //! A fold's outcome depends only on the status each game starts from: every observation
 //! overwrites the summary. That is why a status is all the cache keeps.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use domain_runtime::{
-    EngineHealth, HealthState, Ownership, RuntimeRecord, RuntimeStatus, Transition, apply_plan,
+    EngineHealth, EntryPosition, HealthState, Ownership, RuntimeRecord, RuntimeStatus, Transition,
+    apply_plan,
 };
 use pg_kit::PgError;
 use ports::{Error, HealthObservation, ObservationResult};
@@ -72,8 +73,7 @@ impl Fence {
     /// [`Error::Fenced`] for a shard `owner` does not hold; [`Error::Invalid`] for a
     /// number beyond PostgreSQL's `bigint`.
     fn of(observations: &[HealthObservation], owner: &Ownership) -> Result<Self, Error> {
-        let mut last: std::collections::BTreeMap<u32, domain_runtime::EntryPosition> =
-            std::collections::BTreeMap::new();
+        let mut last: BTreeMap<u32, EntryPosition> = BTreeMap::new();
         for o in observations {
             let through = last.entry(o.shard).or_insert(o.entry);
             *through = (*through).max(o.entry);
@@ -89,17 +89,18 @@ impl Fence {
                     detail: "this instance never claimed it".to_owned(),
                 });
             };
-            fence.shards.push(
-                i32::try_from(shard).map_err(|_| {
-                    Error::Invalid(format!("shard {shard} does not fit an integer"))
-                })?,
-            );
+            fence.shards.push(shard_number(shard)?);
             fence.epochs.push(big(claim.epoch)?);
             fence.through_ms.push(big(through.ms)?);
             fence.through_seq.push(big(through.seq)?);
         }
         Ok(fence)
     }
+}
+
+/// A shard number as PostgreSQL's `integer`.
+pub(crate) fn shard_number(shard: u32) -> Result<i32, Error> {
+    i32::try_from(shard).map_err(|_| Error::Invalid(format!("shard {shard} is out of range")))
 }
 
 /// A write the database fenced off ([`FENCED`]): the shard it names, with its message.
@@ -475,9 +476,9 @@ async fn locked(
             results(observations, fold, &written)
         }
         Err(error) => {
-            // The connection may still be inside the (failed) transaction. After a refusal
-            // (or a fence) the server is fine: a ROLLBACK makes the connection idle again and it goes
-            // back to the pool (a reconnect per refused entry would dominate isolating
+            // The connection may still be inside the (failed) transaction. After a refusal or
+            // a fence the server is fine: a ROLLBACK makes the connection idle again and it
+            // goes back to the pool (a reconnect per refused entry would dominate isolating
             // them). After anything else, or if the ROLLBACK fails, it is never handed back.
             let server_fine = error.is_refused() || error.is_fenced();
             if !(server_fine && client.batch_execute("ROLLBACK").await.is_ok()) {

@@ -365,12 +365,7 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
 
 /// Shard numbers as PostgreSQL integers.
 fn shard_numbers(shards: &[u32]) -> Result<Vec<i32>, Error> {
-    shards
-        .iter()
-        .map(|&s| {
-            i32::try_from(s).map_err(|_| Error::Invalid(format!("shard {s} is out of range")))
-        })
-        .collect()
+    shards.iter().map(|&s| batch::shard_number(s)).collect()
 }
 
 /// Decodes a row of [`CLAIM`] or [`READ_SHARDS`]: shard, epoch, checkpoint.

@@ -10,18 +10,19 @@
 //!     reply may hide a commit); a shard another instance claimed since makes it stand
 //!     down (below).
 //!  1. **Decodes** each entry (`game_id`, `event_type`, `occurred_at_ms`; nothing else is
-//!     read) and places it in its shard (by the raw `game_id`). A missing or blank
-//!     `game_id` or `event_type`, a missing, non-integer or non-positive
-//!     `occurred_at_ms`, or an unknown `event_type` is a permanent problem: the entry is
-//!     logged with its `stream_entry_id`, counted and skipped, and the offset still moves
-//!     past it. An entry of a shard this instance does not own is left to its owner
-//!     (counted `not_owned`). An entry at or below its shard's checkpoint was applied before: it is
-//!     counted `replayed` and not applied again, and the last such entry of a game
-//!     republishes the game's current record (its snapshot may never have gone out;
-//!     `replay`).
+//!     read) and places it in its shard (by the raw `game_id`). An entry of a shard this
+//!     instance does not own is left, undecoded, to its owner (counted `not_owned`). A
+//!     missing or blank `game_id` or `event_type`, a missing, non-integer or
+//!     non-positive `occurred_at_ms`, or an unknown `event_type` is a permanent problem:
+//!     the entry is logged with its `stream_entry_id`, counted and skipped, and the offset
+//!     still moves past it. An entry at or below its shard's checkpoint was applied
+//!     before: it is counted `replayed` and not applied again, and the last such entry of
+//!     a game republishes the game's current record (its snapshot may never have gone
+//!     out; see the `shards` module).
 //!  2. **Applies** the other decoded observations through the store's atomic batch
 //!     operation: one transaction for the batch, committed only under the epoch of each
-//!     of its shards, moving their checkpoints; stream order kept per game; per observation, the plan of
+//!     of its shards and moving their checkpoints; stream order kept per game; per
+//!     observation, the plan of
 //!     its event type (summary plus optional CAS `running → engine_unreachable` or
 //!     `engine_unreachable → running`) either moves the status with the summary, or, when
 //!     another flow holds the status, writes the summary alone. The store returns each
