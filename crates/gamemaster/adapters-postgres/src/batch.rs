@@ -78,9 +78,7 @@ impl Fence {
             let through = last.entry(o.shard).or_insert(o.entry);
             *through = (*through).max(o.entry);
         }
-        let big = |n: u64| {
-            i64::try_from(n).map_err(|_| Error::Invalid(format!("{n} does not fit a bigint")))
-        };
+        let big = bigint;
         let mut fence = Self::default();
         for (shard, through) in last {
             let Some(claim) = owner.claim(shard) else {
@@ -96,6 +94,11 @@ impl Fence {
         }
         Ok(fence)
     }
+}
+
+/// A number as PostgreSQL's `bigint`.
+pub(crate) fn bigint(n: u64) -> Result<i64, Error> {
+    i64::try_from(n).map_err(|_| Error::Invalid(format!("{n} does not fit a bigint")))
 }
 
 /// A shard number as PostgreSQL's `integer`.

@@ -85,6 +85,26 @@ pub struct ShardRow {
 const READ_SHARDS: &str = "SELECT shard, epoch, checkpoint_ms, checkpoint_seq \
      FROM gm_shards WHERE shard = ANY($1::integer[]) ORDER BY shard";
 
+/// The idle advance: each wanted shard still held under its epoch moves its checkpoint up
+/// to `$3-$4`; the shards held under another epoch come back.
+const ADVANCE_CHECKPOINTS: &str = "\
+WITH wanted AS (
+    SELECT * FROM unnest($1::integer[], $2::bigint[]) AS w(shard, epoch)
+), moved AS (
+    UPDATE gm_shards AS g
+       SET checkpoint_ms = $3, checkpoint_seq = $4, updated_at = now()
+      FROM wanted AS w
+     WHERE g.shard = w.shard AND g.epoch = w.epoch
+       AND (g.checkpoint_ms IS NULL OR (g.checkpoint_ms, g.checkpoint_seq) < ($3, $4))
+    RETURNING g.shard
+)
+SELECT w.shard FROM wanted AS w
+ WHERE NOT EXISTS (SELECT 1 FROM gm_shards AS g WHERE g.shard = w.shard AND g.epoch = w.epoch)
+ ORDER BY w.shard";
+
+/// Every game's summary.
+const SUMMARIES: &str = "SELECT game_id, engine_health FROM runtime_records";
+
 const SELECT_STATUS: &str = "SELECT status FROM runtime_records WHERE game_id = $1";
 
 const WRITE_HEALTH: &str = concat!(
@@ -360,6 +380,60 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
             .await
             .map_err(store_error)?;
         rows.iter().map(decode_claim).collect()
+    }
+
+    async fn advance_checkpoints(
+        &self,
+        shards: &[(u32, u64)],
+        through: EntryPosition,
+    ) -> Result<Vec<u32>, Error> {
+        if shards.is_empty() {
+            return Ok(Vec::new());
+        }
+        let numbers = shards
+            .iter()
+            .map(|&(s, _)| batch::shard_number(s))
+            .collect::<Result<Vec<i32>, Error>>()?;
+        let epochs = shards
+            .iter()
+            .map(|&(_, e)| batch::bigint(e))
+            .collect::<Result<Vec<i64>, Error>>()?;
+        let (ms, seq) = (batch::bigint(through.ms)?, batch::bigint(through.seq)?);
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(ADVANCE_CHECKPOINTS)
+            .await
+            .map_err(store_error)?;
+        let rows = client
+            .query(&statement, &[&numbers, &epochs, &ms, &seq])
+            .await
+            .map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                let shard: i32 = row.try_get(0).map_err(store_error)?;
+                u32::try_from(shard)
+                    .map_err(|_| Error::Backend(format!("negative shard {shard} stored").into()))
+            })
+            .collect()
+    }
+
+    async fn summaries(&self) -> Result<Vec<(GameId, Option<EngineHealth>)>, Error> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(SUMMARIES)
+            .await
+            .map_err(store_error)?;
+        let rows = client.query(&statement, &[]).await.map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                let id: &str = row.try_get(0).map_err(store_error)?;
+                let health: &str = row.try_get(1).map_err(store_error)?;
+                let game_id = GameId::new(id).map_err(|e| corrupt(id, &e.to_string()))?;
+                let summary = EngineHealth::parse_stored(health)
+                    .map_err(|e| corrupt(id, &format!("engine_health: {e}")))?;
+                Ok((game_id, summary))
+            })
+            .collect()
     }
 }
 

@@ -904,6 +904,59 @@ async fn get_many_returns_the_records_that_exist() {
     db.drop_db().await.unwrap();
 }
 
+#[tokio::test]
+async fn an_idle_advance_moves_only_lower_checkpoints_under_the_epoch_and_names_lost_shards() {
+    let (db, store) = fresh_store().await;
+    let at = |ms| EntryPosition { ms, seq: 0 };
+    // Shard 1 is ahead already; shard 2 was never applied; shard 3 goes to another owner.
+    store.advance_checkpoints(&[(1, 1)], at(50)).await.unwrap();
+    store
+        .claim_shards("other", ShardCount::default(), &[3])
+        .await
+        .unwrap();
+    let lost = store
+        .advance_checkpoints(&[(1, 1), (2, 1), (3, 1)], at(40))
+        .await
+        .unwrap();
+    assert_eq!(lost, [3]);
+    let read = store.read_shards(&[1, 2, 3]).await.unwrap();
+    let checkpoints: Vec<_> = read.iter().map(|c| c.checkpoint).collect();
+    assert_eq!(
+        checkpoints,
+        [Some(at(50)), Some(at(40)), None],
+        "never backwards, never under another's epoch"
+    );
+    assert!(
+        store
+            .advance_checkpoints(&[], at(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    db.drop_db().await.unwrap();
+}
+
+#[tokio::test]
+async fn summaries_are_every_games_stored_engine_health() {
+    let (db, store) = fresh_store().await;
+    register(&store, "g-1", Running).await;
+    register(&store, "g-2", Running).await;
+    store
+        .apply_health_batch(
+            &[observation("g-2", HealthEventType::ContainerOom)],
+            &owner(),
+        )
+        .await
+        .unwrap();
+    let mut got = store.summaries().await.unwrap();
+    got.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
+    assert_eq!(
+        got,
+        [(game("g-1"), None), (game("g-2"), Some(EngineHealth::Oom))]
+    );
+    db.drop_db().await.unwrap();
+}
+
 /// The fence under concurrency: one instance writes batches back to back while another
 /// claims its shards. Every write that starts after the claim returned is fenced off, and
 /// the checkpoint is the last entry of a write that committed before it.

@@ -1,27 +1,31 @@
-//! The `gamemaster` binary's wiring: settings → PostgreSQL pool, Redis clients, the
-//! health-events worker inside the stream-consumer runtime, the ops HTTP server, and a
-//! drain on SIGTERM / SIGINT. Everything reusable lives in the crates it links; this crate
-//! only connects them.
+//! The `gamemaster` binary's wiring: settings → PostgreSQL pool, Redis clients, the lease
+//! keeper (which divides the shards among instances) and the health-events worker inside
+//! the stream-consumer runtime, the ops HTTP server, and a drain on SIGTERM / SIGINT.
+//! Everything reusable lives in the crates it links; this crate only connects them.
 
 mod shards;
 
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use adapters_postgres::PgRuntimeRecordStore;
-use adapters_redis::RedisLobbyEventsPublisher;
+use adapters_redis::{RedisLeases, RedisLobbyEventsPublisher};
 use clap::{Arg, ArgMatches, Command};
+use domain_runtime::Ownership;
 use domain_runtime::shards::{DEFAULT_SHARDS, MAX_SHARDS, ShardCount};
 use prometheus_client::registry::Registry;
 use service_kit::consumer::{self, Backends, Work};
 use service_kit::settings::{
-    CommonSettings, Defaults, instance_id, instance_id_arg, migrate_command, postgres_url,
-    stream_arg,
+    CommonSettings, Defaults, duration_arg, instance_id, instance_id_arg, migrate_command,
+    postgres_url, stream_arg,
 };
 use service_kit::status::Consumed;
 use service_kit::{StartupError, telemetry};
 use worker_healthevents::{
-    HealthEventsWorker, OFFSET_LABEL, WorkerMetrics, claim_all, system_clock,
+    HealthEventsWorker, OFFSET_LABEL, WorkerMetrics, start_position, system_clock,
 };
+use worker_leases::{KeeperMetrics, LeaseKeeper};
 
 /// The service name: log target, metric prefix, offset-key prefix, stderr prefix.
 pub const SERVICE: &str = "gamemaster";
@@ -52,6 +56,7 @@ const DEFAULTS: Defaults = Defaults {
     postgres_url: "postgres://postgres@127.0.0.1:5432/gamemaster",
     http_addr: "127.0.0.1:8080",
     batch_size: "4000",
+    read_block: "500ms",
 };
 
 /// The command line: `migrate` and `run`, every setting also an environment variable.
@@ -80,7 +85,15 @@ pub fn command() -> Command {
                     "Stream the Game Master publishes runtime snapshots on for the Game Lobby",
                 ))
                 .arg(shards_arg())
-                .arg(instance_id_arg(DEFAULTS.env_prefix)),
+                .arg(instance_id_arg(DEFAULTS.env_prefix))
+                .arg(duration_arg(
+                    DEFAULTS.env_prefix,
+                    "lease_ttl",
+                    "lease-ttl",
+                    "LEASE_TTL",
+                    "2s",
+                    "How long a shard lease lasts unrenewed: a stopped or dead instance's shards move to the others within about this long (renewed four times per period)",
+                )),
         )
 }
 
@@ -131,43 +144,82 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
     let mut registry = Registry::with_prefix(SERVICE);
     let store = PgRuntimeRecordStore::new(backends.pool.clone());
     store.register_metrics(&mut registry);
-    let owner = claim(&store, m).await?;
+    let (keeper_side, worker_side) = ports::handover();
+    let mut keeper = LeaseKeeper::new(
+        RedisLeases::new(backends.redis.clone(), SERVICE),
+        store.clone(),
+        instance_id(m),
+        shard_count(m)?,
+        lease_ttl(m)?,
+        keeper_side,
+        KeeperMetrics::register(&mut registry),
+    );
+    let owner = first_claims(&mut keeper, m).await?;
+    let start = start_position(&owner);
     let worker = HealthEventsWorker::new(
         store,
         RedisLobbyEventsPublisher::new(backends.redis.clone(), lobby_stream.clone()),
         system_clock(),
         WorkerMetrics::register(&mut registry),
         owner,
-    );
+    )
+    .with_handover(worker_side);
     tracing::info!(lobby_events_stream = %lobby_stream, "publishing runtime snapshots");
-    let work = Work::new().consumer(health_stream, OFFSET_LABEL, worker);
+    let work = Work::new()
+        .consumer_at(health_stream, OFFSET_LABEL, worker, start)
+        .background(move |stop| keeper.run(stop));
     consumer::run(SERVICE, &settings, backends, work, registry).await
 }
 
-/// Claims every shard for this instance (one instance owns them all until leases divide
-/// them): an instance that held them stands down at its next write.
-async fn claim(
-    store: &PgRuntimeRecordStore,
-    m: &ArgMatches,
-) -> Result<domain_runtime::Ownership, StartupError> {
-    let instance = instance_id(m);
+/// `--shards`, as a layout.
+fn shard_count(m: &ArgMatches) -> Result<ShardCount, StartupError> {
     let shards = m
         .get_one::<u32>("shards")
         .copied()
         .unwrap_or(DEFAULT_SHARDS);
-    let count = ShardCount::new(u64::from(shards))
-        .map_err(|e| StartupError::new(format!("--shards: {e}")))?;
-    let owner = claim_all(store, &instance, count).await.map_err(|e| {
+    ShardCount::new(u64::from(shards)).map_err(|e| StartupError::new(format!("--shards: {e}")))
+}
+
+/// The shortest lease time to live: ticks (a quarter of it) need room for a round trip
+/// to Redis and PostgreSQL each.
+const MIN_LEASE_TTL: Duration = Duration::from_millis(400);
+
+/// `--lease-ttl`, checked.
+fn lease_ttl(m: &ArgMatches) -> Result<Duration, StartupError> {
+    let ttl = m
+        .get_one::<Duration>("lease_ttl")
+        .copied()
+        .unwrap_or(worker_leases::DEFAULT_LEASE_TTL);
+    if ttl < MIN_LEASE_TTL {
+        return Err(StartupError::new(format!(
+            "--lease-ttl {ttl:?}: must be at least {MIN_LEASE_TTL:?}"
+        )));
+    }
+    Ok(ttl)
+}
+
+/// The keeper's first tick: this instance's first shards (all of them when it runs
+/// alone; none yet when others hold them, which then hand its share over).
+async fn first_claims<L, S>(
+    keeper: &mut LeaseKeeper<L, S>,
+    m: &ArgMatches,
+) -> Result<Ownership, StartupError>
+where
+    L: ports::ShardLeases,
+    S: ports::RuntimeRecordStore,
+{
+    let count = shard_count(m)?;
+    let claims = keeper.start().await.map_err(|e| {
         StartupError::new(format!("claiming shards: {}", service_kit::error_chain(&e)))
     })?;
-    let epochs: Vec<u64> = owner.claims().map(|c| c.epoch).collect();
+    let epochs: Vec<u64> = claims.iter().map(|c| c.epoch).collect();
     tracing::info!(
-        instance = %instance,
+        instance = %instance_id(m),
         shards = count.get(),
-        owned = owner.len(),
+        owned = claims.len(),
         lowest_epoch = epochs.iter().min().copied().unwrap_or_default(),
         highest_epoch = epochs.iter().max().copied().unwrap_or_default(),
         "claimed shards"
     );
-    Ok(owner)
+    Ok(Ownership::new(count, claims))
 }

@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 pub use contracts::SourceEntryId as EntryPosition;
 pub use contracts::shards::{DEFAULT_SHARDS, InvalidShardCount, MAX_SHARDS, ShardCount};
 
+/// The position before every entry, `0-0`.
+const ZERO: EntryPosition = EntryPosition { ms: 0, seq: 0 };
+
 /// One shard as claimed (or last read): its epoch and checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardClaim {
@@ -22,20 +25,95 @@ pub struct ShardClaim {
 }
 
 /// The shards an instance owns in a layout of `count` shards.
+///
+/// A shard claimed from another owner (or at a start) is *taken over* up to the checkpoint
+/// it was claimed with: its entries up to there were applied by someone else, whose
+/// snapshots may not all have gone out, so the worker republishes for them
+/// ([`Ownership::republishes`]) until its reading passes that point.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ownership {
     count: ShardCount,
     owned: BTreeMap<u32, ShardClaim>,
+    /// Per shard taken over: the checkpoint it was claimed with.
+    taken_over: BTreeMap<u32, EntryPosition>,
 }
 
 impl Ownership {
-    /// The ownership `claims` give, in a layout of `count`.
+    /// The ownership `claims` give, in a layout of `count`; every one is taken over.
     #[must_use]
     pub fn new(count: ShardCount, claims: impl IntoIterator<Item = ShardClaim>) -> Self {
-        Self {
+        let mut ownership = Self {
             count,
-            owned: claims.into_iter().map(|c| (c.shard, c)).collect(),
+            owned: BTreeMap::new(),
+            taken_over: BTreeMap::new(),
+        };
+        ownership.gain(claims);
+        ownership
+    }
+
+    /// Adds `claims` (shards just claimed), each taken over at its checkpoint. Returns the
+    /// lowest of their checkpoints (`0-0` for a shard never applied): reading must start
+    /// after it for their entries to be seen. `None` when `claims` is empty.
+    pub fn gain(&mut self, claims: impl IntoIterator<Item = ShardClaim>) -> Option<EntryPosition> {
+        let mut lowest: Option<EntryPosition> = None;
+        for claim in claims {
+            let from = claim.checkpoint.unwrap_or(ZERO);
+            lowest = Some(lowest.map_or(from, |l| l.min(from)));
+            match claim.checkpoint {
+                Some(at) => self.taken_over.insert(claim.shard, at),
+                None => self.taken_over.remove(&claim.shard),
+            };
+            self.owned.insert(claim.shard, claim);
         }
+        lowest
+    }
+
+    /// Gives up `shards` (moved to another instance, or fenced off); returns those that
+    /// were owned.
+    pub fn lose(&mut self, shards: &[u32]) -> Vec<u32> {
+        shards
+            .iter()
+            .copied()
+            .filter(|s| {
+                self.taken_over.remove(s);
+                self.owned.remove(s).is_some()
+            })
+            .collect()
+    }
+
+    /// Where reading must start for every owned shard's unapplied entries: after the
+    /// lowest checkpoint (`0-0` when a shard was never applied). `None` when nothing is
+    /// owned.
+    #[must_use]
+    pub fn low_water(&self) -> Option<EntryPosition> {
+        self.owned
+            .values()
+            .map(|c| c.checkpoint.unwrap_or(ZERO))
+            .min()
+    }
+
+    /// Whether `entry` of `shard`, applied before, was applied by a previous owner (the
+    /// shard is taken over up to at least that entry): its snapshot is republished.
+    #[must_use]
+    pub fn republishes(&self, shard: u32, entry: EntryPosition) -> bool {
+        self.taken_over.get(&shard).is_some_and(|&at| entry <= at)
+    }
+
+    /// Reading has passed `through`: shards taken over up to there are now this
+    /// instance's own work.
+    pub fn passed(&mut self, through: EntryPosition) {
+        self.taken_over.retain(|_, at| *at > through);
+    }
+
+    /// The owned shards whose checkpoint is below `through` (or unset), with their epochs:
+    /// those an idle advance moves (see `RuntimeRecordStore::advance_checkpoints`).
+    #[must_use]
+    pub fn behind(&self, through: EntryPosition) -> Vec<(u32, u64)> {
+        self.owned
+            .values()
+            .filter(|c| c.checkpoint.is_none_or(|at| at < through))
+            .map(|c| (c.shard, c.epoch))
+            .collect()
     }
 
     /// The layout's shard count.
@@ -90,18 +168,25 @@ impl Ownership {
     }
 
     /// Takes the checkpoints of `read` (as the database holds them now) for the shards
-    /// still held under the same epoch. Returns the first shard whose epoch moved (another
-    /// instance claimed it), if any; its claim is left as it was.
-    pub fn refresh(&mut self, read: &[ShardClaim]) -> Option<u32> {
-        let mut lost = None;
+    /// still held under the same epoch. A checkpoint found higher than known reflects a
+    /// commit whose reply was lost, so its snapshots never went out: the shard counts as
+    /// taken over up to it. The shards whose epoch moved (another instance claimed them)
+    /// are given up and returned, in shard order.
+    pub fn refresh(&mut self, read: &[ShardClaim]) -> Vec<u32> {
+        let mut lost = Vec::new();
         for fresh in read {
             match self.owned.get_mut(&fresh.shard) {
-                Some(claim) if claim.epoch == fresh.epoch => claim.checkpoint = fresh.checkpoint,
-                Some(_) => lost = lost.or(Some(fresh.shard)),
+                Some(claim) if claim.epoch == fresh.epoch => {
+                    if let Some(at) = fresh.checkpoint.filter(|&at| Some(at) > claim.checkpoint) {
+                        self.taken_over.insert(fresh.shard, at);
+                    }
+                    claim.checkpoint = fresh.checkpoint;
+                }
+                Some(_) => lost.push(fresh.shard),
                 None => {}
             }
         }
-        lost
+        self.lose(&lost)
     }
 }
 
@@ -188,7 +273,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refresh_takes_checkpoints_under_the_same_epoch_and_names_a_lost_shard() {
+    fn a_refresh_takes_checkpoints_under_the_same_epoch_and_gives_up_lost_shards() {
         let mut o = owning(&[(1, 3, Some(at(10, 2))), (2, 5, None)]);
         let read = [
             ShardClaim {
@@ -202,11 +287,78 @@ mod tests {
                 checkpoint: Some(at(30, 0)),
             },
         ];
-        assert_eq!(o.refresh(&read), Some(2));
+        o.passed(at(15, 0));
+        assert!(!o.republishes(1, at(10, 2)));
+        assert_eq!(o.refresh(&read), vec![2]);
         assert_eq!(o.claim(1).unwrap().checkpoint, Some(at(20, 0)));
-        assert_eq!(o.claim(2).unwrap().checkpoint, None);
-        assert_eq!(o.refresh(&read[..1]), None);
-        assert_eq!((o.len(), o.is_empty(), o.count().get()), (2, false, 8));
+        assert!(
+            o.republishes(1, at(20, 0)),
+            "a commit found by the re-read never published"
+        );
+        assert!(o.claim(2).is_none(), "given up");
+        assert!(o.refresh(&read[..1]).is_empty());
+        assert_eq!((o.len(), o.is_empty(), o.count().get()), (1, false, 8));
+    }
+
+    fn claim(shard: u32, epoch: u64, checkpoint: Option<EntryPosition>) -> ShardClaim {
+        ShardClaim {
+            shard,
+            epoch,
+            checkpoint,
+        }
+    }
+
+    #[test]
+    fn a_gain_says_where_reading_must_start_and_a_loss_forgets_the_shard() {
+        let mut o = owning(&[(1, 3, Some(at(10, 0)))]);
+        assert_eq!(o.low_water(), Some(at(10, 0)));
+        let from = o.gain([claim(2, 1, Some(at(7, 1))), claim(3, 1, Some(at(9, 0)))]);
+        assert_eq!(from, Some(at(7, 1)));
+        assert_eq!(o.low_water(), Some(at(7, 1)));
+        assert_eq!(o.gain([claim(4, 1, None)]), Some(at(0, 0)), "never applied");
+        assert_eq!(o.gain([]), None);
+        assert_eq!(o.lose(&[2, 4, 6]), vec![2, 4], "6 was never owned");
+        assert_eq!(o.low_water(), Some(at(9, 0)));
+        assert_eq!(o.lose(&[1, 3]).len(), 2);
+        assert_eq!(o.low_water(), None, "nothing owned");
+    }
+
+    #[test]
+    fn replays_republish_only_up_to_where_a_shard_was_taken_over_until_reading_passes_it() {
+        let mut o = owning(&[(1, 3, Some(at(10, 0)))]);
+        // Taken over at a start: its entries up to 10-0 republish.
+        let table = [
+            (1, at(9, 0), true),
+            (1, at(10, 0), true),
+            (1, at(10, 1), false),
+            (2, at(1, 0), false),
+        ];
+        for (shard, entry, republish) in table {
+            assert_eq!(o.republishes(shard, entry), republish, "{shard} {entry}");
+        }
+        o.gain([claim(2, 1, Some(at(20, 0))), claim(5, 1, None)]);
+        assert!(o.republishes(2, at(15, 0)));
+        assert!(!o.republishes(5, at(1, 0)), "nothing was applied in 5");
+        o.passed(at(12, 0));
+        assert!(
+            !o.republishes(1, at(9, 0)),
+            "1 is this instance's own work now"
+        );
+        assert!(o.republishes(2, at(15, 0)));
+        o.lose(&[2]);
+        o.gain([claim(2, 2, Some(at(3, 0)))]);
+        assert!(!o.republishes(2, at(15, 0)), "claimed again lower");
+    }
+
+    #[test]
+    fn the_shards_behind_a_position_are_those_with_a_lower_or_no_checkpoint() {
+        let o = owning(&[
+            (1, 3, Some(at(10, 0))),
+            (2, 4, None),
+            (3, 5, Some(at(12, 0))),
+        ]);
+        assert_eq!(o.behind(at(11, 0)), vec![(1, 3), (2, 4)]);
+        assert_eq!(o.behind(at(10, 0)), vec![(2, 4)]);
     }
 }
 

@@ -6,11 +6,13 @@
 //! reject, and an invalid transition is refused before any SQL runs.
 //!
 //! With the `mocks` feature every trait has a mockall fake (`MockRuntimeRecordStore`,
-//! `MockLobbyEventsPublisher`, and the stream fakes re-exported from `stream-consumer`).
+//! `MockLobbyEventsPublisher`, `MockShardLeases`, and the stream fakes re-exported from
+//! `stream-consumer`).
 
 mod error;
 mod lobby;
 mod records;
+mod shards;
 
 pub use error::{BoxError, Error};
 #[cfg(feature = "mocks")]
@@ -24,6 +26,10 @@ pub use records::{
     HealthObservation, NewRuntime, ObservationResult, RuntimeRecordStore, UpdateEngineHealth,
     UpdateStatus,
 };
+
+#[cfg(feature = "mocks")]
+pub use shards::MockShardLeases;
+pub use shards::{KeeperSide, OwnershipChange, ShardLeases, WorkerSide, handover};
 
 #[cfg(feature = "mocks")]
 pub use stream_consumer::MockStreamOffsetStore;

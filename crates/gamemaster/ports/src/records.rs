@@ -164,4 +164,25 @@ pub trait RuntimeRecordStore: Send + Sync {
     /// # Errors
     /// A store failure.
     async fn read_shards(&self, shards: &[u32]) -> Result<Vec<ShardClaim>, Error>;
+
+    /// Moves the checkpoint of each of `shards` (with the epoch it is held under) up to
+    /// `through`, where it is lower or unset: the caller has seen every entry up to there
+    /// and applied those of these shards, so a shard with no recent entries does not hold
+    /// a later owner's reading far back. A shard held under another epoch is left alone
+    /// and returned (it was claimed by another instance).
+    ///
+    /// # Errors
+    /// A store failure (then nothing moved).
+    async fn advance_checkpoints(
+        &self,
+        shards: &[(u32, u64)],
+        through: EntryPosition,
+    ) -> Result<Vec<u32>, Error>;
+
+    /// Every game's engine-health summary as stored (`None` before the first
+    /// observation): what a new owner of a shard takes as published.
+    ///
+    /// # Errors
+    /// A store failure.
+    async fn summaries(&self) -> Result<Vec<(GameId, Option<EngineHealth>)>, Error>;
 }

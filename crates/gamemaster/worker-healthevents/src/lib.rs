@@ -3,22 +3,31 @@
 //! Game Lobby.
 //!
 //! The worker applies the entries of the shards its instance owns (`domain_runtime::
-//! Ownership`: each shard's fencing epoch and checkpoint, claimed at start). For every
-//! batch the stream-consumer runtime hands it, the worker:
+//! Ownership`: each shard's fencing epoch and checkpoint). The lease keeper
+//! (`worker-leases`) decides which those are and hands changes over between batches. For
+//! every batch the stream-consumer runtime hands it, the worker:
 //!
-//!  0. **Re-reads its checkpoints** after a write whose outcome it does not know (a lost
-//!     reply may hide a commit); a shard another instance claimed since makes it stand
-//!     down (below).
+//!  0. **Takes ownership changes**: a shard lost is no longer applied; a shard gained is
+//!     applied from its checkpoint, with its games' stored summaries taken as published
+//!     (no burst of repeats from the new owner). When a gained shard's checkpoint is
+//!     behind what the worker passed, the previous publish is settled and the reading
+//!     rewinds there (`BatchOutcome::rewind`); the entries of shards owned before are then
+//!     skipped by their checkpoints. At most once a second, owned shards with no recent
+//!     entries move their checkpoints up to what step 2 finished, so their next owner
+//!     starts reading close to now. After a write whose outcome it does not know (a lost
+//!     reply may hide a commit) the checkpoints are re-read; shards another instance
+//!     claimed are given up.
 //!  1. **Decodes** each entry (`game_id`, `event_type`, `occurred_at_ms`; nothing else is
 //!     read) and places it in its shard (by the raw `game_id`). An entry of a shard this
 //!     instance does not own is left, undecoded, to its owner (counted `not_owned`). A
 //!     missing or blank `game_id` or `event_type`, a missing, non-integer or
 //!     non-positive `occurred_at_ms`, or an unknown `event_type` is a permanent problem:
 //!     the entry is logged with its `stream_entry_id`, counted and skipped, and the offset
-//!     still moves past it. An entry at or below its shard's checkpoint was applied
-//!     before: it is counted `replayed` and not applied again, and the last such entry of
-//!     a game republishes the game's current record (its snapshot may never have gone
-//!     out; see the `shards` module).
+//!     still moves past it. An entry at or below its shard's checkpoint was handled
+//!     before: it is counted `replayed` and neither applied nor skipped again. When the
+//!     shard was taken over up to that entry (or the entry's commit reply was lost), the
+//!     last such entry of a game republishes the game's current record, whatever the
+//!     debounce says: its snapshot may never have gone out (see the `shards` module).
 //!  2. **Applies** the other decoded observations through the store's atomic batch
 //!     operation: one transaction for the batch, committed only under the epoch of each
 //!     of its shards and moving their checkpoints; stream order kept per game; per
@@ -44,9 +53,9 @@
 //!     hands the runtime each entry step 3 skipped (undecodable, for a game with no
 //!     record, refused), with why, for the dead letters.
 //!
-//! A write fenced off (another instance claimed one of its shards) means this instance no
-//! longer owns the work: the worker relinquishes the stream and the runtime stands down,
-//! leaving the entries to the new owner (`stream_consumer::BatchOutcome::relinquished`).
+//! A write fenced off (another instance claimed one of its shards, say while this one was
+//! paused past its lease) writes nothing: the shard is given up, the keeper is told, and
+//! the batch is retried without it, its entries left to the new owner.
 //!
 //! A transient database or Redis failure (step 2 or 4), or a database that needs an
 //! operator (a missing table), stops the batch without finishing it, so the runtime holds
@@ -68,17 +77,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use domain_runtime::{EngineHealth, GameId, Ownership, RuntimeRecord, Transition};
 use ports::{
-    HealthObservation, LobbyEvent, LobbyEventsPublisher, ObservationResult, RuntimeRecordStore,
-    RuntimeSnapshot,
+    HealthObservation, LobbyEvent, LobbyEventsPublisher, ObservationResult, OwnershipChange,
+    RuntimeRecordStore, RuntimeSnapshot, WorkerSide,
 };
 use stream_consumer::{BatchHandler, BatchOutcome, EntryId, Isolated, StreamEntry, error_chain};
 use tokio::task::JoinHandle;
+use tokio::time::{Duration, Instant};
 
 use shards::{Decoded, position};
 
 pub use decode::{HealthEvent, SkipReason, decode};
 pub use metrics::{Outcome, WorkerMetrics};
-pub use shards::claim_all;
+pub use shards::{claim_all, start_position};
+
+/// How often, at most, the checkpoints of owned shards with no recent entries are moved up
+/// to what the worker has finished (step 0), so a later owner of such a shard does not
+/// start reading far back.
+pub const ADVANCE_EVERY: Duration = Duration::from_secs(1);
 
 /// How many games refused by the database the worker remembers (beyond it, the memory
 /// starts again empty: a game refused once more is found by the search again).
@@ -118,6 +133,15 @@ pub struct HealthEventsWorker<S, P> {
     owner: Ownership,
     /// Set when a write's outcome is unknown: step 0 re-reads the checkpoints.
     stale: bool,
+    /// The lease keeper's end of the handover, when shards move between instances.
+    handover: Option<WorkerSide>,
+    /// Where reading must go back to, for shards gained with entries this worker passed.
+    rewind_to: Option<EntryId>,
+    /// The last entry step 2 finished with since the last rewind: every owned shard's
+    /// entries up to it are applied or skipped.
+    applied_through: Option<EntryId>,
+    /// When step 0 last moved idle shards' checkpoints.
+    last_advance: Option<Instant>,
 }
 
 /// What steps 0 and 1 made of a batch's new entries.
@@ -164,11 +188,149 @@ where
             refused: HashSet::new(),
             owner,
             stale: false,
+            handover: None,
+            rewind_to: None,
+            applied_through: None,
+            last_advance: None,
+        }
+    }
+
+    /// The same worker, taking ownership changes from a lease keeper (and telling it of
+    /// shards fenced off) through `side`.
+    #[must_use]
+    pub fn with_handover(mut self, side: WorkerSide) -> Self {
+        self.handover = Some(side);
+        self
+    }
+
+    /// Step 0: the keeper's changes. A shard lost is no longer applied from this batch
+    /// on; a shard gained is applied from its checkpoint (reading rewinds there if this
+    /// worker passed it) with its games' stored summaries taken as published.
+    async fn take_changes(&mut self) {
+        let Some(side) = self.handover.as_mut() else {
+            return;
+        };
+        let changes = side.changes();
+        if changes.is_empty() {
+            return;
+        }
+        for change in changes {
+            match change {
+                OwnershipChange::Lost(shards) => {
+                    let lost = self.owner.lose(&shards);
+                    tracing::info!(shards = ?lost, "shards handed over: no longer applied here");
+                }
+                OwnershipChange::Gained(claims) => {
+                    let gained: Vec<u32> = claims.iter().map(|c| c.shard).collect();
+                    if let Some(from) = self.owner.gain(claims) {
+                        let from = EntryId::new(from.ms, from.seq);
+                        self.rewind_to = Some(self.rewind_to.map_or(from, |r| r.min(from)));
+                    }
+                    self.seed(&gained).await;
+                    tracing::info!(shards = ?gained, "shards taken over");
+                }
+            }
+        }
+        self.metrics.owned(self.owner.len());
+    }
+
+    /// Step 0 for shards taken over: their games' stored summaries count as published.
+    async fn seed(&mut self, gained: &[u32]) {
+        match shards::stored_summaries(&self.store, &self.owner, gained).await {
+            Ok(summaries) => self.last_published.extend(summaries),
+            Err(error) => tracing::warn!(
+                error = %error_chain(&error),
+                "stored summaries unavailable: the first event of each game taken over publishes"
+            ),
+        }
+    }
+
+    /// Step 0, when a shard gained has entries this worker passed (before the batch, or
+    /// applied and still publishing): the previous publish is settled, and the reading
+    /// rewinds to the gained shard's checkpoint. `None` when the batch goes on.
+    async fn rewind(&mut self, batch: &[StreamEntry]) -> Option<BatchOutcome> {
+        let to = self.rewind_to?;
+        // Passed: the entries up to the outbox's, or those before the batch (then none
+        // lies between `to` and the batch when the batch starts right after it).
+        let passed = match &self.outbox {
+            Some(outbox) => to < outbox.through,
+            None => EntryId::new(to.ms, to.seq.saturating_add(1)) < batch.first()?.id,
+        };
+        if !passed {
+            self.rewind_to = None;
+            return None;
+        }
+        let applied_before = self.outbox.as_ref().map_or(0, |o| {
+            batch.iter().take_while(|e| e.id <= o.through).count()
+        });
+        let settled = settle(
+            &mut self.outbox,
+            &self.publisher,
+            &self.metrics,
+            &mut self.last_published,
+        )
+        .await;
+        if let Err(error) = settled {
+            return Some(BatchOutcome::stopped(0, error));
+        }
+        self.rewind_to = None;
+        self.applied_through = None;
+        Some(BatchOutcome::rewind(applied_before, to))
+    }
+
+    /// Step 0, at most once per [`ADVANCE_EVERY`]: owned shards whose checkpoint lags
+    /// what step 2 finished move up to it, in one statement, so whoever takes them next
+    /// starts reading close to now. A failure only waits for the next time.
+    async fn advance_idle(&mut self) {
+        let Some(through) = self.applied_through else {
+            return;
+        };
+        if self
+            .last_advance
+            .is_some_and(|at| at.elapsed() < ADVANCE_EVERY)
+        {
+            return;
+        }
+        self.last_advance = Some(Instant::now());
+        let through = position(through);
+        let behind = self.owner.behind(through);
+        if behind.is_empty() {
+            return;
+        }
+        match self.store.advance_checkpoints(&behind, through).await {
+            Ok(lost) => {
+                let lost = self.owner.lose(&lost);
+                for (shard, _) in behind {
+                    self.owner.advance(shard, through);
+                }
+                if !lost.is_empty() {
+                    self.metrics.fenced();
+                    self.fenced_off(lost);
+                }
+            }
+            Err(error) => {
+                self.metrics.error("advance");
+                tracing::warn!(error = %error_chain(&error), "idle shards' checkpoints not moved; trying again later");
+            }
+        }
+    }
+
+    /// Shards another instance claimed (found by a fenced write or a re-read), given up
+    /// already: the keeper learns it, so it no longer counts them as owned.
+    fn fenced_off(&mut self, lost: Vec<u32>) {
+        if lost.is_empty() {
+            return;
+        }
+        tracing::warn!(shards = ?lost, "fenced off: another instance claimed these shards; no longer applied here");
+        self.metrics.owned(self.owner.len());
+        if let Some(side) = &self.handover {
+            side.report_fenced(lost);
         }
     }
 
     /// Step 2's bookkeeping of the commits: each committed observation moves its shard's
-    /// checkpoint; a failure that stopped the step leaves the last write's outcome unknown.
+    /// checkpoint; a failure that stopped the step leaves the last write's outcome unknown
+    /// (and a fence gives the shard up).
     fn remember_commits(
         &mut self,
         observations: &[HealthObservation],
@@ -180,7 +342,32 @@ where
                 self.owner.advance(observation.shard, observation.entry);
             }
         }
+        match stopped {
+            Some(error) if error.is_fenced() => self.fenced_write(error),
+            Some(_) => self.metrics.error("apply"),
+            None => {}
+        }
         self.stale |= stopped.is_some();
+    }
+
+    /// Step 2 finished with the entries through `last`: idle shards may move up to it, and
+    /// shards taken over up to it are this instance's own work now.
+    fn finished_through(&mut self, last: Option<&StreamEntry>) {
+        if let Some(last) = last {
+            self.applied_through = Some(last.id);
+            self.owner.passed(position(last.id));
+        }
+    }
+
+    /// Step 0 within a batch: the keeper's changes, a rewind if one is due, then idle
+    /// shards' checkpoints. `Some` when the batch ends here.
+    async fn take_over(&mut self, batch: &[StreamEntry]) -> Option<BatchOutcome> {
+        self.take_changes().await;
+        if let Some(rewound) = self.rewind(batch).await {
+            return Some(rewound);
+        }
+        self.advance_idle().await;
+        None
     }
 
     /// Steps 0 and 1: the checkpoints as stored, after a write whose outcome is unknown;
@@ -188,7 +375,8 @@ where
     /// of games with entries applied before; the observations to apply.
     async fn place(&mut self, fresh: &[StreamEntry]) -> Result<Placed, ports::Error> {
         if self.stale {
-            shards::refresh(&self.store, &mut self.owner).await?;
+            let lost = shards::refresh(&self.store, &mut self.owner).await?;
+            self.fenced_off(lost);
             self.stale = false;
         }
         let decoded: Vec<Decoded> = fresh.iter().map(|e| Decoded::of(e, &self.owner)).collect();
@@ -201,23 +389,15 @@ where
         })
     }
 
-    /// A batch that ends before step 2 because of `error` (nothing new finished): a fence
-    /// stands the worker down, anything else is retried.
-    fn halted(&mut self, error: ports::Error) -> BatchOutcome {
-        if error.is_fenced() {
-            return self.stand_down(0, error);
-        }
-        self.metrics.error("shards");
-        BatchOutcome::stopped(0, error)
-    }
-
-    /// Gives the stream up: another instance claimed one of this instance's shards. The
-    /// first `finished` entries are done; the new owner applies the rest.
-    fn stand_down(&mut self, finished: usize, error: ports::Error) -> BatchOutcome {
+    /// Step 2 fenced off by `error`: its shard is given up, and the others are re-read
+    /// before the retry (another instance may have claimed more of them).
+    fn fenced_write(&mut self, error: &ports::Error) {
         self.metrics.fenced();
-        self.metrics.owned(0);
-        tracing::error!(error = %error_chain(&error), "fenced off: another instance owns this instance's shards now; standing down");
-        BatchOutcome::relinquished(finished, error)
+        if let ports::Error::Fenced { shard, .. } = error {
+            let lost = self.owner.lose(&[*shard]);
+            self.fenced_off(lost);
+        }
+        self.stale = true;
     }
 
     /// Step 2's memory: games the database refused now are tried alone next time; games
@@ -340,7 +520,9 @@ where
             })
             .collect();
         for (entry, decoded) in entries.iter().zip(decoded) {
-            let (event, record, transitioned) = match decoded {
+            // A replay republishes whatever the debounce says: the previous owner's
+            // snapshot may never have gone out.
+            let (event, record, transitioned, replay) = match decoded {
                 Decoded::Skipped(reason) => {
                     self.skip(entry.id, reason, dead);
                     continue;
@@ -349,17 +531,23 @@ where
                     self.metrics.consumed(Outcome::NotOwned);
                     continue;
                 }
+                Decoded::Done => {
+                    self.metrics.consumed(Outcome::Replayed);
+                    continue;
+                }
                 Decoded::Replayed(event) => {
                     self.metrics.consumed(Outcome::Replayed);
                     match replayed.get(&event.game_id) {
-                        Some((last, record)) if *last == entry.id => (event, record.clone(), None),
+                        Some((last, record)) if *last == entry.id => {
+                            (event, record.clone(), None, true)
+                        }
                         _ => continue,
                     }
                 }
                 Decoded::Fresh(event, _) => {
                     let Some(result) = results.next() else { break };
                     match self.count(entry.id, event, result, dead) {
-                        Some((record, transitioned)) => (event, record, transitioned),
+                        Some((record, transitioned)) => (event, record, transitioned, false),
                         None => continue,
                     }
                 }
@@ -369,7 +557,7 @@ where
                 .or_else(|| self.last_published.get(&event.game_id))
                 .copied();
             let summary_changed = previous.is_none() || previous != record.engine_health;
-            if transitioned.is_none() && !summary_changed {
+            if !replay && transitioned.is_none() && !summary_changed {
                 continue;
             }
             if let Some(summary) = record.engine_health {
@@ -473,7 +661,7 @@ fn observations(entries: &[StreamEntry], decoded: &[Decoded]) -> Vec<HealthObser
                 entry: position(entry.id),
                 shard: *shard,
             }),
-            Decoded::Skipped(_) | Decoded::Replayed(_) | Decoded::NotOwned => None,
+            Decoded::Skipped(_) | Decoded::Replayed(_) | Decoded::Done | Decoded::NotOwned => None,
         })
         .collect()
 }
@@ -502,6 +690,12 @@ where
     P: LobbyEventsPublisher + 'static,
 {
     async fn handle(&mut self, batch: &[StreamEntry]) -> BatchOutcome {
+        // 0. Ownership changes (a rewind when a gained shard's entries were passed) and
+        //    idle shards' checkpoints.
+        if let Some(rewound) = self.take_over(batch).await {
+            return rewound;
+        }
+
         // Entries up to the outbox's `through` are in the database already; only their
         // snapshots are still on their way.
         let applied_before = self.outbox.as_ref().map_or(0, |o| {
@@ -516,7 +710,10 @@ where
             observations,
         } = match self.place(fresh).await {
             Ok(placed) => placed,
-            Err(error) => return self.halted(error),
+            Err(error) => {
+                self.metrics.error("shards");
+                return BatchOutcome::stopped(0, error);
+            }
         };
 
         // 2. Apply this batch, while the previous batch's snapshots finish publishing
@@ -531,19 +728,10 @@ where
             apply(&self.store, &observations, &self.refused, &self.owner),
         );
         let Isolated { results, stopped } = applied;
-        let stopped = match stopped {
-            Some(error) if error.is_fenced() => {
-                let finished = if published.is_ok() { applied_before } else { 0 };
-                return self.stand_down(finished, error);
-            }
-            other => other,
-        };
-        if stopped.is_some() {
-            self.metrics.error("apply");
-        }
         self.remember_refusals(&observations, &results);
         self.remember_commits(&observations, &results, stopped.as_ref());
         let covered = covered(&decoded, results.len(), stopped.is_some());
+        self.finished_through(fresh[..covered].last());
         let Some(last) = fresh[..covered].last().map(|e| e.id) else {
             // Nothing new finished: this call only settled the previous batch's publish.
             return match (stopped, published) {
@@ -584,6 +772,19 @@ where
     fn abandon(&mut self, entry: &StreamEntry, reason: &str) {
         tracing::warn!(stream_entry_id = %entry.id, %reason, "skipping health event");
         self.metrics.consumed(Outcome::Refused);
+    }
+
+    /// Step 0 while no entries are pending (nothing is in flight either): the keeper's
+    /// changes are taken at once, not only when entries arrive, and a gained shard whose
+    /// checkpoint is behind `position` moves the reading back to it.
+    async fn before_read(&mut self, position: EntryId) -> Option<EntryId> {
+        self.take_changes().await;
+        let to = self.rewind_to.take()?;
+        if to >= position {
+            return None;
+        }
+        self.applied_through = None;
+        Some(to)
     }
 }
 

@@ -1,15 +1,18 @@
-//! The worker's shards: claiming them at start ([`claim_all`]), step 0 (re-reading the
-//! checkpoints) and step 1's placing of entries against them.
+//! The worker's shards: claiming them all ([`claim_all`], for tools and tests that run one
+//! instance without leases), where reading starts ([`start_position`]), step 0 (re-reading
+//! the checkpoints, the summaries of shards taken over) and step 1's placing of entries
+//! against them.
 //!
-//! An entry at or below its shard's checkpoint was committed already (by this instance
-//! before a lost reply, or by the shard's previous owner), so it is not applied again.
-//! Its snapshot, though, may never have gone out (the owner stopped between commit and
-//! publish), so the last such entry of each game in a batch republishes the game's
-//! current record; a Lobby that had it drops the copy by its `source_entry_id`.
+//! An entry at or below its shard's checkpoint was committed already (by this instance,
+//! perhaps before a lost reply, or by the shard's previous owner), so it is not applied
+//! again. When the previous owner applied it, or the reply was lost, its snapshot may never
+//! have gone out (the owner stopped between commit and publish), so the last such entry of
+//! each game in a batch republishes the game's current record; a Lobby that had it drops
+//! the copy by its `source_entry_id`.
 
 use std::collections::HashMap;
 
-use domain_runtime::{EntryPosition, GameId, Ownership, RuntimeRecord, ShardCount};
+use domain_runtime::{EngineHealth, EntryPosition, GameId, Ownership, RuntimeRecord, ShardCount};
 use ports::RuntimeRecordStore;
 use stream_consumer::{EntryId, StreamEntry};
 
@@ -22,8 +25,12 @@ pub(crate) enum Decoded {
     Skipped(SkipReason),
     /// To apply, in the shard given.
     Fresh(HealthEvent, u32),
-    /// At or below its shard's checkpoint: applied before.
+    /// At or below its shard's checkpoint, in a shard taken over: applied by the previous
+    /// owner, whose snapshot may not have gone out.
     Replayed(HealthEvent),
+    /// At or below its shard's checkpoint otherwise: this instance handled it before (it
+    /// reads it again after a rewind), or it was skipped when it was first read.
+    Done,
     /// Of a shard another instance owns: not even decoded here (its owner handles it,
     /// dead letter included).
     NotOwned,
@@ -32,17 +39,23 @@ pub(crate) enum Decoded {
 impl Decoded {
     /// Decodes `entry` and places it: the shard comes from the raw `game_id` field, so an
     /// entry that does not decode has one too (and the same one any other process
-    /// computes).
+    /// computes). An entry handled before is decoded only when it republishes.
     pub(crate) fn of(entry: &StreamEntry, owner: &Ownership) -> Self {
         let game_id = entry.field(contracts::health_events::fields::GAME_ID);
         let shard = owner.shard_of(game_id.unwrap_or_default());
         if owner.claim(shard).is_none() {
             return Self::NotOwned;
         }
-        match crate::decode(entry) {
-            Err(reason) => Self::Skipped(reason),
-            Ok(event) if owner.is_applied(shard, position(entry.id)) => Self::Replayed(event),
-            Ok(event) => Self::Fresh(event, shard),
+        let at = position(entry.id);
+        let applied = owner.is_applied(shard, at);
+        if applied && !owner.republishes(shard, at) {
+            return Self::Done;
+        }
+        match (crate::decode(entry), applied) {
+            (Err(_), true) => Self::Done,
+            (Err(reason), false) => Self::Skipped(reason),
+            (Ok(event), true) => Self::Replayed(event),
+            (Ok(event), false) => Self::Fresh(event, shard),
         }
     }
 
@@ -88,21 +101,41 @@ pub(crate) async fn current_records<S: RuntimeRecordStore>(
 }
 
 /// Step 0: after a write whose outcome is unknown, the checkpoints of every owned shard as
-/// the database holds them (a lost reply may have hidden a commit). A shard claimed since
-/// by another instance is reported as [`ports::Error::Fenced`].
+/// the database holds them (a lost reply may have hidden a commit). The shards claimed
+/// since by another instance are given up and returned.
 pub(crate) async fn refresh<S: RuntimeRecordStore>(
     store: &S,
     owner: &mut Ownership,
-) -> Result<(), ports::Error> {
+) -> Result<Vec<u32>, ports::Error> {
     let shards: Vec<u32> = owner.claims().map(|c| c.shard).collect();
     let read = store.read_shards(&shards).await?;
-    match owner.refresh(&read) {
-        None => Ok(()),
-        Some(shard) => Err(ports::Error::Fenced {
-            shard,
-            detail: "its epoch moved: another instance claimed it".to_owned(),
-        }),
-    }
+    Ok(owner.refresh(&read))
+}
+
+/// Step 0 for shards just taken over: their games' summaries as stored, which the worker
+/// takes as published (the previous owner published what it applied; what it may not
+/// have, the replay republishes), so the new owner sends no burst of repeats.
+pub(crate) async fn stored_summaries<S: RuntimeRecordStore>(
+    store: &S,
+    owner: &Ownership,
+    gained: &[u32],
+) -> Result<Vec<(GameId, EngineHealth)>, ports::Error> {
+    let summaries = store.summaries().await?;
+    Ok(summaries
+        .into_iter()
+        .filter_map(|(game, summary)| {
+            let shard = owner.shard_of(game.as_str().as_bytes());
+            Some((game, summary?)).filter(|_| gained.contains(&shard))
+        })
+        .collect())
+}
+
+/// Where a consumer of the shards `owner` holds starts reading: after the lowest
+/// checkpoint (every entry of every owned shard after it is unapplied or skipped by its
+/// checkpoint). `None` when nothing is owned.
+#[must_use]
+pub fn start_position(owner: &Ownership) -> Option<EntryId> {
+    owner.low_water().map(|p| EntryId::new(p.ms, p.seq))
 }
 
 /// Claims every shard of a layout of `count` for `instance`: what a lone instance owns

@@ -115,6 +115,7 @@ fn store_gated(
         }
         Ok(fold_over(&fold, obs))
     });
+    let advanced = checkpoints.clone();
     store.expect_read_shards().returning(move |shards| {
         let checkpoints = checkpoints.lock().unwrap();
         Ok(shards
@@ -124,6 +125,24 @@ fn store_gated(
                 epoch: 1,
                 checkpoint: checkpoints.get(&shard).copied(),
             })
+            .collect())
+    });
+    store
+        .expect_advance_checkpoints()
+        .returning(move |shards, through| {
+            let mut checkpoints = advanced.lock().unwrap();
+            for &(shard, _) in shards {
+                let at = checkpoints.entry(shard).or_insert(through);
+                *at = (*at).max(through);
+            }
+            Ok(Vec::new())
+        });
+    let summaries = records.clone();
+    store.expect_summaries().returning(move || {
+        let records = summaries.lock().unwrap();
+        Ok(records
+            .iter()
+            .map(|(id, state)| (id.clone(), state.engine_health))
             .collect())
     });
     store.expect_get_many().returning(move |ids| {
@@ -187,6 +206,9 @@ struct Harness {
     published: Published,
     applies: Arc<Mutex<usize>>,
     metrics: WorkerMetrics,
+    /// The lease keeper's end of a handover, and the worker's until a worker takes it.
+    keeper: Mutex<ports::KeeperSide>,
+    side: Mutex<Option<ports::WorkerSide>>,
 }
 
 impl Harness {
@@ -203,12 +225,30 @@ impl Harness {
                 )
             })
             .collect();
+        let (keeper, side) = ports::handover();
         Self {
             records: Arc::new(Mutex::new(records)),
             published: Arc::default(),
             applies: Arc::default(),
             metrics: WorkerMetrics::default(),
+            keeper: Mutex::new(keeper),
+            side: Mutex::new(Some(side)),
         }
+    }
+
+    /// The worker's end of the handover (once).
+    fn worker_side(&self) -> ports::WorkerSide {
+        self.side.lock().unwrap().take().expect("one worker side")
+    }
+
+    /// Plays the lease keeper: hands the worker `change`.
+    fn keeper_sends(&self, change: OwnershipChange) {
+        assert!(self.keeper.lock().unwrap().send(change));
+    }
+
+    /// The shards the worker reported fenced off.
+    fn keeper_fenced(&self) -> Vec<u32> {
+        self.keeper.lock().unwrap().fenced()
     }
 
     fn worker(&self) -> HealthEventsWorker<MockRuntimeRecordStore, MockLobbyEventsPublisher> {
@@ -220,12 +260,21 @@ impl Harness {
         &self,
         gate: impl Fn(&[HealthObservation], usize) -> Option<ports::Error> + Send + 'static,
     ) -> HealthEventsWorker<MockRuntimeRecordStore, MockLobbyEventsPublisher> {
+        self.worker_of(owner(), gate)
+    }
+
+    /// [`Self::worker_gated`] owning what `owner` holds.
+    fn worker_of(
+        &self,
+        owner: Ownership,
+        gate: impl Fn(&[HealthObservation], usize) -> Option<ports::Error> + Send + 'static,
+    ) -> HealthEventsWorker<MockRuntimeRecordStore, MockLobbyEventsPublisher> {
         HealthEventsWorker::new(
             store_gated(self.records.clone(), self.applies.clone(), gate),
             recording_publisher(self.published.clone()),
             Arc::new(|| NOW),
             self.metrics.clone(),
-            owner(),
+            owner,
         )
     }
 
@@ -868,25 +917,43 @@ async fn entries_at_their_checkpoint_are_not_applied_again_and_the_last_republis
 }
 
 #[tokio::test]
-async fn a_fenced_write_relinquishes_the_stream_and_publishes_nothing() {
-    let h = Harness::new(&[("g", RuntimeStatus::Running)]);
-    let mut w = h.worker_gated(|_, _| {
-        Some(ports::Error::Fenced {
-            shard: 5,
-            detail: "shard 5 is held under another epoch than 1".into(),
+async fn a_fenced_write_gives_up_its_shard_tells_the_keeper_and_the_retry_applies_the_rest() {
+    let ((g, lost), (other, _)) = two_shards();
+    let h = Harness::new(&[
+        (&g, RuntimeStatus::Running),
+        (&other, RuntimeStatus::Running),
+    ]);
+    // Writes with the lost shard in them are fenced, as the database would.
+    let mut w = h
+        .worker_gated(move |obs, _| {
+            obs.iter()
+                .any(|o| o.shard == lost)
+                .then(|| ports::Error::Fenced {
+                    shard: lost,
+                    detail: format!("shard {lost} is held under another epoch than 1"),
+                })
         })
-    });
-    let outcome = w.handle(&[event(1, "g", "container_exited")]).await;
-    assert!(outcome.relinquished);
-    assert_eq!(outcome.finished, 0);
+        .with_handover(h.worker_side());
+    let batch = [
+        event(1, &g, "container_exited"),
+        event(2, &other, "container_exited"),
+    ];
+    let first = w.handle(&batch).await;
+    assert_eq!(first.finished, 0);
     assert!(
-        outcome
+        first
             .failure
-            .is_some_and(|e| e.to_string().contains("shard 5"))
+            .is_some_and(|e| e.to_string().contains(&format!("shard {lost}")))
     );
-    assert!(h.published().is_empty());
     assert_eq!(h.metrics.fenced_count(), 1);
-    assert_eq!(h.metrics.consumed_count(Outcome::Applied), 0);
+    assert_eq!(h.keeper_fenced(), [lost], "the keeper learns it");
+    // The retry leaves the lost shard's entry to its new owner and applies the rest.
+    let retry = drive(&mut w, &batch).await;
+    assert_eq!((retry.finished, retry.failure.is_none()), (2, true));
+    assert_eq!(h.metrics.consumed_count(Outcome::NotOwned), 1);
+    assert_eq!(h.metrics.consumed_count(Outcome::Applied), 1);
+    let published: Vec<String> = h.published().into_iter().map(|p| p.0).collect();
+    assert_eq!(published, [other]);
 }
 
 #[tokio::test]
@@ -912,10 +979,13 @@ async fn a_commit_whose_reply_was_lost_is_found_by_its_checkpoint_and_not_applie
     store
         .expect_read_shards()
         .returning(move |shards| ready_now(read.read_shards(shards)));
-    let get = inner;
+    let get = inner.clone();
     store
         .expect_get_many()
         .returning(move |ids| ready_now(get.get_many(ids)));
+    store
+        .expect_advance_checkpoints()
+        .returning(move |shards, through| ready_now(inner.advance_checkpoints(shards, through)));
     let mut w = HealthEventsWorker::new(
         store,
         recording_publisher(h.published.clone()),
@@ -1017,4 +1087,200 @@ async fn entries_of_shards_another_instance_owns_are_left_to_it_dead_letters_inc
     assert_eq!(h.metrics.consumed_count(Outcome::NotOwned), 2);
     assert_eq!(h.metrics.consumed_count(Outcome::Applied), 1);
     assert_eq!(h.published().len(), 1);
+}
+
+/// Two games in two different shards of the default layout: (game, shard) each.
+fn two_shards() -> ((String, u32), (String, u32)) {
+    let count = domain_runtime::ShardCount::default();
+    let a = count.shard_of(b"a");
+    let b = (0..100)
+        .map(|i| format!("b-{i}"))
+        .find(|g| count.shard_of(g.as_bytes()) != a)
+        .unwrap();
+    let shard_b = count.shard_of(b.as_bytes());
+    (("a".to_owned(), a), (b, shard_b))
+}
+
+/// Owning only `shard`, never applied.
+fn owning_only(shard: u32) -> Ownership {
+    Ownership::new(
+        domain_runtime::ShardCount::default(),
+        [domain_runtime::ShardClaim {
+            shard,
+            epoch: 1,
+            checkpoint: None,
+        }],
+    )
+}
+
+#[tokio::test]
+async fn a_shard_gained_rewinds_the_reading_to_its_checkpoint_and_its_stored_summaries_count_as_published()
+ {
+    let ((a, shard_a), (b, shard_b)) = two_shards();
+    let h = Harness::new(&[(&a, RuntimeStatus::Running)]);
+    // b's previous owner left it unreachable after an exit, and published that.
+    h.records.lock().unwrap().insert(
+        gid(&b),
+        HealthState {
+            status: RuntimeStatus::EngineUnreachable,
+            engine_health: Some(EngineHealth::Exited),
+        },
+    );
+    let mut w = h
+        .worker_of(owning_only(shard_a), |_, _| None)
+        .with_handover(h.worker_side());
+    let first = [
+        event(1, &b, "container_exited"),
+        event(2, &a, "probe_failed"),
+    ];
+    assert_eq!(drive(&mut w, &first).await.finished, 2);
+    assert_eq!(h.metrics.consumed_count(Outcome::NotOwned), 1);
+    // b's shard moves here with its checkpoint below entry 1: the reading goes back.
+    h.keeper_sends(OwnershipChange::Gained(vec![domain_runtime::ShardClaim {
+        shard: shard_b,
+        epoch: 7,
+        checkpoint: Some(domain_runtime::EntryPosition { ms: 0, seq: 5 }),
+    }]));
+    let next = [event(3, &a, "probe_recovered")];
+    let outcome = w.handle(&next).await;
+    assert_eq!(outcome.rewind, Some(EntryId::new(0, 5)));
+    assert_eq!((outcome.finished, outcome.failure.is_none()), (0, true));
+    // Read again: b's entry is applied now, a's is not applied a second time.
+    let applies_before = *h.applies.lock().unwrap();
+    let again = [first[0].clone(), first[1].clone(), next[0].clone()];
+    assert_eq!(drive(&mut w, &again).await.finished, 3);
+    assert_eq!(
+        h.metrics.consumed_count(Outcome::Replayed),
+        1,
+        "a's entry 2"
+    );
+    assert_eq!(h.metrics.consumed_count(Outcome::Applied), 3);
+    assert!(*h.applies.lock().unwrap() > applies_before);
+    // b's exit repeats what its previous owner published: no snapshot for it.
+    let published: Vec<String> = h.published().into_iter().map(|p| p.0).collect();
+    assert_eq!(published, [a.clone(), a], "a's failure, then its recovery");
+}
+
+#[tokio::test]
+async fn a_shard_gained_at_or_after_what_the_worker_passed_needs_no_rewind() {
+    let ((a, shard_a), (_, shard_b)) = two_shards();
+    let h = Harness::new(&[(&a, RuntimeStatus::Running)]);
+    let mut w = h
+        .worker_of(owning_only(shard_a), |_, _| None)
+        .with_handover(h.worker_side());
+    h.keeper_sends(OwnershipChange::Gained(vec![domain_runtime::ShardClaim {
+        shard: shard_b,
+        epoch: 2,
+        checkpoint: Some(domain_runtime::EntryPosition { ms: 1, seq: 4 }),
+    }]));
+    let outcome = w.handle(&[event(5, &a, "probe_failed")]).await;
+    assert_eq!(outcome.rewind, None);
+    assert_eq!(h.metrics.consumed_count(Outcome::Applied), 1);
+}
+
+#[tokio::test]
+async fn a_shard_lost_is_not_applied_from_the_next_batch_on() {
+    let ((a, shard_a), (b, _)) = two_shards();
+    let h = Harness::new(&[(&a, RuntimeStatus::Running), (&b, RuntimeStatus::Running)]);
+    let mut w = h.worker().with_handover(h.worker_side());
+    assert_eq!(
+        drive(&mut w, &[event(1, &a, "probe_failed")])
+            .await
+            .finished,
+        1
+    );
+    h.keeper_sends(OwnershipChange::Lost(vec![shard_a]));
+    let batch = [
+        event(2, &a, "probe_recovered"),
+        event(3, &b, "probe_failed"),
+    ];
+    assert_eq!(drive(&mut w, &batch).await.finished, 2);
+    assert_eq!(h.metrics.consumed_count(Outcome::NotOwned), 1);
+    assert_eq!(h.metrics.consumed_count(Outcome::Applied), 2);
+    assert!(h.keeper_fenced().is_empty(), "a hand-over is no fence");
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_shards_checkpoints_move_up_to_what_the_worker_finished_once_a_second() {
+    let ((a, _), _) = two_shards();
+    let h = Harness::new(&[(&a, RuntimeStatus::Running)]);
+    let mut store = store_gated(h.records.clone(), h.applies.clone(), |_, _| None);
+    let advances: Arc<Mutex<Vec<(usize, domain_runtime::EntryPosition)>>> = Arc::default();
+    let seen = advances.clone();
+    store.checkpoint();
+    store
+        .expect_advance_checkpoints()
+        .returning(move |shards, through| {
+            seen.lock().unwrap().push((shards.len(), through));
+            Ok(Vec::new())
+        });
+    store
+        .expect_apply_health_batch()
+        .returning(|obs, _| Ok(obs.iter().map(|_| ObservationResult::UnknownGame).collect()));
+    store.expect_read_shards().returning(|_| Ok(Vec::new()));
+    let mut w = HealthEventsWorker::new(
+        store,
+        recording_publisher(h.published.clone()),
+        Arc::new(|| NOW),
+        h.metrics.clone(),
+        owner(),
+    );
+    let at = |seq| domain_runtime::EntryPosition { ms: 1, seq };
+    assert_eq!(
+        drive(&mut w, &[event(1, &a, "probe_failed")])
+            .await
+            .finished,
+        1
+    );
+    // The next batch moves every shard but a's (its checkpoint is at entry 1 already).
+    assert_eq!(
+        drive(&mut w, &[event(2, &a, "probe_failed")])
+            .await
+            .finished,
+        1
+    );
+    assert_eq!(*advances.lock().unwrap(), [(63, at(1))]);
+    // Within the second, no other advance.
+    assert_eq!(
+        drive(&mut w, &[event(3, &a, "probe_failed")])
+            .await
+            .finished,
+        1
+    );
+    assert_eq!(advances.lock().unwrap().len(), 1);
+    tokio::time::advance(ADVANCE_EVERY).await;
+    assert_eq!(
+        drive(&mut w, &[event(4, &a, "probe_failed")])
+            .await
+            .finished,
+        1
+    );
+    assert_eq!(advances.lock().unwrap()[1], (63, at(3)));
+}
+
+#[tokio::test]
+async fn an_idle_worker_takes_a_gain_before_the_next_read_and_moves_the_position_back() {
+    let ((a, shard_a), (_, shard_b)) = two_shards();
+    let h = Harness::new(&[(&a, RuntimeStatus::Running)]);
+    let mut w = h
+        .worker_of(owning_only(shard_a), |_, _| None)
+        .with_handover(h.worker_side());
+    let at = EntryId::new(1, 9);
+    assert_eq!(w.before_read(at).await, None, "nothing changed");
+    let claim = |checkpoint| {
+        OwnershipChange::Gained(vec![domain_runtime::ShardClaim {
+            shard: shard_b,
+            epoch: 3,
+            checkpoint,
+        }])
+    };
+    h.keeper_sends(claim(Some(domain_runtime::EntryPosition { ms: 1, seq: 9 })));
+    assert_eq!(
+        w.before_read(at).await,
+        None,
+        "its checkpoint is the position"
+    );
+    h.keeper_sends(claim(Some(domain_runtime::EntryPosition { ms: 1, seq: 2 })));
+    assert_eq!(w.before_read(at).await, Some(EntryId::new(1, 2)));
+    assert_eq!(w.before_read(at).await, None, "once");
 }

@@ -78,6 +78,7 @@ const DEFAULTS: Defaults = Defaults {
     postgres_url: "postgres://postgres@127.0.0.1:5432/lobby",
     http_addr: "127.0.0.1:8081",
     batch_size: "1000",
+    read_block: "2s",
 };
 
 /// The command line: `migrate`, `seed-game` and `run`, every setting also an environment

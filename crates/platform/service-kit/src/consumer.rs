@@ -13,7 +13,9 @@ use prometheus_client::registry::Registry;
 use redis_streams::{
     RedisClient, RedisDeadLetters, RedisOffsetStore, RedisSettings, RedisStreamReader,
 };
-use stream_consumer::{BatchHandler, Consumer, ConsumerConfig, ConsumerHealth, ConsumerMetrics};
+use stream_consumer::{
+    BatchHandler, Consumer, ConsumerConfig, ConsumerHealth, ConsumerMetrics, EntryId,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::ops::{Check, OpsServer};
@@ -121,6 +123,7 @@ struct ConsumerSpec {
     stream: String,
     label: String,
     handler: Box<dyn BatchHandler>,
+    start: Option<EntryId>,
 }
 
 /// What a service runs inside its ops server: its stream consumers, its background loops
@@ -144,15 +147,29 @@ impl Work {
     /// `consumer` label of the runtime's metrics) running `handler`.
     #[must_use]
     pub fn consumer(
+        self,
+        stream: impl Into<String>,
+        label: impl Into<String>,
+        handler: impl BatchHandler + 'static,
+    ) -> Self {
+        self.consumer_at(stream, label, handler, None)
+    }
+
+    /// [`Work::consumer`], reading after `start` when given, instead of the stored offset
+    /// (a handler that keeps its own positions; the offset is still stored as it moves).
+    #[must_use]
+    pub fn consumer_at(
         mut self,
         stream: impl Into<String>,
         label: impl Into<String>,
         handler: impl BatchHandler + 'static,
+        start: Option<EntryId>,
     ) -> Self {
         self.consumers.push(ConsumerSpec {
             stream: stream.into(),
             label: label.into(),
             handler: Box::new(handler),
+            start,
         });
         self
     }
@@ -226,7 +243,7 @@ pub async fn run(
             contracts::dead_letters::stream_for(service, &spec.label),
             settings.dead_letter_max_len,
         );
-        let consumer = Consumer::new(
+        let mut consumer = Consumer::new(
             reader,
             RedisOffsetStore::new(redis.clone(), service),
             spec.handler,
@@ -235,15 +252,10 @@ pub async fn run(
             health,
         )
         .with_dead_letters(dead_letters);
-        // A consumer that stood down (its handler relinquished the stream) returns before
-        // the stop; the process stays up, not ready, until it is stopped: exiting would
-        // have an orchestrator restart it and take the work back from its successor.
-        parts.push(Box::new(move |stop| {
-            Box::pin(async move {
-                consumer.run(stop.clone()).await;
-                stop.cancelled().await;
-            })
-        }));
+        if let Some(start) = spec.start {
+            consumer = consumer.starting_at(start);
+        }
+        parts.push(Box::new(move |stop| Box::pin(consumer.run(stop))));
     }
     parts.extend(work.loops);
     let ops = OpsServer::bind(settings.http_addr, registry, checks)

@@ -22,6 +22,9 @@ pub struct Defaults {
     /// Default entries per batch (a service whose batches are cheap to apply together
     /// gains from larger ones; see `docs/decisions/0013-throughput.md`).
     pub batch_size: &'static str,
+    /// Default wait of one stream read for new entries (also how soon an idle consumer
+    /// looks at its handler's changes, see `BatchHandler::before_read`).
+    pub read_block: &'static str,
 }
 
 /// Values of the common settings.
@@ -178,7 +181,7 @@ impl CommonSettings {
             Arg::new("read_block")
                 .long("read-block")
                 .env(env(p, "READ_BLOCK"))
-                .default_value("2s")
+                .default_value(d.read_block)
                 .value_parser(duration_parser())
                 .help("How long one stream read waits for new entries (bounds how long a stop waits for a read)"),
             Arg::new("postgres_pool_size")
@@ -381,6 +384,7 @@ mod tests {
         postgres_url: "postgres://postgres@127.0.0.1:5432/kit",
         http_addr: "127.0.0.1:8080",
         batch_size: "1000",
+        read_block: "2s",
     };
 
     fn cmd() -> Command {

@@ -11,8 +11,6 @@ pub struct ConsumerHealth(Arc<Mutex<State>>);
 #[derive(Debug, Default)]
 struct State {
     failing: Option<Failing>,
-    /// Why the consumer stood down for good, once it has.
-    stood_down: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -24,15 +22,12 @@ struct Failing {
 
 impl ConsumerHealth {
     /// `Ok` while the consumer's last attempt succeeded; otherwise why it is retrying
-    /// (stage, last error, for how long), or why it stood down.
+    /// (stage, last error, for how long).
     ///
     /// # Errors
-    /// A one-line reason when the consumer is retrying a transient failure or stood down.
+    /// A one-line reason when the consumer is retrying a transient failure.
     pub fn check(&self) -> Result<(), String> {
         let state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(reason) = &state.stood_down {
-            return Err(format!("consumer stood down: {reason}"));
-        }
         match &state.failing {
             None => Ok(()),
             Some(f) => Err(format!(
@@ -55,23 +50,6 @@ impl ConsumerHealth {
             stage,
             error,
         });
-    }
-
-    pub(crate) fn stood_down(&self, reason: String) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .stood_down = Some(reason);
-    }
-
-    /// Whether the consumer stood down for good.
-    #[must_use]
-    pub fn has_stood_down(&self) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .stood_down
-            .is_some()
     }
 
     pub(crate) fn succeeded(&self) {

@@ -43,11 +43,10 @@ pub struct BatchOutcome {
     /// stream before its offset moves past them. Each is reported once, when the handler
     /// first skips it.
     pub dead_letters: Vec<(EntryId, String)>,
-    /// Set with `failure` when the handler may no longer consume the stream (another
-    /// instance took the work over and fenced this one off): the runtime finishes the
-    /// `finished` entries, keeps their dead letters and offset, and stands down for good
-    /// (readiness then fails with the reason).
-    pub relinquished: bool,
+    /// Set when the handler needs entries it was handed before once more (say, it took
+    /// over work whose entries it skipped then): after the `finished` entries, the
+    /// runtime forgets what it read and goes on reading after this entry.
+    pub rewind: Option<EntryId>,
 }
 
 impl BatchOutcome {
@@ -60,7 +59,7 @@ impl BatchOutcome {
             in_flight: false,
             refused: false,
             dead_letters: Vec::new(),
-            relinquished: false,
+            rewind: None,
         }
     }
 
@@ -73,17 +72,17 @@ impl BatchOutcome {
             in_flight: false,
             refused: false,
             dead_letters: Vec::new(),
-            relinquished: false,
+            rewind: None,
         }
     }
 
-    /// The first `finished` entries are done; the handler may not go on (see
-    /// [`BatchOutcome::relinquished`]) because of `reason`.
+    /// The first `finished` entries are done; reading goes on after `to` (see
+    /// [`BatchOutcome::rewind`]), handing again the entries after it.
     #[must_use]
-    pub fn relinquished(finished: usize, reason: impl Into<BoxError>) -> Self {
+    pub fn rewind(finished: usize, to: EntryId) -> Self {
         Self {
-            relinquished: true,
-            ..Self::stopped(finished, reason)
+            rewind: Some(to),
+            ..Self::done(finished)
         }
     }
 
@@ -106,7 +105,7 @@ impl BatchOutcome {
             in_flight: true,
             refused: false,
             dead_letters: Vec::new(),
-            relinquished: false,
+            rewind: None,
         }
     }
 
@@ -131,6 +130,15 @@ pub trait BatchHandler: Send {
     /// counts it as its own outcome and forgets any state it kept for it; the entry is
     /// never handed to it again.
     fn abandon(&mut self, entry: &StreamEntry, reason: &str);
+
+    /// Called before the consumer reads new entries with nothing pending (so also before
+    /// each wait for entries), with its position: a handler whose work changed meanwhile
+    /// (it took over entries it passed before) returns the entry to read after instead.
+    /// By default reading goes on.
+    async fn before_read(&mut self, position: EntryId) -> Option<EntryId> {
+        let _ = position;
+        None
+    }
 }
 
 /// A boxed handler is a handler, so one process can run consumers of different workers
@@ -143,6 +151,10 @@ impl<H: BatchHandler + ?Sized> BatchHandler for Box<H> {
 
     fn abandon(&mut self, entry: &StreamEntry, reason: &str) {
         (**self).abandon(entry, reason);
+    }
+
+    async fn before_read(&mut self, position: EntryId) -> Option<EntryId> {
+        (**self).before_read(position).await
     }
 }
 
@@ -224,9 +236,6 @@ pub enum Step {
     },
     /// Cancelled while waiting for entries; nothing was in flight.
     Cancelled,
-    /// The handler relinquished the stream ([`BatchOutcome::relinquished`]): the consumer
-    /// does nothing more, every later step returns this too.
-    StoodDown,
 }
 
 /// A stream consumer: the reader, the offset store and the handler, driven one batch at a
@@ -264,8 +273,6 @@ pub struct Consumer<R, O, H> {
     dead_letters: Option<Box<dyn DeadLetterSink>>,
     /// Skipped entries not kept yet: the offset is not stored past them until they are.
     unkept: Vec<DeadLetter>,
-    /// Set once the handler relinquished the stream.
-    stood_down: bool,
 }
 
 /// `entry`, skipped on `stream` for `reason`, as a dead letter.
@@ -352,7 +359,6 @@ where
             refusal: None,
             dead_letters: None,
             unkept: Vec::new(),
-            stood_down: false,
         }
     }
 
@@ -360,6 +366,16 @@ where
     #[must_use]
     pub fn with_dead_letters(mut self, sink: impl DeadLetterSink + 'static) -> Self {
         self.dead_letters = Some(Box::new(sink));
+        self
+    }
+
+    /// The same consumer, reading after `position` instead of the stored offset: for a
+    /// handler that keeps its own positions (the Game Master's shard checkpoints). The
+    /// offset is still stored as the consumer moves, for operators.
+    #[must_use]
+    pub fn starting_at(mut self, position: EntryId) -> Self {
+        tracing::info!(consumer = %self.config.label, offset = %position, "starting where the handler's own positions say");
+        self.position = Some(position);
         self
     }
 
@@ -379,7 +395,7 @@ where
     pub async fn run(mut self, cancel: CancellationToken) {
         self.cancel = cancel.clone();
         tracing::info!(stream = %self.config.stream, consumer = %self.config.label, "consumer started");
-        while !cancel.is_cancelled() && !self.stood_down {
+        while !cancel.is_cancelled() {
             match self.step().await {
                 Step::Retry { delay, .. } => {
                     tokio::select! {
@@ -387,7 +403,7 @@ where
                         () = tokio::time::sleep(delay) => {}
                     }
                 }
-                Step::Idle | Step::Handled { .. } | Step::Cancelled | Step::StoodDown => {}
+                Step::Idle | Step::Handled { .. } | Step::Cancelled => {}
             }
         }
         // Work the handler still has in flight is finished before the offset is saved; the
@@ -427,9 +443,6 @@ where
     /// (and, behind a backlog, the next batch is read ahead). Never sleeps: a transient
     /// failure returns [`Step::Retry`] with the wait.
     pub async fn step(&mut self) -> Step {
-        if self.stood_down {
-            return Step::StoodDown;
-        }
         // 1. The stored offset, once.
         let position = match self.load_position().await {
             Ok(position) => position,
@@ -447,15 +460,18 @@ where
         if let Some(step) = self.next_entries(position).await {
             return step;
         }
+        // The handler may have moved the position back before the read.
+        let position = self.position.unwrap_or(position);
         // 4. The handler, beside the read-ahead and the previous batch's offset save.
         let (outcome, ahead, saved) = self.handle_pending(position).await;
-        let (refused, relinquished) = (outcome.refused, outcome.relinquished);
+        let refused = outcome.refused;
+        let rewind = outcome.rewind;
         let (finished, failure) = self.take_finished(outcome);
-        self.keep_read_ahead(ahead, failure.is_none());
-        // 5. What the step came to.
-        if relinquished {
-            return self.stand_down(&saved, failure);
+        match rewind.filter(|_| failure.is_none()) {
+            Some(to) => self.rewind_to(to),
+            None => self.keep_read_ahead(ahead, failure.is_none()),
         }
+        // 5. What the step came to.
         self.conclude(position, finished, failure, refused, saved)
     }
 
@@ -528,7 +544,8 @@ where
     }
 
     /// Step 3: looks at the stream's bounds when due, then reads a batch unless entries
-    /// are waiting (read ahead, or left by a failure); when caught up, tops the waiting
+    /// are waiting (read ahead, or left by a failure), after letting the handler move the
+    /// position back ([`BatchHandler::before_read`]); when caught up, tops the waiting
     /// entries up with what arrived since. `Some` when the step ends here.
     async fn next_entries(&mut self, position: EntryId) -> Option<Step> {
         if self
@@ -543,6 +560,13 @@ where
             }
             return None;
         }
+        let position = match self.handler.before_read(position).await {
+            Some(to) => {
+                self.rewind_to(to);
+                to
+            }
+            None => position,
+        };
         let read = self.reader.read_after(
             &self.config.stream,
             position,
@@ -638,7 +662,10 @@ where
         self.collect_dead_letters(std::mem::take(&mut outcome.dead_letters));
         let finished = outcome.finished.min(self.pending.len());
         let failure = match outcome.failure {
-            None if finished < self.pending.len() && !outcome.in_flight => {
+            None if finished < self.pending.len()
+                && !outcome.in_flight
+                && outcome.rewind.is_none() =>
+            {
                 Some(BoxError::from(format!(
                     "handler finished {finished} of {} entries without reporting a failure",
                     self.pending.len()
@@ -677,6 +704,16 @@ where
         }
     }
 
+    /// Step 4's result when the handler asked for a rewind: what was read is dropped and
+    /// the next read starts after `to` (the new position, stored as usual).
+    fn rewind_to(&mut self, to: EntryId) {
+        tracing::info!(consumer = %self.config.label, from = ?self.position, to = %to, "rewinding: the handler needs entries after this one again");
+        self.position = Some(to);
+        self.pending.clear();
+        self.in_flight = 0;
+        self.caught_up = false;
+    }
+
     /// Step 5: the offset of the previous batch was saved beside the handler; this
     /// batch's is saved during the next step (before it waits for entries, or beside the
     /// next batch), so the save is never on the critical path of a busy consumer. A
@@ -713,21 +750,6 @@ where
             entries: finished,
             offset: position,
         }
-    }
-
-    /// Step 5 when the handler relinquished the stream: nothing more is read or handled;
-    /// `run` then keeps the dead letters and stores the offset as at shutdown.
-    fn stand_down(&mut self, saved: &SaveResult, reason: Option<BoxError>) -> Step {
-        if let Ok(Some(offset)) = saved {
-            self.saved = Some(*offset);
-        }
-        let reason = reason.map_or_else(|| "no reason given".to_owned(), |e| error_chain(&*e));
-        tracing::error!(consumer = %self.config.label, reason = %reason, "consumer stands down: the handler may no longer consume this stream");
-        self.health.stood_down(reason);
-        self.stood_down = true;
-        self.pending.clear();
-        self.in_flight = 0;
-        Step::StoodDown
     }
 
     /// A refusal of the first unfinished entry's work: retried like a transient failure

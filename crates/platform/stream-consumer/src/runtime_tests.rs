@@ -20,6 +20,8 @@ struct Recorder {
     seen: Arc<Mutex<Vec<Vec<EntryId>>>>,
     script: Script,
     abandoned: Vec<(EntryId, String)>,
+    /// What the next `before_read` answers (once).
+    read_from: Arc<Mutex<Option<EntryId>>>,
 }
 
 #[async_trait]
@@ -37,6 +39,10 @@ impl BatchHandler for Recorder {
 
     fn abandon(&mut self, entry: &StreamEntry, reason: &str) {
         self.abandoned.push((entry.id, reason.to_owned()));
+    }
+
+    async fn before_read(&mut self, _: EntryId) -> Option<EntryId> {
+        self.read_from.lock().unwrap().take()
     }
 }
 
@@ -568,7 +574,7 @@ async fn a_handler_that_stops_short_without_a_reason_is_retried_not_skipped() {
         in_flight: false,
         refused: false,
         dead_letters: Vec::new(),
-        relinquished: false,
+        rewind: None,
     }));
     let (mut c, _, _) = consumer(reader, offsets, handler);
     assert!(matches!(
@@ -1095,48 +1101,75 @@ async fn an_entry_abandoned_past_the_refusal_hold_is_a_dead_letter_too() {
 }
 
 #[tokio::test]
-async fn a_handler_that_relinquishes_the_stream_stands_the_consumer_down_for_good() {
-    let mut reader = MockStreamReader::new();
-    no_info(&mut reader);
-    nothing_ahead(&mut reader);
-    reader
-        .expect_read_after()
-        .withf(blocking())
-        .times(1)
-        .returning(|_, _, _, _| Ok(entries(&[(1, 0), (2, 0), (3, 0)])));
-    let saved = Arc::new(Mutex::new(Vec::new()));
-    let mut offsets = MockStreamOffsetStore::new();
-    offsets.expect_load().returning(|_| Ok(None));
-    let record = saved.clone();
-    offsets.expect_save().returning(move |_, id| {
-        record.lock().unwrap().push(id);
-        Ok(())
-    });
+async fn a_rewind_finishes_what_the_handler_finished_then_reads_again_after_the_entry_given() {
+    let streams = crate::memory::MemoryStreams::default();
+    for _ in 0..5 {
+        streams.append("s", &[("k", "v")]);
+    }
     let mut handler = Recorder::default();
-    handler.script.push_back(Box::new(|_| {
-        BatchOutcome::relinquished(1, "shard 3 is held under another epoch")
-    }));
+    // The first batch: two entries finished, then the reading goes back to 1-0.
+    handler
+        .script
+        .push_back(Box::new(|_| BatchOutcome::rewind(2, EntryId::new(1, 0))));
     let seen = handler.seen.clone();
-    let (mut c, metrics, health) = consumer(reader, offsets, handler);
-    assert_eq!(c.step().await, Step::StoodDown);
+    let metrics = ConsumerMetrics::default();
+    let mut c = Consumer::new(
+        streams.clone(),
+        streams.clone(),
+        handler,
+        config(),
+        metrics.clone(),
+        ConsumerHealth::default(),
+    );
     assert_eq!(
-        c.position(),
+        c.step().await,
+        Step::Handled {
+            entries: 2,
+            offset: EntryId::new(1, 0)
+        },
+        "the position is where the rewind put it"
+    );
+    assert!(matches!(c.step().await, Step::Handled { entries: 4, .. }));
+    let ids = |ms: &[u64]| ms.iter().map(|&m| EntryId::new(m, 0)).collect::<Vec<_>>();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![ids(&[1, 2, 3, 4, 5]), ids(&[2, 3, 4, 5])],
+        "entries after the rewind's entry are handed again, nothing else"
+    );
+    assert_eq!(c.position(), Some(EntryId::new(5, 0)));
+    assert_eq!(
+        metrics.retries("test", "handle"),
+        0,
+        "a rewind is no failure"
+    );
+}
+
+#[tokio::test]
+async fn a_handler_may_move_the_position_back_before_a_read() {
+    let streams = crate::memory::MemoryStreams::default();
+    for _ in 0..3 {
+        streams.append("s", &[("k", "v")]);
+    }
+    let handler = Recorder::default();
+    let (seen, read_from) = (handler.seen.clone(), handler.read_from.clone());
+    let mut c = Consumer::new(
+        streams.clone(),
+        streams.clone(),
+        handler,
+        config(),
+        ConsumerMetrics::default(),
+        ConsumerHealth::default(),
+    );
+    assert!(matches!(c.step().await, Step::Handled { entries: 3, .. }));
+    assert_eq!(c.step().await, Step::Idle);
+    // The handler took over work whose entries it passed: it asks for those after 1-0.
+    *read_from.lock().unwrap() = Some(EntryId::new(1, 0));
+    assert!(matches!(c.step().await, Step::Handled { entries: 2, .. }));
+    let ids = |ms: &[u64]| ms.iter().map(|&m| EntryId::new(m, 0)).collect::<Vec<_>>();
+    assert_eq!(*seen.lock().unwrap(), vec![ids(&[1, 2, 3]), ids(&[2, 3])]);
+    assert_eq!(
+        streams.offset("test"),
         Some(EntryId::new(1, 0)),
-        "the finished entry counts"
+        "stored as it moved"
     );
-    let why = health.check().unwrap_err();
-    assert!(
-        why.contains("stood down") && why.contains("shard 3"),
-        "{why}"
-    );
-    assert!(health.has_stood_down());
-    // Nothing more is read or handled, and it is no retry.
-    assert_eq!(c.step().await, Step::StoodDown);
-    assert_eq!(seen.lock().unwrap().len(), 1);
-    assert_eq!(metrics.retries("test", "handle"), 0);
-    // `run` returns at once, storing the offset of the finished entry.
-    tokio::time::timeout(Duration::from_secs(5), c.run(CancellationToken::new()))
-        .await
-        .unwrap();
-    assert_eq!(*saved.lock().unwrap(), vec![EntryId::new(1, 0)]);
 }

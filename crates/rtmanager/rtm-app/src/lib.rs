@@ -63,6 +63,7 @@ const DEFAULTS: Defaults = Defaults {
     postgres_url: "postgres://postgres@127.0.0.1:5432/rtmanager",
     http_addr: "127.0.0.1:8082",
     batch_size: "100",
+    read_block: "2s",
 };
 
 /// The command line: `migrate`, `run` and `start-game`, every setting also an environment

@@ -83,18 +83,27 @@ impl Process {
         std::fs::read_to_string(self.logs.path().join("stderr")).unwrap_or_default()
     }
 
-    /// Sends SIGTERM (through `kill`, since the workspace forbids `unsafe`).
+    /// Sends SIGTERM.
     ///
     /// # Errors
     /// The process is gone or `kill` failed.
     pub fn terminate(&self) -> anyhow::Result<()> {
+        self.signal("TERM")
+    }
+
+    /// Sends the signal `name` (`TERM`, `KILL`, `STOP`, `CONT`, …) through `kill`, since
+    /// the workspace forbids `unsafe`.
+    ///
+    /// # Errors
+    /// The process is gone or `kill` failed.
+    pub fn signal(&self, name: &str) -> anyhow::Result<()> {
         let pid = self.pid().context("process already exited")?;
         let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+            .args([format!("-{name}"), pid.to_string()])
             .status()
             .context("run kill")?;
         if !status.success() {
-            bail!("kill -TERM {pid} failed");
+            bail!("kill -{name} {pid} failed");
         }
         Ok(())
     }
