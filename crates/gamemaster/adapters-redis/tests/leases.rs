@@ -1,0 +1,56 @@
+//! The Game Master's shard leases through the port, against a real Redis: what the lease
+//! keeper relies on (members in name order, a lease held by one member at a time, released
+//! leases free at once, a member that leaves gone at once).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use adapters_redis::{RedisLeases, RedisSettings, connect};
+use ports::ShardLeases;
+use testkit::redis::TestRedis;
+
+const TTL: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn members_and_leases_through_the_port() {
+    let t = TestRedis::connect().await.unwrap();
+    // A service name of its own: its keys are `<service>:{shards}:…`.
+    let service = t.key("gm-leases");
+    let client = connect(t.url(), RedisSettings::default(), "test")
+        .await
+        .unwrap();
+    let leases = RedisLeases::new(client, &service);
+
+    assert_eq!(leases.heartbeat("gm-b", TTL).await.unwrap(), ["gm-b"]);
+    assert_eq!(
+        leases.heartbeat("gm-a", TTL).await.unwrap(),
+        ["gm-a", "gm-b"]
+    );
+    assert_eq!(
+        leases.hold("gm-a", &[1, 2, 3], TTL).await.unwrap(),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        leases.hold("gm-b", &[2, 3, 4], TTL).await.unwrap(),
+        [4],
+        "2 and 3 are gm-a's"
+    );
+    assert_eq!(
+        leases.hold("gm-a", &[1, 2, 3], TTL).await.unwrap(),
+        [1, 2, 3],
+        "renewed"
+    );
+    leases.release("gm-a", &[2, 4]).await.unwrap();
+    assert_eq!(
+        leases.hold("gm-b", &[2, 3, 4], TTL).await.unwrap(),
+        [2, 4],
+        "2 is free at once; gm-a could not release gm-b's 4"
+    );
+    leases.leave("gm-a").await.unwrap();
+    assert_eq!(leases.heartbeat("gm-b", TTL).await.unwrap(), ["gm-b"]);
+
+    leases.release("gm-a", &[1, 3]).await.unwrap();
+    leases.release("gm-b", &[2, 4]).await.unwrap();
+    leases.leave("gm-b").await.unwrap();
+    t.cleanup().await.unwrap();
+}
