@@ -727,3 +727,95 @@ async fn the_shards_of_an_instance_killed_with_sigkill_are_taken_over_within_sec
     redis.cleanup().await.unwrap();
     db.drop_db().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_paused_past_its_leases_loses_its_shards_and_no_entry_is_applied_twice() {
+    let db = migrated_db().await;
+    let client = pg_client(db.url()).await.unwrap();
+    let games = running_games(&client, 100).await;
+    let redis_server = ThrowawayRedis::start().await.unwrap();
+    let redis = TestRedis::connect_to(&redis_server.url()).await.unwrap();
+    let redis_url = redis_server.url();
+    let a = start_instance(db.url(), &redis_url, "a").await;
+    let b = start_instance(db.url(), &redis_url, "b").await;
+    let divided = || async {
+        let owners = shard_owners(db.url()).await;
+        let (on_a, on_b) = (
+            owners["a"].as_u64().unwrap_or(0),
+            owners["b"].as_u64().unwrap_or(0),
+        );
+        on_a > 0 && on_b > 0 && on_a + on_b == 64
+    };
+    eventually(
+        "two instances share the shards",
+        Duration::from_secs(20),
+        divided,
+    )
+    .await
+    .unwrap();
+    let all_rows = |health: &'static str| {
+        let client = &client;
+        move || async move {
+            let rows = runtime_rows(client).await.unwrap();
+            rows.values().all(|r| r.1 == health)
+        }
+    };
+    let send = |event_type: &'static str| {
+        let (redis, games) = (&redis, &games);
+        async move {
+            for game in games {
+                health_event(redis, game, event_type).await;
+            }
+        }
+    };
+    send("container_exited").await;
+    eventually(
+        "the exits are applied",
+        Duration::from_secs(20),
+        all_rows("exited"),
+    )
+    .await
+    .unwrap();
+
+    // b is paused for three lease periods: a takes every shard and applies on.
+    b.process.signal("STOP").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    send("probe_recovered").await;
+    eventually(
+        "a applies the recoveries",
+        Duration::from_secs(20),
+        all_rows("healthy"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", a.process.stderr()));
+    assert_eq!(shard_owners(db.url()).await, serde_json::json!({"a": 64}));
+
+    // b wakes up: whatever it still had in hand is fenced off; it rejoins and gets its
+    // share back.
+    b.process.signal("CONT").unwrap();
+    eventually("b rejoins", Duration::from_secs(20), divided)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", b.process.stderr()));
+    send("probe_failed").await;
+    eventually(
+        "both apply the failures",
+        Duration::from_secs(20),
+        all_rows("probe_failed"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}\n{}", a.process.stderr(), b.process.stderr()));
+    assert_eq!(
+        applied_by(&[&a, &b]).await,
+        300.0,
+        "each entry applied once"
+    );
+    let b_metrics = e2e::metrics(b.http).await.unwrap();
+    eprintln!(
+        "fenced commits of the paused instance: {}",
+        e2e::metric_value(&b_metrics, "gamemaster_fenced_commits_total")
+    );
+    e2e::stop_service(a).await;
+    e2e::stop_service(b).await;
+    redis.cleanup().await.unwrap();
+    db.drop_db().await.unwrap();
+}
