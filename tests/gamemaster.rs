@@ -603,8 +603,10 @@ async fn two_instances_divide_the_shards_hand_them_over_on_sigterm_and_apply_eac
     .unwrap_or_else(|e| panic!("{e}\n{}", one.process.stderr()));
 
     // Each entry was published, naming its entry, whoever applied it. A shard taken over
-    // republishes the last entries its previous owner applied (their snapshots might not
-    // have gone out): the copies are the same snapshot, which the Lobby drops by id.
+    // republishes the entries its previous owner applied after the shard's published mark
+    // (their snapshots might not have gone out; the mark is written with each batch, by
+    // the idle advance once a second and at a stop): the copies are the same snapshot,
+    // which the Lobby drops by id.
     let published = entries(&redis, LOBBY).await.unwrap();
     let mut copies = 0;
     for id in &sent {

@@ -48,7 +48,7 @@ const LOCK_BATCH: &str = "SELECT r.game_id, r.status FROM unnest($1::text[]) AS 
 /// locked ones). It also checks each shard's epoch and moves its checkpoint.
 const WRITE: &str = "SELECT game_id, current_turn, created_at, updated_at \
      FROM runtime_records_write_fenced($1::text[], $2::text[], $3::text[], $4::text[], \
-     $5::integer[], $6::bigint[], $7::bigint[], $8::bigint[])";
+     $5::integer[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint, $10::bigint)";
 
 /// The SQLSTATE `runtime_records_write_guarded` raises when a status moved.
 const GUARD_MISSED: &str = "GM001";
@@ -64,6 +64,9 @@ struct Fence {
     epochs: Vec<i64>,
     through_ms: Vec<i64>,
     through_seq: Vec<i64>,
+    /// The writer's published mark, recorded on each of these shards.
+    mark_ms: Option<i64>,
+    mark_seq: Option<i64>,
 }
 
 impl Fence {
@@ -79,7 +82,12 @@ impl Fence {
             *through = (*through).max(o.entry);
         }
         let big = bigint;
-        let mut fence = Self::default();
+        let (mark_ms, mark_seq) = bigint_pair(owner.published())?;
+        let mut fence = Self {
+            mark_ms,
+            mark_seq,
+            ..Self::default()
+        };
         for (shard, through) in last {
             let Some(claim) = owner.claim(shard) else {
                 return Err(Error::Fenced {
@@ -99,6 +107,14 @@ impl Fence {
 /// A number as PostgreSQL's `bigint`.
 pub(crate) fn bigint(n: u64) -> Result<i64, Error> {
     i64::try_from(n).map_err(|_| Error::Invalid(format!("{n} does not fit a bigint")))
+}
+
+/// An optional position as two nullable `bigint`s.
+pub(crate) fn bigint_pair(at: Option<EntryPosition>) -> Result<(Option<i64>, Option<i64>), Error> {
+    Ok(match at {
+        Some(at) => (Some(bigint(at.ms)?), Some(bigint(at.seq)?)),
+        None => (None, None),
+    })
 }
 
 /// A shard number as PostgreSQL's `integer`.
@@ -299,7 +315,7 @@ impl Fold {
             .iter()
             .map(|f| EngineHealth::wire(f.state.engine_health))
             .collect();
-        let params: [&(dyn ToSql + Sync); 8] = [
+        let params: [&(dyn ToSql + Sync); 10] = [
             &ids,
             &expected,
             &statuses,
@@ -308,6 +324,8 @@ impl Fold {
             &fence.epochs,
             &fence.through_ms,
             &fence.through_seq,
+            &fence.mark_ms,
+            &fence.mark_seq,
         ];
         let (rows, committed) = tokio::join!(client.query(&statement, &params), async {
             if commit {

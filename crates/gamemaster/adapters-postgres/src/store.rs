@@ -51,15 +51,15 @@ const SELECT_RECORDS: &str = concat!(
 );
 
 /// Claims shards (migration V3).
-const CLAIM: &str = "SELECT shard, epoch, checkpoint_ms, checkpoint_seq \
+const CLAIM: &str = "SELECT shard, epoch, checkpoint_ms, checkpoint_seq, published_ms, published_seq \
      FROM gm_claim_shards($1::text, $2::integer, $3::integer[])";
 
 /// The SQLSTATE `gm_claim_shards` raises when the layout differs.
 const LAYOUT_MISMATCH: &str = "GM003";
 
 /// Every shard, with its owner and claim time, for operators.
-const SHARD_TABLE: &str = "SELECT shard, epoch, checkpoint_ms, checkpoint_seq, owner, claimed_at \
-     FROM gm_shards ORDER BY shard";
+const SHARD_TABLE: &str = "SELECT shard, epoch, checkpoint_ms, checkpoint_seq, published_ms, \
+     published_seq, owner, claimed_at FROM gm_shards ORDER BY shard";
 
 /// Every shard as stored ([`PgRuntimeRecordStore::shard_table`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,20 +82,32 @@ pub struct ShardRow {
 }
 
 /// Shards' epochs and checkpoints as stored.
-const READ_SHARDS: &str = "SELECT shard, epoch, checkpoint_ms, checkpoint_seq \
-     FROM gm_shards WHERE shard = ANY($1::integer[]) ORDER BY shard";
+const READ_SHARDS: &str = "SELECT shard, epoch, checkpoint_ms, checkpoint_seq, published_ms, \
+     published_seq FROM gm_shards WHERE shard = ANY($1::integer[]) ORDER BY shard";
 
 /// The idle advance: each wanted shard still held under its epoch moves its checkpoint up
-/// to `$3-$4`; the shards held under another epoch come back.
+/// to `$3-$4` and its published mark up to `$5-$6` (when given); the shards held under
+/// another epoch come back.
 const ADVANCE_CHECKPOINTS: &str = "\
 WITH wanted AS (
     SELECT * FROM unnest($1::integer[], $2::bigint[]) AS w(shard, epoch)
 ), moved AS (
     UPDATE gm_shards AS g
-       SET checkpoint_ms = $3, checkpoint_seq = $4, updated_at = now()
+       SET checkpoint_ms = CASE WHEN g.checkpoint_ms IS NULL
+                                 OR (g.checkpoint_ms, g.checkpoint_seq) < ($3, $4)
+                                THEN $3 ELSE g.checkpoint_ms END,
+           checkpoint_seq = CASE WHEN g.checkpoint_ms IS NULL
+                                  OR (g.checkpoint_ms, g.checkpoint_seq) < ($3, $4)
+                                 THEN $4 ELSE g.checkpoint_seq END,
+           published_ms = CASE WHEN $5::bigint IS NOT NULL AND (g.published_ms IS NULL
+                                 OR (g.published_ms, g.published_seq) < ($5, $6))
+                               THEN $5 ELSE g.published_ms END,
+           published_seq = CASE WHEN $5::bigint IS NOT NULL AND (g.published_ms IS NULL
+                                  OR (g.published_ms, g.published_seq) < ($5, $6))
+                                THEN $6 ELSE g.published_seq END,
+           updated_at = now()
       FROM wanted AS w
      WHERE g.shard = w.shard AND g.epoch = w.epoch
-       AND (g.checkpoint_ms IS NULL OR (g.checkpoint_ms, g.checkpoint_seq) < ($3, $4))
     RETURNING g.shard
 )
 SELECT w.shard FROM wanted AS w
@@ -172,8 +184,8 @@ impl PgRuntimeRecordStore {
             .map(|row| {
                 Ok(ShardRow {
                     claim: decode_claim(row)?,
-                    owner: row.try_get(4).map_err(store_error)?,
-                    claimed_at: row.try_get(5).map_err(store_error)?,
+                    owner: row.try_get(6).map_err(store_error)?,
+                    claimed_at: row.try_get(7).map_err(store_error)?,
                 })
             })
             .collect::<Result<_, Error>>()?;
@@ -386,6 +398,7 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
         &self,
         shards: &[(u32, u64)],
         through: EntryPosition,
+        published: Option<EntryPosition>,
     ) -> Result<Vec<u32>, Error> {
         if shards.is_empty() {
             return Ok(Vec::new());
@@ -399,13 +412,17 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
             .map(|&(_, e)| batch::bigint(e))
             .collect::<Result<Vec<i64>, Error>>()?;
         let (ms, seq) = (batch::bigint(through.ms)?, batch::bigint(through.seq)?);
+        let (mark_ms, mark_seq) = batch::bigint_pair(published)?;
         let client = self.client().await?;
         let statement = client
             .prepare_cached(ADVANCE_CHECKPOINTS)
             .await
             .map_err(store_error)?;
         let rows = client
-            .query(&statement, &[&numbers, &epochs, &ms, &seq])
+            .query(
+                &statement,
+                &[&numbers, &epochs, &ms, &seq, &mark_ms, &mark_seq],
+            )
             .await
             .map_err(store_error)?;
         rows.iter()
@@ -453,18 +470,26 @@ fn decode_claim(row: &Row) -> Result<ShardClaim, Error> {
             Error::Backend(format!("shard {shard} holds a negative number ({n})").into())
         })
     };
-    let checkpoint = match (ms, seq) {
-        (Some(ms), Some(seq)) => Some(EntryPosition {
-            ms: unsigned(ms)?,
-            seq: unsigned(seq)?,
-        }),
-        _ => None,
+    let position = |ms: Option<i64>, seq: Option<i64>| -> Result<_, Error> {
+        Ok(match (ms, seq) {
+            (Some(ms), Some(seq)) => Some(EntryPosition {
+                ms: unsigned(ms)?,
+                seq: unsigned(seq)?,
+            }),
+            _ => None,
+        })
     };
+    let checkpoint = position(ms, seq)?;
+    let published = position(
+        row.try_get(4).map_err(store_error)?,
+        row.try_get(5).map_err(store_error)?,
+    )?;
     Ok(ShardClaim {
         shard: u32::try_from(shard)
             .map_err(|_| Error::Backend(format!("negative shard {shard} stored").into()))?,
         epoch: unsigned(epoch)?,
         checkpoint,
+        published,
     })
 }
 

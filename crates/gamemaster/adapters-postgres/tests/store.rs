@@ -56,6 +56,7 @@ fn owner() -> Ownership {
             shard,
             epoch: 1,
             checkpoint: None,
+            published: None,
         }),
     )
 }
@@ -882,6 +883,24 @@ async fn a_batch_moves_each_of_its_shards_checkpoint_to_its_last_entry_even_for_
     assert_ne!(a.shard, ghost.shard, "the test wants two shards");
     assert_eq!(at(a.shard), Some(b.entry));
     assert_eq!(at(ghost.shard), Some(ghost.entry));
+    // A batch records the writer's published mark on its shards.
+    let mut marked = owner();
+    marked.mark_published(b.entry);
+    let c = observation("g-1", HealthEventType::ProbeFailed);
+    store
+        .apply_health_batch(std::slice::from_ref(&c), &marked)
+        .await
+        .unwrap();
+    let read = store.read_shards(&[c.shard]).await.unwrap();
+    assert_eq!(
+        (read[0].checkpoint, read[0].published),
+        (Some(c.entry), Some(b.entry))
+    );
+    let claimed = store
+        .claim_shards("next", ShardCount::default(), &[c.shard])
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].published, Some(b.entry), "a claim reads it back");
     // A shard this instance never claimed is refused before any statement.
     let none = Ownership::new(ShardCount::default(), []);
     let err = store.apply_health_batch(&[a], &none).await.unwrap_err();
@@ -909,13 +928,16 @@ async fn an_idle_advance_moves_only_lower_checkpoints_under_the_epoch_and_names_
     let (db, store) = fresh_store().await;
     let at = |ms| EntryPosition { ms, seq: 0 };
     // Shard 1 is ahead already; shard 2 was never applied; shard 3 goes to another owner.
-    store.advance_checkpoints(&[(1, 1)], at(50)).await.unwrap();
+    store
+        .advance_checkpoints(&[(1, 1)], at(50), None)
+        .await
+        .unwrap();
     store
         .claim_shards("other", ShardCount::default(), &[3])
         .await
         .unwrap();
     let lost = store
-        .advance_checkpoints(&[(1, 1), (2, 1), (3, 1)], at(40))
+        .advance_checkpoints(&[(1, 1), (2, 1), (3, 1)], at(40), Some(at(45)))
         .await
         .unwrap();
     assert_eq!(lost, [3]);
@@ -926,9 +948,15 @@ async fn an_idle_advance_moves_only_lower_checkpoints_under_the_epoch_and_names_
         [Some(at(50)), Some(at(40)), None],
         "never backwards, never under another's epoch"
     );
+    let marks: Vec<_> = read.iter().map(|c| c.published).collect();
+    assert_eq!(
+        marks,
+        [Some(at(45)), Some(at(45)), None],
+        "the mark moves with them"
+    );
     assert!(
         store
-            .advance_checkpoints(&[], at(1))
+            .advance_checkpoints(&[], at(1), None)
             .await
             .unwrap()
             .is_empty()

@@ -17,7 +17,7 @@ use service_kit::{StartupError, error_chain};
 #[must_use]
 pub fn command(d: &Defaults) -> Command {
     Command::new("shards")
-        .about("Show each shard's owner, fencing epoch and checkpoint (the last entry applied)")
+        .about("Show each shard's owner, fencing epoch, checkpoint (the last entry applied) and published mark")
         .arg(postgres_url_arg(d))
         .arg(json_flag())
 }
@@ -62,6 +62,7 @@ fn report(table: &ShardTable) -> Value {
                 "owner": row.owner,
                 "epoch": row.claim.epoch,
                 "checkpoint": row.claim.checkpoint.map(|c| c.to_string()),
+                "published": row.claim.published.map(|c| c.to_string()),
                 "claimed_at_ms": claimed_at_ms,
             })
         })
@@ -86,16 +87,17 @@ fn text(report: &Value) -> String {
         ));
     }
     out.push_str(&format!(
-        "{:>5} {:<32} {:>8} {:<24}\n",
-        "shard", "owner", "epoch", "checkpoint"
+        "{:>5} {:<32} {:>8} {:<24} {:<24}\n",
+        "shard", "owner", "epoch", "checkpoint", "published"
     ));
     for s in report["shards"].as_array().into_iter().flatten() {
         out.push_str(&format!(
-            "{:>5} {:<32} {:>8} {:<24}\n",
+            "{:>5} {:<32} {:>8} {:<24} {:<24}\n",
             show(&s["shard"]),
             show(&s["owner"]),
             show(&s["epoch"]),
             show(&s["checkpoint"]),
+            show(&s["published"]),
         ));
     }
     out
@@ -115,6 +117,7 @@ mod tests {
                 shard,
                 epoch: 3,
                 checkpoint,
+                published: checkpoint,
             },
             owner: owner.to_owned(),
             claimed_at: Some(UNIX_EPOCH + std::time::Duration::from_millis(5)),
@@ -130,6 +133,7 @@ mod tests {
         let report = report(&table);
         assert_eq!(report["owners"], json!({"a": 2, "b": 1}));
         assert_eq!(report["shards"][0]["checkpoint"], "7-1");
+        assert_eq!(report["shards"][0]["published"], "7-1");
         assert_eq!(report["shards"][1]["checkpoint"], Value::Null);
         assert_eq!(report["shards"][2]["claimed_at_ms"], 5);
         let text = text(&report);
@@ -139,7 +143,7 @@ mod tests {
         );
         assert!(
             text.lines()
-                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["0", "a", "3", "7-1"]),
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["0", "a", "3", "7-1", "7-1"]),
             "{text}"
         );
     }

@@ -22,6 +22,9 @@ pub struct ShardClaim {
     pub epoch: u64,
     /// The last entry applied for the shard; `None` before the first.
     pub checkpoint: Option<EntryPosition>,
+    /// Through which entry the shard's snapshots are known to have gone out (or needed
+    /// none); `None` when nothing is known. May run ahead of the checkpoint.
+    pub published: Option<EntryPosition>,
 }
 
 /// The shards an instance owns in a layout of `count` shards.
@@ -34,8 +37,11 @@ pub struct ShardClaim {
 pub struct Ownership {
     count: ShardCount,
     owned: BTreeMap<u32, ShardClaim>,
-    /// Per shard taken over: the checkpoint it was claimed with.
-    taken_over: BTreeMap<u32, EntryPosition>,
+    /// Per shard taken over: the entries whose snapshots may be missing, after the first
+    /// position (when known) through the second.
+    taken_over: BTreeMap<u32, (Option<EntryPosition>, EntryPosition)>,
+    /// Through which entry this instance's snapshots have gone out (its mark).
+    published: Option<EntryPosition>,
 }
 
 impl Ownership {
@@ -46,21 +52,24 @@ impl Ownership {
             count,
             owned: BTreeMap::new(),
             taken_over: BTreeMap::new(),
+            published: None,
         };
         ownership.gain(claims);
         ownership
     }
 
-    /// Adds `claims` (shards just claimed), each taken over at its checkpoint. Returns the
-    /// lowest of their checkpoints (`0-0` for a shard never applied): reading must start
-    /// after it for their entries to be seen. `None` when `claims` is empty.
+    /// Adds `claims` (shards just claimed), each taken over at its checkpoint. Returns
+    /// where reading must start for their entries to be seen: after the lowest of their
+    /// checkpoints, or of their published marks where lower (so the entries whose
+    /// snapshots may be missing are read again and republished); `0-0` for a shard never
+    /// applied. `None` when `claims` is empty.
     pub fn gain(&mut self, claims: impl IntoIterator<Item = ShardClaim>) -> Option<EntryPosition> {
         let mut lowest: Option<EntryPosition> = None;
         for claim in claims {
-            let from = claim.checkpoint.unwrap_or(ZERO);
+            let from = read_from(&claim);
             lowest = Some(lowest.map_or(from, |l| l.min(from)));
-            match claim.checkpoint {
-                Some(at) => self.taken_over.insert(claim.shard, at),
+            match claim.checkpoint.filter(|&at| claim.published < Some(at)) {
+                Some(at) => self.taken_over.insert(claim.shard, (claim.published, at)),
                 None => self.taken_over.remove(&claim.shard),
             };
             self.owned.insert(claim.shard, claim);
@@ -81,37 +90,50 @@ impl Ownership {
             .collect()
     }
 
-    /// Where reading must start for every owned shard's unapplied entries: after the
-    /// lowest checkpoint (`0-0` when a shard was never applied). `None` when nothing is
+    /// Where reading must start for every owned shard's unapplied entries, and for those
+    /// whose snapshots may be missing: see [`Ownership::gain`]. `None` when nothing is
     /// owned.
     #[must_use]
     pub fn low_water(&self) -> Option<EntryPosition> {
-        self.owned
-            .values()
-            .map(|c| c.checkpoint.unwrap_or(ZERO))
-            .min()
+        self.owned.values().map(read_from).min()
     }
 
-    /// Whether `entry` of `shard`, applied before, was applied by a previous owner (the
-    /// shard is taken over up to at least that entry): its snapshot is republished.
+    /// Whether `entry` of `shard`, applied before, may lack its snapshot: applied by a
+    /// previous owner after the shard's published mark, up to the checkpoint it was
+    /// claimed with (or committed by this instance before a lost reply). It is
+    /// republished.
     #[must_use]
     pub fn republishes(&self, shard: u32, entry: EntryPosition) -> bool {
-        self.taken_over.get(&shard).is_some_and(|&at| entry <= at)
+        self.taken_over
+            .get(&shard)
+            .is_some_and(|&(after, through)| after.is_none_or(|a| entry > a) && entry <= through)
     }
 
     /// Reading has passed `through`: shards taken over up to there are now this
     /// instance's own work.
     pub fn passed(&mut self, through: EntryPosition) {
-        self.taken_over.retain(|_, at| *at > through);
+        self.taken_over.retain(|_, (_, at)| *at > through);
     }
 
-    /// The owned shards whose checkpoint is below `through` (or unset), with their epochs:
-    /// those an idle advance moves (see `RuntimeRecordStore::advance_checkpoints`).
+    /// This instance's snapshots have gone out through `at` (its mark never moves back).
+    pub fn mark_published(&mut self, at: EntryPosition) {
+        self.published = self.published.max(Some(at));
+    }
+
+    /// This instance's mark: what its writes record as published for their shards.
+    #[must_use]
+    pub fn published(&self) -> Option<EntryPosition> {
+        self.published
+    }
+
+    /// The owned shards whose checkpoint is below `through` (or unset), or whose stored
+    /// mark is below this instance's, with their epochs: those an idle advance moves (see
+    /// `RuntimeRecordStore::advance_checkpoints`).
     #[must_use]
     pub fn behind(&self, through: EntryPosition) -> Vec<(u32, u64)> {
         self.owned
             .values()
-            .filter(|c| c.checkpoint.is_none_or(|at| at < through))
+            .filter(|c| c.checkpoint.is_none_or(|at| at < through) || c.published < self.published)
             .map(|c| (c.shard, c.epoch))
             .collect()
     }
@@ -159,11 +181,12 @@ impl Ownership {
             .is_some_and(|checkpoint| entry <= checkpoint)
     }
 
-    /// Records that `entry` of `shard` was committed: the checkpoint moves up to it (never
-    /// down). An unowned shard is left alone.
+    /// Records that a write moved `shard`'s checkpoint up to `entry` (never down), and its
+    /// stored mark to this instance's. An unowned shard is left alone.
     pub fn advance(&mut self, shard: u32, entry: EntryPosition) {
         if let Some(claim) = self.owned.get_mut(&shard) {
             claim.checkpoint = claim.checkpoint.max(Some(entry));
+            claim.published = claim.published.max(self.published);
         }
     }
 
@@ -178,7 +201,7 @@ impl Ownership {
             match self.owned.get_mut(&fresh.shard) {
                 Some(claim) if claim.epoch == fresh.epoch => {
                     if let Some(at) = fresh.checkpoint.filter(|&at| Some(at) > claim.checkpoint) {
-                        self.taken_over.insert(fresh.shard, at);
+                        self.taken_over.insert(fresh.shard, (claim.checkpoint, at));
                     }
                     claim.checkpoint = fresh.checkpoint;
                 }
@@ -187,6 +210,15 @@ impl Ownership {
             }
         }
         self.lose(&lost)
+    }
+}
+
+/// Where reading starts for one shard's claim: after its checkpoint, or after its
+/// published mark when that is lower; `0-0` when it was never applied.
+fn read_from(claim: &ShardClaim) -> EntryPosition {
+    match (claim.checkpoint, claim.published) {
+        (Some(at), Some(published)) => at.min(published),
+        (at, _) => at.unwrap_or(ZERO),
     }
 }
 
@@ -241,6 +273,7 @@ mod tests {
                 shard,
                 epoch,
                 checkpoint,
+                published: None,
             }),
         )
     }
@@ -280,11 +313,13 @@ mod tests {
                 shard: 1,
                 epoch: 3,
                 checkpoint: Some(at(20, 0)),
+                published: None,
             },
             ShardClaim {
                 shard: 2,
                 epoch: 6,
                 checkpoint: Some(at(30, 0)),
+                published: None,
             },
         ];
         o.passed(at(15, 0));
@@ -305,6 +340,7 @@ mod tests {
             shard,
             epoch,
             checkpoint,
+            published: None,
         }
     }
 
@@ -348,6 +384,51 @@ mod tests {
         o.lose(&[2]);
         o.gain([claim(2, 2, Some(at(3, 0)))]);
         assert!(!o.republishes(2, at(15, 0)), "claimed again lower");
+    }
+
+    #[test]
+    fn a_shard_taken_over_republishes_only_after_its_published_mark() {
+        let mut o = owning(&[]);
+        o.gain([ShardClaim {
+            published: Some(at(5, 0)),
+            ..claim(1, 2, Some(at(9, 0)))
+        }]);
+        assert_eq!(
+            o.low_water(),
+            Some(at(5, 0)),
+            "the missing ones are read again"
+        );
+        let table = [
+            (at(4, 0), false),
+            (at(5, 0), false),
+            (at(6, 0), true),
+            (at(9, 0), true),
+        ];
+        for (entry, republish) in table {
+            assert_eq!(o.republishes(1, entry), republish, "{entry}");
+        }
+        o.gain([ShardClaim {
+            published: Some(at(9, 0)),
+            ..claim(2, 2, Some(at(9, 0)))
+        }]);
+        assert!(!o.republishes(2, at(9, 0)), "everything went out");
+    }
+
+    #[test]
+    fn a_write_records_this_instances_mark_and_a_lower_stored_mark_is_behind() {
+        let mut o = owning(&[(1, 3, Some(at(10, 0)))]);
+        assert!(o.behind(at(10, 0)).is_empty());
+        o.mark_published(at(10, 0));
+        o.mark_published(at(8, 0));
+        assert_eq!(o.published(), Some(at(10, 0)), "never back");
+        assert_eq!(
+            o.behind(at(10, 0)),
+            vec![(1, 3)],
+            "its stored mark is older"
+        );
+        o.advance(1, at(10, 0));
+        assert_eq!(o.claim(1).unwrap().published, Some(at(10, 0)));
+        assert!(o.behind(at(10, 0)).is_empty());
     }
 
     #[test]

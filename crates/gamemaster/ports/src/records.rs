@@ -130,8 +130,8 @@ pub trait RuntimeRecordStore: Send + Sync {
     /// order: with a planned transition whose source is the status the record holds at
     /// that point (after the batch's earlier observations), move the status and write the
     /// summary; otherwise write the summary alone. In the same transaction, each shard of
-    /// the batch must still hold the epoch `owner` claimed it under, and its checkpoint
-    /// moves to the batch's last entry of that shard. Returns one result per observation,
+    /// the batch must still hold the epoch `owner` claimed it under, its checkpoint
+    /// moves to the batch's last entry of that shard, and its published mark to `owner`'s. Returns one result per observation,
     /// in the same order. Either the whole batch is written or none of it.
     ///
     /// # Errors
@@ -168,8 +168,9 @@ pub trait RuntimeRecordStore: Send + Sync {
     /// Moves the checkpoint of each of `shards` (with the epoch it is held under) up to
     /// `through`, where it is lower or unset: the caller has seen every entry up to there
     /// and applied those of these shards, so a shard with no recent entries does not hold
-    /// a later owner's reading far back. A shard held under another epoch is left alone
-    /// and returned (it was claimed by another instance).
+    /// a later owner's reading far back. Their published marks move up to `published`
+    /// when given (the caller's snapshots are out through there). A shard held under
+    /// another epoch is left alone and returned (it was claimed by another instance).
     ///
     /// # Errors
     /// A store failure (then nothing moved).
@@ -177,6 +178,7 @@ pub trait RuntimeRecordStore: Send + Sync {
         &self,
         shards: &[(u32, u64)],
         through: EntryPosition,
+        published: Option<EntryPosition>,
     ) -> Result<Vec<u32>, Error>;
 
     /// Every game's engine-health summary as stored (`None` before the first

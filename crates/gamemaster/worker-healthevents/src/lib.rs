@@ -270,24 +270,29 @@ where
             &mut self.last_published,
         )
         .await;
-        if let Err(error) = settled {
-            return Some(BatchOutcome::stopped(0, error));
+        match settled {
+            Ok(through) => self.mark_published(through),
+            Err(error) => return Some(BatchOutcome::stopped(0, error)),
         }
         self.rewind_to = None;
         self.applied_through = None;
         Some(BatchOutcome::rewind(applied_before, to))
     }
 
-    /// Step 0, at most once per [`ADVANCE_EVERY`]: owned shards whose checkpoint lags
-    /// what step 2 finished move up to it, in one statement, so whoever takes them next
-    /// starts reading close to now. A failure only waits for the next time.
-    async fn advance_idle(&mut self) {
-        let Some(through) = self.applied_through else {
+    /// Step 0, at most once per [`ADVANCE_EVERY`] unless `now`: owned shards whose
+    /// checkpoint lags what step 2 finished, or whose stored published mark lags this
+    /// instance's, move up to them, in one statement, so whoever takes them next starts
+    /// reading close to now and republishes nothing that went out. A failure only waits
+    /// for the next time.
+    async fn advance_idle(&mut self, now: bool) {
+        // A shard gained but not read yet from its checkpoint must not move past it.
+        let Some(through) = self.applied_through.filter(|_| self.rewind_to.is_none()) else {
             return;
         };
-        if self
-            .last_advance
-            .is_some_and(|at| at.elapsed() < ADVANCE_EVERY)
+        if !now
+            && self
+                .last_advance
+                .is_some_and(|at| at.elapsed() < ADVANCE_EVERY)
         {
             return;
         }
@@ -297,7 +302,8 @@ where
         if behind.is_empty() {
             return;
         }
-        match self.store.advance_checkpoints(&behind, through).await {
+        let mark = self.owner.published();
+        match self.store.advance_checkpoints(&behind, through, mark).await {
             Ok(lost) => {
                 let lost = self.owner.lose(&lost);
                 for (shard, _) in behind {
@@ -359,6 +365,14 @@ where
         }
     }
 
+    /// A publish settled through `through` (when it had snapshots): this instance's mark
+    /// moves there, and its next writes record it on their shards.
+    fn mark_published(&mut self, through: Option<EntryId>) {
+        if let Some(through) = through {
+            self.owner.mark_published(position(through));
+        }
+    }
+
     /// Step 0 within a batch: the keeper's changes, a rewind if one is due, then idle
     /// shards' checkpoints. `Some` when the batch ends here.
     async fn take_over(&mut self, batch: &[StreamEntry]) -> Option<BatchOutcome> {
@@ -366,7 +380,7 @@ where
         if let Some(rewound) = self.rewind(batch).await {
             return Some(rewound);
         }
-        self.advance_idle().await;
+        self.advance_idle(false).await;
         None
     }
 
@@ -582,14 +596,15 @@ where
 
 /// Step 4's second half: waits for the outbox's publish (sending it again after a
 /// failure); once it is out, remembers its summaries, counts it (step 5) and empties it.
+/// Returns the last entry whose snapshots it settled, if it had any.
 async fn settle<P: LobbyEventsPublisher + 'static>(
     outbox: &mut Option<Outbox>,
     publisher: &Arc<P>,
     metrics: &WorkerMetrics,
     last_published: &mut HashMap<GameId, EngineHealth>,
-) -> Result<(), ports::Error> {
+) -> Result<Option<EntryId>, ports::Error> {
     let Some(pending) = outbox.as_mut() else {
-        return Ok(());
+        return Ok(None);
     };
     let result = match pending.sending.take() {
         Some(task) => task
@@ -614,8 +629,9 @@ async fn settle<P: LobbyEventsPublisher + 'static>(
         }
         metrics.published(event.kind());
     }
+    let through = pending.through;
     *outbox = None;
-    Ok(())
+    Ok(Some(through))
 }
 
 /// Step 2: one transaction for the batch (nothing to do for an empty one), or, when the
@@ -728,6 +744,7 @@ where
             apply(&self.store, &observations, &self.refused, &self.owner),
         );
         let Isolated { results, stopped } = applied;
+        let published = published.map(|through| self.mark_published(through));
         self.remember_refusals(&observations, &results);
         self.remember_commits(&observations, &results, stopped.as_ref());
         let covered = covered(&decoded, results.len(), stopped.is_some());
@@ -775,16 +792,29 @@ where
     }
 
     /// Step 0 while no entries are pending (nothing is in flight either): the keeper's
-    /// changes are taken at once, not only when entries arrive, and a gained shard whose
-    /// checkpoint is behind `position` moves the reading back to it.
+    /// changes and the idle advance are taken at once, not only when entries arrive, and
+    /// a gained shard whose checkpoint is behind `position` moves the reading back to it.
     async fn before_read(&mut self, position: EntryId) -> Option<EntryId> {
         self.take_changes().await;
-        let to = self.rewind_to.take()?;
-        if to >= position {
-            return None;
+        match self.rewind_to.take() {
+            Some(to) if to < position => {
+                self.applied_through = None;
+                Some(to)
+            }
+            _ => {
+                self.advance_idle(false).await;
+                None
+            }
         }
-        self.applied_through = None;
-        Some(to)
+    }
+
+    /// At the stop, once everything in flight is finished: the owned shards' checkpoints
+    /// and published marks are written down now, so whoever takes them over next reads
+    /// from there and republishes nothing this instance published.
+    async fn stopped(&mut self) {
+        if self.outbox.is_none() {
+            self.advance_idle(true).await;
+        }
     }
 }
 
@@ -825,7 +855,11 @@ where
         }
         if events.is_empty() {
             return match stopped {
-                None => BatchOutcome::done(batch_len),
+                None => {
+                    // Nothing of these entries is to publish: they are out as they are.
+                    self.owner.mark_published(position(last));
+                    BatchOutcome::done(batch_len)
+                }
                 Some(error) => BatchOutcome::stopped(through, error),
             };
         }

@@ -52,6 +52,7 @@ fn owner_at(checkpoint: Option<domain_runtime::EntryPosition>) -> Ownership {
             shard,
             epoch: 1,
             checkpoint,
+            published: None,
         }),
     )
 }
@@ -124,12 +125,13 @@ fn store_gated(
                 shard,
                 epoch: 1,
                 checkpoint: checkpoints.get(&shard).copied(),
+                published: None,
             })
             .collect())
     });
     store
         .expect_advance_checkpoints()
-        .returning(move |shards, through| {
+        .returning(move |shards, through, _| {
             let mut checkpoints = advanced.lock().unwrap();
             for &(shard, _) in shards {
                 let at = checkpoints.entry(shard).or_insert(through);
@@ -985,7 +987,9 @@ async fn a_commit_whose_reply_was_lost_is_found_by_its_checkpoint_and_not_applie
         .returning(move |ids| ready_now(get.get_many(ids)));
     store
         .expect_advance_checkpoints()
-        .returning(move |shards, through| ready_now(inner.advance_checkpoints(shards, through)));
+        .returning(move |shards, through, mark| {
+            ready_now(inner.advance_checkpoints(shards, through, mark))
+        });
     let mut w = HealthEventsWorker::new(
         store,
         recording_publisher(h.published.clone()),
@@ -1049,6 +1053,7 @@ async fn entries_of_shards_another_instance_owns_are_left_to_it_dead_letters_inc
             shard: mine,
             epoch: 1,
             checkpoint: None,
+            published: None,
         }],
     );
     let mut w = HealthEventsWorker::new(
@@ -1109,6 +1114,7 @@ fn owning_only(shard: u32) -> Ownership {
             shard,
             epoch: 1,
             checkpoint: None,
+            published: None,
         }],
     )
 }
@@ -1140,6 +1146,7 @@ async fn a_shard_gained_rewinds_the_reading_to_its_checkpoint_and_its_stored_sum
         shard: shard_b,
         epoch: 7,
         checkpoint: Some(domain_runtime::EntryPosition { ms: 0, seq: 5 }),
+        published: None,
     }]));
     let next = [event(3, &a, "probe_recovered")];
     let outcome = w.handle(&next).await;
@@ -1172,6 +1179,7 @@ async fn a_shard_gained_at_or_after_what_the_worker_passed_needs_no_rewind() {
         shard: shard_b,
         epoch: 2,
         checkpoint: Some(domain_runtime::EntryPosition { ms: 1, seq: 4 }),
+        published: None,
     }]));
     let outcome = w.handle(&[event(5, &a, "probe_failed")]).await;
     assert_eq!(outcome.rewind, None);
@@ -1205,13 +1213,18 @@ async fn idle_shards_checkpoints_move_up_to_what_the_worker_finished_once_a_seco
     let ((a, _), _) = two_shards();
     let h = Harness::new(&[(&a, RuntimeStatus::Running)]);
     let mut store = store_gated(h.records.clone(), h.applies.clone(), |_, _| None);
-    let advances: Arc<Mutex<Vec<(usize, domain_runtime::EntryPosition)>>> = Arc::default();
+    type Advance = (
+        usize,
+        domain_runtime::EntryPosition,
+        Option<domain_runtime::EntryPosition>,
+    );
+    let advances: Arc<Mutex<Vec<Advance>>> = Arc::default();
     let seen = advances.clone();
     store.checkpoint();
     store
         .expect_advance_checkpoints()
-        .returning(move |shards, through| {
-            seen.lock().unwrap().push((shards.len(), through));
+        .returning(move |shards, through, mark| {
+            seen.lock().unwrap().push((shards.len(), through, mark));
             Ok(Vec::new())
         });
     store
@@ -1232,14 +1245,15 @@ async fn idle_shards_checkpoints_move_up_to_what_the_worker_finished_once_a_seco
             .finished,
         1
     );
-    // The next batch moves every shard but a's (its checkpoint is at entry 1 already).
+    // The next batch moves every shard: a's checkpoint is at entry 1 already, but its
+    // published mark is not yet written (entry 1 had nothing to publish).
     assert_eq!(
         drive(&mut w, &[event(2, &a, "probe_failed")])
             .await
             .finished,
         1
     );
-    assert_eq!(*advances.lock().unwrap(), [(63, at(1))]);
+    assert_eq!(*advances.lock().unwrap(), [(64, at(1), Some(at(1)))]);
     // Within the second, no other advance.
     assert_eq!(
         drive(&mut w, &[event(3, &a, "probe_failed")])
@@ -1255,7 +1269,7 @@ async fn idle_shards_checkpoints_move_up_to_what_the_worker_finished_once_a_seco
             .finished,
         1
     );
-    assert_eq!(advances.lock().unwrap()[1], (63, at(3)));
+    assert_eq!(advances.lock().unwrap()[1], (64, at(3), Some(at(3))));
 }
 
 #[tokio::test]
@@ -1272,6 +1286,7 @@ async fn an_idle_worker_takes_a_gain_before_the_next_read_and_moves_the_position
             shard: shard_b,
             epoch: 3,
             checkpoint,
+            published: None,
         }])
     };
     h.keeper_sends(claim(Some(domain_runtime::EntryPosition { ms: 1, seq: 9 })));
@@ -1283,4 +1298,71 @@ async fn an_idle_worker_takes_a_gain_before_the_next_read_and_moves_the_position
     h.keeper_sends(claim(Some(domain_runtime::EntryPosition { ms: 1, seq: 2 })));
     assert_eq!(w.before_read(at).await, Some(EntryId::new(1, 2)));
     assert_eq!(w.before_read(at).await, None, "once");
+}
+
+#[tokio::test]
+async fn a_shard_taken_over_republishes_only_the_entries_after_its_published_mark() {
+    let ((_, _), (b, shard_b)) = two_shards();
+    let h = Harness::new(&[(&b, RuntimeStatus::Running)]);
+    let at = |seq| domain_runtime::EntryPosition { ms: 1, seq };
+    // The previous owner applied entries 1 and 2; only entry 1's snapshot is known out.
+    let owner = Ownership::new(
+        domain_runtime::ShardCount::default(),
+        [domain_runtime::ShardClaim {
+            shard: shard_b,
+            epoch: 2,
+            checkpoint: Some(at(2)),
+            published: Some(at(1)),
+        }],
+    );
+    assert_eq!(start_position(&owner), Some(EntryId::new(1, 1)));
+    let mut w = h.worker_of(owner, |_, _| None);
+    let batch = [
+        event(1, &b, "probe_failed"),
+        event(2, &b, "container_exited"),
+        event(3, &b, "probe_recovered"),
+    ];
+    assert_eq!(drive(&mut w, &batch).await.finished, 3);
+    let sources: Vec<Option<contracts::SourceEntryId>> = h
+        .published
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.snapshot().source_entry_id)
+        .collect();
+    let id = |seq| Some(contracts::SourceEntryId { ms: 1, seq });
+    assert_eq!(sources, [id(2), id(3)], "entry 1 went out already");
+    assert_eq!(h.metrics.consumed_count(Outcome::Replayed), 2);
+    assert_eq!(h.metrics.consumed_count(Outcome::Applied), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_gained_while_idle_is_read_from_its_checkpoint_before_any_idle_advance() {
+    let ((a, shard_a), (b, shard_b)) = two_shards();
+    let h = Harness::new(&[(&a, RuntimeStatus::Running), (&b, RuntimeStatus::Running)]);
+    let mut w = h
+        .worker_of(owning_only(shard_a), |_, _| None)
+        .with_handover(h.worker_side());
+    // b's entry 2 goes by while its shard is another's; then this worker finishes entry 5.
+    let passed = [event(2, &b, "probe_failed"), event(5, &a, "probe_failed")];
+    assert_eq!(drive(&mut w, &passed).await.finished, 2);
+    h.keeper_sends(OwnershipChange::Gained(vec![domain_runtime::ShardClaim {
+        shard: shard_b,
+        epoch: 2,
+        checkpoint: Some(domain_runtime::EntryPosition { ms: 1, seq: 1 }),
+        published: None,
+    }]));
+    // Idle, with an idle advance due: the gain rewinds, and b's checkpoint is not moved
+    // past its unread entry.
+    tokio::time::advance(ADVANCE_EVERY).await;
+    assert_eq!(
+        w.before_read(EntryId::new(1, 5)).await,
+        Some(EntryId::new(1, 1))
+    );
+    assert_eq!(drive(&mut w, &passed).await.finished, 2);
+    assert_eq!(
+        h.metrics.consumed_count(Outcome::Applied),
+        2,
+        "a's 5, then b's 2"
+    );
 }

@@ -104,6 +104,7 @@ fn store() -> MockRuntimeRecordStore {
                     shard,
                     epoch: *epoch,
                     checkpoint: None,
+                    published: None,
                 }
             })
             .collect())

@@ -139,6 +139,11 @@ pub trait BatchHandler: Send {
         let _ = position;
         None
     }
+
+    /// Called once when the consumer stops, after what the handler had in flight was
+    /// finished and the offset stored: a handler may write down its final state. By
+    /// default nothing.
+    async fn stopped(&mut self) {}
 }
 
 /// A boxed handler is a handler, so one process can run consumers of different workers
@@ -155,6 +160,10 @@ impl<H: BatchHandler + ?Sized> BatchHandler for Box<H> {
 
     async fn before_read(&mut self, position: EntryId) -> Option<EntryId> {
         (**self).before_read(position).await
+    }
+
+    async fn stopped(&mut self) {
+        (**self).stopped().await;
     }
 }
 
@@ -433,6 +442,7 @@ where
         {
             tracing::warn!(error = %error, offset = %position, "offset not saved at shutdown; the entries after the stored offset will be handled again");
         }
+        self.handler.stopped().await;
         tracing::info!(consumer = %self.config.label, offset = ?self.position, "consumer stopped");
     }
 
