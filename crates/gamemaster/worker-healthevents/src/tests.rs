@@ -248,6 +248,16 @@ impl Harness {
         assert!(self.keeper.lock().unwrap().send(change));
     }
 
+    /// The `source_entry_id` of each snapshot published, in order.
+    fn sources(&self) -> Vec<Option<contracts::SourceEntryId>> {
+        self.published
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.snapshot().source_entry_id)
+            .collect()
+    }
+
     /// The shards the worker reported fenced off.
     fn keeper_fenced(&self) -> Vec<u32> {
         self.keeper.lock().unwrap().fenced()
@@ -905,13 +915,7 @@ async fn entries_at_their_checkpoint_are_not_applied_again_and_the_last_republis
             ),
         ]
     );
-    let sources: Vec<Option<contracts::SourceEntryId>> = h
-        .published
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|e| e.snapshot().source_entry_id)
-        .collect();
+    let sources = h.sources();
     let at = |seq| Some(contracts::SourceEntryId { ms: 1, seq });
     assert_eq!(sources, [at(2), at(3)]);
     assert_eq!(h.metrics.consumed_count(Outcome::Replayed), 2);
@@ -1323,13 +1327,7 @@ async fn a_shard_taken_over_republishes_only_the_entries_after_its_published_mar
         event(3, &b, "probe_recovered"),
     ];
     assert_eq!(drive(&mut w, &batch).await.finished, 3);
-    let sources: Vec<Option<contracts::SourceEntryId>> = h
-        .published
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|e| e.snapshot().source_entry_id)
-        .collect();
+    let sources = h.sources();
     let id = |seq| Some(contracts::SourceEntryId { ms: 1, seq });
     assert_eq!(sources, [id(2), id(3)], "entry 1 went out already");
     assert_eq!(h.metrics.consumed_count(Outcome::Replayed), 2);
