@@ -57,6 +57,7 @@ pub enum OwnershipChange {
 pub struct KeeperSide {
     changes: mpsc::UnboundedSender<OwnershipChange>,
     fenced: mpsc::UnboundedReceiver<Vec<u32>>,
+    released: mpsc::UnboundedReceiver<Vec<u32>>,
 }
 
 /// The worker's end of a [`handover`].
@@ -64,25 +65,39 @@ pub struct KeeperSide {
 pub struct WorkerSide {
     changes: mpsc::UnboundedReceiver<OwnershipChange>,
     fenced: mpsc::UnboundedSender<Vec<u32>>,
+    released: mpsc::UnboundedSender<Vec<u32>>,
 }
 
 /// The two ends of the handover between an instance's lease keeper and its worker:
 /// ownership changes go to the worker, which takes them between batches; shards the
-/// worker found fenced off (claimed by another instance) come back to the keeper.
+/// worker found fenced off (claimed by another instance), and shards it let go with its
+/// published mark written on them, come back to the keeper.
 #[must_use]
 pub fn handover() -> (KeeperSide, WorkerSide) {
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
     let (fenced_tx, fenced_rx) = mpsc::unbounded_channel();
+    let (released_tx, released_rx) = mpsc::unbounded_channel();
     (
         KeeperSide {
             changes: changes_tx,
             fenced: fenced_rx,
+            released: released_rx,
         },
         WorkerSide {
             changes: changes_rx,
             fenced: fenced_tx,
+            released: released_tx,
         },
     )
+}
+
+/// Everything waiting on `receiver`, flattened.
+fn drain(receiver: &mut mpsc::UnboundedReceiver<Vec<u32>>) -> Vec<u32> {
+    let mut shards = Vec::new();
+    while let Ok(more) = receiver.try_recv() {
+        shards.extend(more);
+    }
+    shards
 }
 
 impl KeeperSide {
@@ -98,11 +113,13 @@ impl KeeperSide {
 
     /// The shards the worker reported fenced off since the last call.
     pub fn fenced(&mut self) -> Vec<u32> {
-        let mut shards = Vec::new();
-        while let Ok(more) = self.fenced.try_recv() {
-            shards.extend(more);
-        }
-        shards
+        drain(&mut self.fenced)
+    }
+
+    /// The shards the worker let go (after a [`OwnershipChange::Lost`]) since the last
+    /// call, their snapshots out and its mark written on them: their leases may go.
+    pub fn released(&mut self) -> Vec<u32> {
+        drain(&mut self.released)
     }
 }
 
@@ -120,6 +137,13 @@ impl WorkerSide {
     pub fn report_fenced(&self, shards: Vec<u32>) {
         // A keeper that is gone has nothing left to learn.
         let _ = self.fenced.send(shards);
+    }
+
+    /// Tells the keeper `shards`, lost, are let go: whoever claims them next finds them
+    /// as this worker left them.
+    pub fn report_released(&self, shards: Vec<u32>) {
+        // A keeper that is gone releases nothing any more.
+        let _ = self.released.send(shards);
     }
 }
 
@@ -144,6 +168,9 @@ mod tests {
         worker.report_fenced(vec![4, 5]);
         assert_eq!(keeper.fenced(), vec![3, 4, 5]);
         assert!(keeper.fenced().is_empty());
+        worker.report_released(vec![1]);
+        assert_eq!(keeper.released(), vec![1]);
+        assert!(keeper.fenced().is_empty(), "a release is no fence");
         drop(worker);
         assert!(
             !keeper.send(OwnershipChange::Lost(vec![1])),

@@ -142,6 +142,9 @@ pub struct HealthEventsWorker<S, P> {
     applied_through: Option<EntryId>,
     /// When step 0 last moved idle shards' checkpoints.
     last_advance: Option<Instant>,
+    /// Shards lost (with the epochs they were held under) whose last snapshots are not
+    /// settled yet: once they are, the mark is written on them and the keeper told.
+    letting_go: Vec<(u32, u64)>,
 }
 
 /// What steps 0 and 1 made of a batch's new entries.
@@ -192,6 +195,7 @@ where
             rewind_to: None,
             applied_through: None,
             last_advance: None,
+            letting_go: Vec::new(),
         }
     }
 
@@ -217,6 +221,10 @@ where
         for change in changes {
             match change {
                 OwnershipChange::Lost(shards) => {
+                    let epochs = shards
+                        .iter()
+                        .filter_map(|&s| self.owner.claim(s).map(|c| (s, c.epoch)));
+                    self.letting_go.extend(epochs.collect::<Vec<_>>());
                     let lost = self.owner.lose(&shards);
                     tracing::info!(shards = ?lost, "shards handed over: no longer applied here");
                 }
@@ -232,6 +240,27 @@ where
             }
         }
         self.metrics.owned(self.owner.len());
+    }
+
+    /// Step 0 for shards lost, once no publish is under way (their last snapshots are
+    /// out): their checkpoints and published marks are written down, under the epochs they
+    /// were held under, and the keeper may let their leases go. Their next owner then
+    /// republishes nothing this instance published.
+    async fn let_go(&mut self) {
+        if self.letting_go.is_empty() || self.outbox.is_some() {
+            return;
+        }
+        let shards = std::mem::take(&mut self.letting_go);
+        let through = self
+            .applied_through
+            .map_or(domain_runtime::EntryPosition { ms: 0, seq: 0 }, position);
+        let mark = self.owner.published();
+        if let Err(error) = self.store.advance_checkpoints(&shards, through, mark).await {
+            tracing::warn!(error = %error_chain(&error), "marks of shards handed over not written; their next owner may republish a few snapshots");
+        }
+        if let Some(side) = &self.handover {
+            side.report_released(shards.into_iter().map(|(s, _)| s).collect());
+        }
     }
 
     /// Step 0 for shards taken over: their games' stored summaries count as published.
@@ -373,10 +402,23 @@ where
         }
     }
 
+    /// Step 4's second half done beside step 2: a publish that settled moves the mark,
+    /// and the shards lost meanwhile can be let go.
+    async fn settled(
+        &mut self,
+        published: Result<Option<EntryId>, ports::Error>,
+    ) -> Result<(), ports::Error> {
+        let through = published?;
+        self.mark_published(through);
+        self.let_go().await;
+        Ok(())
+    }
+
     /// Step 0 within a batch: the keeper's changes, a rewind if one is due, then idle
     /// shards' checkpoints. `Some` when the batch ends here.
     async fn take_over(&mut self, batch: &[StreamEntry]) -> Option<BatchOutcome> {
         self.take_changes().await;
+        self.let_go().await;
         if let Some(rewound) = self.rewind(batch).await {
             return Some(rewound);
         }
@@ -744,7 +786,7 @@ where
             apply(&self.store, &observations, &self.refused, &self.owner),
         );
         let Isolated { results, stopped } = applied;
-        let published = published.map(|through| self.mark_published(through));
+        let published = self.settled(published).await;
         self.remember_refusals(&observations, &results);
         self.remember_commits(&observations, &results, stopped.as_ref());
         let covered = covered(&decoded, results.len(), stopped.is_some());
@@ -796,6 +838,7 @@ where
     /// a gained shard whose checkpoint is behind `position` moves the reading back to it.
     async fn before_read(&mut self, position: EntryId) -> Option<EntryId> {
         self.take_changes().await;
+        self.let_go().await;
         match self.rewind_to.take() {
             Some(to) if to < position => {
                 self.applied_through = None;

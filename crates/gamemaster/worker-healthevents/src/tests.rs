@@ -258,6 +258,11 @@ impl Harness {
             .collect()
     }
 
+    /// The shards the worker let go.
+    fn keeper_released(&self) -> Vec<u32> {
+        self.keeper.lock().unwrap().released()
+    }
+
     /// The shards the worker reported fenced off.
     fn keeper_fenced(&self) -> Vec<u32> {
         self.keeper.lock().unwrap().fenced()
@@ -1210,6 +1215,11 @@ async fn a_shard_lost_is_not_applied_from_the_next_batch_on() {
     assert_eq!(h.metrics.consumed_count(Outcome::NotOwned), 1);
     assert_eq!(h.metrics.consumed_count(Outcome::Applied), 2);
     assert!(h.keeper_fenced().is_empty(), "a hand-over is no fence");
+    assert_eq!(
+        h.keeper_released(),
+        [shard_a],
+        "let go once its snapshots were out"
+    );
 }
 
 #[tokio::test(start_paused = true)]

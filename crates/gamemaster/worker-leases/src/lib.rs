@@ -9,7 +9,9 @@
 //!  3. **Forgets fenced shards**: those the worker found claimed by another instance are
 //!     no longer owned (if their lease is still this instance's, step 6 claims them back).
 //!  4. **Releases** the owned shards now assigned to another member: the worker stops
-//!     applying them, then their leases go, so the new owner takes them at its next tick.
+//!     applying them, settles their last snapshots and writes its published mark on them,
+//!     then tells the keeper, which lets their leases go at its next tick (or they lapse
+//!     after a lease period), so the new owner takes them as this instance left them.
 //!  5. **Holds** the leases of the assigned shards: renews those it holds, takes the free
 //!     ones. An owned shard whose lease another member holds now is lost: the worker
 //!     stops applying it at once.
@@ -28,7 +30,7 @@
 
 mod metrics;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use domain_runtime::{ShardClaim, ShardCount, assigned};
 use error_kit::error_chain;
@@ -54,6 +56,9 @@ pub struct LeaseKeeper<L, S> {
     metrics: KeeperMetrics,
     /// Shards held by lease, claimed, and handed to the worker.
     owned: BTreeSet<u32>,
+    /// Shards moving to another member, since when: their leases go once the worker has
+    /// let them go.
+    releasing: BTreeMap<u32, Instant>,
     /// When a tick last renewed the leases.
     renewed: Option<Instant>,
 }
@@ -79,6 +84,7 @@ impl<L: ShardLeases, S: RuntimeRecordStore> LeaseKeeper<L, S> {
             side,
             metrics,
             owned: BTreeSet::new(),
+            releasing: BTreeMap::new(),
             renewed: None,
         }
     }
@@ -147,7 +153,8 @@ impl<L: ShardLeases, S: RuntimeRecordStore> LeaseKeeper<L, S> {
         for shard in self.side.fenced() {
             self.owned.remove(&shard);
         }
-        // 4. Release what moved to another member.
+        // 4. Release what moved to another member, once the worker let it go.
+        self.release_let_go().await?;
         let moving: Vec<u32> = self
             .owned
             .iter()
@@ -155,7 +162,8 @@ impl<L: ShardLeases, S: RuntimeRecordStore> LeaseKeeper<L, S> {
             .filter(|s| wanted.binary_search(s).is_err())
             .collect();
         self.lose(&moving, "assigned to another member");
-        self.leases.release(&self.instance, &moving).await?;
+        let now = Instant::now();
+        self.releasing.extend(moving.iter().map(|&s| (s, now)));
         // 5. Hold the share; an owned shard whose lease another holds is lost.
         let held = self.leases.hold(&self.instance, &wanted, self.ttl).await?;
         self.renewed = Some(Instant::now());
@@ -166,11 +174,15 @@ impl<L: ShardLeases, S: RuntimeRecordStore> LeaseKeeper<L, S> {
             .filter(|s| held.binary_search(s).is_err())
             .collect();
         self.lose(&lost, "its lease is another member's");
-        // 6. Claim what is newly held.
+        // 6. Claim what is newly held (a shard moving away that is this member's again
+        //    included).
         let new: Vec<u32> = held
             .into_iter()
             .filter(|s| !self.owned.contains(s))
             .collect();
+        for shard in &new {
+            self.releasing.remove(shard);
+        }
         if new.is_empty() {
             return Ok(Vec::new());
         }
@@ -181,6 +193,24 @@ impl<L: ShardLeases, S: RuntimeRecordStore> LeaseKeeper<L, S> {
         self.owned.extend(claims.iter().map(|c| c.shard));
         tracing::info!(instance = %self.instance, shards = ?new, "shards claimed");
         Ok(claims)
+    }
+
+    /// Step 4's first half: the leases of the moving shards the worker let go are
+    /// released; those it has not let go within a lease period have lapsed by now.
+    async fn release_let_go(&mut self) -> Result<(), ports::Error> {
+        let let_go: Vec<u32> = self
+            .side
+            .released()
+            .into_iter()
+            .filter(|s| self.releasing.contains_key(s))
+            .collect();
+        self.leases.release(&self.instance, &let_go).await?;
+        for shard in &let_go {
+            self.releasing.remove(shard);
+        }
+        let ttl = self.ttl;
+        self.releasing.retain(|_, since| since.elapsed() < ttl);
+        Ok(())
     }
 
     /// The worker stops applying `shards` (owned ones), which are no longer owned.
@@ -213,7 +243,8 @@ impl<L: ShardLeases, S: RuntimeRecordStore> LeaseKeeper<L, S> {
         {
             tracing::warn!(instance = %self.instance, "the worker did not stop within a lease period; handing the shards over anyway (its late writes are fenced off)");
         }
-        let owned: Vec<u32> = std::mem::take(&mut self.owned).into_iter().collect();
+        let mut owned: Vec<u32> = std::mem::take(&mut self.owned).into_iter().collect();
+        owned.extend(std::mem::take(&mut self.releasing).into_keys());
         let released = self.leases.release(&self.instance, &owned).await;
         let left = self.leases.leave(&self.instance).await;
         if let Err(error) = released.and(left) {

@@ -174,7 +174,8 @@ async fn a_member_that_joins_gets_its_share_released_to_it_and_claims_it() {
         b.start().await.unwrap().is_empty(),
         "gm-a holds every lease yet"
     );
-    // gm-a sees gm-b and lets its share go; gm-b takes it at its next tick.
+    // gm-a sees gm-b: its worker stops applying gm-b's share; the leases stay until the
+    // worker has let the shards go.
     a.tick().await.unwrap();
     let released = lost(&a_worker.changes());
     let share = assigned(
@@ -183,6 +184,14 @@ async fn a_member_that_joins_gets_its_share_released_to_it_and_claims_it() {
         "gm-b",
     );
     assert_eq!(released, share);
+    b.tick().await.unwrap();
+    assert!(
+        b_worker.changes().is_empty(),
+        "not before gm-a's worker let go"
+    );
+    a_worker.report_released(released);
+    a.tick().await.unwrap();
+    // gm-b takes them at its next tick.
     b.tick().await.unwrap();
     assert_eq!(gained(&b_worker.changes()), share);
     assert_eq!(b.metrics.takeovers(), share.len() as u64);
