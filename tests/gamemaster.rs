@@ -498,6 +498,43 @@ async fn running_games(client: &tokio_postgres::Client, n: usize) -> Vec<String>
     (0..n).map(|n| format!("g-{n:03}")).collect()
 }
 
+/// What the tests of several instances share: a migrated database with some games
+/// running, a throwaway Redis of their own, and the clients to look at both.
+struct Fleet {
+    db: TestDb,
+    client: tokio_postgres::Client,
+    games: Vec<String>,
+    redis: TestRedis,
+    redis_url: String,
+    _redis_server: ThrowawayRedis,
+}
+
+impl Fleet {
+    /// `games` games registered `running` (see [`running_games`]).
+    async fn new(games: usize) -> Self {
+        let db = migrated_db().await;
+        let client = pg_client(db.url()).await.unwrap();
+        let games = running_games(&client, games).await;
+        let redis_server = ThrowawayRedis::start().await.unwrap();
+        let redis_url = redis_server.url();
+        let redis = TestRedis::connect_to(&redis_url).await.unwrap();
+        Self {
+            db,
+            client,
+            games,
+            redis,
+            redis_url,
+            _redis_server: redis_server,
+        }
+    }
+
+    /// Deletes what the test wrote.
+    async fn finish(self) {
+        self.redis.cleanup().await.unwrap();
+        self.db.drop_db().await.unwrap();
+    }
+}
+
 /// `gamemaster run` as instance `id`, with 1 s leases, once ready.
 async fn start_instance(db_url: &str, redis_url: &str, id: &str) -> e2e::Service {
     let instance = [
@@ -509,29 +546,28 @@ async fn start_instance(db_url: &str, redis_url: &str, id: &str) -> e2e::Service
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_divide_the_shards_hand_them_over_on_sigterm_and_apply_each_entry_once() {
-    let db = migrated_db().await;
-    let client = pg_client(db.url()).await.unwrap();
-    let games = running_games(&client, 40).await;
-    let redis_server = ThrowawayRedis::start().await.unwrap();
-    let redis = TestRedis::connect_to(&redis_server.url()).await.unwrap();
-    let redis_url = redis_server.url();
-    let start = |id: &'static str| start_instance(db.url(), &redis_url, id);
+    let fleet = Fleet::new(40).await;
+    let Fleet {
+        db,
+        client,
+        games,
+        redis,
+        redis_url,
+        ..
+    } = &fleet;
+    let start = |id: &'static str| start_instance(db.url(), redis_url, id);
     let all_rows = |status: &'static str, health: &'static str| {
-        let client = &client;
         move || async move {
             let rows = runtime_rows(client).await.unwrap();
             rows.len() == 40 && rows.values().all(|r| r.0 == status && r.1 == health)
         }
     };
-    let send = |event_type: &'static str| {
-        let (redis, games) = (&redis, &games);
-        async move {
-            let mut ids = Vec::new();
-            for game in games {
-                ids.push(health_event(redis, game, event_type).await);
-            }
-            ids
+    let send = |event_type: &'static str| async move {
+        let mut ids = Vec::new();
+        for game in games.iter() {
+            ids.push(health_event(redis, game, event_type).await);
         }
+        ids
     };
 
     // One instance alone owns every shard.
@@ -596,7 +632,7 @@ async fn two_instances_divide_the_shards_hand_them_over_on_sigterm_and_apply_eac
     );
     sent.extend(send("probe_failed").await);
     eventually("one applies the rest", Duration::from_secs(20), || async {
-        let rows = runtime_rows(&client).await.unwrap();
+        let rows = runtime_rows(client).await.unwrap();
         rows.values().all(|r| r.1 == "probe_failed")
     })
     .await
@@ -605,7 +641,7 @@ async fn two_instances_divide_the_shards_hand_them_over_on_sigterm_and_apply_eac
     // Each entry was published once, naming its entry, whoever applied it: a planned
     // hand-over lets a shard go only once its snapshots are out and its published mark
     // written, so its next owner republishes nothing.
-    let published = entries(&redis, LOBBY).await.unwrap();
+    let published = entries(redis, LOBBY).await.unwrap();
     for id in &sent {
         let copies = published
             .iter()
@@ -637,19 +673,21 @@ async fn two_instances_divide_the_shards_hand_them_over_on_sigterm_and_apply_eac
     .unwrap();
 
     e2e::stop_service(one).await;
-    redis.cleanup().await.unwrap();
-    db.drop_db().await.unwrap();
+    fleet.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shards_of_an_instance_killed_with_sigkill_are_taken_over_within_seconds() {
-    let db = migrated_db().await;
-    let client = pg_client(db.url()).await.unwrap();
-    let games = running_games(&client, 100).await;
-    let redis_server = ThrowawayRedis::start().await.unwrap();
-    let redis = TestRedis::connect_to(&redis_server.url()).await.unwrap();
-    let redis_url = redis_server.url();
-    let start = |id: &'static str| start_instance(db.url(), &redis_url, id);
+    let fleet = Fleet::new(100).await;
+    let Fleet {
+        db,
+        client,
+        games,
+        redis,
+        redis_url,
+        ..
+    } = &fleet;
+    let start = |id: &'static str| start_instance(db.url(), redis_url, id);
     let a = start("a").await;
     let b = start("b").await;
     let c = start("c").await;
@@ -665,11 +703,11 @@ async fn the_shards_of_an_instance_killed_with_sigkill_are_taken_over_within_sec
     )
     .await
     .unwrap();
-    for game in &games {
-        health_event(&redis, game, "container_exited").await;
+    for game in games {
+        health_event(redis, game, "container_exited").await;
     }
     eventually("the exits are applied", Duration::from_secs(20), || async {
-        let rows = runtime_rows(&client).await.unwrap();
+        let rows = runtime_rows(client).await.unwrap();
         rows.values().all(|r| r.1 == "exited")
     })
     .await
@@ -680,14 +718,14 @@ async fn the_shards_of_an_instance_killed_with_sigkill_are_taken_over_within_sec
     b_process.signal("KILL").unwrap();
     let killed = std::time::Instant::now();
     let _ = b_process.wait(Duration::from_secs(5)).await;
-    for game in &games {
-        health_event(&redis, game, "probe_recovered").await;
+    for game in games {
+        health_event(redis, game, "probe_recovered").await;
     }
     eventually(
         "every recovery is applied",
         Duration::from_secs(15),
         || async {
-            let rows = runtime_rows(&client).await.unwrap();
+            let rows = runtime_rows(client).await.unwrap();
             rows.values()
                 .all(|r| (r.0.as_str(), r.1.as_str()) == ("running", "healthy"))
         },
@@ -711,20 +749,22 @@ async fn the_shards_of_an_instance_killed_with_sigkill_are_taken_over_within_sec
     assert!(takeovers > 0.0);
     e2e::stop_service(a).await;
     e2e::stop_service(c).await;
-    redis.cleanup().await.unwrap();
-    db.drop_db().await.unwrap();
+    fleet.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_paused_past_its_leases_loses_its_shards_and_no_entry_is_applied_twice() {
-    let db = migrated_db().await;
-    let client = pg_client(db.url()).await.unwrap();
-    let games = running_games(&client, 100).await;
-    let redis_server = ThrowawayRedis::start().await.unwrap();
-    let redis = TestRedis::connect_to(&redis_server.url()).await.unwrap();
-    let redis_url = redis_server.url();
-    let a = start_instance(db.url(), &redis_url, "a").await;
-    let b = start_instance(db.url(), &redis_url, "b").await;
+    let fleet = Fleet::new(100).await;
+    let Fleet {
+        db,
+        client,
+        games,
+        redis,
+        redis_url,
+        ..
+    } = &fleet;
+    let a = start_instance(db.url(), redis_url, "a").await;
+    let b = start_instance(db.url(), redis_url, "b").await;
     let divided = || async {
         let owners = shard_owners(db.url()).await;
         let (on_a, on_b) = (
@@ -741,18 +781,14 @@ async fn an_instance_paused_past_its_leases_loses_its_shards_and_no_entry_is_app
     .await
     .unwrap();
     let all_rows = |health: &'static str| {
-        let client = &client;
         move || async move {
             let rows = runtime_rows(client).await.unwrap();
             rows.values().all(|r| r.1 == health)
         }
     };
-    let send = |event_type: &'static str| {
-        let (redis, games) = (&redis, &games);
-        async move {
-            for game in games {
-                health_event(redis, game, event_type).await;
-            }
+    let send = |event_type: &'static str| async move {
+        for game in games.iter() {
+            health_event(redis, game, event_type).await;
         }
     };
     send("container_exited").await;
@@ -803,6 +839,5 @@ async fn an_instance_paused_past_its_leases_loses_its_shards_and_no_entry_is_app
     );
     e2e::stop_service(a).await;
     e2e::stop_service(b).await;
-    redis.cleanup().await.unwrap();
-    db.drop_db().await.unwrap();
+    fleet.finish().await;
 }
