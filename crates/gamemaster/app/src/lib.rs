@@ -145,16 +145,17 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
     let store = PgRuntimeRecordStore::new(backends.pool.clone());
     store.register_metrics(&mut registry);
     let (keeper_side, worker_side) = ports::handover();
+    let (instance, count) = (instance_id(m), shard_count(m)?);
     let mut keeper = LeaseKeeper::new(
         RedisLeases::new(backends.redis.clone(), SERVICE),
         store.clone(),
-        instance_id(m),
-        shard_count(m)?,
+        instance.clone(),
+        count,
         lease_ttl(m)?,
         keeper_side,
         KeeperMetrics::register(&mut registry),
     );
-    let owner = first_claims(&mut keeper, m).await?;
+    let owner = first_claims(&mut keeper, &instance, count).await?;
     let start = start_position(&owner);
     let worker = HealthEventsWorker::new(
         store,
@@ -202,19 +203,19 @@ fn lease_ttl(m: &ArgMatches) -> Result<Duration, StartupError> {
 /// alone; none yet when others hold them, which then hand its share over).
 async fn first_claims<L, S>(
     keeper: &mut LeaseKeeper<L, S>,
-    m: &ArgMatches,
+    instance: &str,
+    count: ShardCount,
 ) -> Result<Ownership, StartupError>
 where
     L: ports::ShardLeases,
     S: ports::RuntimeRecordStore,
 {
-    let count = shard_count(m)?;
     let claims = keeper.start().await.map_err(|e| {
         StartupError::new(format!("claiming shards: {}", service_kit::error_chain(&e)))
     })?;
     let epochs: Vec<u64> = claims.iter().map(|c| c.epoch).collect();
     tracing::info!(
-        instance = %instance_id(m),
+        instance = %instance,
         shards = count.get(),
         owned = claims.len(),
         lowest_epoch = epochs.iter().min().copied().unwrap_or_default(),

@@ -84,7 +84,7 @@ use stream_consumer::{BatchHandler, BatchOutcome, EntryId, Isolated, StreamEntry
 use tokio::task::JoinHandle;
 use tokio::time::{Duration, Instant};
 
-use shards::{Decoded, position};
+use shards::{Decoded, entry_id, position};
 
 pub use decode::{HealthEvent, SkipReason, decode};
 pub use metrics::{Outcome, WorkerMetrics};
@@ -230,8 +230,7 @@ where
                 }
                 OwnershipChange::Gained(claims) => {
                     let gained: Vec<u32> = claims.iter().map(|c| c.shard).collect();
-                    if let Some(from) = self.owner.gain(claims) {
-                        let from = EntryId::new(from.ms, from.seq);
+                    if let Some(from) = self.owner.gain(claims).map(entry_id) {
                         self.rewind_to = Some(self.rewind_to.map_or(from, |r| r.min(from)));
                     }
                     self.seed(&gained).await;
@@ -292,16 +291,15 @@ where
         let applied_before = self.outbox.as_ref().map_or(0, |o| {
             batch.iter().take_while(|e| e.id <= o.through).count()
         });
-        let settled = settle(
+        let published = settle(
             &mut self.outbox,
             &self.publisher,
             &self.metrics,
             &mut self.last_published,
         )
         .await;
-        match settled {
-            Ok(through) => self.mark_published(through),
-            Err(error) => return Some(BatchOutcome::stopped(0, error)),
+        if let Err(error) = self.settled(published).await {
+            return Some(BatchOutcome::stopped(0, error));
         }
         self.rewind_to = None;
         self.applied_through = None;

@@ -65,6 +65,11 @@ impl Decoded {
     }
 }
 
+/// A shard bookkeeping position as the stream's entry id.
+pub(crate) fn entry_id(at: EntryPosition) -> EntryId {
+    EntryId::new(at.ms, at.seq)
+}
+
 /// An entry id as the shard bookkeeping spells it.
 pub(crate) fn position(id: EntryId) -> EntryPosition {
     EntryPosition {
@@ -135,7 +140,7 @@ pub(crate) async fn stored_summaries<S: RuntimeRecordStore>(
 /// checkpoint). `None` when nothing is owned.
 #[must_use]
 pub fn start_position(owner: &Ownership) -> Option<EntryId> {
-    owner.low_water().map(|p| EntryId::new(p.ms, p.seq))
+    owner.low_water().map(entry_id)
 }
 
 /// Claims every shard of a layout of `count` for `instance`: what a lone instance owns

@@ -155,24 +155,14 @@ impl<L: ShardLeases, S: RuntimeRecordStore> LeaseKeeper<L, S> {
         }
         // 4. Release what moved to another member, once the worker let it go.
         self.release_let_go().await?;
-        let moving: Vec<u32> = self
-            .owned
-            .iter()
-            .copied()
-            .filter(|s| wanted.binary_search(s).is_err())
-            .collect();
+        let moving = self.owned_outside(&wanted);
         self.lose(&moving, "assigned to another member");
         let now = Instant::now();
         self.releasing.extend(moving.iter().map(|&s| (s, now)));
         // 5. Hold the share; an owned shard whose lease another holds is lost.
         let held = self.leases.hold(&self.instance, &wanted, self.ttl).await?;
         self.renewed = Some(Instant::now());
-        let lost: Vec<u32> = self
-            .owned
-            .iter()
-            .copied()
-            .filter(|s| held.binary_search(s).is_err())
-            .collect();
+        let lost = self.owned_outside(&held);
         self.lose(&lost, "its lease is another member's");
         // 6. Claim what is newly held (a shard moving away that is this member's again
         //    included).
@@ -193,6 +183,15 @@ impl<L: ShardLeases, S: RuntimeRecordStore> LeaseKeeper<L, S> {
         self.owned.extend(claims.iter().map(|c| c.shard));
         tracing::info!(instance = %self.instance, shards = ?new, "shards claimed");
         Ok(claims)
+    }
+
+    /// The owned shards not in `shards` (ascending, as `assigned` and `hold` give them).
+    fn owned_outside(&self, shards: &[u32]) -> Vec<u32> {
+        self.owned
+            .iter()
+            .copied()
+            .filter(|s| shards.binary_search(s).is_err())
+            .collect()
     }
 
     /// Step 4's first half: the leases of the moving shards the worker let go are

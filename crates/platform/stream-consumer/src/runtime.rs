@@ -434,6 +434,7 @@ where
         // the entries after the stored offset are handled (and skipped) again.
         if self.keep_dead_letters().await.is_err() {
             tracing::warn!(consumer = %self.config.label, "dead letters not kept at shutdown; offset left where it was stored");
+            self.handler.stopped().await;
             return;
         }
         // A batch finished just before the stop but whose offset save failed: one more try.
