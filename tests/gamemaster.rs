@@ -247,22 +247,11 @@ async fn gamemaster_applies_publishes_survives_a_database_outage_and_drains_on_s
     redis.cleanup().await.unwrap();
 }
 
-/// A database of its own, migrated by `gamemaster migrate`.
-async fn migrated_db() -> TestDb {
-    let db = TestDb::create().await.unwrap();
-    let env = [("GAMEMASTER_POSTGRES_URL", db.url())];
-    let (code, stderr) = run("gamemaster", &["migrate"], &env, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert_eq!(code, 0, "{stderr}");
-    db
-}
-
 /// Issue 11's reproduction: entries whose `game_id` holds a NUL byte, then ordinary ones.
 /// They used to wedge the Game Master for good; now they are skipped and the rest applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_postgres_cannot_hold_are_skipped_and_the_stream_drains_ready() {
-    let db = migrated_db().await;
+    let db = e2e::migrated("gamemaster", "GAMEMASTER_POSTGRES_URL").await;
     let pg = pg_client(db.url()).await.unwrap();
     pg.batch_execute(
         "INSERT INTO runtime_records (game_id, status, current_turn) VALUES
@@ -485,19 +474,6 @@ async fn shard_owners(db_url: &str) -> serde_json::Value {
         .clone()
 }
 
-/// `n` games registered `running` on `client`'s database (`g-000`, `g-001`, …): their ids.
-async fn running_games(client: &tokio_postgres::Client, n: usize) -> Vec<String> {
-    client
-        .batch_execute(&format!(
-            "INSERT INTO runtime_records (game_id, status, current_turn)
-             SELECT 'g-' || lpad(n::text, 3, '0'), 'running', 1 FROM generate_series(0, {}) n",
-            n - 1
-        ))
-        .await
-        .unwrap();
-    (0..n).map(|n| format!("g-{n:03}")).collect()
-}
-
 /// What the tests of several instances share: a migrated database with some games
 /// running, a throwaway Redis of their own, and the clients to look at both.
 struct Fleet {
@@ -510,11 +486,11 @@ struct Fleet {
 }
 
 impl Fleet {
-    /// `games` games registered `running` (see [`running_games`]).
+    /// `games` games registered `running` (see [`e2e::running_games`]).
     async fn new(games: usize) -> Self {
-        let db = migrated_db().await;
+        let db = e2e::migrated("gamemaster", "GAMEMASTER_POSTGRES_URL").await;
         let client = pg_client(db.url()).await.unwrap();
-        let games = running_games(&client, games).await;
+        let games = e2e::running_games(&client, games).await;
         let redis_server = ThrowawayRedis::start().await.unwrap();
         let redis_url = redis_server.url();
         let redis = TestRedis::connect_to(&redis_url).await.unwrap();
@@ -535,15 +511,6 @@ impl Fleet {
     }
 }
 
-/// `gamemaster run` as instance `id`, with 1 s leases, once ready.
-async fn start_instance(db_url: &str, redis_url: &str, id: &str) -> e2e::Service {
-    let instance = [
-        ("GAMEMASTER_INSTANCE_ID", id),
-        ("GAMEMASTER_LEASE_TTL", "1s"),
-    ];
-    e2e::start_service_on("gamemaster", "GAMEMASTER", db_url, redis_url, &instance).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_divide_the_shards_hand_them_over_on_sigterm_and_apply_each_entry_once() {
     let fleet = Fleet::new(40).await;
@@ -555,7 +522,7 @@ async fn two_instances_divide_the_shards_hand_them_over_on_sigterm_and_apply_eac
         redis_url,
         ..
     } = &fleet;
-    let start = |id: &'static str| start_instance(db.url(), redis_url, id);
+    let start = |id: &'static str| e2e::start_instance(db.url(), redis_url, id, "1s");
     let all_rows = |status: &'static str, health: &'static str| {
         move || async move {
             let rows = runtime_rows(client).await.unwrap();
@@ -687,7 +654,7 @@ async fn the_shards_of_an_instance_killed_with_sigkill_are_taken_over_within_sec
         redis_url,
         ..
     } = &fleet;
-    let start = |id: &'static str| start_instance(db.url(), redis_url, id);
+    let start = |id: &'static str| e2e::start_instance(db.url(), redis_url, id, "1s");
     let a = start("a").await;
     let b = start("b").await;
     let c = start("c").await;
@@ -763,8 +730,8 @@ async fn an_instance_paused_past_its_leases_loses_its_shards_and_no_entry_is_app
         redis_url,
         ..
     } = &fleet;
-    let a = start_instance(db.url(), redis_url, "a").await;
-    let b = start_instance(db.url(), redis_url, "b").await;
+    let a = e2e::start_instance(db.url(), redis_url, "a", "1s").await;
+    let b = e2e::start_instance(db.url(), redis_url, "b", "1s").await;
     let divided = || async {
         let owners = shard_owners(db.url()).await;
         let (on_a, on_b) = (
@@ -840,4 +807,72 @@ async fn an_instance_paused_past_its_leases_loses_its_shards_and_no_entry_is_app
     e2e::stop_service(a).await;
     e2e::stop_service(b).await;
     fleet.finish().await;
+}
+
+/// On a local Redis Cluster, the master that serves the health stream is killed: its
+/// replica takes the slot over, and the Game Master goes on applying what arrives there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_the_game_master_rides_out_the_loss_of_the_health_streams_master() {
+    let db = e2e::migrated("gamemaster", "GAMEMASTER_POSTGRES_URL").await;
+    let client = pg_client(db.url()).await.unwrap();
+    let games = e2e::running_games(&client, 20).await;
+    let mut cluster = testkit::redis::ThrowawayCluster::start().await.unwrap();
+    let gm = e2e::start_instance(db.url(), &cluster.url(), "solo", "1s").await;
+    let all_rows = |status: &'static str, health: &'static str| {
+        let client = &client;
+        move || async move {
+            let rows = runtime_rows(client).await.unwrap();
+            rows.values()
+                .all(|r| (r.0.as_str(), r.1.as_str()) == (status, health))
+        }
+    };
+
+    let redis = TestRedis::connect_to(&cluster.url()).await.unwrap();
+    for game in &games {
+        e2e::health_event(&redis, game, "container_exited")
+            .await
+            .unwrap();
+    }
+    eventually(
+        "the exits are applied",
+        Duration::from_secs(20),
+        all_rows("engine_unreachable", "exited"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gm.process.stderr()));
+    drop(redis);
+
+    let killed = cluster.kill_master_of(HEALTH).await.unwrap();
+    let redis = TestRedis::connect_to(&cluster.url()).await.unwrap();
+    for game in &games {
+        e2e::health_event(&redis, game, "probe_recovered")
+            .await
+            .unwrap();
+    }
+    eventually(
+        "the recoveries are applied after the failover",
+        Duration::from_secs(30),
+        all_rows("running", "healthy"),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "master on port {killed} killed: {e}\n{}",
+            gm.process.stderr()
+        )
+    });
+
+    // The instance's connections carry its name on the server.
+    let named: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND application_name = 'gamemaster/solo'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(named > 0, "no connection named gamemaster/solo");
+    e2e::stop_service(gm).await;
+    db.drop_db().await.unwrap();
 }

@@ -677,10 +677,8 @@ async fn xadd_all(redis: &TestRedis, stream: &str, entries: &[Entry]) -> String 
 }
 
 async fn migrated_lobby_db(games: &[&str]) -> TestDb {
-    let db = TestDb::create().await.unwrap();
+    let db = e2e::migrated("lobby", "LOBBY_POSTGRES_URL").await;
     let env = [("LOBBY_POSTGRES_URL", db.url())];
-    let (code, stderr) = run("lobby", &["migrate"], &env, WAIT).await.unwrap();
-    assert_eq!(code, 0, "{stderr}");
     let mut seed = vec!["seed-game"];
     seed.extend_from_slice(games);
     seed.extend_from_slice(&["--status", "running"]);

@@ -292,10 +292,7 @@ async fn running(pg: &tokio_postgres::Client, game: &str) -> Option<(String, Str
 
 /// A migrated database of its own (and a client on it), and a throwaway Redis.
 async fn migrated_with_redis() -> (TestDb, tokio_postgres::Client, ThrowawayRedis, TestRedis) {
-    let db = TestDb::create().await.unwrap();
-    let env = [("RTMANAGER_POSTGRES_URL", db.url())];
-    let (code, stderr) = run("rtmanager", &["migrate"], &env, WAIT).await.unwrap();
-    assert_eq!(code, 0, "{stderr}");
+    let db = e2e::migrated("rtmanager", "RTMANAGER_POSTGRES_URL").await;
     let pg = pg_client(db.url()).await.unwrap();
     let redis_server = ThrowawayRedis::start().await.unwrap();
     let redis = TestRedis::connect_to(&redis_server.url()).await.unwrap();

@@ -12,21 +12,10 @@ use std::time::Duration;
 
 use e2e::{assert_metrics, pg_client, start_service_on, stop_service};
 use testkit::bins::run;
-use testkit::pg::TestDb;
 use testkit::redis::{TestRedis, ThrowawayRedis};
 use testkit::{eventually, http};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A database migrated by `<service> migrate`.
-async fn migrated(service: &str, url_var: &str) -> TestDb {
-    let db = TestDb::create().await.unwrap();
-    let (code, stderr) = run(service, &["migrate"], &[(url_var, db.url())], WAIT)
-        .await
-        .unwrap();
-    assert_eq!(code, 0, "{stderr}");
-    db
-}
 
 /// `(stop_outcome, stop_error_code, stopped_at is set)` of a Lobby game.
 type LastStop = Option<(String, String, bool)>;
@@ -80,8 +69,8 @@ async fn stops_asked_in_the_lobby_stop_real_engines_and_their_answers_come_back(
     let redis_server = ThrowawayRedis::start().await.unwrap();
     let redis_url = redis_server.url();
     let redis = TestRedis::connect_to(&redis_url).await.unwrap();
-    let rtm_db = migrated("rtmanager", "RTMANAGER_POSTGRES_URL").await;
-    let lobby_db = migrated("lobby", "LOBBY_POSTGRES_URL").await;
+    let rtm_db = e2e::migrated("rtmanager", "RTMANAGER_POSTGRES_URL").await;
+    let lobby_db = e2e::migrated("lobby", "LOBBY_POSTGRES_URL").await;
     let seed = ["seed-game", "g1", "g2"];
     let (code, stderr) = run(
         "lobby",
@@ -209,9 +198,9 @@ async fn galaxy_live_takes_real_engines_round_the_whole_loop_on_a_redis_cluster(
 /// Three services on `redis_url`, then `galaxy-live --games 4`, which must pass.
 async fn galaxy_live_round_the_loop(redis_url: &str) {
     let redis_url = redis_url.to_owned();
-    let gm_db = migrated("gamemaster", "GAMEMASTER_POSTGRES_URL").await;
-    let rtm_db = migrated("rtmanager", "RTMANAGER_POSTGRES_URL").await;
-    let lobby_db = migrated("lobby", "LOBBY_POSTGRES_URL").await;
+    let gm_db = e2e::migrated("gamemaster", "GAMEMASTER_POSTGRES_URL").await;
+    let rtm_db = e2e::migrated("rtmanager", "RTMANAGER_POSTGRES_URL").await;
+    let lobby_db = e2e::migrated("lobby", "LOBBY_POSTGRES_URL").await;
     let gm = start_service_on("gamemaster", "GAMEMASTER", gm_db.url(), &redis_url, &[]).await;
     let lobby = start_service_on("lobby", "LOBBY", lobby_db.url(), &redis_url, &[]).await;
     let rtm = start_service_on(

@@ -337,3 +337,48 @@ pub async fn json_output(service: &str, args: &[&str]) -> serde_json::Value {
     assert_eq!(code.ok(), Some(0), "{out}\n{}", p.stderr());
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
+
+/// A database of its own, migrated by `<service> migrate` (its URL in `url_var`).
+///
+/// # Panics
+/// The database cannot be created or the migration fails (with its stderr).
+pub async fn migrated(service: &str, url_var: &str) -> testkit::pg::TestDb {
+    let db = testkit::pg::TestDb::create()
+        .await
+        .unwrap_or_else(|e| panic!("a test database: {e}"));
+    let wait = std::time::Duration::from_secs(30);
+    let (code, stderr) = testkit::bins::run(service, &["migrate"], &[(url_var, db.url())], wait)
+        .await
+        .unwrap_or_else(|e| panic!("{service} migrate: {e}"));
+    assert_eq!(code, 0, "{service} migrate: {stderr}");
+    db
+}
+
+/// `n` games registered `running` at turn 1 on `client`'s Game Master database (`g-000`,
+/// `g-001`, …, as many digits as the largest needs): their ids.
+///
+/// # Panics
+/// The insert fails.
+pub async fn running_games(client: &tokio_postgres::Client, n: usize) -> Vec<String> {
+    let width = n.saturating_sub(1).to_string().len().max(3);
+    client
+        .batch_execute(&format!(
+            "INSERT INTO runtime_records (game_id, status, current_turn)
+             SELECT 'g-' || lpad(n::text, {width}, '0'), 'running', 1
+               FROM generate_series(0, {}) n",
+            n.saturating_sub(1)
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("register {n} running games: {e}"));
+    (0..n).map(|n| format!("g-{n:0width$}")).collect()
+}
+
+/// `gamemaster run` as instance `id` on `db_url` and `redis_url`, with leases of
+/// `lease_ttl`, once ready.
+pub async fn start_instance(db_url: &str, redis_url: &str, id: &str, lease_ttl: &str) -> Service {
+    let instance = [
+        ("GAMEMASTER_INSTANCE_ID", id),
+        ("GAMEMASTER_LEASE_TTL", lease_ttl),
+    ];
+    start_service_on("gamemaster", "GAMEMASTER", db_url, redis_url, &instance).await
+}

@@ -138,14 +138,16 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
     let lobby_stream = stream("lobby_events_stream");
     telemetry::init(settings.log_format);
 
-    let backends = Backends::connect(SERVICE, &settings).await?;
+    let (instance, count) = (instance_id(m), shard_count(m)?);
+    // Each connection names its instance (`pg_stat_activity`, `CLIENT LIST`): which
+    // instance holds what is visible on the servers themselves.
+    let backends = Backends::connect(&format!("{SERVICE}/{instance}"), &settings).await?;
     consumer::check_schema(SERVICE, &backends.pool, &adapters_postgres::TABLES).await?;
 
     let mut registry = Registry::with_prefix(SERVICE);
     let store = PgRuntimeRecordStore::new(backends.pool.clone());
     store.register_metrics(&mut registry);
     let (keeper_side, worker_side) = ports::handover();
-    let (instance, count) = (instance_id(m), shard_count(m)?);
     let mut keeper = LeaseKeeper::new(
         RedisLeases::new(backends.redis.clone(), SERVICE),
         store.clone(),

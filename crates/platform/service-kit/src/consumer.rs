@@ -84,6 +84,8 @@ pub struct Backends {
 
 impl Backends {
     /// Connects PostgreSQL (pool sized and timed by `settings`) and two Redis clients.
+    /// `service` names every connection: PostgreSQL's `application_name`, the Redis
+    /// clients' names in logs (a service with several instances adds the instance's id).
     ///
     /// # Errors
     /// A one-line start-up error for the first server that cannot be reached.

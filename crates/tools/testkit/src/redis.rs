@@ -434,6 +434,10 @@ impl ThrowawayCluster {
             "nodes.conf",
             "--cluster-node-timeout",
             "2000",
+            // A replica syncs at once (the default waits 5 s for more replicas), so one
+            // is ready to take over as soon as the cluster is.
+            "--repl-diskless-sync-delay",
+            "0",
         ];
         let mut nodes = Vec::with_capacity(6);
         for _ in 0..6 {
@@ -461,27 +465,88 @@ impl ThrowawayCluster {
         Ok(cluster)
     }
 
-    /// `redis-cluster://127.0.0.1:<port>,…`, every node, as the services take it.
+    /// `redis-cluster://127.0.0.1:<port>,…`, every running node, as the services take it
+    /// (a node killed by [`Self::kill_master_of`] is left out, so a new client connects).
     #[must_use]
     pub fn url(&self) -> String {
         let nodes: Vec<String> = self
             .nodes
             .iter()
+            .filter(|n| n.child.is_some())
             .map(|n| format!("127.0.0.1:{}", n.port()))
             .collect();
         format!("redis-cluster://{}", nodes.join(","))
     }
 
-    async fn wait_until_ok(&self) -> anyhow::Result<()> {
+    /// Kills (`SIGKILL`) the master that serves `key`'s slot, as a crash would, and returns
+    /// its port once its replica serves the slot and the cluster is `ok` again (the others
+    /// see the master fail after the nodes' timeout, 2 s, then elect the replica).
+    ///
+    /// # Errors
+    /// `redis-cli` fails, no live master serves the slot, or no replica takes it over
+    /// within 20 s.
+    pub async fn kill_master_of(&mut self, key: &str) -> anyhow::Result<u16> {
+        let asked = self.live_port()?;
+        let slot: u16 = redis_cli(asked, &["cluster", "keyslot", key])?
+            .trim()
+            .parse()
+            .context("CLUSTER KEYSLOT answered no number")?;
+        let nodes = redis_cli(asked, &["cluster", "nodes"])?;
+        let port = master_of(&nodes, slot)
+            .ok_or_else(|| anyhow!("no live master serves slot {slot}:\n{nodes}"))?;
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.port() == port)
+            .ok_or_else(|| anyhow!("the master of slot {slot} (port {port}) is not ours"))?;
+        node.stop().await?;
+        self.wait_for_master_of(slot, port).await?;
+        self.wait_until_ok().await?;
+        Ok(port)
+    }
+
+    /// Waits until a node other than `killed` serves `slot` as master.
+    async fn wait_for_master_of(&self, slot: u16, killed: u16) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let nodes = redis_cli(self.live_port()?, &["cluster", "nodes"])?;
+            if master_of(&nodes, slot).is_some_and(|p| p != killed) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("no replica took slot {slot} over within 20 s:\n{nodes}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn live_port(&self) -> anyhow::Result<u16> {
+        self.nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .map(ThrowawayRedis::port)
+            .ok_or_else(|| anyhow!("every node of the cluster is stopped"))
+    }
+
+    /// Waits until every running node says `cluster_state:ok` (after a master was killed:
+    /// once its replica has taken its slots over) and every replica is in sync with its
+    /// master.
+    ///
+    /// # Errors
+    /// The cluster is not `ok` within 20 s.
+    pub async fn wait_until_ok(&self) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let mut all_ok = true;
-            for node in &self.nodes {
+            for node in self.nodes.iter().filter(|n| n.child.is_some()) {
                 let info = Command::new("redis-cli")
                     .args(["-p", &node.port().to_string(), "cluster", "info"])
                     .output()
                     .context("run redis-cli cluster info")?;
                 all_ok &= String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok");
+                let replication = redis_cli(node.port(), &["info", "replication"])?;
+                all_ok &= !replication.contains("role:slave")
+                    || replication.contains("master_link_status:up");
             }
             if all_ok {
                 return Ok(());
@@ -492,6 +557,49 @@ impl ThrowawayCluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// `redis-cli -p <port> <args…>`: its standard output.
+fn redis_cli(port: u16, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .context("run redis-cli (it comes with Debian's redis-server package)")?;
+    if !out.status.success() {
+        bail!(
+            "redis-cli {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The port of the live master that `CLUSTER NODES` (`nodes`) says serves `slot`.
+fn master_of(nodes: &str, slot: u16) -> Option<u16> {
+    nodes.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let flags = fields.get(2)?;
+        if !flags.contains("master") || flags.contains("fail") {
+            return None;
+        }
+        let serves = fields.iter().skip(8).any(|range| {
+            let mut ends = range.splitn(2, '-').map(str::parse::<u16>);
+            match (ends.next(), ends.next()) {
+                (Some(Ok(lo)), Some(Ok(hi))) => (lo..=hi).contains(&slot),
+                (Some(Ok(one)), None) => one == slot,
+                _ => false,
+            }
+        });
+        let port = fields
+            .get(1)?
+            .split(['@', ','])
+            .next()?
+            .rsplit(':')
+            .next()?;
+        serves.then(|| port.parse().ok()).flatten()
+    })
 }
 
 /// Whether a server on `port` answers an inline `PING`.
@@ -589,5 +697,26 @@ mod tests {
         drop(server);
         assert!(!ping(port).await);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn the_master_of_a_slot_is_the_live_master_whose_ranges_hold_it() {
+        let nodes = "\
+a1 127.0.0.1:7001@17001 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7002@17002 master,fail - 0 0 2 connected 5461-10922
+c3 127.0.0.1:7003@17003 master - 0 0 3 connected 10923-16383
+d4 127.0.0.1:7004@17004 slave a1 0 0 1 connected
+e5 127.0.0.1:7005@17005 master - 0 0 4 connected 5461-10921 10922
+";
+        assert_eq!(master_of(nodes, 0), Some(7001));
+        assert_eq!(master_of(nodes, 5460), Some(7001));
+        assert_eq!(
+            master_of(nodes, 6000),
+            Some(7005),
+            "the failed master is passed over"
+        );
+        assert_eq!(master_of(nodes, 10922), Some(7005), "a single-slot range");
+        assert_eq!(master_of(nodes, 16383), Some(7003));
+        assert_eq!(master_of("", 1), None);
     }
 }
