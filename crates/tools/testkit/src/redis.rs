@@ -539,11 +539,8 @@ impl ThrowawayCluster {
         loop {
             let mut all_ok = true;
             for node in self.nodes.iter().filter(|n| n.child.is_some()) {
-                let info = Command::new("redis-cli")
-                    .args(["-p", &node.port().to_string(), "cluster", "info"])
-                    .output()
-                    .context("run redis-cli cluster info")?;
-                all_ok &= String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok");
+                all_ok &=
+                    redis_cli(node.port(), &["cluster", "info"])?.contains("cluster_state:ok");
                 let replication = redis_cli(node.port(), &["info", "replication"])?;
                 all_ok &= !replication.contains("role:slave")
                     || replication.contains("master_link_status:up");
