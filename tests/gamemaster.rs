@@ -818,49 +818,43 @@ async fn on_a_redis_cluster_the_game_master_rides_out_the_loss_of_the_health_str
     let games = e2e::running_games(&client, 20).await;
     let mut cluster = testkit::redis::ThrowawayCluster::start().await.unwrap();
     let gm = e2e::start_instance(db.url(), &cluster.url(), "solo", "1s").await;
-    let all_rows = |status: &'static str, health: &'static str| {
-        let client = &client;
-        move || async move {
-            let rows = runtime_rows(client).await.unwrap();
-            rows.values()
-                .all(|r| (r.0.as_str(), r.1.as_str()) == (status, health))
+    // One event per game, through a client made now (after the failover too), then every
+    // row must show what it says.
+    let apply = |event: &'static str, shows: (&'static str, &'static str), url: String| {
+        let (games, client) = (&games, &client);
+        async move {
+            let redis = TestRedis::connect_to(&url).await.unwrap();
+            for game in games {
+                e2e::health_event(&redis, game, event).await.unwrap();
+            }
+            eventually(
+                &format!("every {event} applied"),
+                Duration::from_secs(30),
+                || async {
+                    let rows = runtime_rows(client).await.unwrap();
+                    rows.values().all(|r| (r.0.as_str(), r.1.as_str()) == shows)
+                },
+            )
+            .await
         }
     };
 
-    let redis = TestRedis::connect_to(&cluster.url()).await.unwrap();
-    for game in &games {
-        e2e::health_event(&redis, game, "container_exited")
-            .await
-            .unwrap();
-    }
-    eventually(
-        "the exits are applied",
-        Duration::from_secs(20),
-        all_rows("engine_unreachable", "exited"),
+    apply(
+        "container_exited",
+        ("engine_unreachable", "exited"),
+        cluster.url(),
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", gm.process.stderr()));
-    drop(redis);
-
     let killed = cluster.kill_master_of(HEALTH).await.unwrap();
-    let redis = TestRedis::connect_to(&cluster.url()).await.unwrap();
-    for game in &games {
-        e2e::health_event(&redis, game, "probe_recovered")
-            .await
-            .unwrap();
-    }
-    eventually(
-        "the recoveries are applied after the failover",
-        Duration::from_secs(30),
-        all_rows("running", "healthy"),
-    )
-    .await
-    .unwrap_or_else(|e| {
-        panic!(
-            "master on port {killed} killed: {e}\n{}",
-            gm.process.stderr()
-        )
-    });
+    apply("probe_recovered", ("running", "healthy"), cluster.url())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "master on port {killed} killed: {e}\n{}",
+                gm.process.stderr()
+            )
+        });
 
     // The instance's connections carry its name on the server.
     let named: i64 = client
