@@ -7,7 +7,7 @@ export GALAXY_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 export GALAXY_TEST_REDIS_URL ?= $(GALAXY_REDIS_URL)
 export GALAXY_TEST_POSTGRES_URL ?= $(GALAXY_POSTGRES_URL)
 
-.PHONY: test lint demo bench services build fmt
+.PHONY: test lint demo bench chaos services build fmt
 
 services:
 	@scripts/services.sh
@@ -22,6 +22,10 @@ test: services build
 	else \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+## The chaos run of the Game Master at full length (60 s; `make test` runs 30 s of it).
+chaos: services build
+	GALAXY_CHAOS_SECONDS=$${GALAXY_CHAOS_SECONDS:-60} $(CARGO) test -p e2e --test chaos -- --nocapture
 
 ## Formatting and clippy, warnings as errors.
 lint:

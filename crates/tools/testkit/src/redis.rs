@@ -53,6 +53,9 @@ pub async fn fixture_client(url: &str) -> anyhow::Result<Client> {
     Ok(client)
 }
 
+/// Entries [`TestRedis::xrange`] asks for at a time.
+const XRANGE_PAGE: u64 = 5_000;
+
 /// A test's view of the shared Redis: a fixture client and the keys the test created, which
 /// are deleted on [`TestRedis::cleanup`].
 ///
@@ -172,15 +175,27 @@ impl TestRedis {
     /// # Errors
     /// The server cannot be reached or the reply has an unexpected shape.
     pub async fn xrange(&self, stream: &str) -> anyhow::Result<Vec<RawEntry>> {
-        let reply: Value = self
-            .client
-            .xrange(stream, "-", "+", None)
-            .await
-            .with_context(|| format!("XRANGE {stream}"))?;
-        let Value::Array(entries) = reply else {
-            bail!("XRANGE {stream}: unexpected reply {reply:?}");
-        };
-        entries.into_iter().map(raw_entry).collect()
+        // In pages, so a long stream does not make one reply that outlasts the timeout.
+        let mut all = Vec::new();
+        let mut from = "-".to_owned();
+        loop {
+            let reply: Value = self
+                .client
+                .xrange(stream, from.as_str(), "+", Some(XRANGE_PAGE))
+                .await
+                .with_context(|| format!("XRANGE {stream}"))?;
+            let Value::Array(entries) = reply else {
+                bail!("XRANGE {stream}: unexpected reply {reply:?}");
+            };
+            let full = entries.len() == XRANGE_PAGE as usize;
+            for entry in entries {
+                all.push(raw_entry(entry)?);
+            }
+            match all.last() {
+                Some((id, _)) if full => from = format!("({id}"),
+                _ => return Ok(all),
+            }
+        }
     }
 
     fn take_keys(&self) -> Vec<String> {
