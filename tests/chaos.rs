@@ -36,15 +36,6 @@ const LEASE_SETTING: &str = "2s";
 /// Entries appended every 50 ms: 2,400 a second, so the run's average stays above 2,000
 /// although the load pauses while a Redis master fails over.
 const PER_TICK: usize = 120;
-const EVENT_TYPES: [&str; 7] = [
-    "container_started",
-    "container_exited",
-    "container_oom",
-    "container_disappeared",
-    "inspect_unhealthy",
-    "probe_failed",
-    "probe_recovered",
-];
 
 fn run_length() -> Duration {
     let secs = std::env::var("GALAXY_CHAOS_SECONDS")
@@ -75,9 +66,10 @@ fn next(state: &mut u64) -> u64 {
 
 fn random_event(games: &[String], rng: &mut u64) -> Vec<(&'static str, String)> {
     let game = &games[(next(rng) % games.len() as u64) as usize];
-    let kind = EVENT_TYPES[(next(rng) % EVENT_TYPES.len() as u64) as usize];
+    let all = contracts::HealthEventType::ALL;
+    let kind = all[(next(rng) % all.len() as u64) as usize];
     let at = 1_700_000_000_000 + (next(rng) % 1_000_000) as i64;
-    let envelope = contracts::HealthEventEnvelope::parse(game.as_str(), "c-1", kind, at, None)
+    let envelope = contracts::HealthEventEnvelope::new(game.as_str(), "c-1", kind, at, None)
         .unwrap_or_else(|e| panic!("a valid event: {e}"));
     envelope.wire_fields().to_vec()
 }
