@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use contracts::shards::ShardCount;
 use e2e::Service;
+use fred::interfaces::StreamsInterface;
 use stream_consumer::EntryId;
 use testkit::eventually;
 use testkit::redis::{TestRedis, ThrowawayCluster, ThrowawayRedis};
@@ -287,7 +288,7 @@ impl Fleet {
 
 /// Each shard's last entry in `entries`.
 fn last_per_shard(entries: &[testkit::redis::RawEntry]) -> BTreeMap<u32, (i64, i64)> {
-    let count = ShardCount::new(64).unwrap();
+    let count = ShardCount::new(contracts::shards::DEFAULT_SHARDS.into()).unwrap();
     let mut last = BTreeMap::new();
     for (id, fields) in entries {
         let game = fields.iter().find(|(k, _)| k == b"game_id").unwrap();
@@ -327,12 +328,12 @@ async fn drained(
         },
     )
     .await?;
-    let (mut len, mut steady) = (usize::MAX, 0);
+    let (mut len, mut steady) = (u64::MAX, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     while steady < 5 {
         anyhow::ensure!(Instant::now() < deadline, "the snapshots never stopped");
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let now = redis.xrange(LOBBY).await?.len();
+        let now: u64 = redis.client().xlen(LOBBY).await?;
         steady = if now == len { steady + 1 } else { 0 };
         len = now;
     }
