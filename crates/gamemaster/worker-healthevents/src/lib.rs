@@ -12,7 +12,8 @@
 //!     (no burst of repeats from the new owner). When a gained shard's checkpoint is
 //!     behind what the worker passed, the previous publish is settled and the reading
 //!     rewinds there (`BatchOutcome::rewind`); the entries of shards owned before are then
-//!     skipped by their checkpoints. At most once a second, owned shards with no recent
+//!     skipped by their checkpoints. A shard lost again before the reading went back for
+//!     it is let go as it was claimed: nothing this worker passed counts for it. At most once a second, owned shards with no recent
 //!     entries move their checkpoints up to what step 2 finished, so their next owner
 //!     starts reading close to now. After a write whose outcome it does not know (a lost
 //!     reply may hide a commit) the checkpoints are re-read; shards another instance
@@ -145,6 +146,12 @@ pub struct HealthEventsWorker<S, P> {
     /// Shards lost (with the epochs they were held under) whose last snapshots are not
     /// settled yet: once they are, the mark is written on them and the keeper told.
     letting_go: Vec<(u32, u64)>,
+    /// Shards gained whose entries after their checkpoints have not been read yet (a
+    /// rewind is due): `applied_through` says nothing about them.
+    unread: HashSet<u32>,
+    /// Shards lost before they were read: the keeper is told with the others, but
+    /// nothing is written on them, since this worker applied none of their entries.
+    untouched: Vec<u32>,
 }
 
 /// What steps 0 and 1 made of a batch's new entries.
@@ -196,6 +203,8 @@ where
             applied_through: None,
             last_advance: None,
             letting_go: Vec::new(),
+            unread: HashSet::new(),
+            untouched: Vec::new(),
         }
     }
 
@@ -221,15 +230,26 @@ where
         for change in changes {
             match change {
                 OwnershipChange::Lost(shards) => {
-                    let epochs = shards
-                        .iter()
-                        .filter_map(|&s| self.owner.claim(s).map(|c| (s, c.epoch)));
-                    self.letting_go.extend(epochs.collect::<Vec<_>>());
+                    for &shard in &shards {
+                        let Some(epoch) = self.owner.claim(shard).map(|c| c.epoch) else {
+                            continue;
+                        };
+                        if self.unread.remove(&shard) {
+                            self.untouched.push(shard);
+                        } else {
+                            self.letting_go.push((shard, epoch));
+                        }
+                    }
+                    if self.unread.is_empty() {
+                        // Every shard the rewind was for is gone again.
+                        self.rewind_to = None;
+                    }
                     let lost = self.owner.lose(&shards);
                     tracing::info!(shards = ?lost, "shards handed over: no longer applied here");
                 }
                 OwnershipChange::Gained(claims) => {
                     let gained: Vec<u32> = claims.iter().map(|c| c.shard).collect();
+                    self.unread.extend(&gained);
                     if let Some(from) = self.owner.gain(claims).map(entry_id) {
                         self.rewind_to = Some(self.rewind_to.map_or(from, |r| r.min(from)));
                     }
@@ -244,8 +264,16 @@ where
     /// Step 0 for shards lost, once no publish is under way (their last snapshots are
     /// out): their checkpoints and published marks are written down, under the epochs they
     /// were held under, and the keeper may let their leases go. Their next owner then
-    /// republishes nothing this instance published.
+    /// republishes nothing this instance published. Shards lost before they were read
+    /// are let go as they were claimed: moving their checkpoints to what this worker
+    /// passed would skip entries nobody applied.
     async fn let_go(&mut self) {
+        let untouched = std::mem::take(&mut self.untouched);
+        if !untouched.is_empty()
+            && let Some(side) = &self.handover
+        {
+            side.report_released(untouched);
+        }
         if self.letting_go.is_empty() || self.outbox.is_some() {
             return;
         }
@@ -285,7 +313,7 @@ where
             None => EntryId::new(to.ms, to.seq.saturating_add(1)) < batch.first()?.id,
         };
         if !passed {
-            self.rewind_to = None;
+            self.reading_covers_gains();
             return None;
         }
         let applied_before = self.outbox.as_ref().map_or(0, |o| {
@@ -301,9 +329,16 @@ where
         if let Err(error) = self.settled(published).await {
             return Some(BatchOutcome::stopped(0, error));
         }
-        self.rewind_to = None;
+        self.reading_covers_gains();
         self.applied_through = None;
         Some(BatchOutcome::rewind(applied_before, to))
+    }
+
+    /// The reading goes on from at or below every gained shard's checkpoint: no rewind is
+    /// due, and what it finishes from now on covers those shards too.
+    fn reading_covers_gains(&mut self) {
+        self.rewind_to = None;
+        self.unread.clear();
     }
 
     /// Step 0, at most once per [`ADVANCE_EVERY`] unless `now`: owned shards whose
@@ -837,7 +872,9 @@ where
     async fn before_read(&mut self, position: EntryId) -> Option<EntryId> {
         self.take_changes().await;
         self.let_go().await;
-        match self.rewind_to.take() {
+        let rewind_to = self.rewind_to;
+        self.reading_covers_gains();
+        match rewind_to {
             Some(to) if to < position => {
                 self.applied_through = None;
                 Some(to)

@@ -1374,3 +1374,57 @@ async fn a_shard_gained_while_idle_is_read_from_its_checkpoint_before_any_idle_a
         "a's 5, then b's 2"
     );
 }
+
+#[tokio::test]
+async fn a_shard_gained_and_lost_before_it_was_read_is_let_go_with_its_checkpoint_untouched() {
+    let ((a, shard_a), (b, shard_b)) = two_shards();
+    let h = Harness::new(&[(&a, RuntimeStatus::Running), (&b, RuntimeStatus::Running)]);
+    let mut store = store_gated(h.records.clone(), h.applies.clone(), |_, _| None);
+    let moved: Arc<Mutex<Vec<(u32, domain_runtime::EntryPosition)>>> = Arc::default();
+    let seen = moved.clone();
+    store.checkpoint();
+    store
+        .expect_advance_checkpoints()
+        .returning(move |shards, through, _| {
+            let mut seen = seen.lock().unwrap();
+            seen.extend(shards.iter().map(|&(shard, _)| (shard, through)));
+            Ok(Vec::new())
+        });
+    let records = h.records.clone();
+    store
+        .expect_apply_health_batch()
+        .returning(move |obs, _| Ok(fold_over(&records, obs)));
+    store.expect_summaries().returning(|| Ok(Vec::new()));
+    let mut w = HealthEventsWorker::new(
+        store,
+        recording_publisher(h.published.clone()),
+        Arc::new(|| NOW),
+        h.metrics.clone(),
+        owning_only(shard_a),
+    )
+    .with_handover(h.worker_side());
+    // b's entry 1 goes by while its shard is another's; a's entry 2 is applied.
+    let passed = [event(1, &b, "probe_failed"), event(2, &a, "probe_failed")];
+    assert_eq!(drive(&mut w, &passed).await.finished, 2);
+    // b's shard comes here from below entry 1 and goes on to a third instance before
+    // the reading went back for it.
+    h.keeper_sends(OwnershipChange::Gained(vec![domain_runtime::ShardClaim {
+        shard: shard_b,
+        epoch: 3,
+        checkpoint: Some(domain_runtime::EntryPosition { ms: 0, seq: 5 }),
+        published: None,
+    }]));
+    h.keeper_sends(OwnershipChange::Lost(vec![shard_b]));
+    let outcome = w.handle(&[event(3, &a, "probe_recovered")]).await;
+    assert_eq!(outcome.rewind, None, "nothing of b's is owned any more");
+    assert_eq!(h.keeper_released(), [shard_b]);
+    assert!(
+        moved
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(shard, _)| *shard != shard_b),
+        "b's checkpoint moved past its unapplied entry 1: {:?}",
+        moved.lock().unwrap()
+    );
+}
