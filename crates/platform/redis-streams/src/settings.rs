@@ -26,7 +26,10 @@ pub struct RedisSettings {
     /// First delay before reconnecting after a lost connection; it doubles on every failed
     /// attempt up to [`Self::reconnect_max_delay`]. Reconnection never gives up.
     pub reconnect_min_delay: Duration,
-    /// Longest delay between two reconnection attempts.
+    /// Longest delay between two reconnection attempts. Kept well under a shard lease
+    /// (2 s by default): while any one node of a cluster is being reconnected, fred fails
+    /// every command of the client, so after a Redis master fails over the client stays
+    /// down until its next attempt, however soon the cluster is whole again.
     pub reconnect_max_delay: Duration,
 }
 
@@ -36,7 +39,7 @@ impl Default for RedisSettings {
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(5),
             reconnect_min_delay: Duration::from_millis(100),
-            reconnect_max_delay: Duration::from_secs(5),
+            reconnect_max_delay: Duration::from_millis(500),
         }
     }
 }
