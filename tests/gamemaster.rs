@@ -522,7 +522,9 @@ async fn two_instances_divide_the_shards_hand_them_over_on_sigterm_and_apply_eac
         redis_url,
         ..
     } = &fleet;
-    let start = |id: &'static str| e2e::start_instance(db.url(), redis_url, id, "1s");
+    // Leases of 20 s tick every 5 s: the shards move within the test's bounds only because
+    // every change is announced and acted on at once.
+    let start = |id: &'static str| e2e::start_instance(db.url(), redis_url, id, "20s");
     let all_rows = |status: &'static str, health: &'static str| {
         move || async move {
             let rows = runtime_rows(client).await.unwrap();
@@ -551,18 +553,14 @@ async fn two_instances_divide_the_shards_hand_them_over_on_sigterm_and_apply_eac
 
     // A second joins: the shards are divided between them, and both apply.
     let two = start("two").await;
-    eventually(
-        "the shards are divided",
-        Duration::from_secs(15),
-        || async {
-            let owners = shard_owners(db.url()).await;
-            let (a, b) = (
-                owners["one"].as_u64().unwrap_or(0),
-                owners["two"].as_u64().unwrap_or(0),
-            );
-            a > 0 && b > 0 && a + b == 64
-        },
-    )
+    eventually("the shards are divided", Duration::from_secs(2), || async {
+        let owners = shard_owners(db.url()).await;
+        let (a, b) = (
+            owners["one"].as_u64().unwrap_or(0),
+            owners["two"].as_u64().unwrap_or(0),
+        );
+        a > 0 && b > 0 && a + b == 64
+    })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", two.process.stderr()));
     sent.extend(send("probe_recovered").await);
@@ -593,8 +591,9 @@ async fn two_instances_divide_the_shards_hand_them_over_on_sigterm_and_apply_eac
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", one.process.stderr()));
     let handover = stopped.elapsed();
+    // The others hear of the leave at once (a notice), not at their next tick.
     assert!(
-        handover < Duration::from_secs(3),
+        handover < Duration::from_secs(1),
         "hand-over took {handover:?}"
     );
     sent.extend(send("probe_failed").await);

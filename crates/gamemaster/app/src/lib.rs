@@ -148,8 +148,16 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
     let store = PgRuntimeRecordStore::new(backends.pool.clone());
     store.register_metrics(&mut registry);
     let (keeper_side, worker_side) = ports::handover();
+    let leases = RedisLeases::new(backends.redis.clone(), SERVICE);
+    let notices = leases
+        .notices(
+            &settings.redis_url,
+            &format!("{SERVICE}/{instance}-notices"),
+        )
+        .await
+        .map_err(|e| StartupError::new(format!("Redis: {}", service_kit::error_chain(&e))))?;
     let mut keeper = LeaseKeeper::new(
-        RedisLeases::new(backends.redis.clone(), SERVICE),
+        leases,
         store.clone(),
         instance.clone(),
         count,
@@ -157,6 +165,7 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
         keeper_side,
         KeeperMetrics::register(&mut registry),
     );
+    let waker = keeper.waker();
     let owner = first_claims(&mut keeper, &instance, count).await?;
     let start = start_position(&owner);
     let worker = HealthEventsWorker::new(
@@ -170,7 +179,8 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
     tracing::info!(lobby_events_stream = %lobby_stream, "publishing runtime snapshots");
     let work = Work::new()
         .consumer_at(health_stream, OFFSET_LABEL, worker, start)
-        .background(move |stop| keeper.run(stop));
+        .background(move |stop| keeper.run(stop))
+        .background(move |stop| notices.wake(waker, stop));
     consumer::run(SERVICE, &settings, backends, work, registry).await
 }
 

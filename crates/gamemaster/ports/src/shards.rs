@@ -2,11 +2,12 @@
 //! ([`ShardLeases`]), and the handover of claimed shards from an instance's lease keeper
 //! to its worker ([`handover`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use domain_runtime::ShardClaim;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::Error;
 
@@ -58,6 +59,7 @@ pub struct KeeperSide {
     changes: mpsc::UnboundedSender<OwnershipChange>,
     fenced: mpsc::UnboundedReceiver<Vec<u32>>,
     released: mpsc::UnboundedReceiver<Vec<u32>>,
+    wake: Arc<Notify>,
 }
 
 /// The worker's end of a [`handover`].
@@ -66,27 +68,32 @@ pub struct WorkerSide {
     changes: mpsc::UnboundedReceiver<OwnershipChange>,
     fenced: mpsc::UnboundedSender<Vec<u32>>,
     released: mpsc::UnboundedSender<Vec<u32>>,
+    wake: Arc<Notify>,
 }
 
 /// The two ends of the handover between an instance's lease keeper and its worker:
 /// ownership changes go to the worker, which takes them between batches; shards the
 /// worker found fenced off (claimed by another instance), and shards it let go with its
-/// published mark written on them, come back to the keeper.
+/// published mark written on them, come back to the keeper, and wake it
+/// ([`KeeperSide::waker`]) so it acts on them at once.
 #[must_use]
 pub fn handover() -> (KeeperSide, WorkerSide) {
     let (changes_tx, changes_rx) = mpsc::unbounded_channel();
     let (fenced_tx, fenced_rx) = mpsc::unbounded_channel();
     let (released_tx, released_rx) = mpsc::unbounded_channel();
+    let wake = Arc::new(Notify::new());
     (
         KeeperSide {
             changes: changes_tx,
             fenced: fenced_rx,
             released: released_rx,
+            wake: Arc::clone(&wake),
         },
         WorkerSide {
             changes: changes_rx,
             fenced: fenced_tx,
             released: released_tx,
+            wake,
         },
     )
 }
@@ -104,6 +111,13 @@ impl KeeperSide {
     /// Hands `change` to the worker; `false` when the worker is gone.
     pub fn send(&self, change: OwnershipChange) -> bool {
         self.changes.send(change).is_ok()
+    }
+
+    /// What the worker's reports notify: the keeper's next tick should start now. Others
+    /// may notify it too (another instance announced a change).
+    #[must_use]
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
     }
 
     /// Returns once the worker's end is dropped (the worker stopped).
@@ -137,6 +151,7 @@ impl WorkerSide {
     pub fn report_fenced(&self, shards: Vec<u32>) {
         // A keeper that is gone has nothing left to learn.
         let _ = self.fenced.send(shards);
+        self.wake.notify_one();
     }
 
     /// Tells the keeper `shards`, lost, are let go: whoever claims them next finds them
@@ -144,6 +159,7 @@ impl WorkerSide {
     pub fn report_released(&self, shards: Vec<u32>) {
         // A keeper that is gone releases nothing any more.
         let _ = self.released.send(shards);
+        self.wake.notify_one();
     }
 }
 

@@ -10,14 +10,20 @@
 //!     no longer owned (if their lease is still this instance's, step 6 claims them back).
 //!  4. **Releases** the owned shards now assigned to another member: the worker stops
 //!     applying them, settles their last snapshots and writes its published mark on them,
-//!     then tells the keeper, which lets their leases go at its next tick (or they lapse
-//!     after a lease period), so the new owner takes them as this instance left them.
+//!     then tells the keeper, which lets their leases go at once (the report wakes it; or
+//!     they lapse after a lease period), so the new owner takes them as this instance left
+//!     them.
 //!  5. **Holds** the leases of the assigned shards: renews those it holds, takes the free
 //!     ones. An owned shard whose lease another member holds now is lost: the worker
 //!     stops applying it at once.
 //!  6. **Claims** each shard newly held in the record store: its epoch rises, so the
 //!     previous owner can no longer commit for it, and its checkpoint comes back. The
 //!     claims go to the worker, which reads on from each checkpoint.
+//!
+//! Between ticks, a [`LeaseKeeper::waker`] notice starts the next tick at once: another
+//! member joined, left or gave leases up (announced through Redis), or the worker let
+//! shards go or found them fenced. So a stopping instance's shards, and a joiner's share,
+//! move within round trips rather than tick periods.
 //!
 //! A tick that fails (Redis or PostgreSQL unreachable) is logged and counted, and the next
 //! one tries again. When no tick has renewed the leases for a whole lease period, they may
@@ -31,10 +37,12 @@
 mod metrics;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use domain_runtime::{ShardClaim, ShardCount, assigned};
 use error_kit::error_chain;
 use ports::{KeeperSide, OwnershipChange, RuntimeRecordStore, ShardLeases};
+use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +69,8 @@ pub struct LeaseKeeper<L, S> {
     releasing: BTreeMap<u32, Instant>,
     /// When a tick last renewed the leases.
     renewed: Option<Instant>,
+    /// Starts the next tick at once.
+    wake: Arc<Notify>,
 }
 
 impl<L: ShardLeases, S: RuntimeRecordStore> LeaseKeeper<L, S> {
@@ -75,6 +85,7 @@ impl<L: ShardLeases, S: RuntimeRecordStore> LeaseKeeper<L, S> {
         side: KeeperSide,
         metrics: KeeperMetrics,
     ) -> Self {
+        let wake = side.waker();
         Self {
             leases,
             store,
@@ -86,7 +97,15 @@ impl<L: ShardLeases, S: RuntimeRecordStore> LeaseKeeper<L, S> {
             owned: BTreeSet::new(),
             releasing: BTreeMap::new(),
             renewed: None,
+            wake,
         }
+    }
+
+    /// What starts the next tick at once: notify it when the members or the leases
+    /// changed (a notice that comes during a tick starts one more).
+    #[must_use]
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
     }
 
     /// The time between ticks.
@@ -124,13 +143,16 @@ impl<L: ShardLeases, S: RuntimeRecordStore> LeaseKeeper<L, S> {
         Ok(())
     }
 
-    /// Ticks until `stop`, then hands every shard back (see the crate documentation).
+    /// Ticks until `stop`, every [`Self::tick_every`] or at once when woken, then hands
+    /// every shard back (see the crate documentation).
     pub async fn run(mut self, stop: CancellationToken) {
         let every = self.tick_every();
+        let wake = self.waker();
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = tokio::time::sleep(every) => {}
+                () = wake.notified() => {}
             }
             if let Err(error) = self.tick().await {
                 self.metrics.failed();

@@ -264,3 +264,58 @@ async fn on_stop_every_lease_is_released_once_the_worker_is_gone_and_the_instanc
     assert_eq!(leases.state().left, ["gm-a"]);
     assert!(leases.state().members.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_notice_starts_the_next_tick_at_once_instead_of_a_period_later() {
+    let leases = FakeLeases::default();
+    let (mut b, _b_worker) = keeper(&leases, "gm-b");
+    assert_eq!(b.start().await.unwrap().len(), 64);
+    let (mut a, mut a_worker) = keeper(&leases, "gm-a");
+    assert!(a.start().await.unwrap().is_empty(), "b holds every lease");
+    let (every, wake) = (a.tick_every(), a.waker());
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(a.run(stop.clone()));
+
+    // b stops: its leases go, it leaves, and the notice reaches a.
+    let all: Vec<u32> = (0..64).collect();
+    leases.release("gm-b", &all).await.unwrap();
+    leases.leave("gm-b").await.unwrap();
+    let noticed = Instant::now();
+    wake.notify_one();
+    let mut taken = Vec::new();
+    while taken.len() < 64 && noticed.elapsed() < every {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        taken.extend(gained(&a_worker.changes()));
+    }
+    assert_eq!(taken.len(), 64, "a took b's shards within {every:?}");
+    assert!(noticed.elapsed() < every);
+    stop.cancel();
+    drop(a_worker);
+    run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_worker_letting_shards_go_wakes_the_keeper_to_release_their_leases_at_once() {
+    let leases = FakeLeases::default();
+    let (mut a, mut a_worker) = keeper(&leases, "gm-a");
+    a.start().await.unwrap();
+    let (mut b, _b_worker) = keeper(&leases, "gm-b");
+    b.start().await.unwrap();
+    a.tick().await.unwrap();
+    let moving = lost(&a_worker.changes());
+    assert!(!moving.is_empty(), "gm-b's share moves");
+    let every = a.tick_every();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(a.run(stop.clone()));
+
+    let reported = Instant::now();
+    a_worker.report_released(moving.clone());
+    while leases.held_by("gm-a") > 64 - moving.len() && reported.elapsed() < every {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(leases.held_by("gm-a"), 64 - moving.len());
+    assert!(reported.elapsed() < every, "released before the next tick");
+    stop.cancel();
+    drop(a_worker);
+    run.await.unwrap();
+}

@@ -3,6 +3,11 @@
 //! in one slot on a cluster. A lease only says who should be working on a shard: the
 //! fencing epoch in PostgreSQL (decision 0023) decides whose writes commit, so a lease
 //! lost in a Redis failover costs a takeover, never a double apply.
+//!
+//! Every change another member should act on at once (a member joins or leaves, leases are
+//! given up) is also published on `<service>:{shards}:changes`, from the same script, so
+//! the members listening ([`crate::ChangeNotices`]) tick at once instead of at their next
+//! period. A notice lost (a subscriber reconnecting) costs only that wait.
 
 use std::time::Duration;
 
@@ -14,14 +19,16 @@ use crate::client::RedisClient;
 use crate::script::Script;
 
 /// Heartbeat: `KEYS[1]` the members (a sorted set scored by expiry, server time in ms);
-/// `ARGV` member and time to live in ms. Renews the member, drops the expired ones and
-/// returns those alive.
+/// `ARGV` member, time to live in ms and the changes channel. Renews the member (a new
+/// one is announced), drops the expired ones and returns those alive.
 static HEARTBEAT: Script = Script::new(
     r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) == 1 then
+  redis.call('PUBLISH', ARGV[3], 'joined')
+end
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 ",
 );
@@ -47,8 +54,8 @@ return held
 ",
 );
 
-/// Release: `KEYS` lease keys; `ARGV[1]` the member. Deletes the leases it holds; returns
-/// how many.
+/// Release: `KEYS` lease keys; `ARGV` the member and the changes channel. Deletes the
+/// leases it holds (announced when there were any); returns how many.
 static RELEASE: Script = Script::new(
     r"
 local n = 0
@@ -58,12 +65,24 @@ for _, key in ipairs(KEYS) do
     n = n + 1
   end
 end
+if n > 0 then
+  redis.call('PUBLISH', ARGV[2], 'released')
+end
 return n
 ",
 );
 
-/// Leave: `KEYS[1]` the members; `ARGV[1]` the member.
-static LEAVE: Script = Script::new("return redis.call('ZREM', KEYS[1], ARGV[1])");
+/// Leave: `KEYS[1]` the members; `ARGV` the member and the changes channel. Announced
+/// when the member was there.
+static LEAVE: Script = Script::new(
+    r"
+local n = redis.call('ZREM', KEYS[1], ARGV[1])
+if n > 0 then
+  redis.call('PUBLISH', ARGV[2], 'left')
+end
+return n
+",
+);
 
 /// Membership and shard leases of one service, under `<service>:{shards}:…`.
 #[derive(Debug, Clone)]
@@ -88,6 +107,12 @@ impl RedisShardLeases {
         format!("{}:{{shards}}:members", self.service)
     }
 
+    /// The channel changes are announced on, `<service>:{shards}:changes`.
+    #[must_use]
+    pub fn changes_channel(&self) -> String {
+        format!("{}:{{shards}}:changes", self.service)
+    }
+
     /// The lease key of `shard`, `<service>:{shards}:lease:<shard>`.
     #[must_use]
     pub fn lease_key(&self, shard: u32) -> String {
@@ -103,7 +128,7 @@ impl RedisShardLeases {
     pub async fn heartbeat(&self, member: &str, ttl: Duration) -> Result<Vec<String>, StreamError> {
         let reply = HEARTBEAT
             .run(&self.client, vec![self.members_key()], "heartbeat", || {
-                vec![text(member), millis(ttl)]
+                vec![text(member), millis(ttl), text(&self.changes_channel())]
             })
             .await?;
         let Value::Array(members) = reply else {
@@ -180,7 +205,7 @@ impl RedisShardLeases {
         let keys = shards.iter().map(|&s| self.lease_key(s)).collect();
         let reply = RELEASE
             .run(&self.client, keys, "release shard leases", || {
-                vec![text(member)]
+                vec![text(member), text(&self.changes_channel())]
             })
             .await?;
         match reply {
@@ -199,7 +224,7 @@ impl RedisShardLeases {
     pub async fn leave(&self, member: &str) -> Result<(), StreamError> {
         LEAVE
             .run(&self.client, vec![self.members_key()], "leave", || {
-                vec![text(member)]
+                vec![text(member), text(&self.changes_channel())]
             })
             .await
             .map(|_| ())

@@ -14,7 +14,8 @@
 //!  5. [`RedisDeadLetters`] implements [`DeadLetterSink`](stream_consumer::DeadLetterSink)
 //!     on a bounded stream per consumer (`<service>:dead_letters:<label>`);
 //!  6. [`RedisShardLeases`] keeps who is alive and which instance holds which shard, each
-//!     change one script call in one slot.
+//!     change one script call in one slot, the changes others act on announced;
+//!  7. [`ChangeNotices`] listens for those announcements on a client of its own.
 //!
 //! Errors follow the consumer runtime's split: connection problems and timeouts are
 //! [`StreamError::Unavailable`](stream_consumer::StreamError::Unavailable) (retry), replies
@@ -26,6 +27,7 @@ mod client;
 mod dead_letters;
 mod error;
 mod leases;
+mod notices;
 mod offsets;
 mod reader;
 mod reply;
@@ -36,6 +38,7 @@ mod writer;
 pub use client::{ConnectError, RedisClient, connect, fred_url};
 pub use dead_letters::{DEFAULT_DEAD_LETTER_MAX_LEN, RedisDeadLetters};
 pub use leases::RedisShardLeases;
+pub use notices::ChangeNotices;
 pub use offsets::RedisOffsetStore;
 pub use reader::RedisStreamReader;
 pub use settings::{MAX_BLOCK, RedisSettings};

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use fred::interfaces::KeysInterface;
-use redis_streams::{RedisShardLeases, connect};
+use redis_streams::{ChangeNotices, RedisShardLeases, connect};
 use testkit::redis::{TestRedis, ThrowawayCluster};
 
 const LONG: Duration = Duration::from_secs(5);
@@ -25,6 +25,14 @@ async fn members_and_leases_behave(url: &str, service: &str) {
         leases.members_key(),
         format!("{service}:{{shards}}:members")
     );
+    let mut notices = ChangeNotices::subscribe(
+        url,
+        common::settings(),
+        "test-notices",
+        &leases.changes_channel(),
+    )
+    .await
+    .unwrap();
 
     // Members: alive while they beat, gone when the beat lapses or they leave.
     assert_eq!(leases.heartbeat("a", LONG).await.unwrap(), ["a"]);
@@ -59,9 +67,24 @@ async fn members_and_leases_behave(url: &str, service: &str) {
     assert_eq!(leases.hold("b", &[9], LONG).await.unwrap(), [9]);
     assert!(leases.hold("a", &[], LONG).await.unwrap().is_empty());
 
+    assert_eq!(leases.release("b", &[0]).await.unwrap(), 0, "a holds it");
     assert_eq!(leases.release("a", &[0, 1, 2, 9]).await.unwrap(), 3);
     assert_eq!(leases.release("b", &[3, 4, 9]).await.unwrap(), 3);
     leases.leave("a").await.unwrap();
+
+    // Announced: each join (b's twice, once after it lapsed), leave and release that gave
+    // a lease up; not a renewal, nor a release of nothing.
+    let mut announced = Vec::new();
+    while let Ok(Some(notice)) = tokio::time::timeout(SHORT * 3, notices.next()).await {
+        announced.push(notice);
+    }
+    assert_eq!(
+        announced,
+        [
+            "joined", "joined", "joined", "left", "released", "released", "released", "left"
+        ]
+    );
+    notices.close().await;
 }
 
 #[tokio::test]
