@@ -6,7 +6,9 @@
 //! 1. Start the cluster, a database with 1,000 running games, an audit trigger on
 //!    `gm_shards`, three instances, the load and the monitor.
 //! 2. Play the schedule: a SIGKILL every 10 s (the instance restarts under a new id), one
-//!    SIGSTOP for three lease periods, one Redis master killed, a SIGTERM at the end.
+//!    SIGSTOP for three lease periods while a batch write of the instance waits on the
+//!    server (a zombie's write, which must be fenced off), one Redis master killed, a
+//!    SIGTERM at the end.
 //! 3. Stop the load and wait until every shard has applied its last entry.
 //! 4. Check the audit (every checkpoint move by the shard's owner, always forward) and the
 //!    failover and hand-over times from the monitor's polls.
@@ -223,6 +225,8 @@ struct Fleet {
     redis_url: String,
     slots: Vec<(String, u32, Service)>,
     fenced: f64,
+    /// The logs of every instance gone, by id, for a failing run's report.
+    logs: Vec<(String, String)>,
 }
 
 impl Fleet {
@@ -238,6 +242,7 @@ impl Fleet {
             redis_url: redis_url.to_owned(),
             slots,
             fenced: 0.0,
+            logs: Vec::new(),
         }
     }
 
@@ -261,6 +266,7 @@ impl Fleet {
         process.signal("KILL").unwrap();
         let at = Instant::now();
         let _ = process.wait(Duration::from_secs(5)).await;
+        self.logs.push((id.clone(), process.stderr()));
         self.slots[slot].1 += 1;
         let next = self.id(slot);
         self.slots[slot].2 =
@@ -272,15 +278,114 @@ impl Fleet {
         self.slots[slot].2.process.signal(name).unwrap();
     }
 
-    /// SIGTERM to every instance, each must exit 0; returns the run's fenced commits.
-    async fn stop(mut self) -> f64 {
+    /// SIGTERM to every instance, each must exit 0; returns the run's fenced commits and
+    /// every instance's logs.
+    async fn stop(mut self) -> (f64, Vec<(String, String)>) {
         for slot in 0..self.slots.len() {
             self.count_fenced(slot).await;
+        }
+        for slot in 0..self.slots.len() {
+            let id = self.id(slot);
+            self.logs.push((id, self.slots[slot].2.process.stderr()));
         }
         for (_, _, service) in self.slots {
             e2e::stop_service(service).await;
         }
-        self.fenced
+        (self.fenced, self.logs)
+    }
+}
+
+// ---- 2. The zombie ----------------------------------------------------------------------
+
+/// A write held up in PostgreSQL: a transaction of the test's own locks every record of the
+/// shards an instance owns, so its next batch write waits on the server. The instance is
+/// stopped while that write waits; once other instances have claimed its shards the locks
+/// go, and the write reaches the epoch check as a zombie's would: it must be fenced off.
+struct Stall {
+    client: tokio_postgres::Client,
+    owner: String,
+    shards: Vec<u32>,
+}
+
+impl Stall {
+    /// Locks the records of `owner`'s shards and waits until one of its connections waits
+    /// on those locks.
+    async fn hold(db_url: &str, owner: &str, games: &[String]) -> Self {
+        let client = e2e::pg_client(db_url).await.unwrap();
+        let shards: Vec<u32> = client
+            .query("SELECT shard FROM gm_shards WHERE owner = $1", &[&owner])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| u32::try_from(r.get::<_, i32>(0)).unwrap())
+            .collect();
+        assert!(!shards.is_empty(), "{owner} owns no shard to stall");
+        let count = ShardCount::new(contracts::shards::DEFAULT_SHARDS.into()).unwrap();
+        let held: Vec<&str> = games
+            .iter()
+            .filter(|g| shards.contains(&count.shard_of(g.as_bytes())))
+            .map(String::as_str)
+            .collect();
+        client.batch_execute("BEGIN").await.unwrap();
+        client
+            .execute(
+                "SELECT 1 FROM runtime_records WHERE game_id = ANY($1) FOR UPDATE",
+                &[&held],
+            )
+            .await
+            .unwrap();
+        let app = format!("gamemaster/{owner}");
+        eventually(
+            "a write waits on the locks",
+            Duration::from_secs(5),
+            || async {
+                let row = client
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity
+                      WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                        &[&app],
+                    )
+                    .await
+                    .unwrap();
+                row.get::<_, i64>(0) > 0
+            },
+        )
+        .await
+        .unwrap();
+        Self {
+            client,
+            owner: owner.to_owned(),
+            shards,
+        }
+    }
+
+    /// Once every stalled shard has another owner (claimed under a higher epoch), lets the
+    /// waiting write go on.
+    async fn release_once_claimed(self) {
+        let Self {
+            client,
+            owner,
+            shards,
+        } = self;
+        let shards: Vec<i32> = shards.iter().map(|&s| i32::try_from(s).unwrap()).collect();
+        let others = || async {
+            let row = client
+                .query_one(
+                    "SELECT count(*) FROM gm_shards WHERE shard = ANY($1) AND owner <> $2",
+                    &[&shards, &owner],
+                )
+                .await
+                .unwrap();
+            row.get::<_, i64>(0) == i64::try_from(shards.len()).unwrap()
+        };
+        eventually(
+            "the stalled shards are claimed",
+            Duration::from_secs(10),
+            others,
+        )
+        .await
+        .unwrap();
+        client.batch_execute("COMMIT").await.unwrap();
     }
 }
 
@@ -372,20 +477,26 @@ fn by_source(
     (games, conflicting)
 }
 
+/// An oracle snapshot the chaos run did not publish alike: game, source entry, the
+/// oracle's content and the run's (if any).
+type Missing = (String, EntryId, Content, Option<Content>);
+
 /// What the chaos run published beyond the oracle: (missing or different, extra copies
 /// of the state the game already had, extra copies of another state).
 fn compare_snapshots(
     chaos: &BTreeMap<String, BTreeMap<EntryId, Content>>,
     oracle: &BTreeMap<String, BTreeMap<EntryId, Content>>,
-) -> (usize, usize, usize) {
+) -> (Vec<Missing>, usize, usize) {
     let empty = BTreeMap::new();
-    let (mut missing, mut no_op, mut other) = (0, 0, 0);
+    let (mut missing, mut no_op, mut other) = (Vec::new(), 0, 0);
     for (game, expected) in oracle {
         let got = chaos.get(game).unwrap_or(&empty);
-        missing += expected
-            .iter()
-            .filter(|(id, c)| got.get(id) != Some(c))
-            .count();
+        missing.extend(
+            expected
+                .iter()
+                .filter(|(id, c)| got.get(id) != Some(c))
+                .map(|(id, c)| (game.clone(), *id, c.clone(), got.get(id).cloned())),
+        );
     }
     for (game, got) in chaos {
         let expected = oracle.get(game).unwrap_or(&empty);
@@ -399,6 +510,42 @@ fn compare_snapshots(
         }
     }
     (missing, no_op, other)
+}
+
+/// For a failing run: each instance's logs in a file, and for the first missing
+/// snapshots their shard's owners over the run (from the monitor's polls).
+fn report_missing(
+    missing: &[Missing],
+    polls: &[Poll],
+    started: Instant,
+    logs: &[(String, String)],
+) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (id, text) in logs {
+        std::fs::write(dir.join(format!("{id}.log")), text).unwrap();
+    }
+    eprintln!("chaos: the instances' logs are in {}", dir.display());
+    let count = ShardCount::new(contracts::shards::DEFAULT_SHARDS.into()).unwrap();
+    for (game, id, expected, got) in missing.iter().take(5) {
+        let shard = count.shard_of(game.as_bytes());
+        eprintln!(
+            "chaos: missing {game} (shard {shard}) at {id}: oracle {expected:?}, run {got:?}"
+        );
+        let mut last = None;
+        for poll in polls {
+            let row = &poll.rows[usize::try_from(shard).unwrap()];
+            if last != Some(&row.owner) {
+                eprintln!(
+                    "chaos:   {:>7.3} s  {} from {:?}",
+                    (poll.at - started).as_secs_f64(),
+                    row.owner,
+                    row.checkpoint
+                );
+                last = Some(&row.owner);
+            }
+        }
+    }
 }
 
 /// The same entries, ids kept, through one instance on a fresh database.
@@ -447,9 +594,10 @@ async fn oracle(
 enum Step {
     /// SIGKILL to slot a or b in turn (c is the one paused); it restarts under a new id.
     Kill,
-    /// SIGSTOP to slot c.
+    /// SIGSTOP to slot c while one of its batch writes waits on the server (a [`Stall`]);
+    /// the write goes on once others claim c's shards, and must be fenced off.
     Pause,
-    /// SIGCONT to slot c.
+    /// SIGCONT to slot c (its stalled write answered by then).
     Continue,
     /// The load holds back, so the master's replica has every acknowledged entry.
     QuietLoad,
@@ -502,12 +650,20 @@ async fn three_instances_under_kills_a_pause_and_a_master_failover_end_as_one_in
     // 2. The schedule.
     let end = length.as_secs_f64();
     let mut kills = Vec::new();
+    let mut stall = None;
     for (t, step) in schedule(end) {
         at(t).await;
         match step {
             Step::Kill => kills.push(fleet.kill(kills.len() % 2).await),
-            Step::Pause => fleet.signal(2, "STOP"),
-            Step::Continue => fleet.signal(2, "CONT"),
+            Step::Pause => {
+                let held = Stall::hold(db.url(), &fleet.id(2), &games).await;
+                fleet.signal(2, "STOP");
+                stall = Some(tokio::spawn(held.release_once_claimed()));
+            }
+            Step::Continue => {
+                stall.take().expect("a pause before").await.unwrap();
+                fleet.signal(2, "CONT");
+            }
             Step::QuietLoad => state.paused.store(true, Ordering::SeqCst),
             Step::KillMaster => {
                 let port = cluster.kill_master_of(HEALTH).await.unwrap();
@@ -529,10 +685,14 @@ async fn three_instances_under_kills_a_pause_and_a_master_failover_end_as_one_in
             .unwrap_or(0)
     };
     let terminated = fleet.id(busiest);
+    // Spread again since the master failover: every instance holds about its third.
+    let spread = owners_before(&polls.lock().unwrap(), Instant::now());
+    let ids: Vec<String> = (0..fleet.slots.len()).map(|slot| fleet.id(slot)).collect();
     fleet.count_fenced(busiest).await;
     let first = fleet.slots.remove(busiest);
     let term_at = Instant::now();
-    e2e::stop_service(first.2).await;
+    let logs = e2e::stop_service(first.2).await;
+    fleet.logs.push((terminated.clone(), logs));
     at(end).await;
     state.stop.store(true, Ordering::SeqCst);
     load_task.await.unwrap();
@@ -545,7 +705,7 @@ async fn three_instances_under_kills_a_pause_and_a_master_failover_end_as_one_in
     drained(&client, &cluster_redis, &last).await.unwrap();
     stop_monitor.store(true, Ordering::SeqCst);
     monitor_task.await.unwrap();
-    let fenced = fleet.stop().await;
+    let (fenced, logs) = fleet.stop().await;
 
     // 4. The audit and the times.
     let (moves, not_owner, not_forward) = audit(&client).await;
@@ -573,6 +733,10 @@ async fn three_instances_under_kills_a_pause_and_a_master_failover_end_as_one_in
     let (chaos_by, conflicting) = by_source(&snapshots);
     let (oracle_by, _) = by_source(&oracle_snapshots);
     let (missing, no_op, other) = compare_snapshots(&chaos_by, &oracle_by);
+    if !missing.is_empty() {
+        report_missing(&missing, &polls, started, &logs);
+    }
+    let missing = missing.len();
     let appended = state.appended.load(Ordering::SeqCst);
     eprintln!(
         "chaos: {} entries in {load_secs:.1} s ({:.0}/s, {} retried appends), {} kills, \
@@ -601,7 +765,24 @@ async fn three_instances_under_kills_a_pause_and_a_master_failover_end_as_one_in
         "checkpoint moves by a stale owner"
     );
     assert_eq!((missing, other, conflicting), (0, 0, 0), "snapshots differ");
-    assert!(p99 <= Duration::from_secs(3) && max <= Duration::from_secs(5));
+    assert!(
+        p99 <= Duration::from_secs(3) && max <= Duration::from_secs(5),
+        "failover p99 {p99:?}, max {max:?}"
+    );
+    assert!(
+        fenced >= 1.0,
+        "the stalled zombie's write was not fenced off"
+    );
+    assert!(
+        handover_max <= Duration::from_secs(1),
+        "SIGTERM hand-over took {handover_max:?}"
+    );
+    let fair = usize::try_from(contracts::shards::DEFAULT_SHARDS).unwrap() / (2 * ids.len());
+    assert!(
+        ids.iter()
+            .all(|id| spread.get(id).copied().unwrap_or(0) >= fair),
+        "shards not spread again after the master failover: {spread:?}"
+    );
     cluster_redis.cleanup().await.ok();
     db.drop_db().await.unwrap();
 }
