@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ports::{Error, ShardLeases};
+use ports::{Error, Members, ShardLeases};
 use redis_streams::{ChangeNotices, ConnectError, RedisClient, RedisSettings, RedisShardLeases};
 use stream_consumer::StreamError;
 use tokio::sync::Notify;
@@ -61,11 +61,13 @@ impl LeaseNotices {
 
 #[async_trait]
 impl ShardLeases for RedisLeases {
-    async fn heartbeat(&self, member: &str, ttl: Duration) -> Result<Vec<String>, Error> {
-        self.0
+    async fn heartbeat(&self, member: &str, ttl: Duration) -> Result<Members, Error> {
+        let (alive, next_lapse) = self
+            .0
             .heartbeat(member, ttl)
             .await
-            .map_err(StreamError::into_port::<Error>)
+            .map_err(StreamError::into_port::<Error>)?;
+        Ok(Members { alive, next_lapse })
     }
 
     async fn hold(&self, member: &str, shards: &[u32], ttl: Duration) -> Result<Vec<u32>, Error> {

@@ -21,11 +21,12 @@ async fn members_and_leases_through_the_port() {
         .unwrap();
     let leases = RedisLeases::new(client, &service);
 
-    assert_eq!(leases.heartbeat("gm-b", TTL).await.unwrap(), ["gm-b"]);
-    assert_eq!(
-        leases.heartbeat("gm-a", TTL).await.unwrap(),
-        ["gm-a", "gm-b"]
-    );
+    let b = leases.heartbeat("gm-b", TTL).await.unwrap();
+    assert_eq!((b.alive, b.next_lapse), (vec!["gm-b".to_owned()], None));
+    let a = leases.heartbeat("gm-a", TTL).await.unwrap();
+    assert_eq!(a.alive, ["gm-a", "gm-b"]);
+    let lapse = a.next_lapse.expect("gm-b lapses some time");
+    assert!(lapse <= TTL && lapse > TTL / 2, "gm-b lapses in {lapse:?}");
     assert_eq!(
         leases.hold("gm-a", &[1, 2, 3], TTL).await.unwrap(),
         [1, 2, 3]
@@ -47,7 +48,7 @@ async fn members_and_leases_through_the_port() {
         "2 is free at once; gm-a could not release gm-b's 4"
     );
     leases.leave("gm-a").await.unwrap();
-    assert_eq!(leases.heartbeat("gm-b", TTL).await.unwrap(), ["gm-b"]);
+    assert_eq!(leases.heartbeat("gm-b", TTL).await.unwrap().alive, ["gm-b"]);
 
     leases.release("gm-a", &[1, 3]).await.unwrap();
     leases.release("gm-b", &[2, 4]).await.unwrap();

@@ -29,7 +29,7 @@ pub use records::{
 
 #[cfg(feature = "mocks")]
 pub use shards::MockShardLeases;
-pub use shards::{KeeperSide, OwnershipChange, ShardLeases, WorkerSide, handover};
+pub use shards::{KeeperSide, Members, OwnershipChange, ShardLeases, WorkerSide, handover};
 
 #[cfg(feature = "mocks")]
 pub use stream_consumer::MockStreamOffsetStore;

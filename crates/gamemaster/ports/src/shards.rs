@@ -17,11 +17,12 @@ use crate::Error;
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait ShardLeases: Send + Sync {
-    /// Says `member` is alive for `ttl` more; every member alive, in name order.
+    /// Says `member` is alive for `ttl` more; every member alive, and how soon the first
+    /// other one lapses unrenewed.
     ///
     /// # Errors
     /// A server failure.
-    async fn heartbeat(&self, member: &str, ttl: Duration) -> Result<Vec<String>, Error>;
+    async fn heartbeat(&self, member: &str, ttl: Duration) -> Result<Members, Error>;
 
     /// Takes each of `shards` that is free and renews each `member` holds, for `ttl`; the
     /// shards it holds now.
@@ -42,6 +43,16 @@ pub trait ShardLeases: Send + Sync {
     /// # Errors
     /// A server failure (the membership then lapses on its own).
     async fn leave(&self, member: &str) -> Result<(), Error>;
+}
+
+/// What a heartbeat finds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Members {
+    /// Every member alive, in name order.
+    pub alive: Vec<String>,
+    /// How soon the first of the other members lapses if it does not beat again (a dead
+    /// one's shards are free from then on); `None` when there is no other.
+    pub next_lapse: Option<Duration>,
 }
 
 /// A change of the shards an instance owns, from its lease keeper to its worker.

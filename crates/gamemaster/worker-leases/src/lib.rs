@@ -20,6 +20,10 @@
 //!     previous owner can no longer commit for it, and its checkpoint comes back. The
 //!     claims go to the worker, which reads on from each checkpoint.
 //!
+//! A tick also comes just after another member would lapse (its heartbeat's expiry, as
+//! the last heartbeat read it), when that is sooner than a period: a dead member's shards
+//! are taken as soon as they are free, not up to a period later.
+//!
 //! Between ticks, a [`LeaseKeeper::waker`] notice starts the next tick at once: another
 //! member joined, left or gave leases up (announced through Redis), or the worker let
 //! shards go or found them fenced. So a stopping instance's shards, and a joiner's share,
@@ -41,7 +45,7 @@ use std::sync::Arc;
 
 use domain_runtime::{ShardClaim, ShardCount, assigned};
 use error_kit::error_chain;
-use ports::{KeeperSide, OwnershipChange, RuntimeRecordStore, ShardLeases};
+use ports::{KeeperSide, Members, OwnershipChange, RuntimeRecordStore, ShardLeases};
 use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -51,6 +55,10 @@ pub use metrics::KeeperMetrics;
 /// The lease time to live by default: a dead instance's shards move within about this
 /// long plus a tick.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(2);
+
+/// How long after another member's heartbeat would lapse the keeper looks again: its
+/// leases were renewed a round trip after its heartbeat, so they lapse a moment later.
+const LAPSE_MARGIN: Duration = Duration::from_millis(50);
 
 /// The keeper of one instance. Build it with [`LeaseKeeper::new`], make the first claims
 /// with [`LeaseKeeper::start`] (before the worker starts), then [`LeaseKeeper::run`] it.
@@ -71,6 +79,9 @@ pub struct LeaseKeeper<L, S> {
     renewed: Option<Instant>,
     /// Starts the next tick at once.
     wake: Arc<Notify>,
+    /// When the first other member lapses if it does not beat again: the next tick comes
+    /// then, if sooner than a period, so a dead member's shards move as they come free.
+    next_lapse: Option<Instant>,
 }
 
 impl<L: ShardLeases, S: RuntimeRecordStore> LeaseKeeper<L, S> {
@@ -98,6 +109,7 @@ impl<L: ShardLeases, S: RuntimeRecordStore> LeaseKeeper<L, S> {
             releasing: BTreeMap::new(),
             renewed: None,
             wake,
+            next_lapse: None,
         }
     }
 
@@ -143,15 +155,16 @@ impl<L: ShardLeases, S: RuntimeRecordStore> LeaseKeeper<L, S> {
         Ok(())
     }
 
-    /// Ticks until `stop`, every [`Self::tick_every`] or at once when woken, then hands
-    /// every shard back (see the crate documentation).
+    /// Ticks until `stop`, every [`Self::tick_every`], at once when woken, or just after
+    /// another member would lapse; then hands every shard back (see the crate
+    /// documentation).
     pub async fn run(mut self, stop: CancellationToken) {
-        let every = self.tick_every();
         let wake = self.waker();
         loop {
+            let pause = self.pause();
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = tokio::time::sleep(every) => {}
+                () = tokio::time::sleep(pause) => {}
                 () = wake.notified() => {}
             }
             if let Err(error) = self.tick().await {
@@ -162,10 +175,25 @@ impl<L: ShardLeases, S: RuntimeRecordStore> LeaseKeeper<L, S> {
         self.leave().await;
     }
 
+    /// The wait before the next tick: a period, or until just after the first other
+    /// member would lapse when that is sooner.
+    fn pause(&self) -> Duration {
+        let every = self.tick_every();
+        self.next_lapse.map_or(every, |at| {
+            (at + LAPSE_MARGIN)
+                .saturating_duration_since(Instant::now())
+                .min(every)
+        })
+    }
+
     /// Steps 1–6; the claims step 6 made.
     async fn step(&mut self) -> Result<Vec<ShardClaim>, ports::Error> {
         // 1–2. Who is alive; what is this instance's share.
-        let mut members = self.leases.heartbeat(&self.instance, self.ttl).await?;
+        let Members {
+            alive: mut members,
+            next_lapse,
+        } = self.leases.heartbeat(&self.instance, self.ttl).await?;
+        self.next_lapse = next_lapse.map(|d| Instant::now() + d);
         if !members.contains(&self.instance) {
             members.push(self.instance.clone());
         }

@@ -16,6 +16,8 @@ struct Leases {
     holders: HashMap<u32, String>,
     down: bool,
     left: Vec<String>,
+    /// What heartbeats say of the next lapse of another member, while there is one.
+    lapse: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -27,7 +29,7 @@ fn unavailable() -> ports::Error {
 
 #[async_trait]
 impl ShardLeases for FakeLeases {
-    async fn heartbeat(&self, member: &str, _: Duration) -> Result<Vec<String>, ports::Error> {
+    async fn heartbeat(&self, member: &str, _: Duration) -> Result<ports::Members, ports::Error> {
         let mut l = self.0.lock().unwrap();
         if l.down {
             return Err(unavailable());
@@ -35,9 +37,10 @@ impl ShardLeases for FakeLeases {
         if !l.members.iter().any(|m| m == member) {
             l.members.push(member.to_owned());
         }
-        let mut members = l.members.clone();
-        members.sort();
-        Ok(members)
+        let mut alive = l.members.clone();
+        alive.sort();
+        let next_lapse = l.lapse.filter(|_| alive.len() > 1);
+        Ok(ports::Members { alive, next_lapse })
     }
 
     async fn hold(
@@ -315,6 +318,40 @@ async fn the_worker_letting_shards_go_wakes_the_keeper_to_release_their_leases_a
     }
     assert_eq!(leases.held_by("gm-a"), 64 - moving.len());
     assert!(reported.elapsed() < every, "released before the next tick");
+    stop.cancel();
+    drop(a_worker);
+    run.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_members_shards_are_taken_just_after_it_lapses_not_a_period_later() {
+    let leases = FakeLeases::default();
+    let (mut b, _b_worker) = keeper(&leases, "gm-b");
+    assert_eq!(b.start().await.unwrap().len(), 64);
+    // gm-b dies now: its heartbeat lapses in 300 ms, and its leases with it.
+    leases.state().lapse = Some(Duration::from_millis(300));
+    let (mut a, mut a_worker) = keeper(&leases, "gm-a");
+    assert!(
+        a.start().await.unwrap().is_empty(),
+        "gm-b holds every lease"
+    );
+    let every = a.tick_every();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(a.run(stop.clone()));
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    {
+        let mut state = leases.state();
+        state.members.retain(|m| m != "gm-b");
+        state.holders.clear();
+    }
+    let mut taken = Vec::new();
+    while taken.len() < 64 && started.elapsed() < every {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        taken.extend(gained(&a_worker.changes()));
+    }
+    assert_eq!(taken.len(), 64, "taken within {:?}", started.elapsed());
+    assert!(started.elapsed() < every);
     stop.cancel();
     drop(a_worker);
     run.await.unwrap();

@@ -20,7 +20,8 @@ use crate::script::Script;
 
 /// Heartbeat: `KEYS[1]` the members (a sorted set scored by expiry, server time in ms);
 /// `ARGV` member, time to live in ms and the changes channel. Renews the member (a new
-/// one is announced), drops the expired ones and returns those alive.
+/// one is announced), drops the expired ones and returns those alive, and the ms until
+/// the first of the others lapses unrenewed (-1 when there is no other).
 static HEARTBEAT: Script = Script::new(
     r"
 local t = redis.call('TIME')
@@ -29,7 +30,15 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) == 1 then
   redis.call('PUBLISH', ARGV[3], 'joined')
 end
-return redis.call('ZRANGE', KEYS[1], 0, -1)
+local names, soonest = {}, -1
+local scored = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #scored, 2 do
+  names[#names + 1] = scored[i]
+  if soonest < 0 and scored[i] ~= ARGV[1] then
+    soonest = tonumber(scored[i + 1]) - now
+  end
+end
+return {names, soonest}
 ",
 );
 
@@ -119,23 +128,33 @@ impl RedisShardLeases {
         format!("{}:{{shards}}:lease:{shard}", self.service)
     }
 
-    /// Says `member` is alive for `ttl` more and returns every member alive (in name
-    /// order), itself included. Expiry runs on the server's clock, so members' clocks
-    /// need not agree.
+    /// Says `member` is alive for `ttl` more; returns every member alive (in name
+    /// order), itself included, and how soon the first of the others lapses if it does
+    /// not beat again (`None` when there is no other): a dead member's shards are free
+    /// from then on. Expiry runs on the server's clock, so members' clocks need not agree.
     ///
     /// # Errors
     /// [`StreamError`] when Redis cannot be reached or answers nonsense.
-    pub async fn heartbeat(&self, member: &str, ttl: Duration) -> Result<Vec<String>, StreamError> {
+    pub async fn heartbeat(
+        &self,
+        member: &str,
+        ttl: Duration,
+    ) -> Result<(Vec<String>, Option<Duration>), StreamError> {
         let reply = HEARTBEAT
             .run(&self.client, vec![self.members_key()], "heartbeat", || {
                 vec![text(member), millis(ttl), text(&self.changes_channel())]
             })
             .await?;
-        let Value::Array(members) = reply else {
-            return Err(StreamError::Protocol(format!(
-                "heartbeat: unexpected reply {reply:?}"
-            )));
+        let unexpected = || StreamError::Protocol("heartbeat: unexpected reply".into());
+        let Value::Array(mut reply) = reply else {
+            return Err(unexpected());
         };
+        let (Some(Value::Integer(soonest)), Some(Value::Array(members)), None) =
+            (reply.pop(), reply.pop(), reply.pop())
+        else {
+            return Err(unexpected());
+        };
+        let next_lapse = u64::try_from(soonest).ok().map(Duration::from_millis);
         let mut names = members
             .into_iter()
             .map(|m| match m {
@@ -149,7 +168,7 @@ impl RedisShardLeases {
             })
             .collect::<Result<Vec<String>, StreamError>>()?;
         names.sort_unstable();
-        Ok(names)
+        Ok((names, next_lapse))
     }
 
     /// Takes each of `shards` that is free and renews each `member` holds, for `ttl`;

@@ -34,18 +34,27 @@ async fn members_and_leases_behave(url: &str, service: &str) {
     .await
     .unwrap();
 
-    // Members: alive while they beat, gone when the beat lapses or they leave.
-    assert_eq!(leases.heartbeat("a", LONG).await.unwrap(), ["a"]);
-    assert_eq!(leases.heartbeat("b", SHORT).await.unwrap(), ["a", "b"]);
-    tokio::time::sleep(SHORT * 2).await;
-    assert_eq!(
-        leases.heartbeat("a", LONG).await.unwrap(),
-        ["a"],
-        "b lapsed"
+    // Members: alive while they beat, gone when the beat lapses or they leave; each beat
+    // says how soon the first other member lapses.
+    let beat = |member: &'static str, ttl| {
+        let leases = &leases;
+        async move { leases.heartbeat(member, ttl).await.unwrap() }
+    };
+    assert_eq!(beat("a", LONG).await, (vec!["a".to_owned()], None));
+    let (alive, a_lapses) = beat("b", SHORT).await;
+    assert_eq!(alive, ["a", "b"]);
+    assert!(
+        a_lapses.is_some_and(|d| d > SHORT && d <= LONG),
+        "{a_lapses:?}"
     );
-    assert_eq!(leases.heartbeat("b", LONG).await.unwrap(), ["a", "b"]);
+    let (alive, b_lapses) = beat("a", LONG).await;
+    assert_eq!(alive, ["a", "b"]);
+    assert!(b_lapses.is_some_and(|d| d <= SHORT), "{b_lapses:?}");
+    tokio::time::sleep(SHORT * 2).await;
+    assert_eq!(beat("a", LONG).await.0, ["a"], "b lapsed");
+    assert_eq!(beat("b", LONG).await.0, ["a", "b"]);
     leases.leave("b").await.unwrap();
-    assert_eq!(leases.heartbeat("a", LONG).await.unwrap(), ["a"], "b left");
+    assert_eq!(beat("a", LONG).await.0, ["a"], "b left");
 
     // Leases: a free one is taken, a held one is left to its holder, renewing keeps it.
     assert_eq!(
