@@ -38,6 +38,12 @@ async fn a_tiny_benchmark_runs_every_phase_and_finds_the_worker_and_baseline_ide
             "50",
             "--stop-live-engines",
             "2",
+            "--scale-out-events",
+            "2000",
+            "--scale-out-games",
+            "50",
+            "--scale-out-instances",
+            "2",
             "--database",
             &database,
             "--redis-url",
@@ -46,7 +52,7 @@ async fn a_tiny_benchmark_runs_every_phase_and_finds_the_worker_and_baseline_ide
         &[],
     )
     .unwrap();
-    let code = bench.wait(Duration::from_secs(120)).await.unwrap();
+    let code = bench.wait(Duration::from_secs(180)).await.unwrap();
     let report = bench.stdout();
     assert_eq!(code, 0, "{report}\n{}", bench.stderr());
     for expected in [
@@ -66,6 +72,8 @@ async fn a_tiny_benchmark_runs_every_phase_and_finds_the_worker_and_baseline_ide
         "## Stop jobs: a backlog of 50 jobs for stopped runtimes",
         "Both sides answered all 50 jobs replay_no_op, identically and in order.",
         "XADD → result for 2 live engines, one at a time",
+        "## Scale-out: 2 gamemaster instances on a local Redis Cluster draining 2000 events over 50 games",
+        "the 2 instances left the same runtime_records rows as the lone one",
     ] {
         assert!(
             report.contains(expected),

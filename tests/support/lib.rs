@@ -97,15 +97,7 @@ pub fn assert_metrics(text: &str, lines: &[impl AsRef<str>]) {
     }
 }
 
-/// The value of the sample `series` (a metric name with its labels, as exposed) in the
-/// exposition `text`; 0 when it is absent.
-#[must_use]
-pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .find_map(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
+pub use testkit::http::metric_value;
 
 /// Opens a plain client on `url`, its connection driven by a background task.
 ///

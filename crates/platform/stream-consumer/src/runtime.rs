@@ -875,9 +875,10 @@ where
         let next = EntryId::new(position.ms, position.seq.saturating_add(1));
         let head_beyond = info.first_entry.filter(|first| *first > next);
         let evidence = deleted_above.max(head_beyond);
-        if !detect_trim {
-            // A consumer without a stored offset never claimed to have read what was
-            // removed before it started: remember what is gone already.
+        if !detect_trim || position == EntryId::ZERO {
+            // A consumer without a stored offset, or at `0-0` (a handler's positions that
+            // say nothing was read yet), never claimed to have read what was removed
+            // before it started: remember what is gone already.
             self.reported_deleted = evidence.max(self.reported_deleted);
             return;
         }

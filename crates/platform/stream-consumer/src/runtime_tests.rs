@@ -784,6 +784,27 @@ async fn a_fresh_consumer_on_a_trimmed_stream_is_not_a_detection() {
     assert_eq!(metrics.trimmed("test"), 0);
 }
 
+#[tokio::test]
+async fn a_consumer_at_the_very_start_of_a_trimmed_stream_is_not_a_detection() {
+    let mut reader = MockStreamReader::new();
+    reader.expect_info().returning(|_| {
+        Ok(Some(StreamInfo {
+            length: 1,
+            first_entry: Some(EntryId::new(20, 0)),
+            last_generated: EntryId::new(20, 0),
+            max_deleted: None,
+        }))
+    });
+    reader
+        .expect_read_after()
+        .returning(|_, _, _, _| Ok(vec![]));
+    let mut offsets = MockStreamOffsetStore::new();
+    offsets.expect_load().returning(|_| Ok(Some(EntryId::ZERO)));
+    let (mut c, metrics, _) = consumer(reader, offsets, Recorder::default());
+    assert_eq!(c.step().await, Step::Idle);
+    assert_eq!(metrics.trimmed("test"), 0);
+}
+
 /// A reader that blocks like `XREAD BLOCK` and then returns one scripted batch.
 struct SlowReader {
     batches: Mutex<VecDeque<Vec<StreamEntry>>>,

@@ -20,6 +20,9 @@
 //!  5. *Stop jobs*: the Runtime Manager's stop-jobs worker against
 //!     seed 004's one-job-at-a-time loop on a backlog of jobs for stopped runtimes, and
 //!     the XADD → result latency for live engines.
+//!  6. *Scale-out*: K `gamemaster` instances on a local Redis Cluster draining one backlog
+//!     together, against one instance alone on the same entries; the cost of every
+//!     instance reading the whole stream on its own.
 
 mod baseline;
 mod drain;
@@ -27,6 +30,7 @@ mod fixture;
 mod latency;
 mod poison;
 mod scale;
+mod scaleout;
 mod stopjobs;
 mod workload;
 
@@ -75,6 +79,12 @@ pub struct Options {
     pub stop_jobs: usize,
     /// Live engines stopped one at a time for the stop latency; 0 skips that part.
     pub stop_live_engines: usize,
+    /// Events of the scale-out phase; 0 skips it.
+    pub scale_out_events: usize,
+    /// Games those events are spread over.
+    pub scale_out_games: usize,
+    /// Instances draining them together.
+    pub scale_out_instances: usize,
 }
 
 /// A flag `--<long>` (id: `long` with `_`), its default, and its value type.
@@ -133,12 +143,16 @@ fn command() -> Command {
                 .help("Stop jobs for stopped runtimes in the stop-jobs phase"),
             flag("stop-live-engines", "20", value_parser!(usize))
                 .help("Real engines stopped one at a time for the stop latency (0: none)"),
+            flag("scale-out-events", "1000000", value_parser!(usize))
+                .help("Events several instances drain together on a local Redis Cluster (0: skip)"),
+            flag("scale-out-games", "10000", value_parser!(usize)),
+            flag("scale-out-instances", "3", value_parser!(usize)),
             flag("seed", "42", value_parser!(u64)),
             Arg::new("skip")
                 .long("skip")
                 .value_delimiter(',')
                 .action(ArgAction::Append)
-                .value_parser(["baseline", "poison", "latency", "scale", "stopjobs"])
+                .value_parser(["baseline", "poison", "latency", "scale", "stopjobs", "scaleout"])
                 .help("Phases to skip (baseline: time the worker alone, for profiling; then no ratio and no equality check)"),
         ])
 }
@@ -199,6 +213,13 @@ fn options(m: &ArgMatches) -> Options {
             number("stop_jobs")
         },
         stop_live_engines: number("stop_live_engines"),
+        scale_out_events: if skipped("scaleout") {
+            0
+        } else {
+            number("scale_out_events")
+        },
+        scale_out_games: number("scale_out_games").max(1),
+        scale_out_instances: number("scale_out_instances").clamp(1, 16),
     }
 }
 
@@ -234,6 +255,9 @@ async fn run(opts: &Options) -> anyhow::Result<bool> {
     }
     if opts.stop_jobs > 0 {
         ok &= stopjobs::run(&fx, opts).await?;
+    }
+    if opts.scale_out_events > 0 {
+        ok &= scaleout::run(&fx, opts).await?;
     }
     fx.cleanup().await?;
     Ok(ok)

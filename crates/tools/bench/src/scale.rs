@@ -31,7 +31,8 @@ pub struct Gamemaster {
 }
 
 impl Gamemaster {
-    /// Starts `gamemaster run` and waits until `/readyz` answers 200.
+    /// Starts `gamemaster run` on the bench's database and Redis and waits until
+    /// `/readyz` answers 200.
     ///
     /// # Errors
     /// The binary is missing, does not start, or is not ready within 30 s.
@@ -40,6 +41,22 @@ impl Gamemaster {
         stream: &str,
         lobby: &str,
         batch_size: usize,
+    ) -> anyhow::Result<Self> {
+        let streams = (stream, lobby);
+        Self::start_as(&fx.db_url, &fx.redis_url, streams, batch_size, &[]).await
+    }
+
+    /// [`Gamemaster::start`] on `redis_url` with `streams` (health, lobby), and `env` on
+    /// top (an instance id, say).
+    ///
+    /// # Errors
+    /// The binary is missing, does not start, or is not ready within 30 s.
+    pub async fn start_as(
+        db_url: &str,
+        redis_url: &str,
+        (stream, lobby): (&str, &str),
+        batch_size: usize,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
         let binary = std::env::current_exe()?.with_file_name("gamemaster");
         if !binary.is_file() {
@@ -51,13 +68,14 @@ impl Gamemaster {
         let http: SocketAddr = format!("127.0.0.1:{}", testkit::free_port()).parse()?;
         let child = tokio::process::Command::new(&binary)
             .arg("run")
-            .env("GAMEMASTER_POSTGRES_URL", &fx.db_url)
-            .env("GAMEMASTER_REDIS_URL", &fx.redis_url)
+            .env("GAMEMASTER_POSTGRES_URL", db_url)
+            .env("GAMEMASTER_REDIS_URL", redis_url)
             .env("GAMEMASTER_HEALTH_EVENTS_STREAM", stream)
             .env("GAMEMASTER_LOBBY_EVENTS_STREAM", lobby)
             .env("GAMEMASTER_HTTP_ADDR", http.to_string())
             .env("GAMEMASTER_BATCH_SIZE", batch_size.to_string())
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .kill_on_drop(true)
@@ -76,6 +94,33 @@ impl Gamemaster {
     /// Peak resident set size so far, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         peak_rss_kib(self.pid).unwrap_or(0)
+    }
+
+    /// CPU time used so far (user and system), from `/proc/<pid>/stat` in clock ticks of
+    /// 1/100 s (Linux's `USER_HZ`).
+    pub fn cpu(&self) -> Duration {
+        let ticks = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|stat| {
+                // Fields after the command name, which ends with the last ')': utime and
+                // stime are the 14th and 15th of the line.
+                let rest = stat.rsplit_once(')')?.1;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let user: u64 = fields.get(11)?.parse().ok()?;
+                let system: u64 = fields.get(12)?.parse().ok()?;
+                Some(user + system)
+            })
+            .unwrap_or(0);
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// The `/metrics` exposition.
+    ///
+    /// # Errors
+    /// The ops server did not answer.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let (_, body) = testkit::http::get(self.http, "/metrics").await?;
+        Ok(body)
     }
 
     /// Fails when the process has already exited.

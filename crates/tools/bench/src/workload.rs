@@ -88,18 +88,29 @@ pub async fn preload_entries(
     stream: &str,
     entries: impl IntoIterator<Item = Vec<(&'static str, String)>>,
 ) -> anyhow::Result<EntryId> {
+    let ids = preload_ids(redis, stream, entries).await?;
+    Ok(ids.last().copied().unwrap_or(EntryId::ZERO))
+}
+
+/// [`preload_entries`], returning every entry's id, in order.
+///
+/// # Errors
+/// Redis failed.
+pub async fn preload_ids(
+    redis: &RedisClient,
+    stream: &str,
+    entries: impl IntoIterator<Item = Vec<(&'static str, String)>>,
+) -> anyhow::Result<Vec<EntryId>> {
     let writer = StreamWriter::new(redis.clone(), stream);
-    let mut last = EntryId::ZERO;
+    let mut ids = Vec::new();
     let mut chunk = Vec::with_capacity(1000);
     let mut entries = entries.into_iter().peekable();
     while entries.peek().is_some() {
         chunk.clear();
         chunk.extend(entries.by_ref().take(1000));
-        if let Some(id) = writer.append(&chunk).await?.last() {
-            last = *id;
-        }
+        ids.extend(writer.append(&chunk).await?);
     }
-    Ok(last)
+    Ok(ids)
 }
 
 /// Milliseconds since the epoch.
