@@ -624,6 +624,31 @@ async fn two_instances_divide_the_shards_hand_them_over_on_sigterm_and_apply_eac
         ],
     );
 
+    // Every shard's lag behind the stream's last entry, idle shards' included (their
+    // checkpoints move up once a second), comes down to about nothing.
+    let args = [
+        "shards",
+        "--json",
+        "--postgres-url",
+        db.url(),
+        "--redis-url",
+        redis_url.as_str(),
+        "--health-events-stream",
+        HEALTH,
+    ];
+    eventually("every shard caught up", Duration::from_secs(5), || async {
+        let shards = e2e::json_output("gamemaster", &args).await["shards"].clone();
+        let lags: Vec<f64> = shards
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["lag_seconds"].as_f64())
+            .collect();
+        lags.len() == 64 && lags.iter().all(|&lag| lag <= 1.5)
+    })
+    .await
+    .unwrap();
+
     // Another shard count on the same database is refused at start.
     let mismatch = [
         ("GAMEMASTER_POSTGRES_URL", db.url()),

@@ -70,7 +70,7 @@ pub fn command() -> Command {
         .subcommand(migrate_command("Game Master", &DEFAULTS))
         .subcommand(service_kit::dead_letters::command(&DEFAULTS, &CONSUMERS))
         .subcommand(service_kit::status::command(&DEFAULTS, consumed_streams()))
-        .subcommand(shards::command(&DEFAULTS))
+        .subcommand(shards::command(&DEFAULTS, consumed_streams()))
         .subcommand(
             Command::new("run")
                 .about("Consume the health events stream until SIGTERM or SIGINT")
