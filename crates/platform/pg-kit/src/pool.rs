@@ -32,6 +32,11 @@ pub struct PgSettings {
     /// The server-side `statement_timeout` set on every connection (default 10 s); a
     /// statement that runs longer is cancelled with SQLSTATE 57014 (transient).
     pub statement_timeout: Duration,
+    /// The server-side `idle_in_transaction_session_timeout` set on every connection
+    /// (default 5 s): a session left inside a transaction that long (its process stopped
+    /// or stalled between two statements) is ended by the server, so the row locks it
+    /// holds do not keep another instance waiting for as long as the stall lasts.
+    pub idle_in_transaction_timeout: Duration,
     /// Idle time before TCP keepalive probes start (default 30 s), so a silently dead peer
     /// is noticed.
     pub keepalive_idle: Duration,
@@ -53,6 +58,7 @@ impl Default for PgSettings {
             recycle_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(10),
+            idle_in_transaction_timeout: Duration::from_secs(5),
             keepalive_idle: Duration::from_secs(30),
             tcp_user_timeout: Duration::from_secs(30),
             application_name: None,
@@ -80,6 +86,13 @@ impl PgSettings {
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.connect_timeout = d;
         self.create_timeout = d;
+        self
+    }
+
+    /// Sets [`PgSettings::idle_in_transaction_timeout`].
+    #[must_use]
+    pub fn idle_in_transaction_timeout(mut self, d: Duration) -> Self {
+        self.idle_in_transaction_timeout = d;
         self
     }
 
@@ -193,7 +206,8 @@ impl ConnectError {
 }
 
 /// Parses `url` and applies `settings` to the driver configuration: connect timeout,
-/// keepalives, `TCP_USER_TIMEOUT`, `statement_timeout` (through the startup `options`, so
+/// keepalives, `TCP_USER_TIMEOUT`, `statement_timeout` and
+/// `idle_in_transaction_session_timeout` (through the startup `options`, so
 /// it costs no extra round trip; options already in the URL come after it and win) and
 /// `application_name`.
 ///
@@ -218,8 +232,9 @@ pub fn pg_config(
         });
     }
     let statement_timeout = format!(
-        "-c statement_timeout={}",
-        settings.statement_timeout.as_millis()
+        "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+        settings.statement_timeout.as_millis(),
+        settings.idle_in_transaction_timeout.as_millis()
     );
     let options = match config.get_options() {
         Some(existing) if !existing.trim().is_empty() => format!("{statement_timeout} {existing}"),
@@ -305,7 +320,10 @@ mod tests {
         };
         assert_eq!(
             config.get_options(),
-            Some("-c statement_timeout=1500 -c search_path=x")
+            Some(
+                "-c statement_timeout=1500 -c idle_in_transaction_session_timeout=5000 \
+                 -c search_path=x"
+            )
         );
         assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(5)));
         assert!(config.get_keepalives());

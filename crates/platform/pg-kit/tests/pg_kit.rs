@@ -121,6 +121,41 @@ async fn statement_timeout_is_set_on_every_connection_and_classified_transient()
 }
 
 #[tokio::test]
+async fn a_session_left_inside_a_transaction_is_ended_by_the_server_and_its_locks_go() {
+    let db = TestDb::create().await.unwrap();
+    let settings = PgSettings::default().idle_in_transaction_timeout(Duration::from_millis(300));
+    let pool = pg_kit::connect(db.url(), &settings).await.unwrap();
+    let stalled = pool.get().await.unwrap();
+    stalled
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    // A process that stops between two statements of its transaction, holding a row lock.
+    stalled
+        .batch_execute("BEGIN; SELECT id FROM t WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let other = pool.get().await.unwrap();
+    let waited = std::time::Instant::now();
+    other
+        .batch_execute("UPDATE t SET id = 2 WHERE id = 1")
+        .await
+        .unwrap();
+    let waited = waited.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(3),
+        "the other waited {waited:?}"
+    );
+    let ended = stalled
+        .batch_execute("COMMIT")
+        .await
+        .expect_err("session ended");
+    assert!(PgError::from(ended).is_transient());
+    drop((stalled, other));
+    db.drop_db().await.unwrap();
+}
+
+#[tokio::test]
 async fn an_exhausted_pool_times_out_instead_of_waiting_forever() {
     let db = TestDb::create().await.unwrap();
     let settings = PgSettings::default()
