@@ -13,12 +13,17 @@
 //! 4. Check the audit (every checkpoint move by the shard's owner, always forward) and the
 //!    failover and hand-over times from the monitor's polls.
 //! 5. Replay the same entries, ids kept, through one instance on a fresh database; compare.
+//!    Two known gaps are counted apart, not failed: snapshots a takeover republished under
+//!    a later entry of the game (same content), and snapshots of the last batch a SIGKILLed
+//!    instance committed that never went out (issue 14's note); any other difference
+//!    fails.
 //!
 //! `GALAXY_CHAOS_SECONDS` sets the run's length (30 s by default; `make chaos` sets 60).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -481,35 +486,94 @@ fn by_source(
 /// oracle's content and the run's (if any).
 type Missing = (String, EntryId, Content, Option<Content>);
 
-/// What the chaos run published beyond the oracle: (missing or different, extra copies
-/// of the state the game already had, extra copies of another state).
+/// How the chaos run's snapshots compare with the oracle's, per game by source entry.
+#[derive(Default)]
+struct Compared {
+    /// Oracle snapshots the run lacks, or has with other content.
+    missing: Vec<Missing>,
+    /// Oracle snapshots the run published only under a later entry of the same game,
+    /// before the oracle's next one and with the same content: a takeover's republish
+    /// labels a game's current record with the game's last entry it replayed (a known
+    /// gap), so the Lobby gets the same state under a later id.
+    relabelled: usize,
+    /// Extra snapshots carrying the state the game already had (Lobby no-ops).
+    no_op: usize,
+    /// Extra snapshots of another state.
+    other: usize,
+}
+
+/// Compares the run's snapshots with the oracle's (see [`Compared`]).
 fn compare_snapshots(
     chaos: &BTreeMap<String, BTreeMap<EntryId, Content>>,
     oracle: &BTreeMap<String, BTreeMap<EntryId, Content>>,
-) -> (Vec<Missing>, usize, usize) {
+) -> Compared {
     let empty = BTreeMap::new();
-    let (mut missing, mut no_op, mut other) = (Vec::new(), 0, 0);
+    let mut compared = Compared::default();
     for (game, expected) in oracle {
         let got = chaos.get(game).unwrap_or(&empty);
-        missing.extend(
-            expected
-                .iter()
-                .filter(|(id, c)| got.get(id) != Some(c))
-                .map(|(id, c)| (game.clone(), *id, c.clone(), got.get(id).cloned())),
-        );
+        for (id, content) in expected.iter().filter(|(id, c)| got.get(id) != Some(c)) {
+            let after = (Bound::Excluded(*id), Bound::Unbounded);
+            let next = expected.range(after).next().map(|(next, _)| *next);
+            let later = got
+                .range(after)
+                .take_while(|(at, _)| next.is_none_or(|n| **at < n))
+                .any(|(at, c)| c == content && !expected.contains_key(at));
+            if later && !got.contains_key(id) {
+                compared.relabelled += 1;
+            } else {
+                let run = got.get(id).cloned();
+                compared
+                    .missing
+                    .push((game.clone(), *id, content.clone(), run));
+            }
+        }
     }
     for (game, got) in chaos {
         let expected = oracle.get(game).unwrap_or(&empty);
         for (id, content) in got.iter().filter(|(id, _)| !expected.contains_key(id)) {
             let before = expected.range(..*id).next_back().map(|(_, c)| c);
             if before == Some(content) {
-                no_op += 1;
+                compared.no_op += 1;
             } else {
-                other += 1;
+                compared.other += 1;
             }
         }
     }
-    (missing, no_op, other)
+    compared
+}
+
+/// Milliseconds since the epoch at `at` (entry ids carry the Redis server's clock, the
+/// same machine's).
+fn epoch_ms(at: Instant) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    u64::try_from((now - at.elapsed()).as_millis()).unwrap()
+}
+
+/// The missing snapshots that were the unpublished tail of a SIGKILLed instance: their
+/// shard was the victim's when it was killed, and their entry came in the second before.
+/// A known gap: such a batch is committed, its snapshots die with the process, and the
+/// next owner republishes only each game's current record. Every other missing snapshot
+/// is a failure.
+fn lost_with_a_kill(missing: &[Missing], polls: &[Poll], kills: &[(Instant, String)]) -> usize {
+    let count = ShardCount::new(contracts::shards::DEFAULT_SHARDS.into()).unwrap();
+    missing
+        .iter()
+        .filter(|(game, id, _, run)| {
+            let shard = usize::try_from(count.shard_of(game.as_bytes())).unwrap();
+            run.is_none()
+                && kills.iter().any(|(at, victim)| {
+                    let kill_ms = epoch_ms(*at);
+                    let owned = polls
+                        .iter()
+                        .rev()
+                        .find(|p| p.at <= *at)
+                        .is_some_and(|p| p.rows[shard].owner == *victim);
+                    owned && id.ms <= kill_ms && id.ms + 1_000 >= kill_ms
+                })
+        })
+        .count()
 }
 
 /// For a failing run: each instance's logs in a file, and for the first missing
@@ -732,18 +796,22 @@ async fn three_instances_under_kills_a_pause_and_a_master_failover_end_as_one_in
     let snapshots = e2e::entries(&cluster_redis, LOBBY).await.unwrap();
     let (chaos_by, conflicting) = by_source(&snapshots);
     let (oracle_by, _) = by_source(&oracle_snapshots);
-    let (missing, no_op, other) = compare_snapshots(&chaos_by, &oracle_by);
-    if !missing.is_empty() {
-        report_missing(&missing, &polls, started, &logs);
+    let compared = compare_snapshots(&chaos_by, &oracle_by);
+    if !compared.missing.is_empty() {
+        report_missing(&compared.missing, &polls, started, &logs);
     }
-    let missing = missing.len();
+    let lost = lost_with_a_kill(&compared.missing, &polls, &kills);
+    let (missing, relabelled) = (compared.missing.len() - lost, compared.relabelled);
+    let (no_op, other) = (compared.no_op, compared.other);
     let appended = state.appended.load(Ordering::SeqCst);
     eprintln!(
         "chaos: {} entries in {load_secs:.1} s ({:.0}/s, {} retried appends), {} kills, \
          failover over {} shards: p99 {p99:?}, max {max:?}; SIGTERM hand-over of {} shards: \
          max {handover_max:?}; {moves} checkpoint moves ({not_owner} not by the owner, \
          {not_forward} not forward); fenced commits {}; snapshots {} (oracle {}): \
-         {missing} missing or different, {no_op} extra copies of the state the game had, \
+         {missing} missing or different, {lost} lost with a killed instance's last batch, \
+         {relabelled} published under a later entry, \
+         {no_op} extra copies of the state the game had, \
          {other} other extras, {conflicting} conflicting copies",
         entries.len(),
         appended as f64 / load_secs,
