@@ -319,14 +319,15 @@ impl ThrowawayRedis {
     /// # Errors
     /// As [`Self::start`].
     pub async fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(crate::unique_name("galaxy_redis"));
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         let mut last_error = None;
-        // The free port may be taken again before the server binds it: try a few.
+        // The free port may be taken again before the server binds it: try a few, each
+        // in a directory of its own (a failed attempt removes its own when dropped).
         for _ in 0..3 {
+            let dir = std::env::temp_dir().join(crate::unique_name("galaxy_redis"));
+            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
             let mut server = Self {
                 port: crate::free_port(),
-                dir: dir.clone(),
+                dir,
                 child: None,
                 extra: extra.iter().map(|a| (*a).to_owned()).collect(),
             };
