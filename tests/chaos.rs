@@ -194,27 +194,35 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// A trigger, this test's own, that records who moved each checkpoint and from where.
 const AUDIT: &str = "
-CREATE TABLE chaos_audit (shard integer, owner text, app text,
-    old_ms bigint, old_seq bigint, new_ms bigint, new_seq bigint);
+CREATE TABLE chaos_audit (n bigserial, shard integer, owner text, app text, epoch bigint,
+    old_ms bigint, old_seq bigint, new_ms bigint, new_seq bigint,
+    old_pub_ms bigint, old_pub_seq bigint, new_pub_ms bigint, new_pub_seq bigint);
 CREATE FUNCTION chaos_audit() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO chaos_audit VALUES (NEW.shard, NEW.owner, current_setting('application_name'),
-        OLD.checkpoint_ms, OLD.checkpoint_seq, NEW.checkpoint_ms, NEW.checkpoint_seq);
+    INSERT INTO chaos_audit (shard, owner, app, epoch, old_ms, old_seq, new_ms, new_seq,
+                             old_pub_ms, old_pub_seq, new_pub_ms, new_pub_seq)
+    VALUES (NEW.shard, NEW.owner, current_setting('application_name'), NEW.epoch,
+        OLD.checkpoint_ms, OLD.checkpoint_seq, NEW.checkpoint_ms, NEW.checkpoint_seq,
+        OLD.published_ms, OLD.published_seq, NEW.published_ms, NEW.published_seq);
     RETURN NEW;
 END $$;
 CREATE TRIGGER chaos_audit AFTER UPDATE ON gm_shards FOR EACH ROW
-    WHEN ((OLD.checkpoint_ms, OLD.checkpoint_seq) IS DISTINCT FROM (NEW.checkpoint_ms, NEW.checkpoint_seq))
     EXECUTE FUNCTION chaos_audit();";
+
+/// Only the audit rows that moved a checkpoint.
+const MOVES: &str = "(old_ms, old_seq) IS DISTINCT FROM (new_ms, new_seq)";
 
 /// (checkpoint moves, moves not by the owner's connection, moves not forward).
 async fn audit(client: &tokio_postgres::Client) -> (i64, i64, i64) {
     let row = client
         .query_one(
-            "SELECT count(*),
-                    count(*) FILTER (WHERE app <> 'gamemaster/' || owner),
-                    count(*) FILTER (WHERE old_ms IS NOT NULL
-                                       AND (new_ms IS NULL OR (new_ms, new_seq) <= (old_ms, old_seq)))
-               FROM chaos_audit",
+            &format!(
+                "SELECT count(*),
+                        count(*) FILTER (WHERE app <> 'gamemaster/' || owner),
+                        count(*) FILTER (WHERE old_ms IS NOT NULL
+                                           AND (new_ms IS NULL OR (new_ms, new_seq) <= (old_ms, old_seq)))
+                   FROM chaos_audit WHERE {MOVES}"
+            ),
             &[],
         )
         .await
@@ -578,7 +586,8 @@ fn lost_with_a_kill(missing: &[Missing], polls: &[Poll], kills: &[(Instant, Stri
 
 /// For a failing run: each instance's logs in a file, and for the first missing
 /// snapshots their shard's owners over the run (from the monitor's polls).
-fn report_missing(
+async fn report_missing(
+    client: &tokio_postgres::Client,
     missing: &[Missing],
     polls: &[Poll],
     started: Instant,
@@ -609,6 +618,46 @@ fn report_missing(
                 last = Some(&row.owner);
             }
         }
+        print_audit(client, shard, *id).await;
+    }
+}
+
+/// The shard's audit rows from the write that applied `entry` on: who wrote, under which
+/// epoch, and how the checkpoint and the published mark moved.
+async fn print_audit(client: &tokio_postgres::Client, shard: u32, entry: EntryId) {
+    let (shard, ms, seq) = (
+        i32::try_from(shard).unwrap(),
+        i64::try_from(entry.ms).unwrap(),
+        i64::try_from(entry.seq).unwrap(),
+    );
+    let rows = client
+        .query(
+            "SELECT app, epoch, old_ms, old_seq, new_ms, new_seq, old_pub_ms, old_pub_seq,
+                    new_pub_ms, new_pub_seq
+               FROM chaos_audit
+              WHERE shard = $1 AND n >= coalesce((
+                    SELECT min(n) FROM chaos_audit
+                     WHERE shard = $1 AND (new_ms, new_seq) >= ($2, $3)), 0)
+              ORDER BY n LIMIT 8",
+            &[&shard, &ms, &seq],
+        )
+        .await
+        .unwrap();
+    for r in rows {
+        let at = |i: usize| {
+            r.get::<_, Option<i64>>(i)
+                .zip(r.get::<_, Option<i64>>(i + 1))
+                .map_or("-".to_owned(), |(ms, seq)| format!("{ms}-{seq}"))
+        };
+        eprintln!(
+            "chaos:     {} epoch {}: checkpoint {} -> {}, published {} -> {}",
+            r.get::<_, String>(0),
+            r.get::<_, i64>(1),
+            at(2),
+            at(4),
+            at(6),
+            at(8)
+        );
     }
 }
 
@@ -798,7 +847,7 @@ async fn three_instances_under_kills_a_pause_and_a_master_failover_end_as_one_in
     let (oracle_by, _) = by_source(&oracle_snapshots);
     let compared = compare_snapshots(&chaos_by, &oracle_by);
     if !compared.missing.is_empty() {
-        report_missing(&compared.missing, &polls, started, &logs);
+        report_missing(&client, &compared.missing, &polls, started, &logs).await;
     }
     let lost = lost_with_a_kill(&compared.missing, &polls, &kills);
     let (missing, relabelled) = (compared.missing.len() - lost, compared.relabelled);
