@@ -1428,3 +1428,85 @@ async fn a_shard_gained_and_lost_before_it_was_read_is_let_go_with_its_checkpoin
         moved.lock().unwrap()
     );
 }
+
+#[tokio::test]
+async fn a_batch_its_owner_committed_but_never_published_is_republished_by_the_next_owner() {
+    let ((_, _), (b, shard_b)) = two_shards();
+    let h = Harness::new(&[(&b, RuntimeStatus::Running)]);
+    // The store keeps the shard's checkpoint and the mark each write records, as the
+    // real one does.
+    type Stored = (
+        Option<domain_runtime::EntryPosition>,
+        Option<domain_runtime::EntryPosition>,
+    );
+    let stored: Arc<Mutex<Stored>> = Arc::default();
+    let mut store = store_gated(h.records.clone(), h.applies.clone(), |_, _| None);
+    store.checkpoint();
+    let (records, written) = (h.records.clone(), stored.clone());
+    store
+        .expect_apply_health_batch()
+        .returning(move |obs, owner| {
+            let mut written = written.lock().unwrap();
+            written.0 = obs.iter().map(|o| o.entry).max().max(written.0);
+            written.1 = owner.published().max(written.1);
+            Ok(fold_over(&records, obs))
+        });
+    store
+        .expect_advance_checkpoints()
+        .returning(|_, _, _| Ok(Vec::new()));
+    store.expect_summaries().returning(|| Ok(Vec::new()));
+    // Entry 1's snapshot goes out; entry 2's publish never completes (the owner dies).
+    let mut publisher = MockLobbyEventsPublisher::new();
+    let out = h.published.clone();
+    let mut calls = 0;
+    publisher.expect_publish().returning(move |events| {
+        calls += 1;
+        if calls > 1 {
+            return Err(ports::Error::Unavailable("the process died".into()));
+        }
+        out.lock().unwrap().extend_from_slice(events);
+        Ok(())
+    });
+    let mut first = HealthEventsWorker::new(
+        store,
+        publisher,
+        Arc::new(|| NOW),
+        h.metrics.clone(),
+        owning_only(shard_b),
+    );
+    assert_eq!(
+        drive(&mut first, &[event(1, &b, "probe_failed")])
+            .await
+            .finished,
+        1
+    );
+    let outcome = first.handle(&[event(2, &b, "container_exited")]).await;
+    assert!(
+        outcome.in_flight,
+        "entry 2 committed, its snapshot on its way"
+    );
+    drop(first);
+    let (checkpoint, published) = *stored.lock().unwrap();
+    let at = |seq| domain_runtime::EntryPosition { ms: 1, seq };
+    assert_eq!((checkpoint, published), (Some(at(2)), Some(at(1))));
+
+    // The next owner claims the shard as stored and reads from its mark on.
+    let next = Ownership::new(
+        domain_runtime::ShardCount::default(),
+        [domain_runtime::ShardClaim {
+            shard: shard_b,
+            epoch: 2,
+            checkpoint,
+            published,
+        }],
+    );
+    assert_eq!(start_position(&next), Some(EntryId::new(1, 1)));
+    let mut second = h.worker_of(next, |_, _| None);
+    let rest = [
+        event(2, &b, "container_exited"),
+        event(3, &b, "probe_recovered"),
+    ];
+    assert_eq!(drive(&mut second, &rest).await.finished, 2);
+    let id = |seq| Some(contracts::SourceEntryId { ms: 1, seq });
+    assert_eq!(h.sources(), [id(1), id(2), id(3)], "entry 2 republished");
+}
