@@ -193,15 +193,20 @@ impl Ownership {
     /// Takes the checkpoints of `read` (as the database holds them now) for the shards
     /// still held under the same epoch. A checkpoint found higher than known reflects a
     /// commit whose reply was lost, so its snapshots never went out: the shard counts as
-    /// taken over up to it. The shards whose epoch moved (another instance claimed them)
-    /// are given up and returned, in shard order.
+    /// taken over up to it (from where it was taken over already, if its previous owner's
+    /// entries are still to be read again). The shards whose epoch moved (another
+    /// instance claimed them) are given up and returned, in shard order.
     pub fn refresh(&mut self, read: &[ShardClaim]) -> Vec<u32> {
         let mut lost = Vec::new();
         for fresh in read {
             match self.owned.get_mut(&fresh.shard) {
                 Some(claim) if claim.epoch == fresh.epoch => {
                     if let Some(at) = fresh.checkpoint.filter(|&at| Some(at) > claim.checkpoint) {
-                        self.taken_over.insert(fresh.shard, (claim.checkpoint, at));
+                        let after = self
+                            .taken_over
+                            .get(&fresh.shard)
+                            .map_or(claim.checkpoint, |&(after, _)| after);
+                        self.taken_over.insert(fresh.shard, (after, at));
                     }
                     claim.checkpoint = fresh.checkpoint;
                 }
@@ -333,6 +338,39 @@ mod tests {
         assert!(o.claim(2).is_none(), "given up");
         assert!(o.refresh(&read[..1]).is_empty());
         assert_eq!((o.len(), o.is_empty(), o.count().get()), (1, false, 8));
+    }
+
+    #[test]
+    fn a_refresh_keeps_what_a_takeover_still_has_to_republish() {
+        // Taken over with entries after 4-0 through 10-2 maybe unpublished; before the
+        // reading went back for them, a lost reply hides a commit up to 20-0.
+        let mut o = Ownership::new(
+            ShardCount::new(8).unwrap(),
+            [ShardClaim {
+                shard: 1,
+                epoch: 3,
+                checkpoint: Some(at(10, 2)),
+                published: Some(at(4, 0)),
+            }],
+        );
+        let read = [ShardClaim {
+            shard: 1,
+            epoch: 3,
+            checkpoint: Some(at(20, 0)),
+            published: Some(at(4, 0)),
+        }];
+        assert!(o.refresh(&read).is_empty());
+        let table = [
+            (at(4, 0), false),
+            (at(7, 0), true),
+            (at(10, 2), true),
+            (at(15, 0), true),
+            (at(20, 0), true),
+            (at(20, 1), false),
+        ];
+        for (entry, republished) in table {
+            assert_eq!(o.republishes(1, entry), republished, "{entry}");
+        }
     }
 
     fn claim(shard: u32, epoch: u64, checkpoint: Option<EntryPosition>) -> ShardClaim {
