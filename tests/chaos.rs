@@ -23,7 +23,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -499,11 +498,6 @@ type Missing = (String, EntryId, Content, Option<Content>);
 struct Compared {
     /// Oracle snapshots the run lacks, or has with other content.
     missing: Vec<Missing>,
-    /// Oracle snapshots the run published only under a later entry of the same game,
-    /// before the oracle's next one and with the same content: a takeover's republish
-    /// labels a game's current record with the game's last entry it replayed (a known
-    /// gap), so the Lobby gets the same state under a later id.
-    relabelled: usize,
     /// Extra snapshots carrying the state the game already had (Lobby no-ops).
     no_op: usize,
     /// Extra snapshots of another state.
@@ -520,20 +514,10 @@ fn compare_snapshots(
     for (game, expected) in oracle {
         let got = chaos.get(game).unwrap_or(&empty);
         for (id, content) in expected.iter().filter(|(id, c)| got.get(id) != Some(c)) {
-            let after = (Bound::Excluded(*id), Bound::Unbounded);
-            let next = expected.range(after).next().map(|(next, _)| *next);
-            let later = got
-                .range(after)
-                .take_while(|(at, _)| next.is_none_or(|n| **at < n))
-                .any(|(at, c)| c == content && !expected.contains_key(at));
-            if later && !got.contains_key(id) {
-                compared.relabelled += 1;
-            } else {
-                let run = got.get(id).cloned();
-                compared
-                    .missing
-                    .push((game.clone(), *id, content.clone(), run));
-            }
+            let run = got.get(id).cloned();
+            compared
+                .missing
+                .push((game.clone(), *id, content.clone(), run));
         }
     }
     for (game, got) in chaos {
@@ -548,65 +532,6 @@ fn compare_snapshots(
         }
     }
     compared
-}
-
-/// The missing snapshots that were the unpublished tail of a SIGKILLed instance: their
-/// shard was the victim's when it was killed, and the victim's last write on it (from
-/// the audit) had committed their entry without its published mark reaching it. A known
-/// gap: such a batch is committed, its snapshots die with the process, and the next
-/// owner does not always republish them (issue 14's note). Every other missing snapshot
-/// is a failure.
-async fn lost_with_a_kill(
-    client: &tokio_postgres::Client,
-    missing: &[Missing],
-    polls: &[Poll],
-    kills: &[(Instant, String)],
-) -> usize {
-    let count = ShardCount::new(contracts::shards::DEFAULT_SHARDS.into()).unwrap();
-    let mut lost = 0;
-    for (game, id, _, _) in missing.iter().filter(|m| m.3.is_none()) {
-        let shard = count.shard_of(game.as_bytes());
-        for (at, victim) in kills {
-            let owned = polls
-                .iter()
-                .rev()
-                .find(|p| p.at <= *at)
-                .is_some_and(|p| p.rows[usize::try_from(shard).unwrap()].owner == *victim);
-            if owned && unpublished_tail(client, shard, victim, *id).await {
-                lost += 1;
-                break;
-            }
-        }
-    }
-    lost
-}
-
-/// Whether `victim`'s last write on `shard` committed `entry` (at or below the checkpoint
-/// it wrote) with a published mark below it.
-async fn unpublished_tail(
-    client: &tokio_postgres::Client,
-    shard: u32,
-    victim: &str,
-    entry: EntryId,
-) -> bool {
-    let row = client
-        .query_opt(
-            "SELECT new_ms, new_seq, new_pub_ms, new_pub_seq FROM chaos_audit
-              WHERE shard = $1 AND app = 'gamemaster/' || $2 ORDER BY n DESC LIMIT 1",
-            &[&i32::try_from(shard).unwrap(), &victim],
-        )
-        .await
-        .unwrap();
-    let Some(row) = row else { return false };
-    let at = |i: usize| {
-        row.get::<_, Option<i64>>(i)
-            .zip(row.get::<_, Option<i64>>(i + 1))
-    };
-    let e = (
-        i64::try_from(entry.ms).unwrap(),
-        i64::try_from(entry.seq).unwrap(),
-    );
-    at(0).is_some_and(|c| e <= c) && at(2).is_none_or(|p| p < e)
 }
 
 /// For a failing run: each instance's logs in a file, and for the first missing
@@ -874,8 +799,7 @@ async fn three_instances_under_kills_a_pause_and_a_master_failover_end_as_one_in
     if !compared.missing.is_empty() {
         report_missing(&client, &compared.missing, &polls, started, &logs).await;
     }
-    let lost = lost_with_a_kill(&client, &compared.missing, &polls, &kills).await;
-    let (missing, relabelled) = (compared.missing.len() - lost, compared.relabelled);
+    let missing = compared.missing.len();
     let (no_op, other) = (compared.no_op, compared.other);
     let appended = state.appended.load(Ordering::SeqCst);
     eprintln!(
@@ -883,9 +807,7 @@ async fn three_instances_under_kills_a_pause_and_a_master_failover_end_as_one_in
          failover over {} shards: p99 {p99:?}, max {max:?}; SIGTERM hand-over of {} shards: \
          max {handover_max:?}; {moves} checkpoint moves ({not_owner} not by the owner, \
          {not_forward} not forward); fenced commits {}; snapshots {} (oracle {}): \
-         {missing} missing or different, {lost} lost with a killed instance's last batch, \
-         {relabelled} published under a later entry, \
-         {no_op} extra copies of the state the game had, \
+         {missing} missing or different, {no_op} extra copies of the state the game had, \
          {other} other extras, {conflicting} conflicting copies",
         entries.len(),
         appended as f64 / load_secs,

@@ -43,12 +43,14 @@ const LOCK_BATCH: &str = "SELECT r.game_id, r.status FROM unnest($1::text[]) AS 
      CROSS JOIN LATERAL (SELECT game_id, status FROM runtime_records \
      WHERE game_id = u.game_id FOR NO KEY UPDATE) AS r";
 
-/// The write (migrations V2 and V3): in autocommit on the guarded path (atomic on its
+/// The write (migrations V2 to V5): in autocommit on the guarded path (atomic on its
 /// own), inside the transaction on the locked path (where the statuses it checks are the
-/// locked ones). It also checks each shard's epoch and moves its checkpoint.
+/// locked ones). It also checks each shard's epoch, moves its checkpoint and published
+/// mark, and keeps the batch's snapshots with it.
 const WRITE: &str = "SELECT game_id, current_turn, created_at, updated_at \
      FROM runtime_records_write_fenced($1::text[], $2::text[], $3::text[], $4::text[], \
-     $5::integer[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint, $10::bigint)";
+     $5::integer[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], \
+     $11::integer[], $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::text[])";
 
 /// The SQLSTATE `runtime_records_write_guarded` raises when a status moved.
 const GUARD_MISSED: &str = "GM001";
@@ -64,9 +66,9 @@ struct Fence {
     epochs: Vec<i64>,
     through_ms: Vec<i64>,
     through_seq: Vec<i64>,
-    /// The writer's published mark, recorded on each of these shards.
-    mark_ms: Option<i64>,
-    mark_seq: Option<i64>,
+    /// The writer's published mark on each of these shards (`None`: none known).
+    marks_ms: Vec<Option<i64>>,
+    marks_seq: Vec<Option<i64>>,
 }
 
 impl Fence {
@@ -82,12 +84,7 @@ impl Fence {
             *through = (*through).max(o.entry);
         }
         let big = bigint;
-        let (mark_ms, mark_seq) = bigint_pair(owner.published())?;
-        let mut fence = Self {
-            mark_ms,
-            mark_seq,
-            ..Self::default()
-        };
+        let mut fence = Self::default();
         for (shard, through) in last {
             let Some(claim) = owner.claim(shard) else {
                 return Err(Error::Fenced {
@@ -99,6 +96,9 @@ impl Fence {
             fence.epochs.push(big(claim.epoch)?);
             fence.through_ms.push(big(through.ms)?);
             fence.through_seq.push(big(through.seq)?);
+            let (mark_ms, mark_seq) = bigint_pair(owner.mark(shard))?;
+            fence.marks_ms.push(mark_ms);
+            fence.marks_seq.push(mark_seq);
         }
         Ok(fence)
     }
@@ -240,11 +240,51 @@ struct Written {
     updated_at: SystemTime,
 }
 
-/// Each observation's state and transition (`None`: unknown game), and every known game's
-/// starting status and final state, in the order of `start`.
+/// Each observation's step (`None`: unknown game), and every known game's starting status
+/// and final state, in the order of `start`.
 struct Fold {
-    steps: Vec<Option<(HealthState, Option<Transition>)>>,
+    steps: Vec<Option<Step>>,
     finals: Vec<Final>,
+}
+
+/// What one observation did in a fold.
+#[derive(Clone, Copy)]
+struct Step {
+    state: HealthState,
+    transitioned: Option<Transition>,
+    /// Whether it publishes a snapshot (its summary was news, or its transition taken).
+    publishes: bool,
+}
+
+/// The snapshots a write keeps with their shards, as the write's parallel arrays.
+#[derive(Default)]
+struct Kept<'a> {
+    shards: Vec<i32>,
+    ms: Vec<i64>,
+    seq: Vec<i64>,
+    games: Vec<&'a str>,
+    statuses: Vec<&'static str>,
+    healths: Vec<&'static str>,
+}
+
+impl<'a> Kept<'a> {
+    /// The snapshots of the steps of `observations` that publish.
+    fn of(observations: &'a [HealthObservation], steps: &[Option<Step>]) -> Result<Self, Error> {
+        let mut kept = Self::default();
+        for (o, step) in observations.iter().zip(steps) {
+            let Some(step) = step.filter(|s| s.publishes) else {
+                continue;
+            };
+            kept.shards.push(shard_number(o.shard)?);
+            kept.ms.push(bigint(o.entry.ms)?);
+            kept.seq.push(bigint(o.entry.seq)?);
+            kept.games.push(o.game_id.as_str());
+            kept.statuses.push(step.state.status.as_str());
+            kept.healths
+                .push(EngineHealth::wire(step.state.engine_health));
+        }
+        Ok(kept)
+    }
 }
 
 /// A game's write: the status the fold started from and the state it ended with.
@@ -255,8 +295,13 @@ struct Final {
 }
 
 /// Folds `observations` in stream order from `start` (the status of each known game): each
-/// sees what the previous one of its game left. Pure; nothing is written.
-fn fold(observations: &[HealthObservation], start: &[(&str, RuntimeStatus)]) -> Fold {
+/// sees what the previous one of its game left, and publishes when its `news` says so or
+/// its transition is taken. Pure; nothing is written.
+fn fold(
+    observations: &[HealthObservation],
+    news: &[bool],
+    start: &[(&str, RuntimeStatus)],
+) -> Fold {
     let mut states: HashMap<&str, HealthState> = start
         .iter()
         .map(|&(id, status)| {
@@ -270,11 +315,16 @@ fn fold(observations: &[HealthObservation], start: &[(&str, RuntimeStatus)]) -> 
         .collect();
     let steps = observations
         .iter()
-        .map(|observation| {
+        .zip(news.iter().copied().chain(std::iter::repeat(false)))
+        .map(|(observation, news)| {
             states.get_mut(observation.game_id.as_str()).map(|state| {
                 let outcome = apply_plan(*state, observation.plan);
                 *state = outcome.state;
-                (outcome.state, outcome.transitioned)
+                Step {
+                    state: outcome.state,
+                    transitioned: outcome.transitioned,
+                    publishes: news || outcome.transitioned.is_some(),
+                }
             })
         })
         .collect();
@@ -300,6 +350,7 @@ impl Fold {
         &self,
         client: &pg_kit::Object,
         fence: &Fence,
+        kept: &Kept<'_>,
         commit: bool,
     ) -> Result<Option<HashMap<String, Written>>, Error> {
         let statement = client.prepare_cached(WRITE).await.map_err(store_error)?;
@@ -315,7 +366,7 @@ impl Fold {
             .iter()
             .map(|f| EngineHealth::wire(f.state.engine_health))
             .collect();
-        let params: [&(dyn ToSql + Sync); 10] = [
+        let params: [&(dyn ToSql + Sync); 16] = [
             &ids,
             &expected,
             &statuses,
@@ -324,8 +375,14 @@ impl Fold {
             &fence.epochs,
             &fence.through_ms,
             &fence.through_seq,
-            &fence.mark_ms,
-            &fence.mark_seq,
+            &fence.marks_ms,
+            &fence.marks_seq,
+            &kept.shards,
+            &kept.ms,
+            &kept.seq,
+            &kept.games,
+            &kept.statuses,
+            &kept.healths,
         ];
         let (rows, committed) = tokio::join!(client.query(&statement, &params), async {
             if commit {
@@ -391,7 +448,12 @@ fn results(
         .iter()
         .zip(fold.steps)
         .map(|(observation, step)| {
-            let Some((state, transitioned)) = step else {
+            let Some(Step {
+                state,
+                transitioned,
+                publishes,
+            }) = step
+            else {
                 return Ok(ObservationResult::UnknownGame);
             };
             let id = observation.game_id.as_str();
@@ -410,6 +472,7 @@ fn results(
                     updated_at: row.updated_at,
                 },
                 transitioned,
+                publishes,
             })
         })
         .collect()
@@ -429,6 +492,7 @@ pub(crate) async fn apply(
     cache: &StatusCache,
     counters: &PathCounters,
     observations: &[HealthObservation],
+    news: &[bool],
     owner: &Ownership,
 ) -> Result<Vec<ObservationResult>, Error> {
     let fence = Fence::of(observations, owner)?;
@@ -437,7 +501,7 @@ pub(crate) async fn apply(
     ids.dedup();
 
     if let Some(statuses) = cache.all(&ids) {
-        match guarded(pool, cache, &ids, &statuses, observations, &fence).await {
+        match guarded(pool, cache, &ids, &statuses, observations, news, &fence).await {
             Ok(Guarded::Applied(results)) => {
                 counters.guarded.inc();
                 return Ok(results);
@@ -452,7 +516,7 @@ pub(crate) async fn apply(
             }
         }
     }
-    let applied = locked(pool, cache, &ids, observations, &fence).await;
+    let applied = locked(pool, cache, &ids, observations, news, &fence).await;
     if applied.is_err() {
         cache.forget(&ids);
     } else {
@@ -468,13 +532,15 @@ async fn guarded(
     ids: &[&str],
     statuses: &[RuntimeStatus],
     observations: &[HealthObservation],
+    news: &[bool],
     fence: &Fence,
 ) -> Result<Guarded, Error> {
     let start: Vec<(&str, RuntimeStatus)> =
         ids.iter().copied().zip(statuses.iter().copied()).collect();
-    let fold = fold(observations, &start);
+    let fold = fold(observations, news, &start);
+    let kept = Kept::of(observations, &fold.steps)?;
     let client = pool.get().await.map_err(store_error)?;
-    let Some(written) = fold.write(&client, fence, false).await? else {
+    let Some(written) = fold.write(&client, fence, &kept, false).await? else {
         return Ok(Guarded::Missed);
     };
     fold.remember(cache);
@@ -488,10 +554,11 @@ async fn locked(
     cache: &StatusCache,
     ids: &[&str],
     observations: &[HealthObservation],
+    news: &[bool],
     fence: &Fence,
 ) -> Result<Vec<ObservationResult>, Error> {
     let client = pool.get().await.map_err(store_error)?;
-    match lock_fold_write(&client, ids, observations, fence).await {
+    match lock_fold_write(&client, ids, observations, news, fence).await {
         Ok((fold, written)) => {
             fold.remember(cache);
             results(observations, fold, &written)
@@ -514,6 +581,7 @@ async fn lock_fold_write(
     client: &pg_kit::Object,
     ids: &[&str],
     observations: &[HealthObservation],
+    news: &[bool],
     fence: &Fence,
 ) -> Result<(Fold, HashMap<String, Written>), Error> {
     // 1. Lock every known game of the batch, in game_id order.
@@ -539,11 +607,12 @@ async fn lock_fold_write(
     }
 
     // 2. Fold in stream order from what the rows hold.
-    let fold = fold(observations, &start);
+    let fold = fold(observations, news, &start);
+    let kept = Kept::of(observations, &fold.steps)?;
 
     // 3. One write for every known game's final state and the shards' checkpoints (also
     //    when no game is known: the checkpoints still move), committed with it.
-    match fold.write(client, fence, true).await? {
+    match fold.write(client, fence, &kept, true).await? {
         Some(written) => Ok((fold, written)),
         None => Err(Error::Backend(
             "a status the batch had locked was not the one read under the lock".into(),
@@ -578,11 +647,13 @@ mod tests {
             ("a", RuntimeStatus::Running),
             ("b", RuntimeStatus::GenerationInProgress),
         ];
-        let fold = fold(&observations, &start);
+        // Only b's summary is news; a publishes through its transitions.
+        let news = [false, true, true, false];
+        let fold = fold(&observations, &news, &start);
         let statuses: Vec<Option<RuntimeStatus>> = fold
             .steps
             .iter()
-            .map(|s| s.map(|(state, _)| state.status))
+            .map(|s| s.map(|s| s.state.status))
             .collect();
         assert_eq!(
             statuses,
@@ -593,8 +664,17 @@ mod tests {
                 Some(RuntimeStatus::Running),
             ]
         );
-        assert!(fold.steps[0].is_some_and(|(_, t)| t.is_some()));
-        assert!(fold.steps[1].is_some_and(|(_, t)| t.is_none()));
+        assert!(fold.steps[0].is_some_and(|s| s.transitioned.is_some()));
+        assert!(fold.steps[1].is_some_and(|s| s.transitioned.is_none()));
+        let publishes: Vec<Option<bool>> =
+            fold.steps.iter().map(|s| s.map(|s| s.publishes)).collect();
+        assert_eq!(publishes, [Some(true), Some(true), None, Some(true)]);
+        let kept = Kept::of(&observations, &fold.steps).expect("small numbers");
+        assert_eq!(
+            kept.games,
+            ["a", "b", "a"],
+            "the unknown game keeps nothing"
+        );
         let finals: Vec<(&str, RuntimeStatus, RuntimeStatus, Option<EngineHealth>)> = fold
             .finals
             .iter()

@@ -3,11 +3,11 @@
 use async_trait::async_trait;
 use domain_runtime::{
     EngineHealth, EntryPosition, GameId, Ownership, RuntimeRecord, RuntimeStatus, ShardClaim,
-    ShardCount,
+    ShardCount, ShardMark,
 };
 use pg_kit::{PgError, Pool};
 use ports::{
-    Error, HealthObservation, NewRuntime, ObservationResult, RuntimeRecordStore,
+    Error, HealthObservation, NewRuntime, ObservationResult, RuntimeRecordStore, RuntimeSnapshot,
     UpdateEngineHealth, UpdateStatus,
 };
 use tokio_postgres::Row;
@@ -86,25 +86,29 @@ const READ_SHARDS: &str = "SELECT shard, epoch, checkpoint_ms, checkpoint_seq, p
      published_seq FROM gm_shards WHERE shard = ANY($1::integer[]) ORDER BY shard";
 
 /// The idle advance: each wanted shard still held under its epoch moves its checkpoint up
-/// to `$3-$4` and its published mark up to `$5-$6` (when given); the shards held under
-/// another epoch come back.
+/// to `$5-$6` and its published mark up to its own (when given), dropping the snapshots
+/// kept with it that the mark passes; the shards held under another epoch come back.
 const ADVANCE_CHECKPOINTS: &str = "\
 WITH wanted AS (
-    SELECT * FROM unnest($1::integer[], $2::bigint[]) AS w(shard, epoch)
+    SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::bigint[])
+        AS w(shard, epoch, mark_ms, mark_seq)
 ), moved AS (
     UPDATE gm_shards AS g
        SET checkpoint_ms = CASE WHEN g.checkpoint_ms IS NULL
-                                 OR (g.checkpoint_ms, g.checkpoint_seq) < ($3, $4)
-                                THEN $3 ELSE g.checkpoint_ms END,
+                                 OR (g.checkpoint_ms, g.checkpoint_seq) < ($5, $6)
+                                THEN $5 ELSE g.checkpoint_ms END,
            checkpoint_seq = CASE WHEN g.checkpoint_ms IS NULL
-                                  OR (g.checkpoint_ms, g.checkpoint_seq) < ($3, $4)
-                                 THEN $4 ELSE g.checkpoint_seq END,
-           published_ms = CASE WHEN $5::bigint IS NOT NULL AND (g.published_ms IS NULL
-                                 OR (g.published_ms, g.published_seq) < ($5, $6))
-                               THEN $5 ELSE g.published_ms END,
-           published_seq = CASE WHEN $5::bigint IS NOT NULL AND (g.published_ms IS NULL
-                                  OR (g.published_ms, g.published_seq) < ($5, $6))
-                                THEN $6 ELSE g.published_seq END,
+                                  OR (g.checkpoint_ms, g.checkpoint_seq) < ($5, $6)
+                                 THEN $6 ELSE g.checkpoint_seq END,
+           published_ms = CASE WHEN w.mark_ms IS NOT NULL AND (g.published_ms IS NULL
+                                 OR (g.published_ms, g.published_seq) < (w.mark_ms, w.mark_seq))
+                               THEN w.mark_ms ELSE g.published_ms END,
+           published_seq = CASE WHEN w.mark_ms IS NOT NULL AND (g.published_ms IS NULL
+                                  OR (g.published_ms, g.published_seq) < (w.mark_ms, w.mark_seq))
+                                THEN w.mark_seq ELSE g.published_seq END,
+           unpublished = gm_snapshots_after(
+                             gm_snapshots_after(g.unpublished, g.published_ms, g.published_seq),
+                             w.mark_ms, w.mark_seq),
            updated_at = now()
       FROM wanted AS w
      WHERE g.shard = w.shard AND g.epoch = w.epoch
@@ -113,6 +117,16 @@ WITH wanted AS (
 SELECT w.shard FROM wanted AS w
  WHERE NOT EXISTS (SELECT 1 FROM gm_shards AS g WHERE g.shard = w.shard AND g.epoch = w.epoch)
  ORDER BY w.shard";
+
+/// The snapshots kept with the wanted shards after their published marks, in entry order,
+/// each with its game's current turn.
+const UNPUBLISHED: &str = "\
+SELECT k.entry_ms, k.entry_seq, k.game_id, k.status, k.engine_health, r.current_turn
+  FROM gm_shards AS g
+ CROSS JOIN LATERAL unnest(gm_snapshots_after(g.unpublished, g.published_ms, g.published_seq)) AS k
+  JOIN runtime_records AS r ON r.game_id = k.game_id
+ WHERE g.shard = ANY($1::integer[])
+ ORDER BY k.entry_ms, k.entry_seq";
 
 /// Every game's summary.
 const SUMMARIES: &str = "SELECT game_id, engine_health FROM runtime_records";
@@ -219,6 +233,17 @@ impl PgRuntimeRecordStore {
             .map_err(store_error)
     }
 
+    /// One statement's rows.
+    async fn query_rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(store_error)?;
+        client.query(&statement, params).await.map_err(store_error)
+    }
+
     /// The stored status of a game, `None` when it has no record.
     async fn current_status(&self, game_id: &GameId) -> Result<Option<RuntimeStatus>, Error> {
         let client = self.client().await?;
@@ -320,12 +345,21 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
     async fn apply_health_batch(
         &self,
         observations: &[HealthObservation],
+        news: &[bool],
         owner: &Ownership,
     ) -> Result<Vec<ObservationResult>, Error> {
         if observations.is_empty() {
             return Ok(Vec::new());
         }
-        batch::apply(&self.pool, &self.statuses, &self.paths, observations, owner).await
+        batch::apply(
+            &self.pool,
+            &self.statuses,
+            &self.paths,
+            observations,
+            news,
+            owner,
+        )
+        .await
     }
 
     async fn get_many(&self, game_ids: &[GameId]) -> Result<Vec<RuntimeRecord>, Error> {
@@ -382,49 +416,32 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
 
     async fn read_shards(&self, shards: &[u32]) -> Result<Vec<ShardClaim>, Error> {
         let wanted = shard_numbers(shards)?;
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(READ_SHARDS)
-            .await
-            .map_err(store_error)?;
-        let rows = client
-            .query(&statement, &[&wanted])
-            .await
-            .map_err(store_error)?;
+        let rows = self.query_rows(READ_SHARDS, &[&wanted]).await?;
         rows.iter().map(decode_claim).collect()
     }
 
     async fn advance_checkpoints(
         &self,
-        shards: &[(u32, u64)],
+        shards: &[ShardMark],
         through: EntryPosition,
-        published: Option<EntryPosition>,
     ) -> Result<Vec<u32>, Error> {
         if shards.is_empty() {
             return Ok(Vec::new());
         }
-        let numbers = shards
-            .iter()
-            .map(|&(s, _)| batch::shard_number(s))
-            .collect::<Result<Vec<i32>, Error>>()?;
-        let epochs = shards
-            .iter()
-            .map(|&(_, e)| batch::bigint(e))
-            .collect::<Result<Vec<i64>, Error>>()?;
+        let mut numbers = Vec::with_capacity(shards.len());
+        let mut epochs = Vec::with_capacity(shards.len());
+        let (mut marks_ms, mut marks_seq) = (Vec::new(), Vec::new());
+        for mark in shards {
+            numbers.push(batch::shard_number(mark.shard)?);
+            epochs.push(batch::bigint(mark.epoch)?);
+            let (ms, seq) = batch::bigint_pair(mark.published)?;
+            marks_ms.push(ms);
+            marks_seq.push(seq);
+        }
         let (ms, seq) = (batch::bigint(through.ms)?, batch::bigint(through.seq)?);
-        let (mark_ms, mark_seq) = batch::bigint_pair(published)?;
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(ADVANCE_CHECKPOINTS)
-            .await
-            .map_err(store_error)?;
-        let rows = client
-            .query(
-                &statement,
-                &[&numbers, &epochs, &ms, &seq, &mark_ms, &mark_seq],
-            )
-            .await
-            .map_err(store_error)?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&numbers, &epochs, &marks_ms, &marks_seq, &ms, &seq];
+        let rows = self.query_rows(ADVANCE_CHECKPOINTS, &params).await?;
         rows.iter()
             .map(|row| {
                 let shard: i32 = row.try_get(0).map_err(store_error)?;
@@ -434,13 +451,17 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
             .collect()
     }
 
+    async fn unpublished(&self, shards: &[u32]) -> Result<Vec<RuntimeSnapshot>, Error> {
+        if shards.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted = shard_numbers(shards)?;
+        let rows = self.query_rows(UNPUBLISHED, &[&wanted]).await?;
+        rows.iter().map(decode_kept).collect()
+    }
+
     async fn summaries(&self) -> Result<Vec<(GameId, Option<EngineHealth>)>, Error> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(SUMMARIES)
-            .await
-            .map_err(store_error)?;
-        let rows = client.query(&statement, &[]).await.map_err(store_error)?;
+        let rows = self.query_rows(SUMMARIES, &[]).await?;
         rows.iter()
             .map(|row| {
                 let id: &str = row.try_get(0).map_err(store_error)?;
@@ -460,6 +481,32 @@ fn shard_numbers(shards: &[u32]) -> Result<Vec<i32>, Error> {
 }
 
 /// Decodes a row of [`CLAIM`] or [`READ_SHARDS`]: shard, epoch, checkpoint.
+/// One snapshot kept with its shard ([`UNPUBLISHED`]'s row).
+fn decode_kept(row: &Row) -> Result<RuntimeSnapshot, Error> {
+    let unsigned = |i: usize| -> Result<u64, Error> {
+        let n: i64 = row.try_get(i).map_err(store_error)?;
+        u64::try_from(n).map_err(|_| {
+            Error::Backend(format!("a kept snapshot holds a negative number ({n})").into())
+        })
+    };
+    let (ms, seq) = (unsigned(0)?, unsigned(1)?);
+    let id: &str = row.try_get(2).map_err(store_error)?;
+    let game_id = GameId::new(id).map_err(|e| corrupt(id, &e.to_string()))?;
+    let health: &str = row.try_get(4).map_err(store_error)?;
+    let turn: i32 = row.try_get(5).map_err(store_error)?;
+    Ok(RuntimeSnapshot {
+        runtime_status: decode_status(&game_id, row, 3)?,
+        engine_health: EngineHealth::parse_stored(health)
+            .map_err(|e| corrupt(id, &format!("engine_health: {e}")))?,
+        current_turn: u32::try_from(turn)
+            .map_err(|_| corrupt(id, &format!("current_turn {turn} is negative")))?,
+        occurred_at_ms: 0,
+        player_turn_stats: Vec::new(),
+        source_entry_id: Some(domain_runtime::EntryPosition { ms, seq }),
+        game_id,
+    })
+}
+
 fn decode_claim(row: &Row) -> Result<ShardClaim, Error> {
     let shard: i32 = row.try_get(0).map_err(store_error)?;
     let epoch: i64 = row.try_get(1).map_err(store_error)?;

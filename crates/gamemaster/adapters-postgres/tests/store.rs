@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use domain_runtime::{
     EngineHealth, EntryPosition, GameId, HealthEventType, Ownership, RuntimeRecord, RuntimeStatus,
-    ShardClaim, ShardCount,
+    ShardClaim, ShardCount, ShardMark,
 };
 use pg_kit::PgSettings;
 use ports::{
@@ -48,6 +48,15 @@ async fn claim_every_shard(store: &PgRuntimeRecordStore) {
 }
 
 /// Every shard, under the epoch of the first claim.
+/// A shard held under `epoch`, its mark to move to `published`.
+fn held(shard: u32, epoch: u64, published: Option<EntryPosition>) -> ShardMark {
+    ShardMark {
+        shard,
+        epoch,
+        published,
+    }
+}
+
 fn owner() -> Ownership {
     let count = ShardCount::default();
     Ownership::new(
@@ -104,6 +113,7 @@ fn applied(result: &ObservationResult) -> (&RuntimeRecord, bool) {
         ObservationResult::Applied {
             record,
             transitioned,
+            ..
         } => (record, transitioned.is_some()),
         ObservationResult::UnknownGame => panic!("expected Applied, got UnknownGame"),
     }
@@ -334,7 +344,10 @@ async fn observations_of_one_game_in_a_batch_each_see_the_previous_ones_state() 
         observation("g-1", HealthEventType::ContainerExited),
         observation("g-1", HealthEventType::ProbeRecovered),
     ];
-    let results = store.apply_health_batch(&batch, &owner()).await.unwrap();
+    let results = store
+        .apply_health_batch(&batch, &[], &owner())
+        .await
+        .unwrap();
     assert_eq!(results.len(), 3);
 
     let expected = [
@@ -376,7 +389,10 @@ async fn unknown_games_in_a_batch_are_reported_and_not_created() {
         observation("ghost-2", HealthEventType::ContainerStarted),
         observation("ghost-1", HealthEventType::ProbeRecovered),
     ];
-    let results = store.apply_health_batch(&batch, &owner()).await.unwrap();
+    let results = store
+        .apply_health_batch(&batch, &[], &owner())
+        .await
+        .unwrap();
     assert_eq!(results[0], ObservationResult::UnknownGame);
     let (record, moved) = applied(&results[1]);
     assert_eq!(
@@ -393,6 +409,7 @@ async fn unknown_games_in_a_batch_are_reported_and_not_created() {
     let only_unknown = store
         .apply_health_batch(
             &[observation("ghost-3", HealthEventType::ContainerOom)],
+            &[],
             &owner(),
         )
         .await
@@ -400,7 +417,7 @@ async fn unknown_games_in_a_batch_are_reported_and_not_created() {
     assert_eq!(only_unknown, [ObservationResult::UnknownGame]);
     assert!(
         store
-            .apply_health_batch(&[], &owner())
+            .apply_health_batch(&[], &[], &owner())
             .await
             .unwrap()
             .is_empty()
@@ -425,7 +442,10 @@ async fn a_batch_across_many_games_keeps_each_games_order() {
         .iter()
         .flat_map(|event| (0..games).map(move |i| observation(&format!("g-{i:04}"), *event)))
         .collect();
-    let results = store.apply_health_batch(&batch, &owner()).await.unwrap();
+    let results = store
+        .apply_health_batch(&batch, &[], &owner())
+        .await
+        .unwrap();
     assert_eq!(results.len(), batch.len());
     for i in 0..games {
         let last = applied(&results[2 * games + i]).0;
@@ -458,7 +478,7 @@ async fn concurrent_batches_over_the_same_games_do_not_deadlock() {
         let store = Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
             for _ in 0..25 {
-                store.apply_health_batch(&batch, &owner()).await?;
+                store.apply_health_batch(&batch, &[], &owner()).await?;
             }
             Ok::<_, Error>(())
         }));
@@ -493,7 +513,10 @@ async fn once_a_batch_has_seen_its_games_the_next_takes_the_one_statement_path()
         observation("g-1", HealthEventType::ContainerExited),
         observation("g-2", HealthEventType::ProbeFailed),
     ];
-    store.apply_health_batch(&first, &owner()).await.unwrap();
+    store
+        .apply_health_batch(&first, &[], &owner())
+        .await
+        .unwrap();
     assert_eq!(
         store.batch_paths(),
         BatchPaths {
@@ -508,7 +531,10 @@ async fn once_a_batch_has_seen_its_games_the_next_takes_the_one_statement_path()
         observation("g-2", HealthEventType::ContainerOom),
         observation("g-1", HealthEventType::ContainerDisappeared),
     ];
-    let results = store.apply_health_batch(&second, &owner()).await.unwrap();
+    let results = store
+        .apply_health_batch(&second, &[], &owner())
+        .await
+        .unwrap();
     assert_eq!(
         store.batch_paths(),
         BatchPaths {
@@ -558,7 +584,10 @@ async fn a_status_moved_by_another_flow_since_the_last_batch_is_seen_and_nothing
         observation("moved", HealthEventType::ProbeFailed),
         observation("still", HealthEventType::ProbeFailed),
     ];
-    store.apply_health_batch(&warm, &owner()).await.unwrap();
+    store
+        .apply_health_batch(&warm, &[], &owner())
+        .await
+        .unwrap();
 
     // Another flow (turn generation) moves one status behind the store's back.
     let raw = raw_client(db.url()).await;
@@ -574,7 +603,10 @@ async fn a_status_moved_by_another_flow_since_the_last_batch_is_seen_and_nothing
         observation("moved", HealthEventType::ContainerExited),
         observation("still", HealthEventType::ProbeRecovered),
     ];
-    let results = store.apply_health_batch(&batch, &owner()).await.unwrap();
+    let results = store
+        .apply_health_batch(&batch, &[], &owner())
+        .await
+        .unwrap();
     assert_eq!(
         store.batch_paths(),
         BatchPaths {
@@ -612,6 +644,7 @@ async fn a_status_moved_by_another_flow_since_the_last_batch_is_seen_and_nothing
     store
         .apply_health_batch(
             &[observation("moved", HealthEventType::ProbeRecovered)],
+            &[],
             &owner(),
         )
         .await
@@ -628,7 +661,10 @@ async fn a_record_deleted_since_the_last_batch_is_an_unknown_game() {
         observation("gone", HealthEventType::ProbeFailed),
         observation("kept", HealthEventType::ProbeFailed),
     ];
-    store.apply_health_batch(&warm, &owner()).await.unwrap();
+    store
+        .apply_health_batch(&warm, &[], &owner())
+        .await
+        .unwrap();
     let raw = raw_client(db.url()).await;
     raw.execute("DELETE FROM runtime_records WHERE game_id = 'gone'", &[])
         .await
@@ -640,6 +676,7 @@ async fn a_record_deleted_since_the_last_batch_is_an_unknown_game() {
                 observation("gone", HealthEventType::ContainerOom),
                 observation("kept", HealthEventType::ContainerOom),
             ],
+            &[],
             &owner(),
         )
         .await
@@ -667,6 +704,7 @@ async fn store_with_one_game(seen: bool) -> (TestDb, PgRuntimeRecordStore) {
         store
             .apply_health_batch(
                 &[observation("g-1", HealthEventType::ProbeFailed)],
+                &[],
                 &owner(),
             )
             .await
@@ -695,6 +733,7 @@ async fn a_batch_meets_a_row_another_flow_holds(seen_before: bool) -> BatchPaths
         batch_store
             .apply_health_batch(
                 &[observation("g-1", HealthEventType::ContainerOom)],
+                &[],
                 &owner(),
             )
             .await
@@ -752,7 +791,7 @@ async fn a_server_that_goes_away_is_unavailable_not_not_found() {
     assert!(err.is_transient());
     let batch = [observation("g-1", HealthEventType::ContainerOom)];
     let err = store
-        .apply_health_batch(&batch, &owner())
+        .apply_health_batch(&batch, &[], &owner())
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable(_)), "batch: {err:?}");
@@ -767,7 +806,7 @@ async fn a_server_that_goes_away_is_unavailable_not_not_found() {
     server.start_again().await.unwrap();
     let started = SystemTime::now();
     let results = loop {
-        match store.apply_health_batch(&batch, &owner()).await {
+        match store.apply_health_batch(&batch, &[], &owner()).await {
             Ok(results) => break results,
             Err(e) if e.is_transient() && started.elapsed().unwrap() < Duration::from_secs(5) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -822,6 +861,7 @@ async fn a_batch_under_a_stale_epoch_is_fenced_and_writes_nothing(warm: bool) {
     let err = store
         .apply_health_batch(
             &[observation("g-1", HealthEventType::ContainerOom)],
+            &[],
             &owner(),
         )
         .await
@@ -841,6 +881,7 @@ async fn a_batch_under_a_stale_epoch_is_fenced_and_writes_nothing(warm: bool) {
     store
         .apply_health_batch(
             &[observation("g-1", HealthEventType::ContainerOom)],
+            &[],
             &current,
         )
         .await
@@ -868,12 +909,12 @@ async fn a_batch_moves_each_of_its_shards_checkpoint_to_its_last_entry_even_for_
         observation("ghost", HealthEventType::ContainerOom),
     );
     store
-        .apply_health_batch(&[a.clone(), b.clone()], &owner())
+        .apply_health_batch(&[a.clone(), b.clone()], &[], &owner())
         .await
         .unwrap();
     // Only unknown games: the locked path with nothing to write still moves the checkpoint.
     let results = store
-        .apply_health_batch(std::slice::from_ref(&ghost), &owner())
+        .apply_health_batch(std::slice::from_ref(&ghost), &[], &owner())
         .await
         .unwrap();
     assert!(matches!(results[..], [ObservationResult::UnknownGame]));
@@ -885,10 +926,11 @@ async fn a_batch_moves_each_of_its_shards_checkpoint_to_its_last_entry_even_for_
     assert_eq!(at(ghost.shard), Some(ghost.entry));
     // A batch records the writer's published mark on its shards.
     let mut marked = owner();
-    marked.mark_published(b.entry);
+    let publish = marked.queue();
+    marked.sent(publish, b.entry);
     let c = observation("g-1", HealthEventType::ProbeFailed);
     store
-        .apply_health_batch(std::slice::from_ref(&c), &marked)
+        .apply_health_batch(std::slice::from_ref(&c), &[], &marked)
         .await
         .unwrap();
     let read = store.read_shards(&[c.shard]).await.unwrap();
@@ -903,8 +945,109 @@ async fn a_batch_moves_each_of_its_shards_checkpoint_to_its_last_entry_even_for_
     assert_eq!(claimed[0].published, Some(b.entry), "a claim reads it back");
     // A shard this instance never claimed is refused before any statement.
     let none = Ownership::new(ShardCount::default(), []);
-    let err = store.apply_health_batch(&[a], &none).await.unwrap_err();
+    let err = store
+        .apply_health_batch(&[a], &[], &none)
+        .await
+        .unwrap_err();
     assert!(err.is_fenced(), "{err:?}");
+    db.drop_db().await.unwrap();
+}
+
+/// The kept snapshots, as `(entry, status, summary, current turn)`.
+async fn kept(
+    store: &PgRuntimeRecordStore,
+    shard: u32,
+) -> Vec<(EntryPosition, RuntimeStatus, Option<EngineHealth>, u32)> {
+    store
+        .unpublished(&[shard])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| {
+            assert_eq!(s.occurred_at_ms, 0, "no publication time yet");
+            (
+                s.source_entry_id.unwrap(),
+                s.runtime_status,
+                s.engine_health,
+                s.current_turn,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batchs_snapshots_are_kept_with_their_shard_until_its_mark_passes_them() {
+    let (db, store) = fresh_store().await;
+    register(&store, "g-1", Running).await;
+    let (a, b, c, d) = (
+        observation("g-1", HealthEventType::ContainerExited),
+        observation("g-1", HealthEventType::ProbeRecovered),
+        observation("g-1", HealthEventType::ContainerStarted),
+        observation("g-1", HealthEventType::ProbeFailed),
+    );
+    let shard = a.shard;
+    // a and b publish through their transitions, c's summary is no news, d's is.
+    let results = store
+        .apply_health_batch(
+            &[a.clone(), b.clone(), c.clone(), d.clone()],
+            &[false, false, false, true],
+            &owner(),
+        )
+        .await
+        .unwrap();
+    let publishes: Vec<bool> = results
+        .iter()
+        .map(|r| {
+            matches!(
+                r,
+                ObservationResult::Applied {
+                    publishes: true,
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert_eq!(publishes, [true, true, false, true]);
+    assert_eq!(
+        kept(&store, shard).await,
+        [
+            (a.entry, EngineUnreachable, Some(EngineHealth::Exited), 7),
+            (b.entry, Running, Some(EngineHealth::Healthy), 7),
+            (d.entry, Running, Some(EngineHealth::ProbeFailed), 7),
+        ],
+        "each exactly as it was decided, not as the record is now"
+    );
+    // The next batch's write moves the mark past a: a is dropped, the new one kept.
+    let mut marked = owner();
+    let publish = marked.queue();
+    marked.sent(publish, a.entry);
+    let e = observation("g-1", HealthEventType::ContainerOom);
+    store
+        .apply_health_batch(std::slice::from_ref(&e), &[true], &marked)
+        .await
+        .unwrap();
+    let entries: Vec<EntryPosition> = kept(&store, shard).await.iter().map(|k| k.0).collect();
+    assert_eq!(entries, [b.entry, d.entry, e.entry]);
+    // An idle advance's mark drops what it passes; a claim by another keeps the rest.
+    store
+        .advance_checkpoints(&[held(shard, 1, Some(d.entry))], e.entry)
+        .await
+        .unwrap();
+    store
+        .claim_shards("next", ShardCount::default(), &[shard])
+        .await
+        .unwrap();
+    let entries: Vec<EntryPosition> = kept(&store, shard).await.iter().map(|k| k.0).collect();
+    assert_eq!(entries, [e.entry], "what the next owner republishes");
+    // A write fenced off keeps nothing.
+    let f = observation("g-1", HealthEventType::ProbeFailed);
+    let fenced = store
+        .apply_health_batch(std::slice::from_ref(&f), &[true], &owner())
+        .await
+        .unwrap_err();
+    assert!(fenced.is_fenced(), "{fenced:?}");
+    assert_eq!(kept(&store, shard).await.len(), 1);
+    assert!(store.unpublished(&[]).await.unwrap().is_empty());
     db.drop_db().await.unwrap();
 }
 
@@ -929,7 +1072,7 @@ async fn an_idle_advance_moves_only_lower_checkpoints_under_the_epoch_and_names_
     let at = |ms| EntryPosition { ms, seq: 0 };
     // Shard 1 is ahead already; shard 2 was never applied; shard 3 goes to another owner.
     store
-        .advance_checkpoints(&[(1, 1)], at(50), None)
+        .advance_checkpoints(&[held(1, 1, None)], at(50))
         .await
         .unwrap();
     store
@@ -937,7 +1080,14 @@ async fn an_idle_advance_moves_only_lower_checkpoints_under_the_epoch_and_names_
         .await
         .unwrap();
     let lost = store
-        .advance_checkpoints(&[(1, 1), (2, 1), (3, 1)], at(40), Some(at(45)))
+        .advance_checkpoints(
+            &[
+                held(1, 1, Some(at(45))),
+                held(2, 1, Some(at(45))),
+                held(3, 1, Some(at(45))),
+            ],
+            at(40),
+        )
         .await
         .unwrap();
     assert_eq!(lost, [3]);
@@ -956,7 +1106,7 @@ async fn an_idle_advance_moves_only_lower_checkpoints_under_the_epoch_and_names_
     );
     assert!(
         store
-            .advance_checkpoints(&[], at(1), None)
+            .advance_checkpoints(&[], at(1))
             .await
             .unwrap()
             .is_empty()
@@ -972,6 +1122,7 @@ async fn summaries_are_every_games_stored_engine_health() {
     store
         .apply_health_batch(
             &[observation("g-2", HealthEventType::ContainerOom)],
+            &[],
             &owner(),
         )
         .await
@@ -1012,7 +1163,7 @@ async fn no_write_commits_under_an_epoch_after_another_instance_claimed_it() {
                     .map(|g| observation(g, *event))
                     .collect();
                 let started = std::time::Instant::now();
-                let result = store.apply_health_batch(&batch, &owner()).await;
+                let result = store.apply_health_batch(&batch, &[], &owner()).await;
                 log.push((started, batch, result.map(|_| ())));
                 if n > 10_000 {
                     break;

@@ -16,7 +16,10 @@ pub use contracts::{GameId, InvalidGameId, MAX_GAME_ID_LEN, storable};
 pub use health::{
     EngineHealth, HealthEventType, HealthPlan, PLANS, UnknownEngineHealth, UnknownEventType, plan,
 };
-pub use shards::{EntryPosition, Ownership, ShardClaim, ShardCount, assigned, rendezvous_owner};
+pub use shards::{
+    EntryPosition, Ownership, Refreshed, ShardClaim, ShardCount, ShardMark, assigned,
+    rendezvous_owner,
+};
 pub use status::{
     RuntimeStatus, TRANSITIONS, Transition, TransitionError, UnknownStatus, transition,
 };

@@ -23,55 +23,77 @@ pub struct ShardClaim {
     /// The last entry applied for the shard; `None` before the first.
     pub checkpoint: Option<EntryPosition>,
     /// Through which entry the shard's snapshots are known to have gone out (or needed
-    /// none); `None` when nothing is known. May run ahead of the checkpoint.
+    /// none), as stored; `None` when nothing is known. May run ahead of the checkpoint.
+    /// The snapshots of later entries the store keeps with the shard until it moves.
+    pub published: Option<EntryPosition>,
+}
+
+/// What a write records for one shard: the epoch it must still be held under, and the
+/// published mark to move it to (`None`: leave the stored one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardMark {
+    /// The shard.
+    pub shard: u32,
+    /// The fencing token the write commits under.
+    pub epoch: u64,
+    /// Through which entry this instance's snapshots of the shard have gone out.
     pub published: Option<EntryPosition>,
 }
 
 /// The shards an instance owns in a layout of `count` shards.
 ///
-/// A shard claimed from another owner (or at a start) is *taken over* up to the checkpoint
-/// it was claimed with: its entries up to there were applied by someone else, whose
-/// snapshots may not all have gone out, so the worker republishes for them
-/// ([`Ownership::republishes`]) until its reading passes that point.
+/// Besides each shard's claim, it keeps through which entry this instance's snapshots of
+/// the shard have gone out (its *mark*). Publishes are numbered as they are queued
+/// ([`Ownership::queue`]); a shard's mark moves only with a publish queued after the
+/// shard was gained, since only such a publish carries the shard's snapshots from where
+/// its reading (re)started, ahead of them the ones its previous owner left unpublished.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ownership {
     count: ShardCount,
     owned: BTreeMap<u32, ShardClaim>,
-    /// Per shard taken over: the entries whose snapshots may be missing, after the first
-    /// position (when known) through the second.
-    taken_over: BTreeMap<u32, (Option<EntryPosition>, EntryPosition)>,
-    /// Through which entry this instance's snapshots have gone out (its mark).
-    published: Option<EntryPosition>,
+    /// Per owned shard: the number of the first publish that covers it, and its mark.
+    marks: BTreeMap<u32, (u64, Option<EntryPosition>)>,
+    /// How many publishes were queued.
+    queued: u64,
+    /// The last publish that went out: its number and through which entry.
+    last_sent: Option<(u64, EntryPosition)>,
+}
+
+/// A re-read of the checkpoints (see [`Ownership::refresh`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refreshed {
+    /// The shards another instance claimed since, given up, in shard order.
+    pub lost: Vec<u32>,
+    /// The shards whose stored checkpoint was ahead of the known one (a commit whose
+    /// reply was lost), with the checkpoint known before: the snapshots of that commit
+    /// never went out.
+    pub committed: Vec<(u32, Option<EntryPosition>)>,
 }
 
 impl Ownership {
-    /// The ownership `claims` give, in a layout of `count`; every one is taken over.
+    /// The ownership `claims` give, in a layout of `count`.
     #[must_use]
     pub fn new(count: ShardCount, claims: impl IntoIterator<Item = ShardClaim>) -> Self {
         let mut ownership = Self {
             count,
             owned: BTreeMap::new(),
-            taken_over: BTreeMap::new(),
-            published: None,
+            marks: BTreeMap::new(),
+            queued: 0,
+            last_sent: None,
         };
         ownership.gain(claims);
         ownership
     }
 
-    /// Adds `claims` (shards just claimed), each taken over at its checkpoint. Returns
-    /// where reading must start for their entries to be seen: after the lowest of their
-    /// checkpoints, or of their published marks where lower (so the entries whose
-    /// snapshots may be missing are read again and republished); `0-0` for a shard never
-    /// applied. `None` when `claims` is empty.
+    /// Adds `claims` (shards just claimed). Returns where reading must start for their
+    /// unapplied entries to be seen: after the lowest of their checkpoints; `0-0` for a
+    /// shard never applied. `None` when `claims` is empty.
     pub fn gain(&mut self, claims: impl IntoIterator<Item = ShardClaim>) -> Option<EntryPosition> {
         let mut lowest: Option<EntryPosition> = None;
         for claim in claims {
-            let from = read_from(&claim);
+            let from = claim.checkpoint.unwrap_or(ZERO);
             lowest = Some(lowest.map_or(from, |l| l.min(from)));
-            match claim.checkpoint.filter(|&at| claim.published < Some(at)) {
-                Some(at) => self.taken_over.insert(claim.shard, (claim.published, at)),
-                None => self.taken_over.remove(&claim.shard),
-            };
+            self.marks.insert(claim.shard, (self.queued, None));
             self.owned.insert(claim.shard, claim);
         }
         lowest
@@ -84,57 +106,85 @@ impl Ownership {
             .iter()
             .copied()
             .filter(|s| {
-                self.taken_over.remove(s);
+                self.marks.remove(s);
                 self.owned.remove(s).is_some()
             })
             .collect()
     }
 
-    /// Where reading must start for every owned shard's unapplied entries, and for those
-    /// whose snapshots may be missing: see [`Ownership::gain`]. `None` when nothing is
-    /// owned.
+    /// Where reading must start for every owned shard's unapplied entries: after the
+    /// lowest checkpoint. `None` when nothing is owned.
     #[must_use]
     pub fn low_water(&self) -> Option<EntryPosition> {
-        self.owned.values().map(read_from).min()
+        self.owned
+            .values()
+            .map(|c| c.checkpoint.unwrap_or(ZERO))
+            .min()
     }
 
-    /// Whether `entry` of `shard`, applied before, may lack its snapshot: applied by a
-    /// previous owner after the shard's published mark, up to the checkpoint it was
-    /// claimed with (or committed by this instance before a lost reply). It is
-    /// republished.
+    /// A publish is queued: its number, for [`Ownership::sent`].
+    pub fn queue(&mut self) -> u64 {
+        let number = self.queued;
+        self.queued += 1;
+        number
+    }
+
+    /// Publish number `publish` went out, with this instance's snapshots through
+    /// `through`: the marks of the shards it covers move there (never back).
+    pub fn sent(&mut self, publish: u64, through: EntryPosition) {
+        for (since, mark) in self.marks.values_mut() {
+            if *since <= publish {
+                *mark = (*mark).max(Some(through));
+            }
+        }
+        self.last_sent = self.last_sent.max(Some((publish, through)));
+    }
+
+    /// The mark of a shard gained before publish number `since` was queued, once every
+    /// queued publish went out: for a shard given up in the meantime. `None` when no
+    /// publish covering it went out.
     #[must_use]
-    pub fn republishes(&self, shard: u32, entry: EntryPosition) -> bool {
-        self.taken_over
-            .get(&shard)
-            .is_some_and(|&(after, through)| after.is_none_or(|a| entry > a) && entry <= through)
+    pub fn sent_since(&self, since: u64) -> Option<EntryPosition> {
+        self.last_sent
+            .filter(|&(publish, _)| publish >= since)
+            .map(|(_, through)| through)
     }
 
-    /// Reading has passed `through`: shards taken over up to there are now this
-    /// instance's own work.
-    pub fn passed(&mut self, through: EntryPosition) {
-        self.taken_over.retain(|_, (_, at)| *at > through);
-    }
-
-    /// This instance's snapshots have gone out through `at` (its mark never moves back).
-    pub fn mark_published(&mut self, at: EntryPosition) {
-        self.published = self.published.max(Some(at));
-    }
-
-    /// This instance's mark: what its writes record as published for their shards.
+    /// The number the next publish gets: a shard gained now is covered from it on.
     #[must_use]
-    pub fn published(&self) -> Option<EntryPosition> {
-        self.published
+    pub fn next_publish(&self) -> u64 {
+        self.queued
+    }
+
+    /// The number of the first publish that covers `shard`, when owned (see
+    /// [`Ownership::sent_since`]).
+    #[must_use]
+    pub fn covered_from(&self, shard: u32) -> Option<u64> {
+        self.marks.get(&shard).map(|&(since, _)| since)
+    }
+
+    /// This instance's mark on `shard` (what its writes record there); `None` when no
+    /// publish covering it went out, or it is not owned.
+    #[must_use]
+    pub fn mark(&self, shard: u32) -> Option<EntryPosition> {
+        self.marks.get(&shard).and_then(|&(_, mark)| mark)
     }
 
     /// The owned shards whose checkpoint is below `through` (or unset), or whose stored
-    /// mark is below this instance's, with their epochs: those an idle advance moves (see
+    /// mark is below this instance's: those an idle advance moves (see
     /// `RuntimeRecordStore::advance_checkpoints`).
     #[must_use]
-    pub fn behind(&self, through: EntryPosition) -> Vec<(u32, u64)> {
+    pub fn behind(&self, through: EntryPosition) -> Vec<ShardMark> {
         self.owned
             .values()
-            .filter(|c| c.checkpoint.is_none_or(|at| at < through) || c.published < self.published)
-            .map(|c| (c.shard, c.epoch))
+            .filter(|c| {
+                c.checkpoint.is_none_or(|at| at < through) || c.published < self.mark(c.shard)
+            })
+            .map(|c| ShardMark {
+                shard: c.shard,
+                epoch: c.epoch,
+                published: self.mark(c.shard),
+            })
             .collect()
     }
 
@@ -184,46 +234,33 @@ impl Ownership {
     /// Records that a write moved `shard`'s checkpoint up to `entry` (never down), and its
     /// stored mark to this instance's. An unowned shard is left alone.
     pub fn advance(&mut self, shard: u32, entry: EntryPosition) {
+        let mark = self.mark(shard);
         if let Some(claim) = self.owned.get_mut(&shard) {
             claim.checkpoint = claim.checkpoint.max(Some(entry));
-            claim.published = claim.published.max(self.published);
+            claim.published = claim.published.max(mark);
         }
     }
 
-    /// Takes the checkpoints of `read` (as the database holds them now) for the shards
-    /// still held under the same epoch. A checkpoint found higher than known reflects a
-    /// commit whose reply was lost, so its snapshots never went out: the shard counts as
-    /// taken over up to it (from where it was taken over already, if its previous owner's
-    /// entries are still to be read again). The shards whose epoch moved (another
-    /// instance claimed them) are given up and returned, in shard order.
-    pub fn refresh(&mut self, read: &[ShardClaim]) -> Vec<u32> {
-        let mut lost = Vec::new();
+    /// Takes the checkpoints and marks of `read` (as the database holds them now) for the
+    /// shards still held under the same epoch; gives up the shards whose epoch moved
+    /// (another instance claimed them). See [`Refreshed`].
+    pub fn refresh(&mut self, read: &[ShardClaim]) -> Refreshed {
+        let mut refreshed = Refreshed::default();
         for fresh in read {
             match self.owned.get_mut(&fresh.shard) {
                 Some(claim) if claim.epoch == fresh.epoch => {
-                    if let Some(at) = fresh.checkpoint.filter(|&at| Some(at) > claim.checkpoint) {
-                        let after = self
-                            .taken_over
-                            .get(&fresh.shard)
-                            .map_or(claim.checkpoint, |&(after, _)| after);
-                        self.taken_over.insert(fresh.shard, (after, at));
+                    if fresh.checkpoint > claim.checkpoint {
+                        refreshed.committed.push((fresh.shard, claim.checkpoint));
                     }
                     claim.checkpoint = fresh.checkpoint;
+                    claim.published = fresh.published;
                 }
-                Some(_) => lost.push(fresh.shard),
+                Some(_) => refreshed.lost.push(fresh.shard),
                 None => {}
             }
         }
-        self.lose(&lost)
-    }
-}
-
-/// Where reading starts for one shard's claim: after its checkpoint, or after its
-/// published mark when that is lower; `0-0` when it was never applied.
-fn read_from(claim: &ShardClaim) -> EntryPosition {
-    match (claim.checkpoint, claim.published) {
-        (Some(at), Some(published)) => at.min(published),
-        (at, _) => at.unwrap_or(ZERO),
+        refreshed.lost = self.lose(&refreshed.lost);
+        refreshed
     }
 }
 
@@ -271,15 +308,19 @@ mod tests {
         EntryPosition { ms, seq }
     }
 
+    fn claim(shard: u32, epoch: u64, checkpoint: Option<EntryPosition>) -> ShardClaim {
+        ShardClaim {
+            shard,
+            epoch,
+            checkpoint,
+            published: None,
+        }
+    }
+
     fn owning(claims: &[(u32, u64, Option<EntryPosition>)]) -> Ownership {
         Ownership::new(
             ShardCount::new(8).unwrap(),
-            claims.iter().map(|&(shard, epoch, checkpoint)| ShardClaim {
-                shard,
-                epoch,
-                checkpoint,
-                published: None,
-            }),
+            claims.iter().map(|&(s, e, c)| claim(s, e, c)),
         )
     }
 
@@ -311,75 +352,28 @@ mod tests {
     }
 
     #[test]
-    fn a_refresh_takes_checkpoints_under_the_same_epoch_and_gives_up_lost_shards() {
-        let mut o = owning(&[(1, 3, Some(at(10, 2))), (2, 5, None)]);
+    fn a_refresh_takes_what_is_stored_finds_hidden_commits_and_gives_up_lost_shards() {
+        let mut o = owning(&[(1, 3, Some(at(10, 2))), (2, 5, None), (3, 1, None)]);
         let read = [
             ShardClaim {
-                shard: 1,
-                epoch: 3,
-                checkpoint: Some(at(20, 0)),
-                published: None,
+                published: Some(at(9, 0)),
+                ..claim(1, 3, Some(at(20, 0)))
             },
-            ShardClaim {
-                shard: 2,
-                epoch: 6,
-                checkpoint: Some(at(30, 0)),
-                published: None,
-            },
+            claim(2, 6, Some(at(30, 0))),
+            claim(3, 1, None),
         ];
-        o.passed(at(15, 0));
-        assert!(!o.republishes(1, at(10, 2)));
-        assert_eq!(o.refresh(&read), vec![2]);
+        let refreshed = o.refresh(&read);
+        assert_eq!(refreshed.lost, vec![2]);
+        assert_eq!(
+            refreshed.committed,
+            vec![(1, Some(at(10, 2)))],
+            "the commit found by the re-read, from where it was known"
+        );
         assert_eq!(o.claim(1).unwrap().checkpoint, Some(at(20, 0)));
-        assert!(
-            o.republishes(1, at(20, 0)),
-            "a commit found by the re-read never published"
-        );
+        assert_eq!(o.claim(1).unwrap().published, Some(at(9, 0)));
         assert!(o.claim(2).is_none(), "given up");
-        assert!(o.refresh(&read[..1]).is_empty());
-        assert_eq!((o.len(), o.is_empty(), o.count().get()), (1, false, 8));
-    }
-
-    #[test]
-    fn a_refresh_keeps_what_a_takeover_still_has_to_republish() {
-        // Taken over with entries after 4-0 through 10-2 maybe unpublished; before the
-        // reading went back for them, a lost reply hides a commit up to 20-0.
-        let mut o = Ownership::new(
-            ShardCount::new(8).unwrap(),
-            [ShardClaim {
-                shard: 1,
-                epoch: 3,
-                checkpoint: Some(at(10, 2)),
-                published: Some(at(4, 0)),
-            }],
-        );
-        let read = [ShardClaim {
-            shard: 1,
-            epoch: 3,
-            checkpoint: Some(at(20, 0)),
-            published: Some(at(4, 0)),
-        }];
-        assert!(o.refresh(&read).is_empty());
-        let table = [
-            (at(4, 0), false),
-            (at(7, 0), true),
-            (at(10, 2), true),
-            (at(15, 0), true),
-            (at(20, 0), true),
-            (at(20, 1), false),
-        ];
-        for (entry, republished) in table {
-            assert_eq!(o.republishes(1, entry), republished, "{entry}");
-        }
-    }
-
-    fn claim(shard: u32, epoch: u64, checkpoint: Option<EntryPosition>) -> ShardClaim {
-        ShardClaim {
-            shard,
-            epoch,
-            checkpoint,
-            published: None,
-        }
+        assert_eq!(o.refresh(&read[..1]), Refreshed::default());
+        assert_eq!((o.len(), o.is_empty(), o.count().get()), (2, false, 8));
     }
 
     #[test]
@@ -389,81 +383,68 @@ mod tests {
         let from = o.gain([claim(2, 1, Some(at(7, 1))), claim(3, 1, Some(at(9, 0)))]);
         assert_eq!(from, Some(at(7, 1)));
         assert_eq!(o.low_water(), Some(at(7, 1)));
+        let published_lower = ShardClaim {
+            published: Some(at(2, 0)),
+            ..claim(5, 1, Some(at(8, 0)))
+        };
+        assert_eq!(
+            o.gain([published_lower]),
+            Some(at(8, 0)),
+            "the snapshots left unpublished come from the store, not a re-read"
+        );
         assert_eq!(o.gain([claim(4, 1, None)]), Some(at(0, 0)), "never applied");
         assert_eq!(o.gain([]), None);
-        assert_eq!(o.lose(&[2, 4, 6]), vec![2, 4], "6 was never owned");
+        assert_eq!(o.lose(&[2, 4, 5, 6]), vec![2, 4, 5], "6 was never owned");
         assert_eq!(o.low_water(), Some(at(9, 0)));
         assert_eq!(o.lose(&[1, 3]).len(), 2);
         assert_eq!(o.low_water(), None, "nothing owned");
     }
 
     #[test]
-    fn replays_republish_only_up_to_where_a_shard_was_taken_over_until_reading_passes_it() {
+    fn a_mark_moves_only_with_a_publish_queued_after_its_shard_was_gained() {
         let mut o = owning(&[(1, 3, Some(at(10, 0)))]);
-        // Taken over at a start: its entries up to 10-0 republish.
-        let table = [
-            (1, at(9, 0), true),
-            (1, at(10, 0), true),
-            (1, at(10, 1), false),
-            (2, at(1, 0), false),
-        ];
-        for (shard, entry, republish) in table {
-            assert_eq!(o.republishes(shard, entry), republish, "{shard} {entry}");
-        }
-        o.gain([claim(2, 1, Some(at(20, 0))), claim(5, 1, None)]);
-        assert!(o.republishes(2, at(15, 0)));
-        assert!(!o.republishes(5, at(1, 0)), "nothing was applied in 5");
-        o.passed(at(12, 0));
-        assert!(
-            !o.republishes(1, at(9, 0)),
-            "1 is this instance's own work now"
+        let first = o.queue();
+        o.gain([ShardClaim {
+            published: Some(at(4, 0)),
+            ..claim(2, 1, Some(at(8, 0)))
+        }]);
+        o.sent(first, at(12, 0));
+        assert_eq!(o.mark(1), Some(at(12, 0)));
+        assert_eq!(
+            o.mark(2),
+            None,
+            "the publish before the gain carried none of 2's snapshots"
         );
-        assert!(o.republishes(2, at(15, 0)));
-        o.lose(&[2]);
-        o.gain([claim(2, 2, Some(at(3, 0)))]);
-        assert!(!o.republishes(2, at(15, 0)), "claimed again lower");
+        let second = o.queue();
+        o.sent(second, at(11, 0));
+        assert_eq!(o.mark(1), Some(at(12, 0)), "never back");
+        assert_eq!(o.mark(2), Some(at(11, 0)));
+        assert_eq!(o.mark(7), None, "not owned");
     }
 
     #[test]
-    fn a_shard_taken_over_republishes_only_after_its_published_mark() {
+    fn a_shard_given_up_takes_the_last_publish_only_if_it_covered_it() {
         let mut o = owning(&[]);
-        o.gain([ShardClaim {
-            published: Some(at(5, 0)),
-            ..claim(1, 2, Some(at(9, 0)))
-        }]);
-        assert_eq!(
-            o.low_water(),
-            Some(at(5, 0)),
-            "the missing ones are read again"
-        );
-        let table = [
-            (at(4, 0), false),
-            (at(5, 0), false),
-            (at(6, 0), true),
-            (at(9, 0), true),
-        ];
-        for (entry, republish) in table {
-            assert_eq!(o.republishes(1, entry), republish, "{entry}");
-        }
-        o.gain([ShardClaim {
-            published: Some(at(9, 0)),
-            ..claim(2, 2, Some(at(9, 0)))
-        }]);
-        assert!(!o.republishes(2, at(9, 0)), "everything went out");
+        assert_eq!(o.sent_since(0), None, "nothing went out");
+        let since = o.next_publish();
+        let n = o.queue();
+        o.sent(n, at(5, 0));
+        assert_eq!(o.sent_since(since), Some(at(5, 0)));
+        assert_eq!(o.sent_since(o.next_publish()), None, "gained after it");
     }
 
     #[test]
     fn a_write_records_this_instances_mark_and_a_lower_stored_mark_is_behind() {
         let mut o = owning(&[(1, 3, Some(at(10, 0)))]);
         assert!(o.behind(at(10, 0)).is_empty());
-        o.mark_published(at(10, 0));
-        o.mark_published(at(8, 0));
-        assert_eq!(o.published(), Some(at(10, 0)), "never back");
-        assert_eq!(
-            o.behind(at(10, 0)),
-            vec![(1, 3)],
-            "its stored mark is older"
-        );
+        let n = o.queue();
+        o.sent(n, at(10, 0));
+        let mark = ShardMark {
+            shard: 1,
+            epoch: 3,
+            published: Some(at(10, 0)),
+        };
+        assert_eq!(o.behind(at(10, 0)), vec![mark], "its stored mark is older");
         o.advance(1, at(10, 0));
         assert_eq!(o.claim(1).unwrap().published, Some(at(10, 0)));
         assert!(o.behind(at(10, 0)).is_empty());
@@ -476,8 +457,14 @@ mod tests {
             (2, 4, None),
             (3, 5, Some(at(12, 0))),
         ]);
-        assert_eq!(o.behind(at(11, 0)), vec![(1, 3), (2, 4)]);
-        assert_eq!(o.behind(at(10, 0)), vec![(2, 4)]);
+        let shards = |through| -> Vec<(u32, u64)> {
+            o.behind(through)
+                .iter()
+                .map(|m| (m.shard, m.epoch))
+                .collect()
+        };
+        assert_eq!(shards(at(11, 0)), vec![(1, 3), (2, 4)]);
+        assert_eq!(shards(at(10, 0)), vec![(2, 4)]);
     }
 }
 

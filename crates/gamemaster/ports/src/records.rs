@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use domain_runtime::{
     EngineHealth, EntryPosition, GameId, HealthPlan, Ownership, RuntimeRecord, RuntimeStatus,
-    ShardClaim, ShardCount, Transition, transition,
+    ShardClaim, ShardCount, ShardMark, Transition, transition,
 };
 
 use crate::Error;
@@ -83,6 +83,11 @@ pub enum ObservationResult {
         record: RuntimeRecord,
         /// The transition taken, when the compare-and-swap succeeded.
         transitioned: Option<Transition>,
+        /// Whether it publishes a snapshot: its summary was news (see
+        /// [`RuntimeRecordStore::apply_health_batch`]) or its transition was taken. The
+        /// store kept the snapshot with the shard in the same transaction, until the
+        /// shard's published mark passes it.
+        publishes: bool,
     },
     /// No runtime record exists for the game; nothing was written.
     UnknownGame,
@@ -111,15 +116,6 @@ pub trait RuntimeRecordStore: Send + Sync {
     /// status, or a store failure.
     async fn update_status(&self, update: &UpdateStatus) -> Result<RuntimeRecord, Error>;
 
-    /// Writes the summary alone, whatever the status; sets `updated_at`.
-    ///
-    /// # Errors
-    /// [`Error::NotFound`], or a store failure.
-    async fn update_engine_health(
-        &self,
-        update: &UpdateEngineHealth,
-    ) -> Result<RuntimeRecord, Error>;
-
     /// Several records at once (one round trip); games with no record are left out.
     ///
     /// # Errors
@@ -129,10 +125,16 @@ pub trait RuntimeRecordStore: Send + Sync {
     /// Applies a batch of observations in one transaction. For each observation, in
     /// order: with a planned transition whose source is the status the record holds at
     /// that point (after the batch's earlier observations), move the status and write the
-    /// summary; otherwise write the summary alone. In the same transaction, each shard of
-    /// the batch must still hold the epoch `owner` claimed it under, its checkpoint
-    /// moves to the batch's last entry of that shard, and its published mark to `owner`'s. Returns one result per observation,
-    /// in the same order. Either the whole batch is written or none of it.
+    /// summary; otherwise write the summary alone. `news` says, per observation, whether
+    /// its summary is news to the Lobby (it differs from the last one published for the
+    /// game): such an observation publishes a snapshot, as does one whose transition is
+    /// taken. In the same transaction, each shard of the batch must still hold the epoch
+    /// `owner` claimed it under; its checkpoint moves to the batch's last entry of that
+    /// shard, its published mark to `owner`'s mark on it, and the snapshots of the
+    /// observations that publish are kept with it (those at or below its mark are
+    /// dropped), so that whoever owns it next can republish them exactly
+    /// ([`RuntimeRecordStore::unpublished`]). Returns one result per observation, in the
+    /// same order. Either the whole batch is written or none of it.
     ///
     /// # Errors
     /// [`Error::Fenced`] when a shard of the batch is not owned, or was claimed since by
@@ -140,6 +142,7 @@ pub trait RuntimeRecordStore: Send + Sync {
     async fn apply_health_batch(
         &self,
         observations: &[HealthObservation],
+        news: &[bool],
         owner: &Ownership,
     ) -> Result<Vec<ObservationResult>, Error>;
 
@@ -168,18 +171,27 @@ pub trait RuntimeRecordStore: Send + Sync {
     /// Moves the checkpoint of each of `shards` (with the epoch it is held under) up to
     /// `through`, where it is lower or unset: the caller has seen every entry up to there
     /// and applied those of these shards, so a shard with no recent entries does not hold
-    /// a later owner's reading far back. Their published marks move up to `published`
-    /// when given (the caller's snapshots are out through there). A shard held under
-    /// another epoch is left alone and returned (it was claimed by another instance).
+    /// a later owner's reading far back. Each one's published mark moves up to the one
+    /// given (the caller's snapshots of it are out through there), dropping the snapshots
+    /// kept with it that the mark passes. A shard held under another epoch is left alone
+    /// and returned (it was claimed by another instance).
     ///
     /// # Errors
     /// A store failure (then nothing moved).
     async fn advance_checkpoints(
         &self,
-        shards: &[(u32, u64)],
+        shards: &[ShardMark],
         through: EntryPosition,
-        published: Option<EntryPosition>,
     ) -> Result<Vec<u32>, Error>;
+
+    /// The snapshots kept with `shards` after their published marks: those whose
+    /// publication is not known to have happened (their writer may have stopped between
+    /// its commit and its publish), in entry order. Each carries the game's current turn
+    /// as stored now, and no publication time (`occurred_at_ms` is 0).
+    ///
+    /// # Errors
+    /// A store failure.
+    async fn unpublished(&self, shards: &[u32]) -> Result<Vec<crate::RuntimeSnapshot>, Error>;
 
     /// Every game's engine-health summary as stored (`None` before the first
     /// observation): what a new owner of a shard takes as published.
@@ -187,4 +199,13 @@ pub trait RuntimeRecordStore: Send + Sync {
     /// # Errors
     /// A store failure.
     async fn summaries(&self) -> Result<Vec<(GameId, Option<EngineHealth>)>, Error>;
+
+    /// Writes the summary alone, whatever the status; sets `updated_at`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or a store failure.
+    async fn update_engine_health(
+        &self,
+        update: &UpdateEngineHealth,
+    ) -> Result<RuntimeRecord, Error>;
 }

@@ -9,15 +9,19 @@
 //!
 //!  0. **Takes ownership changes**: a shard lost is no longer applied; a shard gained is
 //!     applied from its checkpoint, with its games' stored summaries taken as published
-//!     (no burst of repeats from the new owner). When a gained shard's checkpoint is
-//!     behind what the worker passed, the previous publish is settled and the reading
-//!     rewinds there (`BatchOutcome::rewind`); the entries of shards owned before are then
-//!     skipped by their checkpoints. A shard lost again before the reading went back for
-//!     it is let go as it was claimed: nothing this worker passed counts for it. At most once a second, owned shards with no recent
-//!     entries move their checkpoints up to what step 2 finished, so their next owner
-//!     starts reading close to now. After a write whose outcome it does not know (a lost
-//!     reply may hide a commit) the checkpoints are re-read; shards another instance
-//!     claimed are given up.
+//!     (no burst of repeats from the new owner). The snapshots its previous owner
+//!     committed but is not known to have published (the store keeps them with the
+//!     shard, see step 2) are read, to go out first with the next publish (at once when
+//!     idle); the same at the start for every shard owned. When a gained shard's
+//!     checkpoint is behind what the worker passed, the previous publish is settled and
+//!     the reading rewinds there (`BatchOutcome::rewind`); the entries of shards owned
+//!     before are then skipped by their checkpoints. A shard lost again before the
+//!     reading went back for it is let go as it was claimed: nothing this worker passed
+//!     counts for it. At most once a second, owned shards with no recent entries move
+//!     their checkpoints up to what step 2 finished, so their next owner starts reading
+//!     close to now. After a write whose outcome it does not know (a lost reply may hide
+//!     a commit) the checkpoints are re-read: shards another instance claimed are given
+//!     up, and a commit found this way has its kept snapshots published.
 //!  1. **Decodes** each entry (`game_id`, `event_type`, `occurred_at_ms`; nothing else is
 //!     read) and places it in its shard (by the raw `game_id`). An entry of a shard this
 //!     instance does not own is left, undecoded, to its owner (counted `not_owned`). A
@@ -25,34 +29,38 @@
 //!     non-positive `occurred_at_ms`, or an unknown `event_type` is a permanent problem:
 //!     the entry is logged with its `stream_entry_id`, counted and skipped, and the offset
 //!     still moves past it. An entry at or below its shard's checkpoint was handled
-//!     before: it is counted `replayed` and neither applied nor skipped again. When the
-//!     shard was taken over up to that entry (or the entry's commit reply was lost), the
-//!     last such entry of a game republishes the game's current record, whatever the
-//!     debounce says: its snapshot may never have gone out (see the `shards` module).
+//!     before: it is counted `replayed` and neither applied nor skipped again.
 //!  2. **Applies** the other decoded observations through the store's atomic batch
 //!     operation: one transaction for the batch, committed only under the epoch of each
 //!     of its shards and moving their checkpoints; stream order kept per game; per
 //!     observation, the plan of
 //!     its event type (summary plus optional CAS `running → engine_unreachable` or
 //!     `engine_unreachable → running`) either moves the status with the summary, or, when
-//!     another flow holds the status, writes the summary alone. The store returns each
-//!     record as it stood after its observation. Observations for games with no runtime
+//!     another flow holds the status, writes the summary alone. The debounce runs before
+//!     the write: the worker tells the store whose summaries are news (they differ from
+//!     the last one published for the game, counting the snapshots still on their way;
+//!     the first event per game after a start always is). The store returns each record
+//!     as it stood after its observation and whether it publishes (news, or a transition
+//!     taken), and keeps the snapshots that publish with their shards in the same
+//!     transaction, until the shard's published mark passes them. Observations for games
+//!     with no runtime
 //!     record are logged, counted and skipped. When the database refuses the batch for
 //!     its values, the batch is applied in halves (`stream_consumer::isolate`) until each
 //!     refused observation stands alone; those are logged with their `stream_entry_id`,
-//!     counted as `refused` and skipped, the rest applied once, in order. Games refused
+//!     counted as `refused` and skipped, the rest applied once, in order (a refused
+//!     summary is no news for the next). Games refused
 //!     before are tried alone from the start, so a refusal that recurs costs no search.
-//!  3. **Decides publication** per applied observation: a `runtime_snapshot_update` when
-//!     the status changed, or when the summary differs from the last one published for the
-//!     game (the first event per game after a start always publishes).
+//!  3. **Collects the snapshots** of the applied observations that publish, each carrying
+//!     what the database held after its write.
 //!  4. **Publishes** the batch's snapshots on `gm:lobby_events` in one round trip, in
-//!     stream order, each carrying what the database held after its write and the Game
-//!     Master's clock. The publish runs in the background while the next batch is read
-//!     and applied; the batch's entries are finished (and the offset moves past them)
-//!     only once it succeeded, and only then are its summaries remembered as published.
+//!     stream order, each with the Game Master's clock. The publish runs in the
+//!     background while the next batch is read and applied; the batch's entries are
+//!     finished (and the offset moves past them) only once it succeeded, and only then
+//!     are its summaries remembered as published and the marks of the shards it covered
+//!     moved (the next writes record them, and the store drops what they pass).
 //!  5. **Counts** one "consumed" per entry, by outcome, and one "published" per snapshot;
-//!     hands the runtime each entry step 3 skipped (undecodable, for a game with no
-//!     record, refused), with why, for the dead letters.
+//!     hands the runtime each entry skipped (undecodable, for a game with no record,
+//!     refused), with why, for the dead letters.
 //!
 //! A write fenced off (another instance claimed one of its shards, say while this one was
 //! paused past its lease) writes nothing: the shard is given up, the keeper is told, and
@@ -72,11 +80,11 @@ mod metrics;
 mod shards;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use domain_runtime::{EngineHealth, GameId, Ownership, RuntimeRecord, Transition};
+use domain_runtime::{EngineHealth, GameId, Ownership, RuntimeRecord, ShardMark};
 use ports::{
     HealthObservation, LobbyEvent, LobbyEventsPublisher, ObservationResult, OwnershipChange,
     RuntimeRecordStore, RuntimeSnapshot, WorkerSide,
@@ -143,29 +151,35 @@ pub struct HealthEventsWorker<S, P> {
     applied_through: Option<EntryId>,
     /// When step 0 last moved idle shards' checkpoints.
     last_advance: Option<Instant>,
-    /// Shards lost (with the epochs they were held under) whose last snapshots are not
-    /// settled yet: once they are, the mark is written on them and the keeper told.
-    letting_go: Vec<(u32, u64)>,
+    /// Shards lost (with the epochs they were held under and the first publish that
+    /// covered them) whose last snapshots are not settled yet: once they are, the mark is
+    /// written on them and the keeper told.
+    letting_go: Vec<(u32, u64, u64)>,
     /// Shards gained whose entries after their checkpoints have not been read yet (a
     /// rewind is due): `applied_through` says nothing about them.
     unread: HashSet<u32>,
     /// Shards lost before they were read: the keeper is told with the others, but
     /// nothing is written on them, since this worker applied none of their entries.
     untouched: Vec<u32>,
+    /// Shards gained (or owned at the start) whose kept snapshots are still to be read.
+    to_recover: Vec<u32>,
+    /// Snapshots a previous owner (or this instance, before a lost reply) committed and
+    /// may not have published: they go out first with the next publish.
+    recovered: Vec<LobbyEvent>,
 }
 
 /// What steps 0 and 1 made of a batch's new entries.
 struct Placed {
     /// Each entry, decoded and placed.
     decoded: Vec<Decoded>,
-    /// Per game with entries applied before: its last such entry and its record now.
-    replayed: HashMap<GameId, (EntryId, RuntimeRecord)>,
     /// The entries to apply.
     observations: Vec<HealthObservation>,
 }
 
 /// Snapshots on their way to the lobby events stream.
 struct Outbox {
+    /// Its number among this instance's publishes (`Ownership::queue`).
+    number: u64,
     /// The last entry whose database write these snapshots reflect.
     through: EntryId,
     events: Arc<Vec<LobbyEvent>>,
@@ -188,6 +202,7 @@ where
         owner: Ownership,
     ) -> Self {
         metrics.owned(owner.len());
+        let to_recover = owner.claims().map(|c| c.shard).collect();
         Self {
             store,
             publisher: Arc::new(publisher),
@@ -205,6 +220,8 @@ where
             letting_go: Vec::new(),
             unread: HashSet::new(),
             untouched: Vec::new(),
+            to_recover,
+            recovered: Vec::new(),
         }
     }
 
@@ -231,15 +248,18 @@ where
             match change {
                 OwnershipChange::Lost(shards) => {
                     for &shard in &shards {
-                        let Some(epoch) = self.owner.claim(shard).map(|c| c.epoch) else {
+                        let (Some(claim), Some(since)) =
+                            (self.owner.claim(shard), self.owner.covered_from(shard))
+                        else {
                             continue;
                         };
                         if self.unread.remove(&shard) {
                             self.untouched.push(shard);
                         } else {
-                            self.letting_go.push((shard, epoch));
+                            self.letting_go.push((shard, claim.epoch, since));
                         }
                     }
+                    self.to_recover.retain(|s| !shards.contains(s));
                     if self.unread.is_empty() {
                         // Every shard the rewind was for is gone again.
                         self.rewind_to = None;
@@ -250,6 +270,7 @@ where
                 OwnershipChange::Gained(claims) => {
                     let gained: Vec<u32> = claims.iter().map(|c| c.shard).collect();
                     self.unread.extend(&gained);
+                    self.to_recover.extend(&gained);
                     if let Some(from) = self.owner.gain(claims).map(entry_id) {
                         self.rewind_to = Some(self.rewind_to.map_or(from, |r| r.min(from)));
                     }
@@ -267,6 +288,9 @@ where
     /// republishes nothing this instance published. Shards lost before they were read
     /// are let go as they were claimed: moving their checkpoints to what this worker
     /// passed would skip entries nobody applied.
+    ///
+    /// A shard's mark is that of the last publish if that publish covered it (was queued
+    /// after the shard was gained), else none.
     async fn let_go(&mut self) {
         let untouched = std::mem::take(&mut self.untouched);
         if !untouched.is_empty()
@@ -281,13 +305,78 @@ where
         let through = self
             .applied_through
             .map_or(domain_runtime::EntryPosition { ms: 0, seq: 0 }, position);
-        let mark = self.owner.published();
-        if let Err(error) = self.store.advance_checkpoints(&shards, through, mark).await {
+        let marks: Vec<ShardMark> = shards
+            .iter()
+            .map(|&(shard, epoch, since)| ShardMark {
+                shard,
+                epoch,
+                published: self.owner.sent_since(since),
+            })
+            .collect();
+        if let Err(error) = self.store.advance_checkpoints(&marks, through).await {
             tracing::warn!(error = %error_chain(&error), "marks of shards handed over not written; their next owner may republish a few snapshots");
         }
         if let Some(side) = &self.handover {
-            side.report_released(shards.into_iter().map(|(s, _)| s).collect());
+            side.report_released(shards.into_iter().map(|(s, _, _)| s).collect());
         }
+    }
+
+    /// Step 0 for shards taken over or owned since the start: the snapshots the store kept
+    /// with them, committed by their previous owner (or this instance's previous process)
+    /// and not known to have gone out, are read to go out first with the next publish.
+    /// Until that publish is out, the shards' marks do not move, so the store keeps them.
+    async fn recover(&mut self) -> Result<(), ports::Error> {
+        if self.to_recover.is_empty() {
+            return Ok(());
+        }
+        let now_ms = (self.clock)();
+        let found = shards::unpublished(&self.store, &self.owner, &self.to_recover, &[], now_ms)
+            .await
+            .inspect_err(|_| self.metrics.error("shards"))?;
+        if !found.is_empty() {
+            tracing::info!(
+                shards = ?self.to_recover,
+                snapshots = found.len(),
+                "republishing the snapshots shards taken over had not published"
+            );
+        }
+        self.recovered.extend(found);
+        self.to_recover.clear();
+        Ok(())
+    }
+
+    /// Step 0 while idle (nothing in flight, no rewind due): the snapshots recovered go
+    /// out now rather than with the next batch, which may be long in coming. Everything
+    /// this worker finished was out already, so the marks move to it.
+    async fn publish_recovered(&mut self) {
+        if self.recovered.is_empty() || self.outbox.is_some() {
+            return;
+        }
+        let events = std::mem::take(&mut self.recovered);
+        if let Err(error) = self.publisher.publish(&events).await {
+            self.metrics.error("publish");
+            tracing::warn!(error = %error_chain(&error), "unpublished snapshots of shards taken over not sent; trying again");
+            self.recovered = events;
+            return;
+        }
+        // Not remembered for the debounce: the first event per game after a start still
+        // publishes (a shard taken over had its stored summaries remembered already).
+        for event in &events {
+            self.metrics.published(event.kind());
+        }
+        if let Some(through) = self.applied_through {
+            let number = self.owner.queue();
+            self.owner.sent(number, position(through));
+        }
+    }
+
+    /// Step 2's debounce input: per observation, the summary its game was published with
+    /// before this batch, counting the outbox's snapshots, still on their way. The
+    /// recovered ones do not count: the first event per game after a start publishes
+    /// whatever a previous process left.
+    fn prior(&self, observations: &[HealthObservation]) -> Vec<Option<EngineHealth>> {
+        let outbox: &[LobbyEvent] = self.outbox.as_ref().map_or(&[], |o| o.events.as_slice());
+        prior_summaries(observations, outbox, &self.last_published)
     }
 
     /// Step 0 for shards taken over: their games' stored summaries count as published.
@@ -364,12 +453,11 @@ where
         if behind.is_empty() {
             return;
         }
-        let mark = self.owner.published();
-        match self.store.advance_checkpoints(&behind, through, mark).await {
+        match self.store.advance_checkpoints(&behind, through).await {
             Ok(lost) => {
                 let lost = self.owner.lose(&lost);
-                for (shard, _) in behind {
-                    self.owner.advance(shard, through);
+                for mark in behind {
+                    self.owner.advance(mark.shard, through);
                 }
                 if !lost.is_empty() {
                     self.metrics.fenced();
@@ -418,20 +506,18 @@ where
         self.stale |= stopped.is_some();
     }
 
-    /// Step 2 finished with the entries through `last`: idle shards may move up to it, and
-    /// shards taken over up to it are this instance's own work now.
+    /// Step 2 finished with the entries through `last`: idle shards may move up to it.
     fn finished_through(&mut self, last: Option<&StreamEntry>) {
         if let Some(last) = last {
             self.applied_through = Some(last.id);
-            self.owner.passed(position(last.id));
         }
     }
 
-    /// A publish settled through `through` (when it had snapshots): this instance's mark
-    /// moves there, and its next writes record it on their shards.
-    fn mark_published(&mut self, through: Option<EntryId>) {
-        if let Some(through) = through {
-            self.owner.mark_published(position(through));
+    /// Publish number `number` settled through `through` (when it had snapshots): the
+    /// marks of the shards it covered move there, and the next writes record them.
+    fn mark_published(&mut self, settled: Option<(u64, EntryId)>) {
+        if let Some((number, through)) = settled {
+            self.owner.sent(number, position(through));
         }
     }
 
@@ -439,7 +525,7 @@ where
     /// and the shards lost meanwhile can be let go.
     async fn settled(
         &mut self,
-        published: Result<Option<EntryId>, ports::Error>,
+        published: Result<Option<(u64, EntryId)>, ports::Error>,
     ) -> Result<(), ports::Error> {
         let through = published?;
         self.mark_published(through);
@@ -452,6 +538,9 @@ where
     async fn take_over(&mut self, batch: &[StreamEntry]) -> Option<BatchOutcome> {
         self.take_changes().await;
         self.let_go().await;
+        if let Err(error) = self.recover().await {
+            return Some(BatchOutcome::stopped(0, error));
+        }
         if let Some(rewound) = self.rewind(batch).await {
             return Some(rewound);
         }
@@ -459,21 +548,32 @@ where
         None
     }
 
-    /// Steps 0 and 1: the checkpoints as stored, after a write whose outcome is unknown;
-    /// each entry decoded and placed against its shard's checkpoint; the current records
-    /// of games with entries applied before; the observations to apply.
+    /// Steps 0 and 1: the checkpoints as stored, after a write whose outcome is unknown
+    /// (with the snapshots of a commit it finds, which never went out); each entry decoded
+    /// and placed against its shard's checkpoint; the observations to apply.
     async fn place(&mut self, fresh: &[StreamEntry]) -> Result<Placed, ports::Error> {
         if self.stale {
-            let lost = shards::refresh(&self.store, &mut self.owner).await?;
-            self.fenced_off(lost);
+            let refreshed = shards::refresh(&self.store, &mut self.owner).await?;
+            self.fenced_off(refreshed.lost);
+            if !refreshed.committed.is_empty() {
+                let shards: Vec<u32> = refreshed.committed.iter().map(|&(s, _)| s).collect();
+                let now_ms = (self.clock)();
+                let found = shards::unpublished(
+                    &self.store,
+                    &self.owner,
+                    &shards,
+                    &refreshed.committed,
+                    now_ms,
+                )
+                .await?;
+                self.recovered.extend(found);
+            }
             self.stale = false;
         }
         let decoded: Vec<Decoded> = fresh.iter().map(|e| Decoded::of(e, &self.owner)).collect();
-        let replayed = shards::current_records(&self.store, fresh, &decoded).await?;
         let observations = observations(fresh, &decoded);
         Ok(Placed {
             decoded,
-            replayed,
             observations,
         })
     }
@@ -513,15 +613,15 @@ where
     }
 
     /// Step 5 for one decoded entry: logs and counts its result; the record it left when
-    /// it was applied.
+    /// it was applied, and whether it publishes.
     fn count(
         &self,
         entry: EntryId,
         event: &HealthEvent,
         result: Result<ObservationResult, ports::Error>,
         dead: &mut Vec<(EntryId, String)>,
-    ) -> Option<(RuntimeRecord, Option<Transition>)> {
-        let (record, transitioned) = match result {
+    ) -> Option<(RuntimeRecord, bool)> {
+        let (record, transitioned, publishes) = match result {
             Err(refusal) => {
                 dead.push((
                     entry,
@@ -554,7 +654,8 @@ where
             Ok(ObservationResult::Applied {
                 record,
                 transitioned,
-            }) => (record, transitioned),
+                publishes,
+            }) => (record, transitioned, publishes),
         };
         self.metrics.consumed(Outcome::Applied);
         if let Some(t) = transitioned {
@@ -568,7 +669,7 @@ where
                 "runtime status changed by health event"
             );
         }
-        Some((record, transitioned))
+        Some((record, publishes))
     }
 
     /// Step 5 for an entry step 1 could not decode.
@@ -583,35 +684,20 @@ where
         dead.push((entry, reason.to_string()));
     }
 
-    /// Step 3: which applied observations publish a snapshot, in stream order. `pending`
-    /// are snapshots not yet published that will go out before these (their summaries
-    /// count as published for the debounce).
-    #[allow(clippy::too_many_arguments)]
+    /// Step 3: the snapshots of the applied observations that publish (the store says
+    /// which: step 2 told it whose summaries were news), in stream order.
     fn decide(
         &self,
         entries: &[StreamEntry],
         decoded: &[Decoded],
         results: Vec<Result<ObservationResult, ports::Error>>,
-        replayed: &HashMap<GameId, (EntryId, RuntimeRecord)>,
-        pending: &[LobbyEvent],
         dead: &mut Vec<(EntryId, String)>,
     ) -> Vec<LobbyEvent> {
         let now_ms = (self.clock)();
         let mut results = results.into_iter();
         let mut events = Vec::new();
-        // The summary each game will have been published with once the snapshots ahead
-        // of these are out (borrowed: nothing is copied per batch).
-        let mut ahead: HashMap<&str, EngineHealth> = pending
-            .iter()
-            .filter_map(|e| {
-                let s = e.snapshot();
-                s.engine_health.map(|h| (s.game_id.as_str(), h))
-            })
-            .collect();
         for (entry, decoded) in entries.iter().zip(decoded) {
-            // A replay republishes whatever the debounce says: the previous owner's
-            // snapshot may never have gone out.
-            let (event, record, transitioned, replay) = match decoded {
+            let event = match decoded {
                 Decoded::Skipped(reason) => {
                     self.skip(entry.id, reason, dead);
                     continue;
@@ -624,33 +710,14 @@ where
                     self.metrics.consumed(Outcome::Replayed);
                     continue;
                 }
-                Decoded::Replayed(event) => {
-                    self.metrics.consumed(Outcome::Replayed);
-                    match replayed.get(&event.game_id) {
-                        Some((last, record)) if *last == entry.id => {
-                            (event, record.clone(), None, true)
-                        }
-                        _ => continue,
-                    }
-                }
-                Decoded::Fresh(event, _) => {
-                    let Some(result) = results.next() else { break };
-                    match self.count(entry.id, event, result, dead) {
-                        Some((record, transitioned)) => (event, record, transitioned, false),
-                        None => continue,
-                    }
-                }
+                Decoded::Fresh(event, _) => event,
             };
-            let previous = ahead
-                .get(event.game_id.as_str())
-                .or_else(|| self.last_published.get(&event.game_id))
-                .copied();
-            let summary_changed = previous.is_none() || previous != record.engine_health;
-            if !replay && transitioned.is_none() && !summary_changed {
+            let Some(result) = results.next() else { break };
+            let Some((record, publishes)) = self.count(entry.id, event, result, dead) else {
                 continue;
-            }
-            if let Some(summary) = record.engine_health {
-                ahead.insert(event.game_id.as_str(), summary);
+            };
+            if !publishes {
+                continue;
             }
             events.push(LobbyEvent::SnapshotUpdate(RuntimeSnapshot {
                 game_id: record.game_id,
@@ -659,10 +726,7 @@ where
                 engine_health: record.engine_health,
                 occurred_at_ms: now_ms,
                 player_turn_stats: Vec::new(),
-                source_entry_id: Some(contracts::SourceEntryId {
-                    ms: entry.id.ms,
-                    seq: entry.id.seq,
-                }),
+                source_entry_id: Some(position(entry.id)),
             }));
         }
         events
@@ -671,13 +735,14 @@ where
 
 /// Step 4's second half: waits for the outbox's publish (sending it again after a
 /// failure); once it is out, remembers its summaries, counts it (step 5) and empties it.
-/// Returns the last entry whose snapshots it settled, if it had any.
+/// Returns the publish's number and the last entry whose snapshots it settled, if it had
+/// any.
 async fn settle<P: LobbyEventsPublisher + 'static>(
     outbox: &mut Option<Outbox>,
     publisher: &Arc<P>,
     metrics: &WorkerMetrics,
     last_published: &mut HashMap<GameId, EngineHealth>,
-) -> Result<Option<EntryId>, ports::Error> {
+) -> Result<Option<(u64, EntryId)>, ports::Error> {
     let Some(pending) = outbox.as_mut() else {
         return Ok(None);
     };
@@ -704,40 +769,109 @@ async fn settle<P: LobbyEventsPublisher + 'static>(
         }
         metrics.published(event.kind());
     }
-    let through = pending.through;
+    let settled = (pending.number, pending.through);
     *outbox = None;
-    Ok(Some(through))
+    Ok(Some(settled))
 }
 
 /// Step 2: one transaction for the batch (nothing to do for an empty one), or, when the
 /// database refuses it for its values, one per half until each refused observation stands
-/// alone.
+/// alone. `prior` is, per observation, the summary its game was (or is being) published
+/// with before this batch; each call tells the store whose summaries are news against it
+/// and against the batch's earlier observations that were committed.
 async fn apply<S: RuntimeRecordStore>(
     store: &S,
     observations: &[HealthObservation],
+    prior: &[Option<EngineHealth>],
     refused: &HashSet<GameId>,
     owner: &Ownership,
 ) -> Isolated<ObservationResult, ports::Error> {
+    // The summaries the batch's committed calls left, for the calls after a refusal.
+    let committed: Mutex<HashMap<&str, EngineHealth>> = Mutex::default();
+    let committed = &committed;
     stream_consumer::isolate(
         observations,
-        |run| async move {
-            let results = store.apply_health_batch(run, owner).await?;
-            if results.len() != run.len() {
-                return Err(ports::Error::Backend(
-                    format!(
-                        "store returned {} results for {} observations",
-                        results.len(),
-                        run.len()
-                    )
-                    .into(),
-                ));
+        |start, run| {
+            let (news, left) = news(run, &prior[start..], committed);
+            let last = start + run.len() == observations.len();
+            async move {
+                let results = store.apply_health_batch(run, &news, owner).await?;
+                if results.len() != run.len() {
+                    return Err(ports::Error::Backend(
+                        format!(
+                            "store returned {} results for {} observations",
+                            results.len(),
+                            run.len()
+                        )
+                        .into(),
+                    ));
+                }
+                if !last {
+                    committed
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .extend(left);
+                }
+                Ok(results)
             }
-            Ok(results)
         },
         ports::Error::is_refused,
         |o| !refused.is_empty() && refused.contains(&o.game_id),
     )
     .await
+}
+
+/// Step 2's debounce: per observation of `run`, whether its summary differs from the one
+/// its game was last published with (the game's previous observation in the run, else
+/// in the batch's committed calls, else `prior`); and the summaries the run leaves.
+fn news<'a>(
+    run: &'a [HealthObservation],
+    prior: &[Option<EngineHealth>],
+    committed: &Mutex<HashMap<&str, EngineHealth>>,
+) -> (Vec<bool>, HashMap<&'a str, EngineHealth>) {
+    let committed = committed.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut left: HashMap<&str, EngineHealth> = HashMap::new();
+    let news = run
+        .iter()
+        .zip(prior)
+        .map(|(o, prior)| {
+            let game = o.game_id.as_str();
+            let previous = left
+                .get(game)
+                .or_else(|| committed.get(game))
+                .copied()
+                .or(*prior);
+            left.insert(game, o.plan.summary);
+            previous != Some(o.plan.summary)
+        })
+        .collect();
+    (news, left)
+}
+
+/// Per observation, the summary its game was published with before this batch, or will
+/// have been once `pending` (snapshots not out yet, in order) is out; `None` for a game
+/// not published since the start (its first event always publishes).
+fn prior_summaries(
+    observations: &[HealthObservation],
+    pending: &[LobbyEvent],
+    last_published: &HashMap<GameId, EngineHealth>,
+) -> Vec<Option<EngineHealth>> {
+    let ahead: HashMap<&str, EngineHealth> = pending
+        .iter()
+        .filter_map(|e| {
+            let s = e.snapshot();
+            s.engine_health.map(|h| (s.game_id.as_str(), h))
+        })
+        .collect();
+    observations
+        .iter()
+        .map(|o| {
+            ahead
+                .get(o.game_id.as_str())
+                .or_else(|| last_published.get(&o.game_id))
+                .copied()
+        })
+        .collect()
 }
 
 /// Step 2's input: the entries step 1 found fresh, as observations of their shards.
@@ -752,7 +886,7 @@ fn observations(entries: &[StreamEntry], decoded: &[Decoded]) -> Vec<HealthObser
                 entry: position(entry.id),
                 shard: *shard,
             }),
-            Decoded::Skipped(_) | Decoded::Replayed(_) | Decoded::Done | Decoded::NotOwned => None,
+            Decoded::Skipped(_) | Decoded::Done | Decoded::NotOwned => None,
         })
         .collect()
 }
@@ -797,7 +931,6 @@ where
         // 0–1. Checkpoints re-read when stale; entries decoded and placed.
         let Placed {
             decoded,
-            replayed,
             observations,
         } = match self.place(fresh).await {
             Ok(placed) => placed,
@@ -808,7 +941,9 @@ where
         };
 
         // 2. Apply this batch, while the previous batch's snapshots finish publishing
-        //    (the database and Redis work at the same time).
+        //    (the database and Redis work at the same time). Whose summaries are news is
+        //    known before the write: the snapshots go into the same transaction.
+        let prior = self.prior(&observations);
         let (published, applied) = tokio::join!(
             settle(
                 &mut self.outbox,
@@ -816,7 +951,13 @@ where
                 &self.metrics,
                 &mut self.last_published
             ),
-            apply(&self.store, &observations, &self.refused, &self.owner),
+            apply(
+                &self.store,
+                &observations,
+                &prior,
+                &self.refused,
+                &self.owner
+            ),
         );
         let Isolated { results, stopped } = applied;
         let published = self.settled(published).await;
@@ -833,18 +974,9 @@ where
             };
         };
 
-        // 3. Decide publication, in stream order; count every entry once. Snapshots still
-        //    in the outbox (their publish failed) go out first.
-        let pending: &[LobbyEvent] = self.outbox.as_ref().map_or(&[], |o| o.events.as_slice());
+        // 3. The snapshots to publish, in stream order; every entry counted once.
         let mut dead = Vec::new();
-        let events = self.decide(
-            &fresh[..covered],
-            &decoded[..covered],
-            results,
-            &replayed,
-            pending,
-            &mut dead,
-        );
+        let events = self.decide(&fresh[..covered], &decoded[..covered], results, &mut dead);
 
         // 4. Publish. The entries skipped in step 3 go to the dead letters (the runtime
         //    keeps them before the offset passes them).
@@ -872,6 +1004,9 @@ where
     async fn before_read(&mut self, position: EntryId) -> Option<EntryId> {
         self.take_changes().await;
         self.let_go().await;
+        if let Err(error) = self.recover().await {
+            tracing::warn!(error = %error_chain(&error), "unpublished snapshots of shards taken over not read; trying again");
+        }
         let rewind_to = self.rewind_to;
         self.reading_covers_gains();
         match rewind_to {
@@ -880,6 +1015,7 @@ where
                 Some(to)
             }
             _ => {
+                self.publish_recovered().await;
                 self.advance_idle(false).await;
                 None
             }
@@ -918,13 +1054,19 @@ where
         through: usize,
         batch_len: usize,
     ) -> BatchOutcome {
+        let mut events = {
+            let mut all = std::mem::take(&mut self.recovered);
+            all.extend(events);
+            all
+        };
         if let Err(error) = published {
             let mut all = self
                 .outbox
                 .take()
                 .map_or_else(Vec::new, |o| o.events.to_vec());
-            all.extend(events);
+            all.append(&mut events);
             self.outbox = Some(Outbox {
+                number: self.owner.queue(),
                 through: last,
                 events: Arc::new(all),
                 sending: None,
@@ -935,7 +1077,8 @@ where
             return match stopped {
                 None => {
                     // Nothing of these entries is to publish: they are out as they are.
-                    self.owner.mark_published(position(last));
+                    let number = self.owner.queue();
+                    self.owner.sent(number, position(last));
                     BatchOutcome::done(batch_len)
                 }
                 Some(error) => BatchOutcome::stopped(through, error),
@@ -945,6 +1088,7 @@ where
         let publisher = Arc::clone(&self.publisher);
         let sending = Arc::clone(&events);
         self.outbox = Some(Outbox {
+            number: self.owner.queue(),
             through: last,
             events,
             sending: Some(tokio::spawn(

@@ -87,58 +87,108 @@ fn store_over(
     store_gated(records, calls, |_, _| None)
 }
 
+/// What the fake store holds per shard, as the real one does (every shard under epoch 1).
+#[derive(Debug, Default, Clone)]
+struct FakeShard {
+    checkpoint: Option<domain_runtime::EntryPosition>,
+    published: Option<domain_runtime::EntryPosition>,
+    /// The snapshots kept after the published mark.
+    kept: Vec<RuntimeSnapshot>,
+}
+
+impl FakeShard {
+    /// A write reached `through` with `mark`: both move up, and the mark drops what it
+    /// passes.
+    fn write(
+        &mut self,
+        through: domain_runtime::EntryPosition,
+        mark: Option<domain_runtime::EntryPosition>,
+    ) {
+        self.checkpoint = self.checkpoint.max(Some(through));
+        self.published = self.published.max(mark);
+        let published = self.published;
+        self.kept.retain(|k| k.source_entry_id > published);
+    }
+}
+
+/// The fake store's shards, shared by the workers of one test.
+type FakeShards = Arc<Mutex<HashMap<u32, FakeShard>>>;
+
 /// [`store_over`], with `gate` deciding first whether call number `n` (from 1) fails, and
-/// how; a failed call writes nothing, as one transaction would. Like the real store it
-/// moves each shard's checkpoint with a write (every shard held under epoch 1), and
-/// reads records and checkpoints back.
+/// how; a failed call writes nothing, as one transaction would.
 fn store_gated(
     records: Arc<Mutex<HashMap<GameId, HealthState>>>,
     calls: Arc<Mutex<usize>>,
     gate: impl Fn(&[HealthObservation], usize) -> Option<ports::Error> + Send + 'static,
 ) -> MockRuntimeRecordStore {
+    store_sharing(records, FakeShards::default(), calls, gate)
+}
+
+/// [`store_gated`] on `shards`. Like the real store it moves each shard's checkpoint and
+/// published mark with a write, keeps the snapshots of the observations that publish
+/// with their shards, and reads records, checkpoints and kept snapshots back.
+fn store_sharing(
+    records: Arc<Mutex<HashMap<GameId, HealthState>>>,
+    shards: FakeShards,
+    calls: Arc<Mutex<usize>>,
+    gate: impl Fn(&[HealthObservation], usize) -> Option<ports::Error> + Send + 'static,
+) -> MockRuntimeRecordStore {
     let mut store = MockRuntimeRecordStore::new();
-    let checkpoints: Checkpoints = Arc::default();
-    let written = checkpoints.clone();
-    let fold = records.clone();
-    store.expect_apply_health_batch().returning(move |obs, _| {
-        let n = {
-            let mut calls = calls.lock().unwrap();
-            *calls += 1;
-            *calls
-        };
-        if let Some(error) = gate(obs, n) {
-            return Err(error);
-        }
-        let mut written = written.lock().unwrap();
-        for o in obs {
-            let at = written.entry(o.shard).or_insert(o.entry);
-            *at = (*at).max(o.entry);
-        }
-        Ok(fold_over(&fold, obs))
-    });
-    let advanced = checkpoints.clone();
-    store.expect_read_shards().returning(move |shards| {
-        let checkpoints = checkpoints.lock().unwrap();
-        Ok(shards
+    let (written, fold) = (shards.clone(), records.clone());
+    store
+        .expect_apply_health_batch()
+        .returning(move |obs, news, owner| {
+            let n = {
+                let mut calls = calls.lock().unwrap();
+                *calls += 1;
+                *calls
+            };
+            if let Some(error) = gate(obs, n) {
+                return Err(error);
+            }
+            let results = fold_over(&fold, obs, news);
+            keep(&mut written.lock().unwrap(), obs, &results, owner);
+            Ok(results)
+        });
+    let read = shards.clone();
+    store.expect_read_shards().returning(move |wanted| {
+        let shards = read.lock().unwrap();
+        Ok(wanted
             .iter()
-            .map(|&shard| domain_runtime::ShardClaim {
-                shard,
-                epoch: 1,
-                checkpoint: checkpoints.get(&shard).copied(),
-                published: None,
+            .map(|&shard| {
+                let stored = shards.get(&shard).cloned().unwrap_or_default();
+                domain_runtime::ShardClaim {
+                    shard,
+                    epoch: 1,
+                    checkpoint: stored.checkpoint,
+                    published: stored.published,
+                }
             })
             .collect())
     });
+    let advanced = shards.clone();
     store
         .expect_advance_checkpoints()
-        .returning(move |shards, through, _| {
-            let mut checkpoints = advanced.lock().unwrap();
-            for &(shard, _) in shards {
-                let at = checkpoints.entry(shard).or_insert(through);
-                *at = (*at).max(through);
+        .returning(move |marks, through| {
+            let mut shards = advanced.lock().unwrap();
+            for mark in marks {
+                shards
+                    .entry(mark.shard)
+                    .or_default()
+                    .write(through, mark.published);
             }
             Ok(Vec::new())
         });
+    store.expect_unpublished().returning(move |wanted| {
+        let shards = shards.lock().unwrap();
+        let mut kept: Vec<RuntimeSnapshot> = wanted
+            .iter()
+            .filter_map(|s| shards.get(s))
+            .flat_map(|s| s.kept.iter().cloned())
+            .collect();
+        kept.sort_by_key(|k| k.source_entry_id);
+        Ok(kept)
+    });
     let summaries = records.clone();
     store.expect_summaries().returning(move || {
         let records = summaries.lock().unwrap();
@@ -157,17 +207,59 @@ fn store_gated(
     store
 }
 
-/// Each shard's checkpoint as a store fake holds it.
-type Checkpoints = Arc<Mutex<HashMap<u32, domain_runtime::EntryPosition>>>;
+/// The fake store's write on its shards: checkpoints, marks, kept snapshots.
+fn keep(
+    shards: &mut HashMap<u32, FakeShard>,
+    obs: &[HealthObservation],
+    results: &[ObservationResult],
+    owner: &Ownership,
+) {
+    for o in obs {
+        shards
+            .entry(o.shard)
+            .or_default()
+            .write(o.entry, owner.mark(o.shard));
+    }
+    for (o, result) in obs.iter().zip(results) {
+        if let ObservationResult::Applied {
+            record,
+            publishes: true,
+            ..
+        } = result
+        {
+            shards
+                .entry(o.shard)
+                .or_default()
+                .kept
+                .push(snapshot_of(record, o.entry));
+        }
+    }
+}
 
-/// `obs` folded over the in-memory records with the domain's `apply_plan`.
+/// The snapshot of `record` for `entry`, as the store keeps it (no publication time).
+fn snapshot_of(record: &RuntimeRecord, entry: domain_runtime::EntryPosition) -> RuntimeSnapshot {
+    RuntimeSnapshot {
+        game_id: record.game_id.clone(),
+        current_turn: record.current_turn,
+        runtime_status: record.status,
+        engine_health: record.engine_health,
+        occurred_at_ms: 0,
+        player_turn_stats: Vec::new(),
+        source_entry_id: Some(entry),
+    }
+}
+
+/// `obs` folded over the in-memory records with the domain's `apply_plan`; an observation
+/// publishes when `news` says so (missing: no) or its transition is taken.
 fn fold_over(
     records: &Mutex<HashMap<GameId, HealthState>>,
     obs: &[HealthObservation],
+    news: &[bool],
 ) -> Vec<ObservationResult> {
     let mut records = records.lock().unwrap();
     obs.iter()
-        .map(|o| match records.get_mut(&o.game_id) {
+        .enumerate()
+        .map(|(i, o)| match records.get_mut(&o.game_id) {
             None => ObservationResult::UnknownGame,
             Some(state) => {
                 let out = apply_plan(*state, o.plan);
@@ -175,6 +267,7 @@ fn fold_over(
                 ObservationResult::Applied {
                     record: record(&o.game_id, out.state),
                     transitioned: out.transitioned,
+                    publishes: news.get(i).copied().unwrap_or(false) || out.transitioned.is_some(),
                 }
             }
         })
@@ -205,6 +298,8 @@ fn recording_publisher(published: Published) -> MockLobbyEventsPublisher {
 
 struct Harness {
     records: Arc<Mutex<HashMap<GameId, HealthState>>>,
+    /// The fake store's shards, shared by every worker the harness makes.
+    shards: FakeShards,
     published: Published,
     applies: Arc<Mutex<usize>>,
     metrics: WorkerMetrics,
@@ -230,6 +325,7 @@ impl Harness {
         let (keeper, side) = ports::handover();
         Self {
             records: Arc::new(Mutex::new(records)),
+            shards: FakeShards::default(),
             published: Arc::default(),
             applies: Arc::default(),
             metrics: WorkerMetrics::default(),
@@ -287,7 +383,12 @@ impl Harness {
         gate: impl Fn(&[HealthObservation], usize) -> Option<ports::Error> + Send + 'static,
     ) -> HealthEventsWorker<MockRuntimeRecordStore, MockLobbyEventsPublisher> {
         HealthEventsWorker::new(
-            store_gated(self.records.clone(), self.applies.clone(), gate),
+            store_sharing(
+                self.records.clone(),
+                self.shards.clone(),
+                self.applies.clone(),
+                gate,
+            ),
             recording_publisher(self.published.clone()),
             Arc::new(|| NOW),
             self.metrics.clone(),
@@ -687,7 +788,8 @@ async fn a_store_failure_holds_the_whole_batch_and_publishes_nothing() {
     let mut store = MockRuntimeRecordStore::new();
     store
         .expect_apply_health_batch()
-        .returning(|_, _| Err(ports::Error::Unavailable("pool timed out".into())));
+        .returning(|_, _, _| Err(ports::Error::Unavailable("pool timed out".into())));
+    store.expect_unpublished().returning(|_| Ok(Vec::new()));
     let mut publisher = MockLobbyEventsPublisher::new();
     publisher.expect_publish().never();
     let metrics = WorkerMetrics::default();
@@ -715,9 +817,14 @@ async fn a_store_failure_holds_the_whole_batch_and_publishes_nothing() {
 }
 
 #[tokio::test]
-async fn a_batch_of_only_bad_entries_never_touches_the_store() {
+async fn a_batch_of_only_bad_entries_never_writes_to_the_store() {
     let mut store = MockRuntimeRecordStore::new();
     store.expect_apply_health_batch().never();
+    // Only the start's read of what the shards kept unpublished.
+    store
+        .expect_unpublished()
+        .times(1)
+        .returning(|_| Ok(Vec::new()));
     let mut publisher = MockLobbyEventsPublisher::new();
     publisher.expect_publish().never();
     let metrics = WorkerMetrics::default();
@@ -845,6 +952,42 @@ async fn a_transient_failure_while_isolating_keeps_what_was_committed_and_never_
 }
 
 #[tokio::test]
+async fn a_refused_entrys_summary_does_not_count_as_published_for_the_next_one() {
+    let h = Harness::new(&[("g", RuntimeStatus::Running)]);
+    // The Lobby has inspect_unhealthy from entry 1. Entry 3 is refused; entry 4 repeats
+    // its summary, which after entry 2 is news again.
+    let mut w = h.worker_gated(|obs, _| {
+        obs.iter()
+            .any(|o| o.entry.seq == 3)
+            .then(|| ports::Error::Refused("value too long".into()))
+    });
+    assert_eq!(
+        drive(&mut w, &[event(1, "g", "inspect_unhealthy")])
+            .await
+            .finished,
+        1
+    );
+    let batch = [
+        event(2, "g", "probe_failed"),
+        event(3, "g", "inspect_unhealthy"),
+        event(4, "g", "inspect_unhealthy"),
+    ];
+    assert_eq!(drive(&mut w, &batch).await.finished, 3);
+    let summaries: Vec<Option<EngineHealth>> = h.published().into_iter().map(|p| p.2).collect();
+    assert_eq!(
+        summaries,
+        [
+            Some(EngineHealth::InspectUnhealthy),
+            Some(EngineHealth::ProbeFailed),
+            Some(EngineHealth::InspectUnhealthy)
+        ]
+    );
+    let id = |seq| Some(contracts::SourceEntryId { ms: 1, seq });
+    assert_eq!(h.sources(), [id(1), id(2), id(4)]);
+    assert_eq!(h.metrics.consumed_count(Outcome::Refused), 1);
+}
+
+#[tokio::test]
 async fn a_game_refused_before_is_tried_alone_so_its_next_refusal_costs_no_search() {
     let h = Harness::new(&[
         ("g1", RuntimeStatus::Running),
@@ -873,26 +1016,31 @@ async fn a_game_refused_before_is_tried_alone_so_its_next_refusal_costs_no_searc
 }
 
 #[tokio::test]
-async fn entries_at_their_checkpoint_are_not_applied_again_and_the_last_republishes_the_record() {
+async fn entries_at_their_checkpoint_are_not_applied_again_and_the_kept_snapshots_go_out_first() {
     let h = Harness::new(&[("g", RuntimeStatus::EngineUnreachable)]);
-    h.records
-        .lock()
-        .unwrap()
-        .get_mut(&gid("g"))
-        .unwrap()
-        .engine_health = Some(EngineHealth::Oom);
+    let state = HealthState {
+        status: RuntimeStatus::EngineUnreachable,
+        engine_health: Some(EngineHealth::Oom),
+    };
+    *h.records.lock().unwrap().get_mut(&gid("g")).unwrap() = state;
+    // The previous owner committed entries 1 and 2 and published entry 1's snapshot only
+    // (the store still keeps entry 2's).
+    let at = |seq| domain_runtime::EntryPosition { ms: 1, seq };
+    let shard = domain_runtime::ShardCount::default().shard_of(b"g");
+    h.shards.lock().unwrap().insert(
+        shard,
+        FakeShard {
+            checkpoint: Some(at(2)),
+            published: Some(at(1)),
+            kept: vec![snapshot_of(&record(&gid("g"), state), at(2))],
+        },
+    );
     let applied: Arc<Mutex<Vec<u64>>> = Arc::default();
     let seen = applied.clone();
-    let mut w = HealthEventsWorker::new(
-        store_gated(h.records.clone(), h.applies.clone(), move |obs, _| {
-            seen.lock().unwrap().extend(obs.iter().map(|o| o.entry.seq));
-            None
-        }),
-        recording_publisher(h.published.clone()),
-        Arc::new(|| NOW),
-        h.metrics.clone(),
-        owner_at(Some(domain_runtime::EntryPosition { ms: 1, seq: 2 })),
-    );
+    let mut w = h.worker_of(owner_at(Some(at(2))), move |obs, _| {
+        seen.lock().unwrap().extend(obs.iter().map(|o| o.entry.seq));
+        None
+    });
     let batch = [
         event(1, "g", "container_exited"),
         event(2, "g", "container_oom"),
@@ -907,7 +1055,7 @@ async fn entries_at_their_checkpoint_are_not_applied_again_and_the_last_republis
     assert_eq!(
         h.published(),
         [
-            // The record as the earlier owner left it, for the last replayed entry.
+            // Entry 2's snapshot as it was decided, then entry 3's.
             (
                 "g".into(),
                 RuntimeStatus::EngineUnreachable,
@@ -920,9 +1068,15 @@ async fn entries_at_their_checkpoint_are_not_applied_again_and_the_last_republis
             ),
         ]
     );
-    let sources = h.sources();
-    let at = |seq| Some(contracts::SourceEntryId { ms: 1, seq });
-    assert_eq!(sources, [at(2), at(3)]);
+    assert_eq!(h.sources(), [Some(at(2)), Some(at(3))]);
+    assert!(
+        h.published
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|e| e.snapshot().occurred_at_ms == NOW),
+        "stamped when republished"
+    );
     assert_eq!(h.metrics.consumed_count(Outcome::Replayed), 2);
     assert_eq!(h.metrics.consumed_count(Outcome::Applied), 1);
 }
@@ -978,8 +1132,8 @@ async fn a_commit_whose_reply_was_lost_is_found_by_its_checkpoint_and_not_applie
     let write = inner.clone();
     store
         .expect_apply_health_batch()
-        .returning(move |obs, owner| {
-            let result = ready_now(write.apply_health_batch(obs, owner));
+        .returning(move |obs, news, owner| {
+            let result = ready_now(write.apply_health_batch(obs, news, owner));
             *counted.lock().unwrap() += 1;
             match *counted.lock().unwrap() {
                 1 => Err(ports::Error::Unavailable("reply lost".into())),
@@ -994,11 +1148,13 @@ async fn a_commit_whose_reply_was_lost_is_found_by_its_checkpoint_and_not_applie
     store
         .expect_get_many()
         .returning(move |ids| ready_now(get.get_many(ids)));
+    let kept = inner.clone();
+    store
+        .expect_unpublished()
+        .returning(move |shards| ready_now(kept.unpublished(shards)));
     store
         .expect_advance_checkpoints()
-        .returning(move |shards, through, mark| {
-            ready_now(inner.advance_checkpoints(shards, through, mark))
-        });
+        .returning(move |shards, through| ready_now(inner.advance_checkpoints(shards, through)));
     let mut w = HealthEventsWorker::new(
         store,
         recording_publisher(h.published.clone()),
@@ -1021,7 +1177,7 @@ async fn a_commit_whose_reply_was_lost_is_found_by_its_checkpoint_and_not_applie
         "the retry found the entry committed"
     );
     assert_eq!(h.metrics.consumed_count(Outcome::Replayed), 1);
-    // Its snapshot still goes out, from the record as committed.
+    // Its snapshot still goes out, as the store kept it with the commit.
     assert_eq!(
         h.published(),
         [(
@@ -1237,14 +1393,20 @@ async fn idle_shards_checkpoints_move_up_to_what_the_worker_finished_once_a_seco
     store.checkpoint();
     store
         .expect_advance_checkpoints()
-        .returning(move |shards, through, mark| {
-            seen.lock().unwrap().push((shards.len(), through, mark));
+        .returning(move |marks, through| {
+            let mark = marks[0].published;
+            assert!(
+                marks.iter().all(|m| m.published == mark),
+                "one mark for all"
+            );
+            seen.lock().unwrap().push((marks.len(), through, mark));
             Ok(Vec::new())
         });
     store
         .expect_apply_health_batch()
-        .returning(|obs, _| Ok(obs.iter().map(|_| ObservationResult::UnknownGame).collect()));
+        .returning(|obs, _, _| Ok(obs.iter().map(|_| ObservationResult::UnknownGame).collect()));
     store.expect_read_shards().returning(|_| Ok(Vec::new()));
+    store.expect_unpublished().returning(|_| Ok(Vec::new()));
     let mut w = HealthEventsWorker::new(
         store,
         recording_publisher(h.published.clone()),
@@ -1315,11 +1477,25 @@ async fn an_idle_worker_takes_a_gain_before_the_next_read_and_moves_the_position
 }
 
 #[tokio::test]
-async fn a_shard_taken_over_republishes_only_the_entries_after_its_published_mark() {
+async fn a_shard_taken_over_republishes_only_the_snapshots_kept_after_its_published_mark() {
     let ((_, _), (b, shard_b)) = two_shards();
     let h = Harness::new(&[(&b, RuntimeStatus::Running)]);
     let at = |seq| domain_runtime::EntryPosition { ms: 1, seq };
-    // The previous owner applied entries 1 and 2; only entry 1's snapshot is known out.
+    // The previous owner applied entries 1 and 2; only entry 1's snapshot is known out,
+    // and the store keeps entry 2's.
+    let state = HealthState {
+        status: RuntimeStatus::Running,
+        engine_health: Some(EngineHealth::Exited),
+    };
+    let kept = |seq| snapshot_of(&record(&gid(&b), state), at(seq));
+    h.shards.lock().unwrap().insert(
+        shard_b,
+        FakeShard {
+            checkpoint: Some(at(2)),
+            published: Some(at(1)),
+            kept: vec![kept(2)],
+        },
+    );
     let owner = Ownership::new(
         domain_runtime::ShardCount::default(),
         [domain_runtime::ShardClaim {
@@ -1329,18 +1505,12 @@ async fn a_shard_taken_over_republishes_only_the_entries_after_its_published_mar
             published: Some(at(1)),
         }],
     );
-    assert_eq!(start_position(&owner), Some(EntryId::new(1, 1)));
+    assert_eq!(start_position(&owner), Some(EntryId::new(1, 2)));
     let mut w = h.worker_of(owner, |_, _| None);
-    let batch = [
-        event(1, &b, "probe_failed"),
-        event(2, &b, "container_exited"),
-        event(3, &b, "probe_recovered"),
-    ];
-    assert_eq!(drive(&mut w, &batch).await.finished, 3);
-    let sources = h.sources();
+    let batch = [event(3, &b, "probe_recovered")];
+    assert_eq!(drive(&mut w, &batch).await.finished, 1);
     let id = |seq| Some(contracts::SourceEntryId { ms: 1, seq });
-    assert_eq!(sources, [id(2), id(3)], "entry 1 went out already");
-    assert_eq!(h.metrics.consumed_count(Outcome::Replayed), 2);
+    assert_eq!(h.sources(), [id(2), id(3)], "entry 1 went out already");
     assert_eq!(h.metrics.consumed_count(Outcome::Applied), 1);
 }
 
@@ -1385,16 +1555,17 @@ async fn a_shard_gained_and_lost_before_it_was_read_is_let_go_with_its_checkpoin
     store.checkpoint();
     store
         .expect_advance_checkpoints()
-        .returning(move |shards, through, _| {
+        .returning(move |marks, through| {
             let mut seen = seen.lock().unwrap();
-            seen.extend(shards.iter().map(|&(shard, _)| (shard, through)));
+            seen.extend(marks.iter().map(|m| (m.shard, through)));
             Ok(Vec::new())
         });
     let records = h.records.clone();
     store
         .expect_apply_health_batch()
-        .returning(move |obs, _| Ok(fold_over(&records, obs)));
+        .returning(move |obs, news, _| Ok(fold_over(&records, obs, news)));
     store.expect_summaries().returning(|| Ok(Vec::new()));
+    store.expect_unpublished().returning(|_| Ok(Vec::new()));
     let mut w = HealthEventsWorker::new(
         store,
         recording_publisher(h.published.clone()),
@@ -1433,29 +1604,8 @@ async fn a_shard_gained_and_lost_before_it_was_read_is_let_go_with_its_checkpoin
 async fn a_batch_its_owner_committed_but_never_published_is_republished_by_the_next_owner() {
     let ((_, _), (b, shard_b)) = two_shards();
     let h = Harness::new(&[(&b, RuntimeStatus::Running)]);
-    // The store keeps the shard's checkpoint and the mark each write records, as the
-    // real one does.
-    type Stored = (
-        Option<domain_runtime::EntryPosition>,
-        Option<domain_runtime::EntryPosition>,
-    );
-    let stored: Arc<Mutex<Stored>> = Arc::default();
-    let mut store = store_gated(h.records.clone(), h.applies.clone(), |_, _| None);
-    store.checkpoint();
-    let (records, written) = (h.records.clone(), stored.clone());
-    store
-        .expect_apply_health_batch()
-        .returning(move |obs, owner| {
-            let mut written = written.lock().unwrap();
-            written.0 = obs.iter().map(|o| o.entry).max().max(written.0);
-            written.1 = owner.published().max(written.1);
-            Ok(fold_over(&records, obs))
-        });
-    store
-        .expect_advance_checkpoints()
-        .returning(|_, _, _| Ok(Vec::new()));
-    store.expect_summaries().returning(|| Ok(Vec::new()));
-    // Entry 1's snapshot goes out; entry 2's publish never completes (the owner dies).
+    // Entry 1's snapshot goes out; entry 2's publish never completes (the owner dies);
+    // entries 2 and 3 of one batch both change the game.
     let mut publisher = MockLobbyEventsPublisher::new();
     let out = h.published.clone();
     let mut calls = 0;
@@ -1467,6 +1617,12 @@ async fn a_batch_its_owner_committed_but_never_published_is_republished_by_the_n
         out.lock().unwrap().extend_from_slice(events);
         Ok(())
     });
+    let store = store_sharing(
+        h.records.clone(),
+        h.shards.clone(),
+        h.applies.clone(),
+        |_, _| None,
+    );
     let mut first = HealthEventsWorker::new(
         store,
         publisher,
@@ -1480,33 +1636,58 @@ async fn a_batch_its_owner_committed_but_never_published_is_republished_by_the_n
             .finished,
         1
     );
-    let outcome = first.handle(&[event(2, &b, "container_exited")]).await;
+    let last = [
+        event(2, &b, "container_exited"),
+        event(3, &b, "probe_recovered"),
+    ];
+    let outcome = first.handle(&last).await;
     assert!(
         outcome.in_flight,
-        "entry 2 committed, its snapshot on its way"
+        "entries 2 and 3 committed, their snapshots on their way"
     );
     drop(first);
-    let (checkpoint, published) = *stored.lock().unwrap();
+    let stored = h.shards.lock().unwrap()[&shard_b].clone();
     let at = |seq| domain_runtime::EntryPosition { ms: 1, seq };
-    assert_eq!((checkpoint, published), (Some(at(2)), Some(at(1))));
+    assert_eq!(
+        (stored.checkpoint, stored.published),
+        (Some(at(3)), Some(at(1))),
+        "entry 1's snapshot was out when entries 2 and 3 were written"
+    );
 
-    // The next owner claims the shard as stored and reads from its mark on.
+    // The next owner claims the shard as stored and reads after its checkpoint.
     let next = Ownership::new(
         domain_runtime::ShardCount::default(),
         [domain_runtime::ShardClaim {
             shard: shard_b,
             epoch: 2,
-            checkpoint,
-            published,
+            checkpoint: stored.checkpoint,
+            published: stored.published,
         }],
     );
-    assert_eq!(start_position(&next), Some(EntryId::new(1, 1)));
+    assert_eq!(start_position(&next), Some(EntryId::new(1, 3)));
     let mut second = h.worker_of(next, |_, _| None);
-    let rest = [
-        event(2, &b, "container_exited"),
-        event(3, &b, "probe_recovered"),
-    ];
-    assert_eq!(drive(&mut second, &rest).await.finished, 2);
+    let rest = [event(4, &b, "probe_failed")];
+    assert_eq!(drive(&mut second, &rest).await.finished, 1);
     let id = |seq| Some(contracts::SourceEntryId { ms: 1, seq });
-    assert_eq!(h.sources(), [id(1), id(2), id(3)], "entry 2 republished");
+    assert_eq!(
+        h.sources(),
+        [id(1), id(2), id(3), id(4)],
+        "entries 2 and 3 republished, each as it was"
+    );
+    assert_eq!(
+        h.published()[1..3],
+        [
+            (
+                b.clone(),
+                RuntimeStatus::EngineUnreachable,
+                Some(EngineHealth::Exited)
+            ),
+            (b, RuntimeStatus::Running, Some(EngineHealth::Healthy)),
+        ]
+    );
+    // Once they are out, the mark the next owner writes drops them from the store.
+    second.stopped().await;
+    let stored = h.shards.lock().unwrap()[&shard_b].clone();
+    assert_eq!(stored.published, Some(at(4)));
+    assert!(stored.kept.is_empty(), "{:?}", stored.kept);
 }

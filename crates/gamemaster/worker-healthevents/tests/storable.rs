@@ -65,7 +65,7 @@ async fn store_takes(
         shard: owner.shard_of(event.game_id.as_str().as_bytes()),
     }];
     let fail = |step: &str, e: Error| format!("{step} of {:?}: {e}", event.game_id.as_str());
-    let unknown = store.apply_health_batch(&observation, owner).await;
+    let unknown = store.apply_health_batch(&observation, &[true], owner).await;
     let already = match unknown
         .map_err(|e| fail("unknown-game apply", e))?
         .as_slice()
@@ -87,7 +87,7 @@ async fn store_takes(
     }
     for step in ["first apply", "second apply"] {
         let results = store
-            .apply_health_batch(&observation, owner)
+            .apply_health_batch(&observation, &[true], owner)
             .await
             .map_err(|e| fail(step, e))?;
         if !matches!(results.as_slice(), [ObservationResult::Applied { .. }]) {

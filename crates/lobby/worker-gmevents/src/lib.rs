@@ -127,7 +127,7 @@ where
         let games = &self.games;
         let Isolated { results, stopped } = stream_consumer::isolate(
             &updates,
-            |run| async move {
+            |_, run| async move {
                 let results = games.apply_snapshots(run).await?;
                 if results.len() != run.len() {
                     return Err(Error::Backend(

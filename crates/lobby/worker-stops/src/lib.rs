@@ -55,7 +55,7 @@ impl<S: StopRequests> JobResultsWorker<S> {
         let stops = &self.stops;
         stream_consumer::isolate(
             answers,
-            |run| async move {
+            |_, run| async move {
                 let recorded = stops.record_answers(run).await?;
                 if recorded.len() == run.len() {
                     Ok(recorded)

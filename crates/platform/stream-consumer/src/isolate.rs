@@ -24,8 +24,8 @@ pub struct Isolated<R, E> {
     pub stopped: Option<E>,
 }
 
-/// Applies `items` through `apply`, which takes a run of consecutive items in one call and
-/// returns one result per item. Items for which `suspect` is true are applied alone, the
+/// Applies `items` through `apply`, which takes a run of consecutive items in one call (with
+/// the index of its first item in `items`) and returns one result per item. Items for which `suspect` is true are applied alone, the
 /// runs between them each in one call. A call that fails with an error for which
 /// `is_refusal` is true is split in two and each half applied in turn; an item refused
 /// alone gets its refusal as its result. Any other error stops the work (see
@@ -40,7 +40,7 @@ pub async fn isolate<'a, T, R, E, F, Fut>(
     suspect: impl Fn(&T) -> bool,
 ) -> Isolated<R, E>
 where
-    F: FnMut(&'a [T]) -> Fut,
+    F: FnMut(usize, &'a [T]) -> Fut,
     Fut: Future<Output = Result<Vec<R>, E>>,
 {
     let mut results = Vec::with_capacity(items.len());
@@ -50,7 +50,7 @@ where
         if start == end {
             continue;
         }
-        match apply(&items[start..end]).await {
+        match apply(start, &items[start..end]).await {
             Ok(applied) => {
                 debug_assert_eq!(applied.len(), end - start, "one result per item");
                 results.extend(applied.into_iter().map(Ok));
@@ -126,7 +126,8 @@ mod tests {
         let mut calls = 0;
         let outcome = block_on(isolate(
             items,
-            |run: &[u32]| {
+            |start, run: &[u32]| {
+                assert_eq!(run.first(), items.get(start), "the run starts at its index");
                 calls += 1;
                 let result = if down_after.is_some_and(|n| applied.len() >= n) {
                     Err(Fail::Down)
