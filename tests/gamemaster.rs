@@ -563,6 +563,23 @@ async fn two_instances_divide_the_shards_hand_them_over_on_sigterm_and_apply_eac
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", two.process.stderr()));
+    // Each instance's /readyz names as many shards as the database says it owns.
+    eventually(
+        "readyz shows the division",
+        Duration::from_secs(5),
+        || async {
+            let owners = shard_owners(db.url()).await;
+            let mut shown = Vec::new();
+            for (id, gm) in [("one", &one), ("two", &two)] {
+                let (_, body) = http::get(gm.http, "/readyz").await.unwrap_or_default();
+                let ready: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                shown.push(ready["shards"]["owned"] == owners[id]);
+            }
+            shown == [true, true]
+        },
+    )
+    .await
+    .unwrap();
     sent.extend(send("probe_recovered").await);
     eventually(
         "both apply the recoveries",
@@ -648,6 +665,31 @@ async fn two_instances_divide_the_shards_hand_them_over_on_sigterm_and_apply_eac
     })
     .await
     .unwrap();
+    // The instance says the same of its own shards: /readyz (and so `status`) and a
+    // gauge per shard.
+    let addr = one.http.to_string();
+    let status_args = [
+        "--redis-url",
+        redis_url.as_str(),
+        "--http-addr",
+        addr.as_str(),
+    ];
+    eventually("readyz shows every lag", Duration::from_secs(5), || async {
+        let status = e2e::status("gamemaster", &status_args).await;
+        let shards = &status["instance"]["details"]["shards"];
+        let lags = shards["lag_seconds"].as_object().map_or(0, |l| l.len());
+        shards["owned"] == 64
+            && lags == 64
+            && shards["max_lag_seconds"].as_f64().is_some_and(|l| l <= 1.5)
+    })
+    .await
+    .unwrap();
+    let one_metrics = e2e::metrics(one.http).await.unwrap();
+    let lag_gauges = one_metrics
+        .lines()
+        .filter(|l| l.starts_with("gamemaster_shard_lag_seconds{"))
+        .count();
+    assert_eq!(lag_gauges, 64, "{one_metrics}");
 
     // Another shard count on the same database is refused at start.
     let mismatch = [

@@ -16,6 +16,7 @@ use domain_runtime::Ownership;
 use domain_runtime::shards::{DEFAULT_SHARDS, MAX_SHARDS, ShardCount};
 use prometheus_client::registry::Registry;
 use service_kit::consumer::{self, Backends, Work};
+use service_kit::ops::Detail;
 use service_kit::settings::{
     CommonSettings, Defaults, duration_arg, instance_id, instance_id_arg, migrate_command,
     postgres_url, stream_arg,
@@ -168,11 +169,13 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
     let waker = keeper.waker();
     let owner = first_claims(&mut keeper, &instance, count).await?;
     let start = start_position(&owner);
+    let metrics = WorkerMetrics::register(&mut registry);
+    let lags = metrics.shard_lags();
     let worker = HealthEventsWorker::new(
         store,
         RedisLobbyEventsPublisher::new(backends.redis.clone(), lobby_stream.clone()),
         system_clock(),
-        WorkerMetrics::register(&mut registry),
+        metrics,
         owner,
     )
     .with_handover(worker_side);
@@ -180,8 +183,28 @@ async fn run(m: &ArgMatches) -> Result<ExitCode, StartupError> {
     let work = Work::new()
         .consumer_at(health_stream, OFFSET_LABEL, worker, start)
         .background(move |stop| keeper.run(stop))
-        .background(move |stop| notices.wake(waker, stop));
+        .background(move |stop| notices.wake(waker, stop))
+        .detail(Detail::new("shards", move || shards_detail(&lags.get())));
     consumer::run(SERVICE, &settings, backends, work, registry).await
+}
+
+/// `/readyz`'s `shards`: the shards this instance owns, each one's lag in seconds (as last
+/// measured, about once a second; `null` before its first entry) and the largest.
+fn shards_detail(lags: &std::collections::BTreeMap<u32, f64>) -> serde_json::Value {
+    let max = lags
+        .values()
+        .copied()
+        .filter(|l| l.is_finite())
+        .reduce(f64::max);
+    let by_shard: serde_json::Map<String, serde_json::Value> = lags
+        .iter()
+        .map(|(shard, lag)| (shard.to_string(), serde_json::json!(lag)))
+        .collect();
+    serde_json::json!({
+        "owned": lags.len(),
+        "max_lag_seconds": max,
+        "lag_seconds": by_shard,
+    })
 }
 
 /// `--shards`, as a layout.

@@ -96,7 +96,7 @@ use tokio::time::{Duration, Instant};
 use shards::{Decoded, entry_id, position};
 
 pub use decode::{HealthEvent, SkipReason, decode};
-pub use metrics::{Outcome, WorkerMetrics};
+pub use metrics::{Outcome, ShardLags, WorkerMetrics};
 pub use shards::{claim_all, start_position};
 
 /// How often, at most, the checkpoints of owned shards with no recent entries are moved up
@@ -166,6 +166,8 @@ pub struct HealthEventsWorker<S, P> {
     /// Snapshots a previous owner (or this instance, before a lost reply) committed and
     /// may not have published: they go out first with the next publish.
     recovered: Vec<LobbyEvent>,
+    /// The stream's last entry as the runtime last saw it (for the shards' lags).
+    last_head: Option<EntryId>,
 }
 
 /// What steps 0 and 1 made of a batch's new entries.
@@ -222,6 +224,7 @@ where
             untouched: Vec::new(),
             to_recover,
             recovered: Vec::new(),
+            last_head: None,
         }
     }
 
@@ -280,6 +283,15 @@ where
             }
         }
         self.metrics.owned(self.owner.len());
+        self.report_lags();
+    }
+
+    /// The owned shards' lags behind the stream's last entry as last seen.
+    fn report_lags(&self) {
+        if let Some(last) = self.last_head {
+            let lags = shards::lags(&self.owner, self.applied_through, &self.unread, last);
+            self.metrics.lags(lags);
+        }
     }
 
     /// Step 0 for shards lost, once no publish is under way (their last snapshots are
@@ -1020,6 +1032,13 @@ where
                 None
             }
         }
+    }
+
+    /// The owned shards' lags behind the stream's last entry (`shard_lag_seconds`, and
+    /// the report `/readyz` shows).
+    fn stream_head(&mut self, last: EntryId) {
+        self.last_head = Some(last);
+        self.report_lags();
     }
 
     /// At the stop, once everything in flight is finished: the owned shards' checkpoints

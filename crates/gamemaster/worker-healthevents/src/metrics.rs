@@ -1,7 +1,12 @@
 //! Step 5: the worker's counters (`gamemaster_health_events_consumed_total{outcome}`,
 //! `gamemaster_lobby_events_published_total{kind}`,
 //! `gamemaster_runtime_status_transitions_total{from,to}`,
-//! `gamemaster_health_events_errors_total{stage}`).
+//! `gamemaster_health_events_errors_total{stage}`, `gamemaster_shard_lag_seconds{shard}`),
+//! and the owned shards' lags as a report for `/readyz` ([`ShardLags`]).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use domain_runtime::Transition;
 use ports::LobbyEventKind;
@@ -43,6 +48,31 @@ struct StageLabel {
     stage: &'static str,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ShardLabel {
+    shard: u32,
+}
+
+/// Each owned shard's lag in seconds (from its progress to the stream's last entry, as
+/// last measured), shared with whoever reports it (`/readyz`). Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct ShardLags(Arc<Mutex<BTreeMap<u32, f64>>>);
+
+impl ShardLags {
+    /// The owned shards and their lags, by shard.
+    #[must_use]
+    pub fn get(&self) -> BTreeMap<u32, f64> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, lags: BTreeMap<u32, f64>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = lags;
+    }
+}
+
 /// The worker's metric families; cheap to clone (shared counters).
 #[derive(Debug, Clone)]
 pub struct WorkerMetrics {
@@ -54,6 +84,8 @@ pub struct WorkerMetrics {
     errors: Family<StageLabel, Counter>,
     shards_owned: Gauge,
     fenced: Counter,
+    shard_lag: Family<ShardLabel, Gauge<f64, AtomicU64>>,
+    lags: ShardLags,
 }
 
 impl Default for WorkerMetrics {
@@ -66,6 +98,8 @@ impl Default for WorkerMetrics {
             errors: Family::default(),
             shards_owned: Gauge::default(),
             fenced: Counter::default(),
+            shard_lag: Family::default(),
+            lags: ShardLags::default(),
         }
     }
 }
@@ -106,7 +140,29 @@ impl WorkerMetrics {
             "Batch writes the database fenced off because another instance had claimed a shard",
             m.fenced.clone(),
         );
+        registry.register(
+            "shard_lag_seconds",
+            "Per owned shard: seconds from its last applied entry to the health stream's last entry (0 when caught up)",
+            m.shard_lag.clone(),
+        );
         m
+    }
+
+    /// The owned shards' lags as last measured.
+    #[must_use]
+    pub fn shard_lags(&self) -> ShardLags {
+        self.lags.clone()
+    }
+
+    /// The owned shards' lags now are `lags`: shards no longer owned lose their gauges.
+    pub(crate) fn lags(&self, lags: BTreeMap<u32, f64>) {
+        for gone in self.lags.get().keys().filter(|s| !lags.contains_key(s)) {
+            self.shard_lag.remove(&ShardLabel { shard: *gone });
+        }
+        for (&shard, &lag) in &lags {
+            self.shard_lag.get_or_create(&ShardLabel { shard }).set(lag);
+        }
+        self.lags.set(lags);
     }
 
     pub(crate) fn owned(&self, shards: usize) {

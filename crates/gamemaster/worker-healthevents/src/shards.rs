@@ -10,6 +10,8 @@
 //! is published from there ([`unpublished`]); a Lobby that had it drops the copy by its
 //! `source_entry_id`.
 
+use std::collections::{BTreeMap, HashSet};
+
 use domain_runtime::{EngineHealth, EntryPosition, GameId, Ownership, Refreshed, ShardCount};
 use ports::{LobbyEvent, RuntimeRecordStore};
 use stream_consumer::{EntryId, StreamEntry};
@@ -125,6 +127,34 @@ pub(crate) async fn stored_summaries<S: RuntimeRecordStore>(
             Some((game, summary?)).filter(|_| gained.contains(&shard))
         })
         .collect())
+}
+
+/// Each owned shard's lag in seconds behind `last` (the stream's last entry): from its
+/// progress, the later of its checkpoint and `finished` (what step 2 finished, unless the
+/// shard is `unread`: gained, its entries not read yet). `NaN` for a shard with no
+/// progress at all (never applied, not read yet).
+pub(crate) fn lags(
+    owner: &Ownership,
+    finished: Option<EntryId>,
+    unread: &HashSet<u32>,
+    last: EntryId,
+) -> BTreeMap<u32, f64> {
+    owner
+        .claims()
+        .map(|c| {
+            let finished = finished
+                .filter(|_| !unread.contains(&c.shard))
+                .map(position);
+            let lag = c.checkpoint.max(finished).map_or(f64::NAN, |p| {
+                let ms = last.ms.saturating_sub(p.ms);
+                // Milliseconds of a lag fit an f64 exactly far beyond any real one.
+                #[allow(clippy::cast_precision_loss)]
+                let seconds = ms as f64 / 1000.0;
+                seconds
+            });
+            (c.shard, lag)
+        })
+        .collect()
 }
 
 /// Where a consumer of the shards `owner` holds starts reading: after the lowest

@@ -1691,3 +1691,41 @@ async fn a_batch_its_owner_committed_but_never_published_is_republished_by_the_n
     assert_eq!(stored.published, Some(at(4)));
     assert!(stored.kept.is_empty(), "{:?}", stored.kept);
 }
+
+#[tokio::test]
+async fn each_owned_shards_lag_runs_from_its_progress_to_the_streams_last_entry() {
+    let ((a, shard_a), (_, shard_b)) = two_shards();
+    let h = Harness::new(&[(&a, RuntimeStatus::Running)]);
+    let mut w = h
+        .worker_of(owning_only(shard_a), |_, _| None)
+        .with_handover(h.worker_side());
+    let lags = h.metrics.shard_lags();
+    w.stream_head(EntryId::new(2001, 0));
+    assert!(lags.get()[&shard_a].is_nan(), "nothing applied or read yet");
+    assert_eq!(
+        drive(&mut w, &[event(1, &a, "probe_failed")])
+            .await
+            .finished,
+        1
+    );
+    w.stream_head(EntryId::new(2001, 0));
+    assert_eq!(lags.get(), [(shard_a, 2.0)].into());
+    // A shard gained and not read yet counts from its checkpoint; a shard lost goes.
+    h.keeper_sends(OwnershipChange::Gained(vec![domain_runtime::ShardClaim {
+        shard: shard_b,
+        epoch: 2,
+        checkpoint: Some(domain_runtime::EntryPosition { ms: 0, seq: 5 }),
+        published: None,
+    }]));
+    assert_eq!(
+        w.before_read(EntryId::new(1, 1)).await,
+        Some(EntryId::new(0, 5))
+    );
+    w.stream_head(EntryId::new(2001, 0));
+    assert_eq!(lags.get(), [(shard_a, 2.0), (shard_b, 2.001)].into());
+    h.keeper_sends(OwnershipChange::Lost(vec![shard_a]));
+    assert_eq!(w.before_read(EntryId::new(1, 1)).await, None);
+    assert_eq!(lags.get().keys().copied().collect::<Vec<_>>(), [shard_b]);
+    w.stream_head(EntryId::new(5001, 0));
+    assert_eq!(lags.get()[&shard_b], 5.001);
+}

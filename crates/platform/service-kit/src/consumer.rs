@@ -18,7 +18,7 @@ use stream_consumer::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::ops::{Check, OpsServer};
+use crate::ops::{Check, Detail, OpsServer};
 use crate::settings::CommonSettings;
 use crate::shutdown::{Drain, cancel_on_signal, serve_and_drain};
 use crate::{StartupError, error_chain, telemetry};
@@ -136,6 +136,7 @@ pub struct Work {
     consumers: Vec<ConsumerSpec>,
     loops: Vec<Loop>,
     routes: axum::Router,
+    details: Vec<Detail>,
 }
 
 impl Work {
@@ -191,6 +192,13 @@ impl Work {
     #[must_use]
     pub fn routes(mut self, routes: axum::Router) -> Self {
         self.routes = routes;
+        self
+    }
+
+    /// Shows `detail` in every `/readyz` answer (and so in `status`).
+    #[must_use]
+    pub fn detail(mut self, detail: Detail) -> Self {
+        self.details.push(detail);
         self
     }
 }
@@ -262,7 +270,8 @@ pub async fn run(
     parts.extend(work.loops);
     let ops = OpsServer::bind(settings.http_addr, registry, checks)
         .await?
-        .with_routes(work.routes);
+        .with_routes(work.routes)
+        .with_details(work.details);
     tracing::info!(http_addr = %settings.http_addr, "{service} running");
     let drain = run_until_signal(ops, settings.shutdown_timeout, parts).await;
     redis.quit().await;

@@ -53,12 +53,33 @@ impl Check {
     }
 }
 
+/// A named part of `/readyz`'s body beside the checks: what the running instance wants an
+/// operator to see (the Game Master's owned shards and their lags), read on every request.
+pub struct Detail {
+    name: String,
+    read: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
+}
+
+impl Detail {
+    /// A detail called `name` whose value `read` gives.
+    pub fn new(
+        name: impl Into<String>,
+        read: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            read: Box::new(read),
+        }
+    }
+}
+
 /// How long one readiness check may take before it counts as failed.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Ops {
     registry: Registry,
     checks: Vec<Check>,
+    details: Vec<Detail>,
 }
 
 /// A bound ops server, not yet serving (bind first, so a taken port is a start-up error).
@@ -85,9 +106,22 @@ impl OpsServer {
         })?;
         Ok(Self {
             listener,
-            state: Arc::new(Ops { registry, checks }),
+            state: Arc::new(Ops {
+                registry,
+                checks,
+                details: Vec::new(),
+            }),
             routes: Router::new(),
         })
+    }
+
+    /// Adds `details` to every `/readyz` answer.
+    #[must_use]
+    pub fn with_details(mut self, details: Vec<Detail>) -> Self {
+        if let Some(ops) = Arc::get_mut(&mut self.state) {
+            ops.details = details;
+        }
+        self
     }
 
     /// Serves `routes` beside the ops endpoints: a service's operator commands (the
@@ -141,14 +175,18 @@ async fn readyz(State(ops): State<Arc<Ops>>) -> Response {
             failures.insert(check.name.clone(), serde_json::Value::String(reason));
         }
     }
-    if failures.is_empty() {
-        json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
+    let (code, mut body) = if failures.is_empty() {
+        (StatusCode::OK, serde_json::json!({"status": "ready"}))
     } else {
-        json(
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({"status": "not_ready", "reasons": failures}),
+            serde_json::json!({"status": "not_ready", "reasons": failures}),
         )
+    };
+    for detail in &ops.details {
+        body[detail.name.as_str()] = (detail.read)();
     }
+    json(code, &body)
 }
 
 async fn metrics(State(ops): State<Arc<Ops>>) -> Response {
@@ -234,6 +272,45 @@ mod tests {
         assert_eq!(code, 200);
         assert!(body.contains("kit_things_total 1"), "{body}");
 
+        cancel.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn readiness_carries_the_details_whether_ready_or_not() {
+        let up = Arc::new(AtomicBool::new(true));
+        let u = up.clone();
+        let checks = vec![Check::new("redis", move || {
+            let ok = u.load(Ordering::SeqCst);
+            async move { if ok { Ok(()) } else { Err("down".into()) } }
+        })];
+        let reads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let r = reads.clone();
+        let server = OpsServer::bind("127.0.0.1:0".parse().unwrap(), Registry::default(), checks)
+            .await
+            .unwrap()
+            .with_details(vec![Detail::new("shards", move || {
+                let n = r.fetch_add(1, Ordering::SeqCst);
+                serde_json::json!({"owned": [3, 5], "read": n})
+            })]);
+        let addr = server.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(server.serve(cancel.clone()));
+        let (code, body) = get(addr, "/readyz").await;
+        assert_eq!(
+            (code, body.as_str()),
+            (
+                200,
+                r#"{"shards":{"owned":[3,5],"read":0},"status":"ready"}"#
+            )
+        );
+        up.store(false, Ordering::SeqCst);
+        let (code, body) = get(addr, "/readyz").await;
+        assert_eq!(code, 503);
+        assert!(
+            body.contains(r#""shards":{"owned":[3,5],"read":1}"#),
+            "read afresh: {body}"
+        );
         cancel.cancel();
         task.await.unwrap();
     }

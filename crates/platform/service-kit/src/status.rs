@@ -131,10 +131,17 @@ async fn consumer(
     }))
 }
 
-/// What the running instance's `/readyz` says.
+/// What the running instance's `/readyz` says, with the details it shows (the Game
+/// Master's shards) under `details`.
 async fn readiness(addr: SocketAddr) -> Value {
     match crate::http::request(addr, "GET", "/readyz", READY_TIMEOUT).await {
-        Ok((200, _)) => json!({"http_addr": addr.to_string(), "state": "ready"}),
+        Ok((200, body)) => {
+            let mut ready = json!({"http_addr": addr.to_string(), "state": "ready"});
+            if let Some(details) = details(&body) {
+                ready["details"] = details;
+            }
+            ready
+        }
         Ok((code, body)) => {
             json!({"http_addr": addr.to_string(), "state": "not ready", "status": code, "detail": body.trim()})
         }
@@ -142,6 +149,16 @@ async fn readiness(addr: SocketAddr) -> Value {
             json!({"http_addr": addr.to_string(), "state": "not running", "detail": e.to_string()})
         }
     }
+}
+
+/// The parts of a `/readyz` body beside its status: `None` when there are none (or it is
+/// not JSON).
+fn details(body: &str) -> Option<Value> {
+    let Value::Object(mut fields) = serde_json::from_str(body).ok()? else {
+        return None;
+    };
+    fields.remove("status");
+    (!fields.is_empty()).then_some(Value::Object(fields))
 }
 
 /// The report as a table.
@@ -187,6 +204,9 @@ fn table(report: &Value) -> String {
         out.push_str(&format!(" ({})", text(&i["detail"])));
     }
     out.push('\n');
+    for (name, value) in i["details"].as_object().into_iter().flatten() {
+        out.push_str(&format!("  {name}: {value}\n"));
+    }
     out
 }
 
@@ -210,6 +230,24 @@ mod tests {
         assert!(
             shown.ends_with("instance on 127.0.0.1:8080: not ready (postgres: down)\n"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_ready_instances_details_are_kept_and_shown_under_it() {
+        let details = details(r#"{"status":"ready","shards":{"owned":[1,2]}}"#);
+        assert_eq!(details, Some(json!({"shards": {"owned": [1, 2]}})));
+        assert_eq!(super::details(r#"{"status":"ready"}"#), None);
+        assert_eq!(super::details("not json"), None);
+        let report = json!({
+            "consumers": [],
+            "instance": {"http_addr": "127.0.0.1:8080", "state": "ready", "details": details},
+        });
+        assert!(
+            table(&report)
+                .ends_with("instance on 127.0.0.1:8080: ready\n  shards: {\"owned\":[1,2]}\n"),
+            "{}",
+            table(&report)
         );
     }
 }

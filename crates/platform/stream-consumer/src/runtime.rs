@@ -144,6 +144,13 @@ pub trait BatchHandler: Send {
     /// finished and the offset stored: a handler may write down its final state. By
     /// default nothing.
     async fn stopped(&mut self) {}
+
+    /// The stream's last entry, each time the runtime looks at the stream's bounds (for
+    /// its lag): a handler that tracks progress of its own (per shard, say) may report
+    /// its lag from it. By default nothing.
+    fn stream_head(&mut self, last: EntryId) {
+        let _ = last;
+    }
 }
 
 /// A boxed handler is a handler, so one process can run consumers of different workers
@@ -164,6 +171,10 @@ impl<H: BatchHandler + ?Sized> BatchHandler for Box<H> {
 
     async fn stopped(&mut self) {
         (**self).stopped().await;
+    }
+
+    fn stream_head(&mut self, last: EntryId) {
+        (**self).stream_head(last);
     }
 }
 
@@ -865,6 +876,7 @@ where
         };
         let lag = info.last_generated.ms.saturating_sub(position.ms);
         self.m.lag_ms.set(i64::try_from(lag).unwrap_or(i64::MAX));
+        self.handler.stream_head(info.last_generated);
 
         // Two signs of entries removed before being read: an `XDEL`ed id above the offset
         // (Redis reports the highest deleted id), or a first entry beyond the one right
