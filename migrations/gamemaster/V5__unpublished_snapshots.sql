@@ -7,31 +7,34 @@
 -- the ones still kept, exactly as they were decided: the Lobby loses none, and the ones
 -- it had already it drops by their `source_entry_id`.
 
-CREATE TYPE gm_snapshot AS (
-    entry_ms      bigint,
-    entry_seq     bigint,
-    game_id       text,
-    status        text,
-    engine_health text
-);
+-- Kept as chunks: each batch write appends one chunk per shard it touches (the shard's
+-- snapshots of that write, encoded by the Game Master), with the last entry it holds; a
+-- mark drops the chunks it passes whole. A chunk's entries all come after the previous
+-- chunk's, so the chunks a mark passes are always the first ones.
+ALTER TABLE gm_shards
+    ADD COLUMN unpublished     bytea[]  NOT NULL DEFAULT '{}',
+    ADD COLUMN unpublished_ms  bigint[] NOT NULL DEFAULT '{}',
+    ADD COLUMN unpublished_seq bigint[] NOT NULL DEFAULT '{}';
 
-ALTER TABLE gm_shards ADD COLUMN unpublished gm_snapshot[] NOT NULL DEFAULT '{}';
+-- Written on every batch and short-lived: not worth compressing.
+ALTER TABLE gm_shards ALTER COLUMN unpublished SET STORAGE EXTERNAL;
 
--- The snapshots of `kept` after `ms-seq` (all of them when it is NULL), in order.
-CREATE FUNCTION gm_snapshots_after(kept gm_snapshot[], ms bigint, seq bigint)
-RETURNS gm_snapshot[]
+-- How many of a shard's chunks (their last entries `ms`/`seq`) are at or below a mark,
+-- the stored one `a` or the one being written `b` (either may be NULL).
+CREATE FUNCTION gm_chunks_sent(ms bigint[], seq bigint[], a_ms bigint, a_seq bigint,
+                               b_ms bigint, b_seq bigint)
+RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
-    SELECT CASE WHEN ms IS NULL OR cardinality(kept) = 0 THEN kept
-                ELSE ARRAY(SELECT k FROM unnest(kept) AS k
-                            WHERE (k.entry_ms, k.entry_seq) > (ms, seq)
-                            ORDER BY k.entry_ms, k.entry_seq)
-           END
+    SELECT count(*)::integer FROM unnest(ms, seq) AS k(ms, seq)
+     WHERE (a_ms IS NOT NULL AND (k.ms, k.seq) <= (a_ms, a_seq))
+        OR (b_ms IS NOT NULL AND (k.ms, k.seq) <= (b_ms, b_seq))
 $$;
 
 -- The fenced batch write of V4, now with a published mark per shard (`marks_ms` and
--- `marks_seq`, parallel to `shards`; NULL where the writer knows of none) and the
--- batch's snapshots (`snap_*`, parallel arrays), kept with their shards.
+-- `marks_seq`, parallel to `shards`; NULL where the writer knows of none) and a chunk of
+-- snapshots per shard (`chunks`, with its last entry in `chunks_ms`/`chunks_seq`; NULL
+-- where the write publishes nothing for the shard).
 DROP FUNCTION runtime_records_write_fenced(text[], text[], text[], text[], integer[], bigint[], bigint[], bigint[], bigint, bigint);
 
 CREATE FUNCTION runtime_records_write_fenced(
@@ -45,12 +48,9 @@ CREATE FUNCTION runtime_records_write_fenced(
     through_seq     bigint[],
     marks_ms        bigint[],
     marks_seq       bigint[],
-    snap_shards     integer[],
-    snap_ms         bigint[],
-    snap_seq        bigint[],
-    snap_games      text[],
-    snap_statuses   text[],
-    snap_healths    text[]
+    chunks          bytea[],
+    chunks_ms       bigint[],
+    chunks_seq      bigint[]
 )
 RETURNS TABLE (game_id text, current_turn integer, created_at timestamptz, updated_at timestamptz)
 LANGUAGE plpgsql
@@ -60,6 +60,8 @@ DECLARE
     lost   integer;
 BEGIN
     RETURN QUERY SELECT * FROM runtime_records_write_guarded(game_ids, expected, statuses, engine_healths);
+    -- `sent`: how many of the shard's kept chunks the new mark passes (read beside the
+    -- row being updated; only this shard's owner writes it, and the epoch check decides).
     UPDATE gm_shards AS g
        SET checkpoint_ms  = CASE WHEN g.checkpoint_ms IS NULL OR (u.ms, u.seq) > (g.checkpoint_ms, g.checkpoint_seq)
                                  THEN u.ms ELSE g.checkpoint_ms END,
@@ -71,18 +73,19 @@ BEGIN
            published_seq  = CASE WHEN u.mark_ms IS NOT NULL AND (g.published_ms IS NULL
                                       OR (u.mark_ms, u.mark_seq) > (g.published_ms, g.published_seq))
                                  THEN u.mark_seq ELSE g.published_seq END,
-           unpublished    = gm_snapshots_after(gm_snapshots_after(g.unpublished, g.published_ms, g.published_seq),
-                                               u.mark_ms, u.mark_seq)
-                            || COALESCE(n.kept, '{}'),
+           unpublished     = g.unpublished[1 + u.sent:]
+                             || CASE WHEN u.chunk IS NULL THEN '{}'::bytea[] ELSE ARRAY[u.chunk] END,
+           unpublished_ms  = g.unpublished_ms[1 + u.sent:]
+                             || CASE WHEN u.chunk IS NULL THEN '{}'::bigint[] ELSE ARRAY[u.chunk_ms] END,
+           unpublished_seq = g.unpublished_seq[1 + u.sent:]
+                             || CASE WHEN u.chunk IS NULL THEN '{}'::bigint[] ELSE ARRAY[u.chunk_seq] END,
            updated_at = now()
-      FROM unnest(shards, epochs, through_ms, through_seq, marks_ms, marks_seq)
-               AS u(shard, epoch, ms, seq, mark_ms, mark_seq)
-      LEFT JOIN (SELECT s.shard,
-                        array_agg(ROW(s.ms, s.seq, s.game_id, s.status, s.engine_health)::gm_snapshot
-                                  ORDER BY s.ms, s.seq) AS kept
-                   FROM unnest(snap_shards, snap_ms, snap_seq, snap_games, snap_statuses, snap_healths)
-                        AS s(shard, ms, seq, game_id, status, engine_health)
-                  GROUP BY s.shard) AS n ON n.shard = u.shard
+      FROM (SELECT w.*, gm_chunks_sent(s.unpublished_ms, s.unpublished_seq, s.published_ms,
+                                       s.published_seq, w.mark_ms, w.mark_seq) AS sent
+              FROM unnest(shards, epochs, through_ms, through_seq, marks_ms, marks_seq,
+                          chunks, chunks_ms, chunks_seq)
+                       AS w(shard, epoch, ms, seq, mark_ms, mark_seq, chunk, chunk_ms, chunk_seq)
+              JOIN gm_shards AS s ON s.shard = w.shard) AS u
      WHERE g.shard = u.shard AND g.epoch = u.epoch;
     GET DIAGNOSTICS fenced = ROW_COUNT;
     IF fenced <> cardinality(shards) THEN
@@ -96,5 +99,5 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION runtime_records_write_fenced(text[], text[], text[], text[], integer[], bigint[], bigint[], bigint[], bigint[], bigint[], integer[], bigint[], bigint[], text[], text[], text[]) IS
+COMMENT ON FUNCTION runtime_records_write_fenced(text[], text[], text[], text[], integer[], bigint[], bigint[], bigint[], bigint[], bigint[], bytea[], bigint[], bigint[]) IS
     'Game Master: the guarded health batch write, committed only under each shard''s current epoch, moving its checkpoint and published mark and keeping the batch''s snapshots with it.';

@@ -50,7 +50,7 @@ const LOCK_BATCH: &str = "SELECT r.game_id, r.status FROM unnest($1::text[]) AS 
 const WRITE: &str = "SELECT game_id, current_turn, created_at, updated_at \
      FROM runtime_records_write_fenced($1::text[], $2::text[], $3::text[], $4::text[], \
      $5::integer[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], \
-     $11::integer[], $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::text[])";
+     $11::bytea[], $12::bigint[], $13::bigint[])";
 
 /// The SQLSTATE `runtime_records_write_guarded` raises when a status moved.
 const GUARD_MISSED: &str = "GM001";
@@ -256,32 +256,47 @@ struct Step {
     publishes: bool,
 }
 
-/// The snapshots a write keeps with their shards, as the write's parallel arrays.
+/// The snapshots a write keeps with its shards: per shard of the [`Fence`] (same order),
+/// a chunk ([`crate::kept`]) and its last entry, or none when the write publishes nothing
+/// for the shard.
 #[derive(Default)]
-struct Kept<'a> {
-    shards: Vec<i32>,
-    ms: Vec<i64>,
-    seq: Vec<i64>,
-    games: Vec<&'a str>,
-    statuses: Vec<&'static str>,
-    healths: Vec<&'static str>,
+struct Kept {
+    chunks: Vec<Option<Vec<u8>>>,
+    last_ms: Vec<Option<i64>>,
+    last_seq: Vec<Option<i64>>,
 }
 
-impl<'a> Kept<'a> {
-    /// The snapshots of the steps of `observations` that publish.
-    fn of(observations: &'a [HealthObservation], steps: &[Option<Step>]) -> Result<Self, Error> {
-        let mut kept = Self::default();
+impl Kept {
+    /// The chunks of the steps of `observations` that publish, for `fence`'s shards.
+    fn of(
+        observations: &[HealthObservation],
+        steps: &[Option<Step>],
+        fence: &Fence,
+    ) -> Result<Self, Error> {
+        let mut by_shard: BTreeMap<u32, (Vec<u8>, EntryPosition)> = BTreeMap::new();
         for (o, step) in observations.iter().zip(steps) {
             let Some(step) = step.filter(|s| s.publishes) else {
                 continue;
             };
-            kept.shards.push(shard_number(o.shard)?);
-            kept.ms.push(bigint(o.entry.ms)?);
-            kept.seq.push(bigint(o.entry.seq)?);
-            kept.games.push(o.game_id.as_str());
-            kept.statuses.push(step.state.status.as_str());
-            kept.healths
-                .push(EngineHealth::wire(step.state.engine_health));
+            let (chunk, last) = by_shard
+                .entry(o.shard)
+                .or_insert_with(|| (Vec::new(), o.entry));
+            crate::kept::push(
+                chunk,
+                o.entry,
+                o.game_id.as_str(),
+                step.state.status,
+                step.state.engine_health,
+            )?;
+            *last = (*last).max(o.entry);
+        }
+        let mut kept = Self::default();
+        for &shard in &fence.shards {
+            let chunk = u32::try_from(shard).ok().and_then(|s| by_shard.remove(&s));
+            let (ms, seq) = bigint_pair(chunk.as_ref().map(|(_, last)| *last))?;
+            kept.chunks.push(chunk.map(|(bytes, _)| bytes));
+            kept.last_ms.push(ms);
+            kept.last_seq.push(seq);
         }
         Ok(kept)
     }
@@ -350,7 +365,7 @@ impl Fold {
         &self,
         client: &pg_kit::Object,
         fence: &Fence,
-        kept: &Kept<'_>,
+        kept: &Kept,
         commit: bool,
     ) -> Result<Option<HashMap<String, Written>>, Error> {
         let statement = client.prepare_cached(WRITE).await.map_err(store_error)?;
@@ -366,7 +381,7 @@ impl Fold {
             .iter()
             .map(|f| EngineHealth::wire(f.state.engine_health))
             .collect();
-        let params: [&(dyn ToSql + Sync); 16] = [
+        let params: [&(dyn ToSql + Sync); 13] = [
             &ids,
             &expected,
             &statuses,
@@ -377,12 +392,9 @@ impl Fold {
             &fence.through_seq,
             &fence.marks_ms,
             &fence.marks_seq,
-            &kept.shards,
-            &kept.ms,
-            &kept.seq,
-            &kept.games,
-            &kept.statuses,
-            &kept.healths,
+            &kept.chunks,
+            &kept.last_ms,
+            &kept.last_seq,
         ];
         let (rows, committed) = tokio::join!(client.query(&statement, &params), async {
             if commit {
@@ -538,7 +550,7 @@ async fn guarded(
     let start: Vec<(&str, RuntimeStatus)> =
         ids.iter().copied().zip(statuses.iter().copied()).collect();
     let fold = fold(observations, news, &start);
-    let kept = Kept::of(observations, &fold.steps)?;
+    let kept = Kept::of(observations, &fold.steps, fence)?;
     let client = pool.get().await.map_err(store_error)?;
     let Some(written) = fold.write(&client, fence, &kept, false).await? else {
         return Ok(Guarded::Missed);
@@ -608,7 +620,7 @@ async fn lock_fold_write(
 
     // 2. Fold in stream order from what the rows hold.
     let fold = fold(observations, news, &start);
-    let kept = Kept::of(observations, &fold.steps)?;
+    let kept = Kept::of(observations, &fold.steps, fence)?;
 
     // 3. One write for every known game's final state and the shards' checkpoints (also
     //    when no game is known: the checkpoints still move), committed with it.
@@ -669,12 +681,20 @@ mod tests {
         let publishes: Vec<Option<bool>> =
             fold.steps.iter().map(|s| s.map(|s| s.publishes)).collect();
         assert_eq!(publishes, [Some(true), Some(true), None, Some(true)]);
-        let kept = Kept::of(&observations, &fold.steps).expect("small numbers");
-        assert_eq!(
-            kept.games,
-            ["a", "b", "a"],
-            "the unknown game keeps nothing"
-        );
+        let fence = Fence {
+            shards: vec![0, 1],
+            ..Fence::default()
+        };
+        let kept = Kept::of(&observations, &fold.steps, &fence).expect("small numbers");
+        let chunk = kept.chunks[0].as_deref().expect("shard 0's");
+        let games: Vec<String> = crate::kept::decode(chunk)
+            .expect("decodes")
+            .into_iter()
+            .map(|k| k.game_id.to_string())
+            .collect();
+        assert_eq!(games, ["a", "b", "a"], "the unknown game keeps nothing");
+        assert_eq!(kept.chunks[1], None, "nothing for shard 1");
+        assert_eq!((kept.last_ms[0], kept.last_seq[0]), (Some(1), Some(0)));
         let finals: Vec<(&str, RuntimeStatus, RuntimeStatus, Option<EngineHealth>)> = fold
             .finals
             .iter()

@@ -19,6 +19,7 @@
 
 mod batch;
 mod error;
+mod kept;
 mod store;
 
 pub use batch::{BatchPaths, STATUS_CACHE_CAPACITY};

@@ -86,12 +86,15 @@ const READ_SHARDS: &str = "SELECT shard, epoch, checkpoint_ms, checkpoint_seq, p
      published_seq FROM gm_shards WHERE shard = ANY($1::integer[]) ORDER BY shard";
 
 /// The idle advance: each wanted shard still held under its epoch moves its checkpoint up
-/// to `$5-$6` and its published mark up to its own (when given), dropping the snapshots
-/// kept with it that the mark passes; the shards held under another epoch come back.
+/// to `$5-$6` and its published mark up to its own (when given), dropping the chunks of
+/// kept snapshots the mark passes; the shards held under another epoch come back.
 const ADVANCE_CHECKPOINTS: &str = "\
 WITH wanted AS (
-    SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::bigint[])
-        AS w(shard, epoch, mark_ms, mark_seq)
+    SELECT w.*, gm_chunks_sent(s.unpublished_ms, s.unpublished_seq, s.published_ms,
+                               s.published_seq, w.mark_ms, w.mark_seq) AS sent
+      FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::bigint[])
+               AS w(shard, epoch, mark_ms, mark_seq)
+      JOIN gm_shards AS s ON s.shard = w.shard
 ), moved AS (
     UPDATE gm_shards AS g
        SET checkpoint_ms = CASE WHEN g.checkpoint_ms IS NULL
@@ -106,27 +109,26 @@ WITH wanted AS (
            published_seq = CASE WHEN w.mark_ms IS NOT NULL AND (g.published_ms IS NULL
                                   OR (g.published_ms, g.published_seq) < (w.mark_ms, w.mark_seq))
                                 THEN w.mark_seq ELSE g.published_seq END,
-           unpublished = gm_snapshots_after(
-                             gm_snapshots_after(g.unpublished, g.published_ms, g.published_seq),
-                             w.mark_ms, w.mark_seq),
+           unpublished = g.unpublished[1 + w.sent:],
+           unpublished_ms = g.unpublished_ms[1 + w.sent:],
+           unpublished_seq = g.unpublished_seq[1 + w.sent:],
            updated_at = now()
       FROM wanted AS w
      WHERE g.shard = w.shard AND g.epoch = w.epoch
     RETURNING g.shard
 )
-SELECT w.shard FROM wanted AS w
+SELECT w.shard FROM unnest($1::integer[], $2::bigint[]) AS w(shard, epoch)
  WHERE NOT EXISTS (SELECT 1 FROM gm_shards AS g WHERE g.shard = w.shard AND g.epoch = w.epoch)
  ORDER BY w.shard";
 
-/// The snapshots kept with the wanted shards after their published marks, in entry order,
-/// each with its game's current turn.
-const UNPUBLISHED: &str = "\
-SELECT k.entry_ms, k.entry_seq, k.game_id, k.status, k.engine_health, r.current_turn
-  FROM gm_shards AS g
- CROSS JOIN LATERAL unnest(gm_snapshots_after(g.unpublished, g.published_ms, g.published_seq)) AS k
-  JOIN runtime_records AS r ON r.game_id = k.game_id
- WHERE g.shard = ANY($1::integer[])
- ORDER BY k.entry_ms, k.entry_seq";
+/// The chunks of snapshots kept with the wanted shards, with their published marks.
+const UNPUBLISHED: &str = "SELECT unpublished, published_ms, published_seq FROM gm_shards \
+     WHERE shard = ANY($1::integer[])";
+
+/// The current turns of the games named.
+const CURRENT_TURNS: &str = "SELECT r.game_id, r.current_turn FROM unnest($1::text[]) AS u(game_id) \
+     CROSS JOIN LATERAL (SELECT game_id, current_turn FROM runtime_records \
+     WHERE game_id = u.game_id) AS r";
 
 /// Every game's summary.
 const SUMMARIES: &str = "SELECT game_id, engine_health FROM runtime_records";
@@ -242,6 +244,26 @@ impl PgRuntimeRecordStore {
         let client = self.client().await?;
         let statement = client.prepare_cached(sql).await.map_err(store_error)?;
         client.query(&statement, params).await.map_err(store_error)
+    }
+
+    /// The current turn of each of `games` that has a record.
+    async fn current_turns(
+        &self,
+        games: &[&str],
+    ) -> Result<std::collections::HashMap<String, u32>, Error> {
+        if games.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let rows = self.query_rows(CURRENT_TURNS, &[&games]).await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get(0).map_err(store_error)?;
+                let turn: i32 = row.try_get(1).map_err(store_error)?;
+                let turn = u32::try_from(turn)
+                    .map_err(|_| corrupt(&id, &format!("current_turn {turn} is negative")))?;
+                Ok((id, turn))
+            })
+            .collect()
     }
 
     /// The stored status of a game, `None` when it has no record.
@@ -457,7 +479,30 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
         }
         let wanted = shard_numbers(shards)?;
         let rows = self.query_rows(UNPUBLISHED, &[&wanted]).await?;
-        rows.iter().map(decode_kept).collect()
+        let mut kept = Vec::new();
+        for row in &rows {
+            kept.extend(decode_kept(row)?);
+        }
+        kept.sort_by_key(|k| k.entry);
+        let mut games: Vec<&str> = kept.iter().map(|k| k.game_id.as_str()).collect();
+        games.sort_unstable();
+        games.dedup();
+        let turns = self.current_turns(&games).await?;
+        Ok(kept
+            .into_iter()
+            .filter_map(|k| {
+                let current_turn = *turns.get(k.game_id.as_str())?;
+                Some(RuntimeSnapshot {
+                    current_turn,
+                    runtime_status: k.status,
+                    engine_health: k.engine_health,
+                    occurred_at_ms: 0,
+                    player_turn_stats: Vec::new(),
+                    source_entry_id: Some(k.entry),
+                    game_id: k.game_id,
+                })
+            })
+            .collect())
     }
 
     async fn summaries(&self) -> Result<Vec<(GameId, Option<EngineHealth>)>, Error> {
@@ -481,30 +526,24 @@ fn shard_numbers(shards: &[u32]) -> Result<Vec<i32>, Error> {
 }
 
 /// Decodes a row of [`CLAIM`] or [`READ_SHARDS`]: shard, epoch, checkpoint.
-/// One snapshot kept with its shard ([`UNPUBLISHED`]'s row).
-fn decode_kept(row: &Row) -> Result<RuntimeSnapshot, Error> {
-    let unsigned = |i: usize| -> Result<u64, Error> {
-        let n: i64 = row.try_get(i).map_err(store_error)?;
-        u64::try_from(n).map_err(|_| {
-            Error::Backend(format!("a kept snapshot holds a negative number ({n})").into())
-        })
-    };
-    let (ms, seq) = (unsigned(0)?, unsigned(1)?);
-    let id: &str = row.try_get(2).map_err(store_error)?;
-    let game_id = GameId::new(id).map_err(|e| corrupt(id, &e.to_string()))?;
-    let health: &str = row.try_get(4).map_err(store_error)?;
-    let turn: i32 = row.try_get(5).map_err(store_error)?;
-    Ok(RuntimeSnapshot {
-        runtime_status: decode_status(&game_id, row, 3)?,
-        engine_health: EngineHealth::parse_stored(health)
-            .map_err(|e| corrupt(id, &format!("engine_health: {e}")))?,
-        current_turn: u32::try_from(turn)
-            .map_err(|_| corrupt(id, &format!("current_turn {turn} is negative")))?,
-        occurred_at_ms: 0,
-        player_turn_stats: Vec::new(),
-        source_entry_id: Some(domain_runtime::EntryPosition { ms, seq }),
-        game_id,
-    })
+/// The snapshots one [`UNPUBLISHED`] row keeps after its shard's published mark.
+fn decode_kept(row: &Row) -> Result<Vec<crate::kept::Kept>, Error> {
+    let chunks: Vec<&[u8]> = row.try_get(0).map_err(store_error)?;
+    let ms: Option<i64> = row.try_get(1).map_err(store_error)?;
+    let seq: Option<i64> = row.try_get(2).map_err(store_error)?;
+    let mark = ms.zip(seq).map(|(ms, seq)| EntryPosition {
+        ms: u64::try_from(ms).unwrap_or(0),
+        seq: u64::try_from(seq).unwrap_or(0),
+    });
+    let mut kept = Vec::new();
+    for chunk in chunks {
+        kept.extend(
+            crate::kept::decode(chunk)?
+                .into_iter()
+                .filter(|k| Some(k.entry) > mark),
+        );
+    }
+    Ok(kept)
 }
 
 fn decode_claim(row: &Row) -> Result<ShardClaim, Error> {
