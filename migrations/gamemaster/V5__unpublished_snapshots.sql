@@ -7,34 +7,33 @@
 -- the ones still kept, exactly as they were decided: the Lobby loses none, and the ones
 -- it had already it drops by their `source_entry_id`.
 
--- Kept as chunks: each batch write appends one chunk per shard it touches (the shard's
--- snapshots of that write, encoded by the Game Master), with the last entry it holds; a
--- mark drops the chunks it passes whole. A chunk's entries all come after the previous
--- chunk's, so the chunks a mark passes are always the first ones.
-ALTER TABLE gm_shards
-    ADD COLUMN unpublished     bytea[]  NOT NULL DEFAULT '{}',
-    ADD COLUMN unpublished_ms  bigint[] NOT NULL DEFAULT '{}',
-    ADD COLUMN unpublished_seq bigint[] NOT NULL DEFAULT '{}';
+-- Kept as one row per write: the write's snapshots, encoded by the Game Master (shard,
+-- entry, game, status, summary each), the shards they are of, and the write's last entry.
+-- The writer (a token of its process) deletes its rows once the publish that carried
+-- their snapshots went out: the publishes are numbered (`publish`), and each write names
+-- the last number that went out. Rows of writers gone are deleted once the published
+-- marks of all their shards pass their last entry. A reader filters by those marks.
+CREATE TABLE gm_unpublished (
+    id          bigserial NOT NULL,
+    writer      text      NOT NULL,
+    publish     bigint    NOT NULL,
+    through_ms  bigint    NOT NULL,
+    through_seq bigint    NOT NULL,
+    shards      integer[] NOT NULL,
+    chunk       bytea     NOT NULL,
+    CONSTRAINT gm_unpublished_pkey PRIMARY KEY (id)
+);
 
--- Written on every batch and short-lived: not worth compressing.
-ALTER TABLE gm_shards ALTER COLUMN unpublished SET STORAGE EXTERNAL;
+CREATE INDEX gm_unpublished_writer ON gm_unpublished (writer, publish);
 
--- How many of a shard's chunks (their last entries `ms`/`seq`) are at or below a mark,
--- the stored one `a` or the one being written `b` (either may be NULL).
-CREATE FUNCTION gm_chunks_sent(ms bigint[], seq bigint[], a_ms bigint, a_seq bigint,
-                               b_ms bigint, b_seq bigint)
-RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT count(*)::integer FROM unnest(ms, seq) AS k(ms, seq)
-     WHERE (a_ms IS NOT NULL AND (k.ms, k.seq) <= (a_ms, a_seq))
-        OR (b_ms IS NOT NULL AND (k.ms, k.seq) <= (b_ms, b_seq))
-$$;
+-- Written and deleted within seconds: not worth compressing.
+ALTER TABLE gm_unpublished ALTER COLUMN chunk SET STORAGE EXTERNAL;
 
 -- The fenced batch write of V4, now with a published mark per shard (`marks_ms` and
--- `marks_seq`, parallel to `shards`; NULL where the writer knows of none) and a chunk of
--- snapshots per shard (`chunks`, with its last entry in `chunks_ms`/`chunks_seq`; NULL
--- where the write publishes nothing for the shard).
+-- `marks_seq`, parallel to `shards`; NULL where the writer knows of none), the write's
+-- snapshots (`chunk`, NULL when none; of `chunk_shards`, through `chunk_ms-chunk_seq`,
+-- carried by publish number `publish` of `writer`), and the last publish number of
+-- `writer` that went out (`sent`, NULL when none): its rows up to there are deleted.
 DROP FUNCTION runtime_records_write_fenced(text[], text[], text[], text[], integer[], bigint[], bigint[], bigint[], bigint, bigint);
 
 CREATE FUNCTION runtime_records_write_fenced(
@@ -48,20 +47,23 @@ CREATE FUNCTION runtime_records_write_fenced(
     through_seq     bigint[],
     marks_ms        bigint[],
     marks_seq       bigint[],
-    chunks          bytea[],
-    chunks_ms       bigint[],
-    chunks_seq      bigint[]
+    writer          text,
+    publish         bigint,
+    sent            bigint,
+    chunk           bytea,
+    chunk_shards    integer[],
+    chunk_ms        bigint,
+    chunk_seq       bigint
 )
 RETURNS TABLE (game_id text, current_turn integer, created_at timestamptz, updated_at timestamptz)
 LANGUAGE plpgsql
 AS $$
+#variable_conflict use_variable
 DECLARE
     fenced bigint;
     lost   integer;
 BEGIN
     RETURN QUERY SELECT * FROM runtime_records_write_guarded(game_ids, expected, statuses, engine_healths);
-    -- `sent`: how many of the shard's kept chunks the new mark passes (read beside the
-    -- row being updated; only this shard's owner writes it, and the epoch check decides).
     UPDATE gm_shards AS g
        SET checkpoint_ms  = CASE WHEN g.checkpoint_ms IS NULL OR (u.ms, u.seq) > (g.checkpoint_ms, g.checkpoint_seq)
                                  THEN u.ms ELSE g.checkpoint_ms END,
@@ -73,19 +75,9 @@ BEGIN
            published_seq  = CASE WHEN u.mark_ms IS NOT NULL AND (g.published_ms IS NULL
                                       OR (u.mark_ms, u.mark_seq) > (g.published_ms, g.published_seq))
                                  THEN u.mark_seq ELSE g.published_seq END,
-           unpublished     = g.unpublished[1 + u.sent:]
-                             || CASE WHEN u.chunk IS NULL THEN '{}'::bytea[] ELSE ARRAY[u.chunk] END,
-           unpublished_ms  = g.unpublished_ms[1 + u.sent:]
-                             || CASE WHEN u.chunk IS NULL THEN '{}'::bigint[] ELSE ARRAY[u.chunk_ms] END,
-           unpublished_seq = g.unpublished_seq[1 + u.sent:]
-                             || CASE WHEN u.chunk IS NULL THEN '{}'::bigint[] ELSE ARRAY[u.chunk_seq] END,
            updated_at = now()
-      FROM (SELECT w.*, gm_chunks_sent(s.unpublished_ms, s.unpublished_seq, s.published_ms,
-                                       s.published_seq, w.mark_ms, w.mark_seq) AS sent
-              FROM unnest(shards, epochs, through_ms, through_seq, marks_ms, marks_seq,
-                          chunks, chunks_ms, chunks_seq)
-                       AS w(shard, epoch, ms, seq, mark_ms, mark_seq, chunk, chunk_ms, chunk_seq)
-              JOIN gm_shards AS s ON s.shard = w.shard) AS u
+      FROM unnest(shards, epochs, through_ms, through_seq, marks_ms, marks_seq)
+               AS u(shard, epoch, ms, seq, mark_ms, mark_seq)
      WHERE g.shard = u.shard AND g.epoch = u.epoch;
     GET DIAGNOSTICS fenced = ROW_COUNT;
     IF fenced <> cardinality(shards) THEN
@@ -96,8 +88,15 @@ BEGIN
                         epochs[array_position(shards, lost)]
               USING ERRCODE = 'GM002', DETAIL = lost::text;
     END IF;
+    IF chunk IS NOT NULL THEN
+        INSERT INTO gm_unpublished (writer, publish, through_ms, through_seq, shards, chunk)
+        VALUES (writer, publish, chunk_ms, chunk_seq, chunk_shards, chunk);
+    END IF;
+    IF sent IS NOT NULL THEN
+        DELETE FROM gm_unpublished AS p WHERE p.writer = writer AND p.publish <= sent;
+    END IF;
 END
 $$;
 
-COMMENT ON FUNCTION runtime_records_write_fenced(text[], text[], text[], text[], integer[], bigint[], bigint[], bigint[], bigint[], bigint[], bytea[], bigint[], bigint[]) IS
-    'Game Master: the guarded health batch write, committed only under each shard''s current epoch, moving its checkpoint and published mark and keeping the batch''s snapshots with it.';
+COMMENT ON FUNCTION runtime_records_write_fenced(text[], text[], text[], text[], integer[], bigint[], bigint[], bigint[], bigint[], bigint[], text, bigint, bigint, bytea, integer[], bigint, bigint) IS
+    'Game Master: the guarded health batch write, committed only under each shard''s current epoch, moving its checkpoint and published mark and keeping the write''s snapshots until they are known sent.';

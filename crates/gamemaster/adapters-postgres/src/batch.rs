@@ -50,7 +50,7 @@ const LOCK_BATCH: &str = "SELECT r.game_id, r.status FROM unnest($1::text[]) AS 
 const WRITE: &str = "SELECT game_id, current_turn, created_at, updated_at \
      FROM runtime_records_write_fenced($1::text[], $2::text[], $3::text[], $4::text[], \
      $5::integer[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], \
-     $11::bytea[], $12::bigint[], $13::bigint[])";
+     $11::text, $12::bigint, $13::bigint, $14::bytea, $15::integer[], $16::bigint, $17::bigint)";
 
 /// The SQLSTATE `runtime_records_write_guarded` raises when a status moved.
 const GUARD_MISSED: &str = "GM001";
@@ -69,6 +69,11 @@ struct Fence {
     /// The writer's published mark on each of these shards (`None`: none known).
     marks_ms: Vec<Option<i64>>,
     marks_seq: Vec<Option<i64>>,
+    /// The writing process (its store's token), the number of the publish that will
+    /// carry this write's snapshots, and the last of its publishes that went out.
+    writer: String,
+    publish: i64,
+    sent: Option<i64>,
 }
 
 impl Fence {
@@ -77,14 +82,23 @@ impl Fence {
     /// # Errors
     /// [`Error::Fenced`] for a shard `owner` does not hold; [`Error::Invalid`] for a
     /// number beyond PostgreSQL's `bigint`.
-    fn of(observations: &[HealthObservation], owner: &Ownership) -> Result<Self, Error> {
+    fn of(
+        observations: &[HealthObservation],
+        owner: &Ownership,
+        writer: &str,
+    ) -> Result<Self, Error> {
         let mut last: BTreeMap<u32, EntryPosition> = BTreeMap::new();
         for o in observations {
             let through = last.entry(o.shard).or_insert(o.entry);
             *through = (*through).max(o.entry);
         }
         let big = bigint;
-        let mut fence = Self::default();
+        let mut fence = Self {
+            writer: writer.to_owned(),
+            publish: big(owner.next_publish())?,
+            sent: owner.last_publish_sent().map(big).transpose()?,
+            ..Self::default()
+        };
         for (shard, through) in last {
             let Some(claim) = owner.claim(shard) else {
                 return Err(Error::Fenced {
@@ -256,49 +270,48 @@ struct Step {
     publishes: bool,
 }
 
-/// The snapshots a write keeps with its shards: per shard of the [`Fence`] (same order),
-/// a chunk ([`crate::kept`]) and its last entry, or none when the write publishes nothing
-/// for the shard.
+/// The snapshots a write keeps until they are known sent: one chunk ([`crate::kept`]) of
+/// the shards named, through the last entry given; no chunk when the write publishes
+/// nothing.
 #[derive(Default)]
 struct Kept {
-    chunks: Vec<Option<Vec<u8>>>,
-    last_ms: Vec<Option<i64>>,
-    last_seq: Vec<Option<i64>>,
+    chunk: Option<Vec<u8>>,
+    shards: Vec<i32>,
+    last_ms: Option<i64>,
+    last_seq: Option<i64>,
 }
 
 impl Kept {
-    /// The chunks of the steps of `observations` that publish, for `fence`'s shards.
-    fn of(
-        observations: &[HealthObservation],
-        steps: &[Option<Step>],
-        fence: &Fence,
-    ) -> Result<Self, Error> {
-        let mut by_shard: BTreeMap<u32, (Vec<u8>, EntryPosition)> = BTreeMap::new();
+    /// The chunk of the steps of `observations` that publish.
+    fn of(observations: &[HealthObservation], steps: &[Option<Step>]) -> Result<Self, Error> {
+        let mut chunk = Vec::new();
+        let mut shards = Vec::new();
+        let mut last: Option<EntryPosition> = None;
         for (o, step) in observations.iter().zip(steps) {
             let Some(step) = step.filter(|s| s.publishes) else {
                 continue;
             };
-            let (chunk, last) = by_shard
-                .entry(o.shard)
-                .or_insert_with(|| (Vec::new(), o.entry));
             crate::kept::push(
-                chunk,
+                &mut chunk,
+                o.shard,
                 o.entry,
                 o.game_id.as_str(),
                 step.state.status,
                 step.state.engine_health,
             )?;
-            *last = (*last).max(o.entry);
+            let shard = shard_number(o.shard)?;
+            if !shards.contains(&shard) {
+                shards.push(shard);
+            }
+            last = last.max(Some(o.entry));
         }
-        let mut kept = Self::default();
-        for &shard in &fence.shards {
-            let chunk = u32::try_from(shard).ok().and_then(|s| by_shard.remove(&s));
-            let (ms, seq) = bigint_pair(chunk.as_ref().map(|(_, last)| *last))?;
-            kept.chunks.push(chunk.map(|(bytes, _)| bytes));
-            kept.last_ms.push(ms);
-            kept.last_seq.push(seq);
-        }
-        Ok(kept)
+        let (last_ms, last_seq) = bigint_pair(last)?;
+        Ok(Self {
+            chunk: (!chunk.is_empty()).then_some(chunk),
+            shards,
+            last_ms,
+            last_seq,
+        })
     }
 }
 
@@ -381,7 +394,7 @@ impl Fold {
             .iter()
             .map(|f| EngineHealth::wire(f.state.engine_health))
             .collect();
-        let params: [&(dyn ToSql + Sync); 13] = [
+        let params: [&(dyn ToSql + Sync); 17] = [
             &ids,
             &expected,
             &statuses,
@@ -392,7 +405,11 @@ impl Fold {
             &fence.through_seq,
             &fence.marks_ms,
             &fence.marks_seq,
-            &kept.chunks,
+            &fence.writer,
+            &fence.publish,
+            &fence.sent,
+            &kept.chunk,
+            &kept.shards,
             &kept.last_ms,
             &kept.last_seq,
         ];
@@ -506,8 +523,9 @@ pub(crate) async fn apply(
     observations: &[HealthObservation],
     news: &[bool],
     owner: &Ownership,
+    writer: &str,
 ) -> Result<Vec<ObservationResult>, Error> {
-    let fence = Fence::of(observations, owner)?;
+    let fence = Fence::of(observations, owner, writer)?;
     let mut ids: Vec<&str> = observations.iter().map(|o| o.game_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -550,7 +568,7 @@ async fn guarded(
     let start: Vec<(&str, RuntimeStatus)> =
         ids.iter().copied().zip(statuses.iter().copied()).collect();
     let fold = fold(observations, news, &start);
-    let kept = Kept::of(observations, &fold.steps, fence)?;
+    let kept = Kept::of(observations, &fold.steps)?;
     let client = pool.get().await.map_err(store_error)?;
     let Some(written) = fold.write(&client, fence, &kept, false).await? else {
         return Ok(Guarded::Missed);
@@ -620,7 +638,7 @@ async fn lock_fold_write(
 
     // 2. Fold in stream order from what the rows hold.
     let fold = fold(observations, news, &start);
-    let kept = Kept::of(observations, &fold.steps, fence)?;
+    let kept = Kept::of(observations, &fold.steps)?;
 
     // 3. One write for every known game's final state and the shards' checkpoints (also
     //    when no game is known: the checkpoints still move), committed with it.
@@ -681,20 +699,16 @@ mod tests {
         let publishes: Vec<Option<bool>> =
             fold.steps.iter().map(|s| s.map(|s| s.publishes)).collect();
         assert_eq!(publishes, [Some(true), Some(true), None, Some(true)]);
-        let fence = Fence {
-            shards: vec![0, 1],
-            ..Fence::default()
-        };
-        let kept = Kept::of(&observations, &fold.steps, &fence).expect("small numbers");
-        let chunk = kept.chunks[0].as_deref().expect("shard 0's");
+        let kept = Kept::of(&observations, &fold.steps).expect("small numbers");
+        let chunk = kept.chunk.as_deref().expect("some publish");
         let games: Vec<String> = crate::kept::decode(chunk)
             .expect("decodes")
             .into_iter()
             .map(|k| k.game_id.to_string())
             .collect();
         assert_eq!(games, ["a", "b", "a"], "the unknown game keeps nothing");
-        assert_eq!(kept.chunks[1], None, "nothing for shard 1");
-        assert_eq!((kept.last_ms[0], kept.last_seq[0]), (Some(1), Some(0)));
+        assert_eq!(kept.shards, [0]);
+        assert_eq!((kept.last_ms, kept.last_seq), (Some(1), Some(0)));
         let finals: Vec<(&str, RuntimeStatus, RuntimeStatus, Option<EngineHealth>)> = fold
             .finals
             .iter()

@@ -1,10 +1,11 @@
-//! The snapshots a batch write keeps with a shard (migration V5), as one chunk of bytes
-//! per shard and write: for each snapshot its entry, game, status and summary. The
-//! current turn is not kept: a republish takes the game's as stored then.
+//! The snapshots a batch write keeps until they are known sent (migration V5), as one
+//! chunk of bytes per write: for each snapshot its shard, entry, game, status and summary.
+//! The current turn is not kept: a republish takes the game's as stored then.
 //!
-//! A chunk is a version byte (1), then per snapshot: the entry's milliseconds and sequence
-//! (8 bytes each, big-endian), then the game id, the status and the summary (its stored
-//! text, empty for none), each as a 2-byte big-endian length and UTF-8 bytes.
+//! A chunk is a version byte (1), then per snapshot: the shard (4 bytes), the entry's
+//! milliseconds and sequence (8 bytes each), all big-endian, then the game id, the status
+//! and the summary (its stored text, empty for none), each as a 2-byte big-endian length
+//! and UTF-8 bytes.
 
 use domain_runtime::{EngineHealth, EntryPosition, GameId, RuntimeStatus};
 use ports::Error;
@@ -15,6 +16,7 @@ const VERSION: u8 = 1;
 /// One kept snapshot, as a chunk holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Kept {
+    pub(crate) shard: u32,
     pub(crate) entry: EntryPosition,
     pub(crate) game_id: GameId,
     pub(crate) status: RuntimeStatus,
@@ -24,6 +26,7 @@ pub(crate) struct Kept {
 /// Appends one snapshot to `chunk` (started with the version byte when empty).
 pub(crate) fn push(
     chunk: &mut Vec<u8>,
+    shard: u32,
     entry: EntryPosition,
     game_id: &str,
     status: RuntimeStatus,
@@ -39,6 +42,7 @@ pub(crate) fn push(
     if chunk.is_empty() {
         chunk.push(VERSION);
     }
+    chunk.extend_from_slice(&shard.to_be_bytes());
     chunk.extend_from_slice(&entry.ms.to_be_bytes());
     chunk.extend_from_slice(&entry.seq.to_be_bytes());
     for (len, text) in lens.into_iter().zip(texts) {
@@ -63,18 +67,20 @@ pub(crate) fn decode(chunk: &[u8]) -> Result<Vec<Kept>, Error> {
     }
     let mut kept = Vec::new();
     while !rest.is_empty() {
+        let shard = take_u32(&mut rest);
         let (ms, seq) = (take_u64(&mut rest), take_u64(&mut rest));
         let (game, status, health) = (
             take_text(&mut rest),
             take_text(&mut rest),
             take_text(&mut rest),
         );
-        let (Some(ms), Some(seq), Some(game), Some(status), Some(health)) =
-            (ms, seq, game, status, health)
+        let (Some(shard), Some(ms), Some(seq), Some(game), Some(status), Some(health)) =
+            (shard, ms, seq, game, status, health)
         else {
             return Err(corrupt("cut short"));
         };
         kept.push(Kept {
+            shard,
             entry: EntryPosition { ms, seq },
             game_id: GameId::new(game)
                 .map_err(|e| corrupt(&format!("naming a bad game id: {e}")))?,
@@ -86,6 +92,12 @@ pub(crate) fn decode(chunk: &[u8]) -> Result<Vec<Kept>, Error> {
         });
     }
     Ok(kept)
+}
+
+fn take_u32(rest: &mut &[u8]) -> Option<u32> {
+    let (head, tail) = rest.split_first_chunk::<4>()?;
+    *rest = tail;
+    Some(u32::from_be_bytes(*head))
 }
 
 fn take_u64(rest: &mut &[u8]) -> Option<u64> {
@@ -117,9 +129,10 @@ mod tests {
             seq,
         };
         let mut chunk = Vec::new();
-        push(&mut chunk, at(1), "g-1", RuntimeStatus::Running, None).unwrap();
+        push(&mut chunk, 7, at(1), "g-1", RuntimeStatus::Running, None).unwrap();
         push(
             &mut chunk,
+            63,
             at(2),
             "ゲーム",
             RuntimeStatus::EngineUnreachable,
@@ -131,12 +144,14 @@ mod tests {
             kept,
             [
                 Kept {
+                    shard: 7,
                     entry: at(1),
                     game_id: GameId::new("g-1").unwrap(),
                     status: RuntimeStatus::Running,
                     engine_health: None,
                 },
                 Kept {
+                    shard: 63,
                     entry: at(2),
                     game_id: GameId::new("ゲーム").unwrap(),
                     status: RuntimeStatus::EngineUnreachable,
@@ -154,7 +169,7 @@ mod tests {
             assert!(decode(&bad).is_err(), "{bad:?}");
         }
         let long = "x".repeat(usize::from(u16::MAX) + 1);
-        assert!(push(&mut chunk, at(3), &long, RuntimeStatus::Running, None).is_err());
+        assert!(push(&mut chunk, 1, at(3), &long, RuntimeStatus::Running, None).is_err());
         assert_eq!(
             decode(&chunk).unwrap().len(),
             2,

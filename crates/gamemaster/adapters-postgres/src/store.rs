@@ -86,15 +86,14 @@ const READ_SHARDS: &str = "SELECT shard, epoch, checkpoint_ms, checkpoint_seq, p
      published_seq FROM gm_shards WHERE shard = ANY($1::integer[]) ORDER BY shard";
 
 /// The idle advance: each wanted shard still held under its epoch moves its checkpoint up
-/// to `$5-$6` and its published mark up to its own (when given), dropping the chunks of
-/// kept snapshots the mark passes; the shards held under another epoch come back.
+/// to `$5-$6` and its published mark up to its own (when given); the shards held under
+/// another epoch come back. Rows of unpublished snapshots of other writers (`$7`: this
+/// store's) whose every shard's mark has passed them go: whoever took those shards over
+/// republished them.
 const ADVANCE_CHECKPOINTS: &str = "\
 WITH wanted AS (
-    SELECT w.*, gm_chunks_sent(s.unpublished_ms, s.unpublished_seq, s.published_ms,
-                               s.published_seq, w.mark_ms, w.mark_seq) AS sent
-      FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::bigint[])
-               AS w(shard, epoch, mark_ms, mark_seq)
-      JOIN gm_shards AS s ON s.shard = w.shard
+    SELECT * FROM unnest($1::integer[], $2::bigint[], $3::bigint[], $4::bigint[])
+        AS w(shard, epoch, mark_ms, mark_seq)
 ), moved AS (
     UPDATE gm_shards AS g
        SET checkpoint_ms = CASE WHEN g.checkpoint_ms IS NULL
@@ -109,21 +108,26 @@ WITH wanted AS (
            published_seq = CASE WHEN w.mark_ms IS NOT NULL AND (g.published_ms IS NULL
                                   OR (g.published_ms, g.published_seq) < (w.mark_ms, w.mark_seq))
                                 THEN w.mark_seq ELSE g.published_seq END,
-           unpublished = g.unpublished[1 + w.sent:],
-           unpublished_ms = g.unpublished_ms[1 + w.sent:],
-           unpublished_seq = g.unpublished_seq[1 + w.sent:],
            updated_at = now()
       FROM wanted AS w
      WHERE g.shard = w.shard AND g.epoch = w.epoch
     RETURNING g.shard
+), gone AS (
+    DELETE FROM gm_unpublished AS p
+     WHERE p.writer <> $7
+       AND NOT EXISTS (SELECT 1 FROM unnest(p.shards) AS s(shard)
+                         JOIN gm_shards AS g ON g.shard = s.shard
+                        WHERE g.published_ms IS NULL
+                           OR (g.published_ms, g.published_seq) < (p.through_ms, p.through_seq))
 )
-SELECT w.shard FROM unnest($1::integer[], $2::bigint[]) AS w(shard, epoch)
+SELECT w.shard FROM wanted AS w
  WHERE NOT EXISTS (SELECT 1 FROM gm_shards AS g WHERE g.shard = w.shard AND g.epoch = w.epoch)
  ORDER BY w.shard";
 
-/// The chunks of snapshots kept with the wanted shards, with their published marks.
-const UNPUBLISHED: &str = "SELECT unpublished, published_ms, published_seq FROM gm_shards \
-     WHERE shard = ANY($1::integer[])";
+/// The chunks of unpublished snapshots holding any of the wanted shards' (whoever wrote
+/// them).
+const UNPUBLISHED: &str = "SELECT chunk FROM gm_unpublished WHERE shards && $1::integer[] \
+     ORDER BY id";
 
 /// The current turns of the games named.
 const CURRENT_TURNS: &str = "SELECT r.game_id, r.current_turn FROM unnest($1::text[]) AS u(game_id) \
@@ -153,6 +157,22 @@ pub struct PgRuntimeRecordStore {
     pool: Pool,
     statuses: StatusCache,
     paths: PathCounters,
+    /// Names this store's writes of unpublished snapshots, so it deletes only its own
+    /// once they are sent: unique per store made (process, clock, count).
+    writer: std::sync::Arc<str>,
+}
+
+/// Stores made in this process, for their writer tokens.
+static STORES_MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A writer token no other store has: this process, the time, and the count of stores
+/// this process made.
+fn writer_token() -> std::sync::Arc<str> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = STORES_MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{nanos}-{n}", std::process::id()).into()
 }
 
 impl PgRuntimeRecordStore {
@@ -163,6 +183,7 @@ impl PgRuntimeRecordStore {
             pool,
             statuses: StatusCache::default(),
             paths: PathCounters::default(),
+            writer: writer_token(),
         }
     }
 
@@ -380,6 +401,7 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
             observations,
             news,
             owner,
+            &self.writer,
         )
         .await
     }
@@ -461,8 +483,9 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
             marks_seq.push(seq);
         }
         let (ms, seq) = (batch::bigint(through.ms)?, batch::bigint(through.seq)?);
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-            [&numbers, &epochs, &marks_ms, &marks_seq, &ms, &seq];
+        let writer: &str = &self.writer;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+            [&numbers, &epochs, &marks_ms, &marks_seq, &ms, &seq, &writer];
         let rows = self.query_rows(ADVANCE_CHECKPOINTS, &params).await?;
         rows.iter()
             .map(|row| {
@@ -478,12 +501,24 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
             return Ok(Vec::new());
         }
         let wanted = shard_numbers(shards)?;
+        let marks: std::collections::HashMap<u32, Option<EntryPosition>> = self
+            .read_shards(shards)
+            .await?
+            .into_iter()
+            .map(|c| (c.shard, c.published))
+            .collect();
         let rows = self.query_rows(UNPUBLISHED, &[&wanted]).await?;
         let mut kept = Vec::new();
         for row in &rows {
-            kept.extend(decode_kept(row)?);
+            let chunk: &[u8] = row.try_get(0).map_err(store_error)?;
+            kept.extend(crate::kept::decode(chunk)?.into_iter().filter(|k| {
+                marks
+                    .get(&k.shard)
+                    .is_some_and(|&mark| Some(k.entry) > mark)
+            }));
         }
         kept.sort_by_key(|k| k.entry);
+        kept.dedup_by_key(|k| k.entry);
         let mut games: Vec<&str> = kept.iter().map(|k| k.game_id.as_str()).collect();
         games.sort_unstable();
         games.dedup();
@@ -526,26 +561,6 @@ fn shard_numbers(shards: &[u32]) -> Result<Vec<i32>, Error> {
 }
 
 /// Decodes a row of [`CLAIM`] or [`READ_SHARDS`]: shard, epoch, checkpoint.
-/// The snapshots one [`UNPUBLISHED`] row keeps after its shard's published mark.
-fn decode_kept(row: &Row) -> Result<Vec<crate::kept::Kept>, Error> {
-    let chunks: Vec<&[u8]> = row.try_get(0).map_err(store_error)?;
-    let ms: Option<i64> = row.try_get(1).map_err(store_error)?;
-    let seq: Option<i64> = row.try_get(2).map_err(store_error)?;
-    let mark = ms.zip(seq).map(|(ms, seq)| EntryPosition {
-        ms: u64::try_from(ms).unwrap_or(0),
-        seq: u64::try_from(seq).unwrap_or(0),
-    });
-    let mut kept = Vec::new();
-    for chunk in chunks {
-        kept.extend(
-            crate::kept::decode(chunk)?
-                .into_iter()
-                .filter(|k| Some(k.entry) > mark),
-        );
-    }
-    Ok(kept)
-}
-
 fn decode_claim(row: &Row) -> Result<ShardClaim, Error> {
     let shard: i32 = row.try_get(0).map_err(store_error)?;
     let epoch: i64 = row.try_get(1).map_err(store_error)?;

@@ -976,7 +976,7 @@ async fn kept(
 }
 
 #[tokio::test]
-async fn a_batchs_snapshots_are_kept_with_their_shard_until_its_mark_passes_them() {
+async fn a_writes_snapshots_are_kept_until_the_publish_carrying_them_went_out() {
     let (db, store) = fresh_store().await;
     register(&store, "g-1", Running).await;
     let (a, b, c, d) = (
@@ -986,12 +986,13 @@ async fn a_batchs_snapshots_are_kept_with_their_shard_until_its_mark_passes_them
         observation("g-1", HealthEventType::ProbeFailed),
     );
     let shard = a.shard;
+    let mut o = owner();
     // a and b publish through their transitions, c's summary is no news, d's is.
     let results = store
         .apply_health_batch(
             &[a.clone(), b.clone(), c.clone(), d.clone()],
             &[false, false, false, true],
-            &owner(),
+            &o,
         )
         .await
         .unwrap();
@@ -1017,36 +1018,61 @@ async fn a_batchs_snapshots_are_kept_with_their_shard_until_its_mark_passes_them
         ],
         "each exactly as it was decided, not as the record is now"
     );
-    // The next batch's write moves the mark past a: a is dropped, the new one kept.
-    let mut marked = owner();
-    let publish = marked.queue();
-    marked.sent(publish, a.entry);
+    // Their publish is under way while the next write commits: both are kept.
+    let carrying = o.queue();
     let e = observation("g-1", HealthEventType::ContainerOom);
     store
-        .apply_health_batch(std::slice::from_ref(&e), &[true], &marked)
+        .apply_health_batch(std::slice::from_ref(&e), &[true], &o)
         .await
         .unwrap();
-    let entries: Vec<EntryPosition> = kept(&store, shard).await.iter().map(|k| k.0).collect();
-    assert_eq!(entries, [b.entry, d.entry, e.entry]);
-    // An idle advance's mark drops what it passes; a claim by another keeps the rest.
-    store
-        .advance_checkpoints(&[held(shard, 1, Some(d.entry))], e.entry)
-        .await
-        .unwrap();
-    store
-        .claim_shards("next", ShardCount::default(), &[shard])
-        .await
-        .unwrap();
-    let entries: Vec<EntryPosition> = kept(&store, shard).await.iter().map(|k| k.0).collect();
-    assert_eq!(entries, [e.entry], "what the next owner republishes");
-    // A write fenced off keeps nothing.
+    let entries =
+        |k: Vec<(EntryPosition, RuntimeStatus, Option<EngineHealth>, u32)>| -> Vec<EntryPosition> {
+            k.into_iter().map(|k| k.0).collect()
+        };
+    assert_eq!(
+        entries(kept(&store, shard).await),
+        [a.entry, b.entry, d.entry, e.entry]
+    );
+    // It went out: the next write drops the first write's, not e's.
+    o.sent(carrying, d.entry);
     let f = observation("g-1", HealthEventType::ProbeFailed);
+    store
+        .apply_health_batch(std::slice::from_ref(&f), &[true], &o)
+        .await
+        .unwrap();
+    assert_eq!(entries(kept(&store, shard).await), [e.entry, f.entry]);
+    // Another instance claims the shard: it finds what is after the mark, whoever wrote
+    // it, and once its own mark passes them (an idle advance) they go.
+    let next = PgRuntimeRecordStore::new(store.pool().clone());
+    next.claim_shards("next", ShardCount::default(), &[shard])
+        .await
+        .unwrap();
+    assert_eq!(entries(kept(&next, shard).await), [e.entry, f.entry]);
+    next.advance_checkpoints(&[held(shard, 2, Some(f.entry))], f.entry)
+        .await
+        .unwrap();
+    assert!(kept(&next, shard).await.is_empty(), "past the mark");
+    next.advance_checkpoints(&[held(shard, 2, Some(f.entry))], f.entry)
+        .await
+        .unwrap();
+    let rows: i64 = raw_client(db.url())
+        .await
+        .query_one("SELECT count(*) FROM gm_unpublished", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rows, 0,
+        "the first writer's rows are gone once every mark passed them"
+    );
+    // A write fenced off keeps nothing.
+    let g = observation("g-1", HealthEventType::ProbeFailed);
     let fenced = store
-        .apply_health_batch(std::slice::from_ref(&f), &[true], &owner())
+        .apply_health_batch(std::slice::from_ref(&g), &[true], &o)
         .await
         .unwrap_err();
     assert!(fenced.is_fenced(), "{fenced:?}");
-    assert_eq!(kept(&store, shard).await.len(), 1);
+    assert!(kept(&store, shard).await.is_empty());
     assert!(store.unpublished(&[]).await.unwrap().is_empty());
     db.drop_db().await.unwrap();
 }

@@ -150,6 +150,12 @@ impl Ownership {
             .map(|(_, through)| through)
     }
 
+    /// The number of the last publish that went out, if any.
+    #[must_use]
+    pub fn last_publish_sent(&self) -> Option<u64> {
+        self.last_sent.map(|(publish, _)| publish)
+    }
+
     /// The number the next publish gets: a shard gained now is covered from it on.
     #[must_use]
     pub fn next_publish(&self) -> u64 {
@@ -430,6 +436,7 @@ mod tests {
         let n = o.queue();
         o.sent(n, at(5, 0));
         assert_eq!(o.sent_since(since), Some(at(5, 0)));
+        assert_eq!(o.last_publish_sent(), Some(n));
         assert_eq!(o.sent_since(o.next_publish()), None, "gained after it");
     }
 
