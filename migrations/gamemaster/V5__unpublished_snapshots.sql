@@ -13,15 +13,15 @@
 -- their snapshots went out: the publishes are numbered (`publish`), and each write names
 -- the last number that went out. Rows of writers gone are deleted once the published
 -- marks of all their shards pass their last entry. A reader filters by those marks.
+-- No key of its own: rows are only ever found by writer and publish number (the one
+-- index, kept as small as a write can make it) or read whole by a new owner.
 CREATE TABLE gm_unpublished (
-    id          bigserial NOT NULL,
     writer      text      NOT NULL,
     publish     bigint    NOT NULL,
     through_ms  bigint    NOT NULL,
     through_seq bigint    NOT NULL,
     shards      integer[] NOT NULL,
-    chunk       bytea     NOT NULL,
-    CONSTRAINT gm_unpublished_pkey PRIMARY KEY (id)
+    chunk       bytea     NOT NULL
 );
 
 CREATE INDEX gm_unpublished_writer ON gm_unpublished (writer, publish);

@@ -126,8 +126,7 @@ SELECT w.shard FROM wanted AS w
 
 /// The chunks of unpublished snapshots holding any of the wanted shards' (whoever wrote
 /// them).
-const UNPUBLISHED: &str = "SELECT chunk FROM gm_unpublished WHERE shards && $1::integer[] \
-     ORDER BY id";
+const UNPUBLISHED: &str = "SELECT chunk FROM gm_unpublished WHERE shards && $1::integer[]";
 
 /// The current turns of the games named.
 const CURRENT_TURNS: &str = "SELECT r.game_id, r.current_turn FROM unnest($1::text[]) AS u(game_id) \

@@ -130,11 +130,13 @@ pub trait RuntimeRecordStore: Send + Sync {
     /// game): such an observation publishes a snapshot, as does one whose transition is
     /// taken. In the same transaction, each shard of the batch must still hold the epoch
     /// `owner` claimed it under; its checkpoint moves to the batch's last entry of that
-    /// shard, its published mark to `owner`'s mark on it, and the snapshots of the
-    /// observations that publish are kept with it (those at or below its mark are
-    /// dropped), so that whoever owns it next can republish them exactly
-    /// ([`RuntimeRecordStore::unpublished`]). Returns one result per observation, in the
-    /// same order. Either the whole batch is written or none of it.
+    /// shard and its published mark to `owner`'s mark on it. The snapshots of the
+    /// observations that publish are kept too, tagged with `owner`'s next publish number,
+    /// until a later write of this store names that publish as gone out (or, once this
+    /// store is gone, until every mark of their shards has passed them), so that whoever
+    /// owns a shard next can republish them exactly ([`RuntimeRecordStore::unpublished`]).
+    /// Returns one result per observation, in the same order. Either the whole batch is
+    /// written or none of it.
     ///
     /// # Errors
     /// [`Error::Fenced`] when a shard of the batch is not owned, or was claimed since by
@@ -172,9 +174,10 @@ pub trait RuntimeRecordStore: Send + Sync {
     /// `through`, where it is lower or unset: the caller has seen every entry up to there
     /// and applied those of these shards, so a shard with no recent entries does not hold
     /// a later owner's reading far back. Each one's published mark moves up to the one
-    /// given (the caller's snapshots of it are out through there), dropping the snapshots
-    /// kept with it that the mark passes. A shard held under another epoch is left alone
-    /// and returned (it was claimed by another instance).
+    /// given (the caller's snapshots of it are out through there). Snapshots kept by
+    /// stores gone whose every shard's mark has passed them are deleted. A shard held
+    /// under another epoch is left alone and returned (it was claimed by another
+    /// instance).
     ///
     /// # Errors
     /// A store failure (then nothing moved).
@@ -184,9 +187,9 @@ pub trait RuntimeRecordStore: Send + Sync {
         through: EntryPosition,
     ) -> Result<Vec<u32>, Error>;
 
-    /// The snapshots kept with `shards` after their published marks: those whose
-    /// publication is not known to have happened (their writer may have stopped between
-    /// its commit and its publish), in entry order. Each carries the game's current turn
+    /// The snapshots kept of `shards` after their published marks, whoever wrote them:
+    /// those whose publication is not known to have happened (their writer may have
+    /// stopped between its commit and its publish), in entry order. Each carries the game's current turn
     /// as stored now, and no publication time (`occurred_at_ms` is 0).
     ///
     /// # Errors
