@@ -32,8 +32,10 @@ ALTER TABLE gm_unpublished ALTER COLUMN chunk SET STORAGE EXTERNAL;
 -- The fenced batch write of V4, now with a published mark per shard (`marks_ms` and
 -- `marks_seq`, parallel to `shards`; NULL where the writer knows of none), the write's
 -- snapshots (`chunk`, NULL when none; of `chunk_shards`, through `chunk_ms-chunk_seq`,
--- carried by publish number `publish` of `writer`), and the last publish number of
--- `writer` that went out (`sent`, NULL when none): its rows up to there are deleted.
+-- carried by publish number `publish` of `writer`), and the publishes of `writer` gone
+-- out whose rows are still there (`sent_from` through `sent`, NULL when none): those
+-- rows are deleted. The range keeps the delete from walking the index over rows it
+-- deleted before.
 DROP FUNCTION runtime_records_write_fenced(text[], text[], text[], text[], integer[], bigint[], bigint[], bigint[], bigint, bigint);
 
 CREATE FUNCTION runtime_records_write_fenced(
@@ -49,6 +51,7 @@ CREATE FUNCTION runtime_records_write_fenced(
     marks_seq       bigint[],
     writer          text,
     publish         bigint,
+    sent_from       bigint,
     sent            bigint,
     chunk           bytea,
     chunk_shards    integer[],
@@ -93,10 +96,11 @@ BEGIN
         VALUES (writer, publish, chunk_ms, chunk_seq, chunk_shards, chunk);
     END IF;
     IF sent IS NOT NULL THEN
-        DELETE FROM gm_unpublished AS p WHERE p.writer = writer AND p.publish <= sent;
+        DELETE FROM gm_unpublished AS p
+         WHERE p.writer = writer AND p.publish BETWEEN sent_from AND sent;
     END IF;
 END
 $$;
 
-COMMENT ON FUNCTION runtime_records_write_fenced(text[], text[], text[], text[], integer[], bigint[], bigint[], bigint[], bigint[], bigint[], text, bigint, bigint, bytea, integer[], bigint, bigint) IS
+COMMENT ON FUNCTION runtime_records_write_fenced(text[], text[], text[], text[], integer[], bigint[], bigint[], bigint[], bigint[], bigint[], text, bigint, bigint, bigint, bytea, integer[], bigint, bigint) IS
     'Game Master: the guarded health batch write, committed only under each shard''s current epoch, moving its checkpoint and published mark and keeping the write''s snapshots until they are known sent.';

@@ -50,7 +50,8 @@ const LOCK_BATCH: &str = "SELECT r.game_id, r.status FROM unnest($1::text[]) AS 
 const WRITE: &str = "SELECT game_id, current_turn, created_at, updated_at \
      FROM runtime_records_write_fenced($1::text[], $2::text[], $3::text[], $4::text[], \
      $5::integer[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], \
-     $11::text, $12::bigint, $13::bigint, $14::bytea, $15::integer[], $16::bigint, $17::bigint)";
+     $11::text, $12::bigint, $13::bigint, $14::bigint, $15::bytea, $16::integer[], $17::bigint, \
+     $18::bigint)";
 
 /// The SQLSTATE `runtime_records_write_guarded` raises when a status moved.
 const GUARD_MISSED: &str = "GM001";
@@ -70,10 +71,43 @@ struct Fence {
     marks_ms: Vec<Option<i64>>,
     marks_seq: Vec<Option<i64>>,
     /// The writing process (its store's token), the number of the publish that will
-    /// carry this write's snapshots, and the last of its publishes that went out.
+    /// carry this write's snapshots, and the publishes gone out whose rows are still to
+    /// delete (from the first not deleted yet through the last that went out).
     writer: String,
     publish: i64,
+    sent_from: i64,
     sent: Option<i64>,
+}
+
+/// A store's identity as a writer of unpublished snapshots: its token, and the first of
+/// its publish numbers whose rows are not deleted yet (shared by the store's clones).
+#[derive(Debug, Clone)]
+pub(crate) struct Writer {
+    token: Arc<str>,
+    undeleted: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Writer {
+    /// A writer named `token`, with nothing deleted yet.
+    pub(crate) fn new(token: Arc<str>) -> Self {
+        Self {
+            token,
+            undeleted: Arc::default(),
+        }
+    }
+
+    /// The token.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// A write naming `fence`'s publishes as gone out committed: their rows are deleted.
+    fn deleted(&self, fence: &Fence) {
+        if let Some(sent) = fence.sent.and_then(|s| u64::try_from(s).ok()) {
+            self.undeleted
+                .fetch_max(sent + 1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl Fence {
@@ -85,7 +119,7 @@ impl Fence {
     fn of(
         observations: &[HealthObservation],
         owner: &Ownership,
-        writer: &str,
+        writer: &Writer,
     ) -> Result<Self, Error> {
         let mut last: BTreeMap<u32, EntryPosition> = BTreeMap::new();
         for o in observations {
@@ -93,10 +127,16 @@ impl Fence {
             *through = (*through).max(o.entry);
         }
         let big = bigint;
+        let undeleted = writer.undeleted.load(std::sync::atomic::Ordering::Relaxed);
         let mut fence = Self {
-            writer: writer.to_owned(),
+            writer: writer.token.to_string(),
             publish: big(owner.next_publish())?,
-            sent: owner.last_publish_sent().map(big).transpose()?,
+            sent_from: big(undeleted)?,
+            sent: owner
+                .last_publish_sent()
+                .filter(|&sent| sent >= undeleted)
+                .map(big)
+                .transpose()?,
             ..Self::default()
         };
         for (shard, through) in last {
@@ -394,7 +434,7 @@ impl Fold {
             .iter()
             .map(|f| EngineHealth::wire(f.state.engine_health))
             .collect();
-        let params: [&(dyn ToSql + Sync); 17] = [
+        let params: [&(dyn ToSql + Sync); 18] = [
             &ids,
             &expected,
             &statuses,
@@ -407,6 +447,7 @@ impl Fold {
             &fence.marks_seq,
             &fence.writer,
             &fence.publish,
+            &fence.sent_from,
             &fence.sent,
             &kept.chunk,
             &kept.shards,
@@ -523,7 +564,7 @@ pub(crate) async fn apply(
     observations: &[HealthObservation],
     news: &[bool],
     owner: &Ownership,
-    writer: &str,
+    writer: &Writer,
 ) -> Result<Vec<ObservationResult>, Error> {
     let fence = Fence::of(observations, owner, writer)?;
     let mut ids: Vec<&str> = observations.iter().map(|o| o.game_id.as_str()).collect();
@@ -534,6 +575,7 @@ pub(crate) async fn apply(
         match guarded(pool, cache, &ids, &statuses, observations, news, &fence).await {
             Ok(Guarded::Applied(results)) => {
                 counters.guarded.inc();
+                writer.deleted(&fence);
                 return Ok(results);
             }
             Ok(Guarded::Missed) => {
@@ -551,6 +593,7 @@ pub(crate) async fn apply(
         cache.forget(&ids);
     } else {
         counters.locked.inc();
+        writer.deleted(&fence);
     }
     applied
 }

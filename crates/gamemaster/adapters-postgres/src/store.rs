@@ -158,7 +158,7 @@ pub struct PgRuntimeRecordStore {
     paths: PathCounters,
     /// Names this store's writes of unpublished snapshots, so it deletes only its own
     /// once they are sent: unique per store made (process, clock, count).
-    writer: std::sync::Arc<str>,
+    writer: batch::Writer,
 }
 
 /// Stores made in this process, for their writer tokens.
@@ -182,7 +182,7 @@ impl PgRuntimeRecordStore {
             pool,
             statuses: StatusCache::default(),
             paths: PathCounters::default(),
-            writer: writer_token(),
+            writer: batch::Writer::new(writer_token()),
         }
     }
 
@@ -482,7 +482,7 @@ impl RuntimeRecordStore for PgRuntimeRecordStore {
             marks_seq.push(seq);
         }
         let (ms, seq) = (batch::bigint(through.ms)?, batch::bigint(through.seq)?);
-        let writer: &str = &self.writer;
+        let writer: &str = self.writer.token();
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
             [&numbers, &epochs, &marks_ms, &marks_seq, &ms, &seq, &writer];
         let rows = self.query_rows(ADVANCE_CHECKPOINTS, &params).await?;
