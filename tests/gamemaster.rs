@@ -676,7 +676,7 @@ async fn two_instances_divide_the_shards_hand_them_over_on_sigterm_and_apply_eac
     ];
     eventually("readyz shows every lag", Duration::from_secs(5), || async {
         let status = e2e::status("gamemaster", &status_args).await;
-        let shards = &status["instance"]["details"]["shards"];
+        let shards = &status["instance"]["shards"];
         let lags = shards["lag_seconds"].as_object().map_or(0, |l| l.len());
         shards["owned"] == 64
             && lags == 64

@@ -131,14 +131,14 @@ async fn consumer(
     }))
 }
 
-/// What the running instance's `/readyz` says, with the details it shows (the Game
-/// Master's shards) under `details`.
+/// What the running instance's `/readyz` says, with what else it shows (the Game
+/// Master's `shards`) beside.
 async fn readiness(addr: SocketAddr) -> Value {
     match crate::http::request(addr, "GET", "/readyz", READY_TIMEOUT).await {
         Ok((200, body)) => {
             let mut ready = json!({"http_addr": addr.to_string(), "state": "ready"});
-            if let Some(details) = details(&body) {
-                ready["details"] = details;
+            for (name, value) in shown(&body) {
+                ready[name.as_str()] = value;
             }
             ready
         }
@@ -151,14 +151,19 @@ async fn readiness(addr: SocketAddr) -> Value {
     }
 }
 
-/// The parts of a `/readyz` body beside its status: `None` when there are none (or it is
-/// not JSON).
-fn details(body: &str) -> Option<Value> {
-    let Value::Object(mut fields) = serde_json::from_str(body).ok()? else {
-        return None;
+/// The fields of the instance's report that say how it is reached and whether it is
+/// ready; any other came from its `/readyz`.
+const READINESS_FIELDS: [&str; 4] = ["http_addr", "state", "status", "detail"];
+
+/// The parts of a `/readyz` body beside its status (none when it is not JSON).
+fn shown(body: &str) -> serde_json::Map<String, Value> {
+    let Ok(Value::Object(mut fields)) = serde_json::from_str(body) else {
+        return serde_json::Map::new();
     };
-    fields.remove("status");
-    (!fields.is_empty()).then_some(Value::Object(fields))
+    for known in READINESS_FIELDS {
+        fields.remove(known);
+    }
+    fields
 }
 
 /// The report as a table.
@@ -204,7 +209,8 @@ fn table(report: &Value) -> String {
         out.push_str(&format!(" ({})", text(&i["detail"])));
     }
     out.push('\n');
-    for (name, value) in i["details"].as_object().into_iter().flatten() {
+    let extra = i.as_object().into_iter().flatten();
+    for (name, value) in extra.filter(|(n, _)| !READINESS_FIELDS.contains(&n.as_str())) {
         out.push_str(&format!("  {name}: {value}\n"));
     }
     out
@@ -234,14 +240,14 @@ mod tests {
     }
 
     #[test]
-    fn a_ready_instances_details_are_kept_and_shown_under_it() {
-        let details = details(r#"{"status":"ready","shards":{"owned":[1,2]}}"#);
-        assert_eq!(details, Some(json!({"shards": {"owned": [1, 2]}})));
-        assert_eq!(super::details(r#"{"status":"ready"}"#), None);
-        assert_eq!(super::details("not json"), None);
+    fn what_a_ready_instance_shows_is_kept_and_printed_under_it() {
+        let shown = shown(r#"{"status":"ready","shards":{"owned":[1,2]}}"#);
+        assert_eq!(Value::Object(shown), json!({"shards": {"owned": [1, 2]}}));
+        assert!(super::shown(r#"{"status":"ready"}"#).is_empty());
+        assert!(super::shown("not json").is_empty());
         let report = json!({
             "consumers": [],
-            "instance": {"http_addr": "127.0.0.1:8080", "state": "ready", "details": details},
+            "instance": {"http_addr": "127.0.0.1:8080", "state": "ready", "shards": {"owned": [1, 2]}},
         });
         assert!(
             table(&report)

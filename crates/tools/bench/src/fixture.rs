@@ -90,7 +90,7 @@ impl Fixture {
     /// Replaces the games with `n` fresh ones (`g000001`…, `running`, turn 0).
     pub async fn seed_games(&self, n: usize) -> anyhow::Result<()> {
         let c = self.pool.get().await?;
-        c.batch_execute("TRUNCATE runtime_records, gm_shards")
+        c.batch_execute("TRUNCATE runtime_records, gm_shards, gm_unpublished")
             .await?;
         let n = i64::try_from(n)?;
         c.execute(
@@ -104,12 +104,16 @@ impl Fixture {
     }
 
     /// Puts every game back to `running` with no summary, and forgets the shards'
-    /// checkpoints so the same entries are applied again (between runs).
+    /// checkpoints, published marks and unpublished snapshots, so the same entries are
+    /// applied again as if for the first time (between runs; a run's last snapshots
+    /// would otherwise be published again at the start of the next).
     pub async fn reset_games(&self) -> anyhow::Result<()> {
         let c = self.pool.get().await?;
         c.batch_execute(
             "UPDATE runtime_records SET status = 'running', engine_health = '', updated_at = now();
-             UPDATE gm_shards SET checkpoint_ms = NULL, checkpoint_seq = NULL",
+             UPDATE gm_shards SET checkpoint_ms = NULL, checkpoint_seq = NULL,
+                                  published_ms = NULL, published_seq = NULL;
+             TRUNCATE gm_unpublished",
         )
         .await?;
         c.batch_execute("VACUUM ANALYZE runtime_records").await?;
