@@ -1,11 +1,11 @@
--- Each shard keeps the snapshots its owner committed but is not known to have published
--- (issue 14; decision 0026).
+-- The snapshots a writer committed but is not known to have published (issue 14;
+-- decision 0026).
 --
--- A batch's snapshots are decided before its write and kept with their shard in the
--- batch's own transaction. They stay until the shard's published mark passes them (the
--- writer saw them go out). An instance that takes the shard over, or restarts, publishes
--- the ones still kept, exactly as they were decided: the Lobby loses none, and the ones
--- it had already it drops by their `source_entry_id`.
+-- A batch's snapshots are decided before its write and kept in the batch's own
+-- transaction. They stay until the publish carrying them went out. An instance that
+-- takes a shard over, or restarts, publishes the ones kept after the shard's published
+-- mark, exactly as they were decided: the Lobby loses none, and the ones it had already
+-- it drops by their `source_entry_id`.
 
 -- Kept as one row per write: the write's snapshots, encoded by the Game Master (shard,
 -- entry, game, status, summary each), the shards they are of, and the write's last entry.
