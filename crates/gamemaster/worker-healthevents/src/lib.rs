@@ -10,8 +10,8 @@
 //!  0. **Takes ownership changes**: a shard lost is no longer applied; a shard gained is
 //!     applied from its checkpoint, with its games' stored summaries taken as published
 //!     (no burst of repeats from the new owner). The snapshots its previous owner
-//!     committed but is not known to have published (the store keeps them with the
-//!     shard, see step 2) are read, to go out first with the next publish (at once when
+//!     committed but is not known to have published (the store keeps them, see step
+//!     2) are read, to go out first with the next publish (at once when
 //!     idle); the same at the start for every shard owned. When a gained shard's
 //!     checkpoint is behind what the worker passed, the previous publish is settled and
 //!     the reading rewinds there (`BatchOutcome::rewind`); the entries of shards owned
@@ -41,10 +41,9 @@
 //!     the last one published for the game, counting the snapshots still on their way;
 //!     the first event per game after a start always is). The store returns each record
 //!     as it stood after its observation and whether it publishes (news, or a transition
-//!     taken), and keeps the snapshots that publish with their shards in the same
-//!     transaction, until the shard's published mark passes them. Observations for games
-//!     with no runtime
-//!     record are logged, counted and skipped. When the database refuses the batch for
+//!     taken), and keeps the snapshots that publish in the same transaction, until the
+//!     publish carrying them is known to have gone out. Observations for games with no
+//!     runtime record are logged, counted and skipped. When the database refuses the batch for
 //!     its values, the batch is applied in halves (`stream_consumer::isolate`) until each
 //!     refused observation stands alone; those are logged with their `stream_entry_id`,
 //!     counted as `refused` and skipped, the rest applied once, in order (a refused
@@ -57,7 +56,8 @@
 //!     background while the next batch is read and applied; the batch's entries are
 //!     finished (and the offset moves past them) only once it succeeded, and only then
 //!     are its summaries remembered as published and the marks of the shards it covered
-//!     moved (the next writes record them, and the store drops what they pass).
+//!     moved (the next writes record them, and have the store drop the snapshots that
+//!     publish carried).
 //!  5. **Counts** one "consumed" per entry, by outcome, and one "published" per snapshot;
 //!     hands the runtime each entry skipped (undecodable, for a game with no record,
 //!     refused), with why, for the dead letters.

@@ -6,8 +6,8 @@
 //! An entry at or below its shard's checkpoint was committed already (by this instance,
 //! perhaps before a lost reply, or by the shard's previous owner), so it is not applied
 //! again. Its snapshot, if it had one, may never have gone out (the owner stopped between
-//! commit and publish): the store kept it with the shard in the same transaction, and it
-//! is published from there ([`unpublished`]); a Lobby that had it drops the copy by its
+//! commit and publish): the store kept it in the same transaction, and it is published
+//! from there ([`unpublished`]); a Lobby that had it drops the copy by its
 //! `source_entry_id`.
 
 use std::collections::{BTreeMap, HashSet};
