@@ -163,6 +163,9 @@ pub struct HealthEventsWorker<S, P> {
     untouched: Vec<u32>,
     /// Shards gained (or owned at the start) whose kept snapshots are still to be read.
     to_recover: Vec<u32>,
+    /// Shards a re-read found committed past what was known (a lost reply), with the
+    /// checkpoint known before: that commit's kept snapshots are still to be read.
+    committed_unread: Vec<(u32, Option<domain_runtime::EntryPosition>)>,
     /// Snapshots a previous owner (or this instance, before a lost reply) committed and
     /// may not have published: they go out first with the next publish.
     recovered: Vec<LobbyEvent>,
@@ -223,6 +226,7 @@ where
             unread: HashSet::new(),
             untouched: Vec::new(),
             to_recover,
+            committed_unread: Vec::new(),
             recovered: Vec::new(),
             last_head: None,
         }
@@ -567,20 +571,23 @@ where
         if self.stale {
             let refreshed = shards::refresh(&self.store, &mut self.owner).await?;
             self.fenced_off(refreshed.lost);
-            if !refreshed.committed.is_empty() {
-                let shards: Vec<u32> = refreshed.committed.iter().map(|&(s, _)| s).collect();
-                let now_ms = (self.clock)();
-                let found = shards::unpublished(
-                    &self.store,
-                    &self.owner,
-                    &shards,
-                    &refreshed.committed,
-                    now_ms,
-                )
-                .await?;
-                self.recovered.extend(found);
-            }
+            // Kept until read: once refreshed, the checkpoints no longer show the commit.
+            self.committed_unread.extend(refreshed.committed);
             self.stale = false;
+        }
+        if !self.committed_unread.is_empty() {
+            let shards: Vec<u32> = self.committed_unread.iter().map(|&(s, _)| s).collect();
+            let now_ms = (self.clock)();
+            let found = shards::unpublished(
+                &self.store,
+                &self.owner,
+                &shards,
+                &self.committed_unread,
+                now_ms,
+            )
+            .await?;
+            self.recovered.extend(found);
+            self.committed_unread.clear();
         }
         let decoded: Vec<Decoded> = fresh.iter().map(|e| Decoded::of(e, &self.owner)).collect();
         let observations = observations(fresh, &decoded);

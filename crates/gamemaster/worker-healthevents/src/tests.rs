@@ -1148,10 +1148,16 @@ async fn a_commit_whose_reply_was_lost_is_found_by_its_checkpoint_and_not_applie
     store
         .expect_get_many()
         .returning(move |ids| ready_now(get.get_many(ids)));
+    // The read of the commit's kept snapshots fails once (the start's read is call 1).
     let kept = inner.clone();
-    store
-        .expect_unpublished()
-        .returning(move |shards| ready_now(kept.unpublished(shards)));
+    let reads = Arc::new(Mutex::new(0));
+    store.expect_unpublished().returning(move |shards| {
+        *reads.lock().unwrap() += 1;
+        if *reads.lock().unwrap() == 2 {
+            return Err(ports::Error::Unavailable("kept read failed".into()));
+        }
+        ready_now(kept.unpublished(shards))
+    });
     store
         .expect_advance_checkpoints()
         .returning(move |shards, through| ready_now(inner.advance_checkpoints(shards, through)));
@@ -1169,6 +1175,13 @@ async fn a_commit_whose_reply_was_lost_is_found_by_its_checkpoint_and_not_applie
             .failure
             .is_some_and(|e| e.to_string().contains("reply lost"))
     );
+    let failed = drive(&mut w, &batch).await;
+    assert!(
+        failed
+            .failure
+            .is_some_and(|e| e.to_string().contains("kept read failed"))
+    );
+    // The retry reads them still, although the checkpoints no longer show the commit.
     let second = drive(&mut w, &batch).await;
     assert_eq!(second.finished, 1);
     assert_eq!(
