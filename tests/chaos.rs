@@ -147,10 +147,17 @@ async fn monitor(db_url: String, polls: Arc<Mutex<Vec<Poll>>>, stop: Arc<AtomicB
     }
 }
 
+/// A shard's time from an event (a kill, a SIGTERM) to its first applied entry elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Takeover {
+    took: Duration,
+    shard: usize,
+}
+
 /// For each shard `from` owned just before `at`: the time from `at` to the first poll
 /// that shows it under another owner with its checkpoint moved on (its first applied
 /// entry there). Errs naming a shard that never got there.
-fn takeover_times(polls: &[Poll], at: Instant, from: &str) -> Result<Vec<Duration>, String> {
+fn takeover_times(polls: &[Poll], at: Instant, from: &str) -> Result<Vec<Takeover>, String> {
     let before = polls
         .iter()
         .rev()
@@ -166,7 +173,10 @@ fn takeover_times(polls: &[Poll], at: Instant, from: &str) -> Result<Vec<Duratio
             now.owner != from && now.checkpoint > row.checkpoint
         });
         match moved {
-            Some(p) => times.push(p.at - at),
+            Some(p) => times.push(Takeover {
+                took: p.at - at,
+                shard,
+            }),
             None => return Err(format!("shard {shard} of {from} never applied again")),
         }
     }
@@ -184,9 +194,9 @@ fn owners_before(polls: &[Poll], at: Instant) -> BTreeMap<String, usize> {
     owners
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
+fn percentile(sorted: &[Takeover], p: f64) -> Duration {
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).max(1);
+    sorted.get(rank - 1).map_or(Duration::ZERO, |t| t.took)
 }
 
 // ---- 1. The audit ----------------------------------------------------------------------
@@ -534,8 +544,36 @@ fn compare_snapshots(
     compared
 }
 
-/// For a failing run: each instance's logs in a file, and for the first missing
-/// snapshots their shard's owners over the run (from the monitor's polls).
+/// For a failing run: each instance's logs in a file.
+fn write_logs(logs: &[(String, String)]) {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (id, text) in logs {
+        std::fs::write(dir.join(format!("{id}.log")), text).unwrap();
+    }
+    eprintln!("chaos: the instances' logs are in {}", dir.display());
+}
+
+/// A shard's owners over the run, from the monitor's polls, with the checkpoint each
+/// change found.
+fn print_owners(polls: &[Poll], shard: usize, started: Instant) {
+    let mut last = None;
+    for poll in polls {
+        let row = &poll.rows[shard];
+        if last != Some(&row.owner) {
+            eprintln!(
+                "chaos:   {:>7.3} s  {} from {:?}",
+                (poll.at - started).as_secs_f64(),
+                row.owner,
+                row.checkpoint
+            );
+            last = Some(&row.owner);
+        }
+    }
+}
+
+/// For a failing run: the logs, and for the first missing snapshots their shard's owners
+/// over the run and its audit rows from the write that applied them.
 async fn report_missing(
     client: &tokio_postgres::Client,
     missing: &[Missing],
@@ -543,32 +581,48 @@ async fn report_missing(
     started: Instant,
     logs: &[(String, String)],
 ) {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chaos-logs");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (id, text) in logs {
-        std::fs::write(dir.join(format!("{id}.log")), text).unwrap();
-    }
-    eprintln!("chaos: the instances' logs are in {}", dir.display());
+    write_logs(logs);
     let count = ShardCount::new(contracts::shards::DEFAULT_SHARDS.into()).unwrap();
     for (game, id, expected, got) in missing.iter().take(5) {
         let shard = count.shard_of(game.as_bytes());
         eprintln!(
             "chaos: missing {game} (shard {shard}) at {id}: oracle {expected:?}, run {got:?}"
         );
-        let mut last = None;
-        for poll in polls {
-            let row = &poll.rows[usize::try_from(shard).unwrap()];
-            if last != Some(&row.owner) {
-                eprintln!(
-                    "chaos:   {:>7.3} s  {} from {:?}",
-                    (poll.at - started).as_secs_f64(),
-                    row.owner,
-                    row.checkpoint
-                );
-                last = Some(&row.owner);
+        print_owners(polls, usize::try_from(shard).unwrap(), started);
+        print_audit(client, shard, *id).await;
+    }
+}
+
+/// For a run whose failover was slow: the logs; the slowest shard's owners over the run;
+/// and every instance's warnings and ownership lines from the kill to its first applied
+/// entry elsewhere (`wall` is the wall clock at `started`, to place the log lines).
+fn report_slow_failover(
+    slowest: Takeover,
+    killed: (Instant, &str),
+    polls: &[Poll],
+    (started, wall): (Instant, std::time::SystemTime),
+    logs: &[(String, String)],
+) {
+    write_logs(logs);
+    let (at, id) = killed;
+    let from = (at - started).as_secs_f64();
+    eprintln!(
+        "chaos: shard {} of {id} (killed at {from:.3} s) was first applied elsewhere {:?} later",
+        slowest.shard, slowest.took
+    );
+    print_owners(polls, slowest.shard, started);
+    let stamp = |t: Instant| humantime::format_rfc3339_micros(wall + (t - started)).to_string();
+    let (begin, end) = (stamp(at), stamp(at + slowest.took + Duration::from_secs(1)));
+    for (instance, text) in logs {
+        for line in text.lines() {
+            let time = line.split_whitespace().next().unwrap_or("");
+            let telling = ["WARN", "ERROR", "taken over", "handed over", "fenced"]
+                .iter()
+                .any(|word| line.contains(word));
+            if telling && time >= begin.as_str() && time <= end.as_str() {
+                eprintln!("chaos:   [{instance}] {line}");
             }
         }
-        print_audit(client, shard, *id).await;
     }
 }
 
@@ -707,7 +761,7 @@ async fn three_instances_under_kills_a_pause_and_a_master_failover_end_as_one_in
         polls.clone(),
         stop_monitor.clone(),
     ));
-    let started = Instant::now();
+    let (started, wall) = (Instant::now(), std::time::SystemTime::now());
     let at = |secs: f64| tokio::time::sleep_until((started + Duration::from_secs_f64(secs)).into());
 
     // 2. The schedule.
@@ -774,8 +828,14 @@ async fn three_instances_under_kills_a_pause_and_a_master_failover_end_as_one_in
     let (moves, not_owner, not_forward) = audit(&client).await;
     let polls = std::mem::take(&mut *polls.lock().unwrap());
     let mut failovers = Vec::new();
-    for (killed_at, id) in &kills {
-        failovers.extend(takeover_times(&polls, *killed_at, id).unwrap());
+    let mut slowest: Option<(Takeover, usize)> = None;
+    for (k, (killed_at, id)) in kills.iter().enumerate() {
+        for taken in takeover_times(&polls, *killed_at, id).unwrap() {
+            if slowest.is_none_or(|(s, _)| taken.took > s.took) {
+                slowest = Some((taken, k));
+            }
+            failovers.push(taken);
+        }
     }
     failovers.sort();
     let handover = takeover_times(&polls, term_at, &terminated).unwrap();
@@ -786,7 +846,7 @@ async fn three_instances_under_kills_a_pause_and_a_master_failover_end_as_one_in
     for (at, id) in kills.iter().chain([&(term_at, terminated.clone())]) {
         eprintln!("chaos: before {id} went: {:?}", owners_before(&polls, *at));
     }
-    let handover_max = handover.iter().max().copied().unwrap_or_default();
+    let handover_max = handover.iter().map(|t| t.took).max().unwrap_or_default();
     let (p99, max) = (percentile(&failovers, 0.99), percentile(&failovers, 1.0));
 
     // 5. The oracle.
@@ -829,10 +889,12 @@ async fn three_instances_under_kills_a_pause_and_a_master_failover_end_as_one_in
         "checkpoint moves by a stale owner"
     );
     assert_eq!((missing, other, conflicting), (0, 0, 0), "snapshots differ");
-    assert!(
-        p99 <= Duration::from_secs(3) && max <= Duration::from_secs(5),
-        "failover p99 {p99:?}, max {max:?}"
-    );
+    let failover_in_time = p99 <= Duration::from_secs(3) && max <= Duration::from_secs(5);
+    if let (false, Some((taken, k))) = (failover_in_time, slowest) {
+        let (at, id) = &kills[k];
+        report_slow_failover(taken, (*at, id), &polls, (started, wall), &logs);
+    }
+    assert!(failover_in_time, "failover p99 {p99:?}, max {max:?}");
     assert!(
         fenced >= 1.0,
         "the stalled zombie's write was not fenced off"
